@@ -1,0 +1,1 @@
+//! Decode and encode errors. `Invalid` names the rule and the field that failed, for logs.

@@ -1,0 +1,1 @@
+//! PROXY v1 text line: exact-grammar parser and encoder.

@@ -1,0 +1,1 @@
+//! PROXY v2 binary header: parser and allocation-free encoder.

@@ -1,0 +1,45 @@
+//! Address newtypes that keep the trusted hop and the real client apart (after linkerd2-proxy).
+//! `PeerAddr` is whoever opened the TCP connection; `ClientAddr` is who we believe the client
+//! is (a trusted PROXY header's source, else the peer). Nothing converts one into the other
+//! implicitly: the only way to a `ClientAddr` from a peer is `ClientAddr::direct`.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// The TCP peer of an accepted connection: possibly a trusted load balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The real client: from a trusted PROXY header, or the peer itself when it is the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The local address the connection reached (the frontend's bound address, or the PROXY
+/// header's destination when one was accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LocalAddr(pub SocketAddr);
+
+impl ClientAddr {
+    /// The peer is the client: no PROXY header was expected or accepted.
+    pub fn direct(peer: PeerAddr) -> Self {
+        ClientAddr(peer.0)
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for LocalAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
