@@ -14,7 +14,7 @@ mod crc;
 
 pub use error::{EncodeError, Invalid};
 pub use model::{Addresses, Command, Header, Transport, Version};
-pub use tlv::{SslTlv, Tlv, Tlvs};
+pub use tlv::{SslSubTlv, SslTlv, Tlv, TlvIter, Tlvs};
 pub use v2::V2Encoder;
 
 /// The 12-byte signature that starts every v2 header.
@@ -38,6 +38,8 @@ impl Default for DecodeOptions {
 }
 
 /// The decoder's answer for the bytes received so far.
+// Large because of the UNIX address block; boxing would allocate on every decode.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded<'a> {
     /// A whole header: `consumed` bytes belong to it, everything after is application data.
@@ -47,6 +49,37 @@ pub enum Decoded<'a> {
 }
 
 /// Decodes a v1 or v2 header at the start of `buf`, detected by signature only.
+///
+/// Call again with more bytes after `Incomplete`; a header split across reads decodes exactly
+/// as in one read. `Complete::consumed` bytes are the header, the rest is application data.
+/// `Incomplete::needed` is exact for v2 once its 16 fixed bytes are in, a lower bound before
+/// that, and `None` for v1 (its length is only known at CRLF) or an empty buffer.
 pub fn decode<'a>(buf: &'a [u8], opts: &DecodeOptions) -> Result<Decoded<'a>, Invalid> {
-    todo!("issue 2: {buf:?} {opts:?}")
+    let Some(&first) = buf.first() else {
+        return Ok(Decoded::Incomplete { needed: None });
+    };
+    let sig: &[u8] = if first == V2_SIGNATURE[0] {
+        &V2_SIGNATURE
+    } else {
+        v1::SIGNATURE
+    };
+    let n = buf.len().min(sig.len());
+    if let Some(offset) = (0..n).find(|&i| buf[i] != sig[i]) {
+        return Err(Invalid::NoSignature {
+            offset,
+            byte: buf[offset],
+        });
+    }
+    if sig.len() == v1::SIGNATURE.len() {
+        if n < sig.len() {
+            return Ok(Decoded::Incomplete { needed: None });
+        }
+        v1::decode(buf)
+    } else if n < sig.len() {
+        Ok(Decoded::Incomplete {
+            needed: Some(v2::FIXED_LEN - n),
+        })
+    } else {
+        v2::decode(buf, opts)
+    }
 }

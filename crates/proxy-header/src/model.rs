@@ -1,7 +1,7 @@
 //! The header model shared by the v1 and v2 parsers and encoders.
 //! Plain data: no parsing or encoding lives here.
 
-use std::net::{SocketAddrV4, SocketAddrV6};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use crate::tlv::Tlvs;
 
@@ -35,6 +35,24 @@ pub enum Addresses {
     Inet6 { src: SocketAddrV6, dst: SocketAddrV6 },
     /// Unix socket paths, 108 bytes each, NUL-padded as on the wire.
     Unix { src: [u8; 108], dst: [u8; 108] },
+}
+
+impl Addresses {
+    /// INET when both sides are IPv4, else INET6 with any IPv4 side mapped
+    /// (`::ffff:a.b.c.d`), as HAProxy does for mixed families. Scope ids are dropped.
+    pub fn from_socket_addrs(src: SocketAddr, dst: SocketAddr) -> Addresses {
+        let v6 = |a: SocketAddr| match a {
+            SocketAddr::V4(v4) => SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0),
+            SocketAddr::V6(v6) => SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0),
+        };
+        match (src, dst) {
+            (SocketAddr::V4(src), SocketAddr::V4(dst)) => Addresses::Inet { src, dst },
+            _ => Addresses::Inet6 {
+                src: v6(src),
+                dst: v6(dst),
+            },
+        }
+    }
 }
 
 /// A decoded header, borrowing its TLVs from the input buffer.
