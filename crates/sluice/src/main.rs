@@ -1,5 +1,42 @@
-//! Command line entry point: parses arguments and hands over to the library.
+//! Command line entry point: parses arguments, sets up tracing to stderr and the tokio
+//! runtime, and hands over to the library (`sluice::cli`). No logic of its own.
 
-fn main() -> anyhow::Result<()> {
-    Ok(())
+use std::process::ExitCode;
+
+use clap::Parser;
+use sluice::cli::{self, Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    match cli.command {
+        Command::Check { config } => match cli::check(&config) {
+            Ok((_, summary)) => {
+                println!("{summary}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Run { config } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let result = rt.block_on(async {
+                let shutdown = cli::shutdown_signal()?;
+                cli::run(&config, shutdown).await
+            });
+            match result {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
 }

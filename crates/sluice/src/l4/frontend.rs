@@ -1,0 +1,240 @@
+//! One accepted connection on a `mode = "tcp"` frontend: apply the PROXY policy, pick and
+//! connect a server (retrying others on failure), write the outgoing PROXY header and any
+//! early client bytes, pump bytes with `l4::forward`, then log one line. No accept loop here.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream, UnixStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
+use crate::balance::{Lease, NoServer, Pool, ServerAddr, ServerId};
+use crate::config;
+use crate::l4::forward::{self, ForwardOpts};
+use crate::log::{ConnLog, ConnRecord, End};
+use crate::proxy::{self, Policy, SendOpts, HEADER_BUF};
+
+/// A backend as the L4 path uses it.
+#[derive(Debug)]
+pub struct L4Backend {
+    pub name: Arc<str>,
+    pub pool: Arc<Pool>,
+    pub send: SendOpts,
+    /// Local address to bind before connecting to a server.
+    pub source: Option<IpAddr>,
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    pub idle: Duration,
+}
+
+impl L4Backend {
+    pub fn new(cfg: &config::Backend, pool: Arc<Pool>) -> Result<L4Backend, String> {
+        let source = match &cfg.source {
+            Some(s) => Some(config::parsed::parse_source(s)?),
+            None => None,
+        };
+        Ok(L4Backend {
+            name: cfg.name.as_str().into(),
+            pool,
+            send: SendOpts::from_backend(cfg),
+            source,
+            retries: cfg.retries,
+            connect_timeout: cfg.timeouts.connect.get(),
+            idle: cfg.timeouts.idle.get(),
+        })
+    }
+}
+
+/// Everything a tcp frontend's connections share.
+#[derive(Debug)]
+pub struct TcpFrontend {
+    pub name: Arc<str>,
+    pub backend: Arc<L4Backend>,
+    pub policy: Option<Policy>,
+    pub log: ConnLog,
+    /// Cancelled when the shutdown grace period ends: close whatever is still open.
+    pub force: CancellationToken,
+    /// Try splice(2) zero-copy forwarding.
+    pub splice: bool,
+}
+
+/// A connected server socket.
+pub enum ServerStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl ServerStream {
+    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            ServerStream::Tcp(s) => s.write_all(buf).await,
+            ServerStream::Unix(s) => s.write_all(buf).await,
+        }
+    }
+}
+
+/// Connects to `addr` (binding `source` first for TCP) with TCP_NODELAY.
+pub async fn connect_server(addr: &ServerAddr, source: Option<IpAddr>) -> io::Result<ServerStream> {
+    match addr {
+        ServerAddr::Inet(sa) => {
+            let sock = if sa.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            if let Some(ip) = source {
+                sock.bind(SocketAddr::new(ip, 0))?;
+            }
+            let stream = sock.connect(*sa).await?;
+            stream.set_nodelay(true)?;
+            Ok(ServerStream::Tcp(stream))
+        }
+        ServerAddr::Unix(path) => Ok(ServerStream::Unix(UnixStream::connect(Path::new(path)).await?)),
+        ServerAddr::Host { host, port } => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("unresolved server address {host}:{port}"),
+        )),
+    }
+}
+
+/// Serves one accepted connection to the end and logs it.
+pub async fn handle(fe: Arc<TcpFrontend>, client: TcpStream, peer: SocketAddr) {
+    let start = Instant::now();
+    let peer = PeerAddr(peer);
+    let _ = client.set_nodelay(true);
+    let local = LocalAddr(client.local_addr().unwrap_or(peer.0));
+    let mut rec = ConnRecord {
+        client: ClientAddr::direct(peer),
+        peer,
+        local,
+        frontend: fe.name.clone(),
+        backend: fe.backend.name.clone(),
+        server: None,
+        connect_time: None,
+        duration: Duration::ZERO,
+        to_server: 0,
+        to_client: 0,
+        retries: 0,
+        end: End::ClientClosed,
+    };
+    rec.end = serve(&fe, client, &mut rec, start).await;
+    rec.duration = start.elapsed();
+    fe.log.emit(&rec);
+}
+
+/// Runs `fut` unless the shutdown grace period ends first.
+async fn unless_forced<T>(force: &CancellationToken, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        v = fut => Some(v),
+        _ = force.cancelled() => None,
+    }
+}
+
+async fn serve(fe: &TcpFrontend, mut client: TcpStream, rec: &mut ConnRecord, start: Instant) -> End {
+    let mut leftover = Vec::new();
+    if let Some(policy) = &fe.policy {
+        let expect = proxy::expect_header(&mut client, rec.peer, rec.local, policy);
+        let Some(accepted) = unless_forced(&fe.force, expect).await else {
+            return End::Shutdown;
+        };
+        match accepted {
+            Ok(acc) => {
+                rec.client = acc.client;
+                rec.local = acc.local;
+                leftover = acc.leftover;
+            }
+            Err(rej) => return End::ProxyRejected { code: rej.code, reason: rej.reason },
+        }
+    }
+    let be = &fe.backend;
+    let (lease, mut server) = match unless_forced(&fe.force, connect_any(be, rec)).await {
+        Some(Ok(pair)) => pair,
+        Some(Err(end)) => return end,
+        None => return End::Shutdown,
+    };
+    rec.connect_time = Some(start.elapsed());
+
+    let mut hdr = [0u8; HEADER_BUF];
+    let uid = proxy::send::new_unique_id();
+    let n = match proxy::build_header(&be.send, rec.client, rec.local, Some(&uid), &mut hdr) {
+        Ok(n) => n,
+        Err(e) => return End::ServerError(format!("building PROXY header: {e}")),
+    };
+    let first: std::borrow::Cow<'_, [u8]> = if leftover.is_empty() {
+        (&hdr[..n]).into()
+    } else {
+        let mut v = Vec::with_capacity(n + leftover.len());
+        v.extend_from_slice(&hdr[..n]);
+        v.extend_from_slice(&leftover);
+        v.into()
+    };
+    if !first.is_empty() {
+        let write = tokio::time::timeout(be.idle, server.write_all(&first));
+        match unless_forced(&fe.force, write).await {
+            Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(e))) => return End::ServerError(e.to_string()),
+            Some(Err(_)) => return End::IdleTimeout,
+            None => return End::Shutdown,
+        }
+    }
+    let opts = ForwardOpts { idle: be.idle, splice: fe.splice };
+    let token = Some(fe.force.clone());
+    let out = match server {
+        ServerStream::Tcp(s) => forward::forward(client, s, &opts, token).await,
+        ServerStream::Unix(s) => forward::forward(client, s, &opts, token).await,
+    };
+    drop(lease);
+    rec.to_server = out.to_server + leftover.len() as u64;
+    rec.to_client = out.to_client;
+    map_end(out.end)
+}
+
+fn map_end(end: forward::End) -> End {
+    match end {
+        forward::End::ClientClosed => End::ClientClosed,
+        forward::End::ServerClosed => End::ServerClosed,
+        forward::End::IdleTimeout => End::IdleTimeout,
+        forward::End::ClientError(k) => End::ClientError(io::Error::from(k).to_string()),
+        forward::End::ServerError(k) => End::ServerError(io::Error::from(k).to_string()),
+        forward::End::Shutdown => End::Shutdown,
+    }
+}
+
+/// Picks servers and connects, at most `1 + retries` attempts, each within the connect
+/// timeout; failed servers are reported to the pool and not tried again.
+async fn connect_any(be: &L4Backend, rec: &mut ConnRecord) -> Result<(Lease, ServerStream), End> {
+    let mut tried: Vec<ServerId> = Vec::new();
+    let mut last_err: Option<String> = None;
+    for _attempt in 0..=be.retries {
+        let deadline = Instant::now() + be.connect_timeout;
+        let lease = match be.pool.acquire(&rec.client, &tried, deadline).await {
+            Ok(lease) => lease,
+            Err(NoServer::Unavailable) if last_err.is_some() => break,
+            Err(_) => return Err(End::NoServer),
+        };
+        rec.server = Some(lease.name().to_string());
+        match tokio::time::timeout_at(deadline, connect_server(lease.addr(), be.source)).await {
+            Ok(Ok(stream)) => {
+                lease.connected();
+                return Ok((lease, stream));
+            }
+            Ok(Err(e)) => {
+                let why = format!("{}: {e}", lease.name());
+                lease.connect_failed(&why);
+                last_err = Some(why);
+            }
+            Err(_) => {
+                let why = format!("{}: connect timeout after {:?}", lease.name(), be.connect_timeout);
+                lease.connect_failed(&why);
+                last_err = Some(why);
+            }
+        }
+        tried.push(lease.id());
+        rec.retries += 1;
+    }
+    // `retries` counts failed attempts; the last one was not followed by a retry.
+    rec.retries = rec.retries.saturating_sub(1);
+    Err(End::ConnectFailed(last_err.unwrap_or_else(|| "no attempt made".into())))
+}
