@@ -174,11 +174,7 @@ pub(crate) fn v2_cases() -> Vec<Case> {
         ),
         bad(
             "v2 version 1 (early)",
-            &inet_with(&[])[..12]
-                .iter()
-                .chain(&[0x11])
-                .copied()
-                .collect::<Vec<_>>(),
+            [&V2_SIGNATURE[..], &[0x11]].concat(),
             "v2_bad_version",
             "version nibble is 0x1",
         ),
