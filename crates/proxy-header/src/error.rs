@@ -91,7 +91,9 @@ pub enum Invalid {
         count: usize,
     },
     /// An SSL TLV shorter than its 5-byte client+verify prefix.
-    #[error("v2: SSL TLV at offset {offset} has {len} bytes, at least 5 (client, verify) are required")]
+    #[error(
+        "v2: SSL TLV at offset {offset} has {len} bytes, at least 5 (client, verify) are required"
+    )]
     V2SslTooShort { offset: usize, len: usize },
     /// A text TLV whose value is not valid UTF-8 / US-ASCII as the specification requires.
     #[error("v2: {name} TLV at offset {offset} is not valid {charset}")]

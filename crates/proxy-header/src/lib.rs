@@ -33,7 +33,9 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { max_v2_len: DEFAULT_MAX_V2_LEN }
+        DecodeOptions {
+            max_v2_len: DEFAULT_MAX_V2_LEN,
+        }
     }
 }
 

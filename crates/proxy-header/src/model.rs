@@ -31,10 +31,19 @@ pub enum Transport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Addresses {
     Unspec,
-    Inet { src: SocketAddrV4, dst: SocketAddrV4 },
-    Inet6 { src: SocketAddrV6, dst: SocketAddrV6 },
+    Inet {
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+    },
+    Inet6 {
+        src: SocketAddrV6,
+        dst: SocketAddrV6,
+    },
     /// Unix socket paths, 108 bytes each, NUL-padded as on the wire.
-    Unix { src: [u8; 108], dst: [u8; 108] },
+    Unix {
+        src: [u8; 108],
+        dst: [u8; 108],
+    },
 }
 
 impl Addresses {

@@ -201,12 +201,16 @@ impl<'a> Tlvs<'a> {
 
     /// Every TLV in wire order, typed.
     pub fn iter(&self) -> TlvIter<'a> {
-        TlvIter { inner: raw(self.raw) }
+        TlvIter {
+            inner: raw(self.raw),
+        }
     }
 
     /// The raw value of the first TLV of type `kind`.
     pub fn get(&self, kind: u8) -> Option<&'a [u8]> {
-        raw(self.raw).find(|&(_, k, _)| k == kind).map(|(_, _, v)| v)
+        raw(self.raw)
+            .find(|&(_, k, _)| k == kind)
+            .map(|(_, _, v)| v)
     }
 
     pub fn alpn(&self) -> Option<&'a [u8]> {
@@ -255,9 +259,15 @@ pub enum Tlv<'a> {
     /// Network namespace name (US-ASCII).
     Netns(&'a str),
     /// Types 0xE0..=0xEF, reserved for application-specific data.
-    Custom { kind: u8, value: &'a [u8] },
+    Custom {
+        kind: u8,
+        value: &'a [u8],
+    },
     /// Any other type, kept raw.
-    Unknown { kind: u8, value: &'a [u8] },
+    Unknown {
+        kind: u8,
+        value: &'a [u8],
+    },
 }
 
 /// Iterator over validated TLVs.
@@ -334,11 +344,15 @@ impl<'a> SslTlv<'a> {
     }
     /// Sub-TLVs in wire order, typed.
     pub fn iter(&self) -> SslSubIter<'a> {
-        SslSubIter { inner: raw(self.sub) }
+        SslSubIter {
+            inner: raw(self.sub),
+        }
     }
     /// Raw value of the first sub-TLV of type `kind`.
     pub fn get(&self, kind: u8) -> Option<&'a [u8]> {
-        raw(self.sub).find(|&(_, k, _)| k == kind).map(|(_, _, v)| v)
+        raw(self.sub)
+            .find(|&(_, k, _)| k == kind)
+            .map(|(_, _, v)| v)
     }
     pub fn version(&self) -> Option<&'a str> {
         self.get(kind::SSL_VERSION).map(as_str)

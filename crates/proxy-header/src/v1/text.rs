@@ -43,7 +43,11 @@ pub(crate) fn ipv4(s: &[u8], complete: bool) -> Result<Option<Ipv4Addr>, AddrErr
                 digits = 0;
             }
             b':' => return Err(AddrError::Family),
-            _ => return Err(AddrError::Rule("has a byte that is not a decimal digit or '.'")),
+            _ => {
+                return Err(AddrError::Rule(
+                    "has a byte that is not a decimal digit or '.'",
+                ))
+            }
         }
     }
     if !complete {
@@ -148,7 +152,11 @@ pub(crate) fn ipv6(s: &[u8], complete: bool) -> Result<Option<Ipv6Addr>, AddrErr
                 return Ok(Some(expand(groups, n + 2, gap)));
             }
             b'%' => return Err(AddrError::Rule("has a zone id ('%'), which is not allowed")),
-            _ => return Err(AddrError::Rule("has a byte that is not a hex digit, ':' or '.'")),
+            _ => {
+                return Err(AddrError::Rule(
+                    "has a byte that is not a hex digit, ':' or '.'",
+                ))
+            }
         }
     }
     if !complete {

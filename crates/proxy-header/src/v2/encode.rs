@@ -203,7 +203,11 @@ impl<'b> V2Encoder<'b> {
 
 /// A PROXY/STREAM header for a TCP connection, without TLVs. Mixed families are sent as
 /// INET6 with the IPv4 side mapped (`::ffff:a.b.c.d`).
-pub fn encode_proxy(src: SocketAddr, dst: SocketAddr, out: &mut [u8]) -> Result<usize, EncodeError> {
+pub fn encode_proxy(
+    src: SocketAddr,
+    dst: SocketAddr,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     let addresses = Addresses::from_socket_addrs(src, dst);
     V2Encoder::new(out, Command::Proxy, Transport::Stream, &addresses)?.finish(false)
 }
