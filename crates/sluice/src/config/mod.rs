@@ -1,8 +1,17 @@
-//! Configuration: the TOML model (`model`), duration strings (`duration`), and loading with
-//! file:line:col errors plus cross-checks (`load`). No runtime state lives here.
+//! Configuration: the TOML model (`model`), duration strings (`duration`), typed address values
+//! (`parsed`), loading with file:line:col errors (`load`, `validate`, `spans`) and the
+//! file-descriptor budget (`limits`). No runtime state lives here.
 
 pub mod duration;
+pub mod limits;
+pub mod load;
 pub mod model;
+pub mod parsed;
+pub mod spans;
+mod validate;
 
 pub use duration::Dur;
+pub use limits::{fds_needed, raise_nofile};
+pub use load::{load_file, load_file_with, load_str, load_str_with, ConfigError, LoadOptions};
 pub use model::*;
+pub use parsed::{parse_bind, parse_cidr, parse_server_addr, parse_source, resolve, ServerAddr};

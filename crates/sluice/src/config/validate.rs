@@ -1,0 +1,404 @@
+//! Cross-checks on a deserialized `Config`: names that must exist or be unique, strings that
+//! must parse, combinations that cannot work, files that must be readable, and the fd budget.
+//! Each problem is an `Issue` naming a key path; `config::load` turns paths into line:col.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use super::limits;
+use super::model::{Config, HealthKind, Mode, Protocol, SendProxy};
+use super::parsed::{parse_bind, parse_cidr, parse_server_addr, parse_source, ServerAddr};
+use super::spans::{At, KeyPath};
+use super::LoadOptions;
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub path: KeyPath,
+    pub at: At,
+    pub message: String,
+}
+
+struct Issues(Vec<Issue>);
+
+impl Issues {
+    fn value(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.0.push(Issue {
+            path,
+            at: At::Value,
+            message: message.into(),
+        });
+    }
+
+    fn key(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.0.push(Issue {
+            path,
+            at: At::Key,
+            message: message.into(),
+        });
+    }
+}
+
+/// The name a server gets when it has none: "srvN", N its 1-based position.
+pub fn default_server_name(index: usize) -> String {
+    format!("srv{}", index + 1)
+}
+
+/// Every problem found, in no particular order (the caller sorts by position).
+pub fn check(cfg: &Config, opts: &LoadOptions) -> Vec<Issue> {
+    let mut out = Issues(Vec::new());
+    check_global(cfg, opts, &mut out);
+    check_frontends(cfg, opts, &mut out);
+    for (k, _) in cfg.backends.iter().enumerate() {
+        check_backend(cfg, k, &mut out);
+    }
+    check_unique(
+        cfg.backends.iter().map(|b| b.name.as_str()),
+        &KeyPath::root().key("backend"),
+        "backend",
+        &mut out,
+    );
+    out.0
+}
+
+fn check_global(cfg: &Config, opts: &LoadOptions, out: &mut Issues) {
+    let p = KeyPath::root().key("global").key("max_connections");
+    if cfg.global.max_connections == 0 {
+        out.value(p, "must be at least 1");
+        return;
+    }
+    if opts.check_fd_limit {
+        let needed = limits::fds_needed(cfg);
+        if let Err(why) = limits::check_nofile(needed) {
+            let ceiling = limits::nofile_ceiling().unwrap_or(0);
+            let most = limits::max_connections_for(cfg, ceiling);
+            let now = cfg.global.max_connections;
+            out.value(
+                p,
+                format!("{why}, or lower max_connections (now {now}) to at most {most}"),
+            );
+        }
+    }
+}
+
+/// Reports the second and later uses of each name under `list[i].name`.
+fn check_unique<'a>(
+    names: impl Iterator<Item = &'a str>,
+    list: &KeyPath,
+    what: &str,
+    out: &mut Issues,
+) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, name) in names.enumerate() {
+        let p = list.index(i).key("name");
+        if name.is_empty() {
+            out.value(p, format!("{what} name must not be empty"));
+        } else if let Some(first) = seen.get(name) {
+            out.value(
+                p,
+                format!("duplicate {what} name {name:?} (also {list}[{first}])"),
+            );
+        } else {
+            seen.insert(name, i);
+        }
+    }
+}
+
+fn defined_backends(cfg: &Config) -> String {
+    if cfg.backends.is_empty() {
+        return "no backends are defined".into();
+    }
+    let names: Vec<String> = cfg
+        .backends
+        .iter()
+        .map(|b| format!("{:?}", b.name))
+        .collect();
+    format!("defined: {}", names.join(", "))
+}
+
+fn check_frontends(cfg: &Config, opts: &LoadOptions, out: &mut Issues) {
+    let list = KeyPath::root().key("frontend");
+    check_unique(
+        cfg.frontends.iter().map(|f| f.name.as_str()),
+        &list,
+        "frontend",
+        out,
+    );
+    let mut binds: HashMap<SocketAddr, KeyPath> = HashMap::new();
+    // backend index -> (mode, frontend name) of its first user.
+    let mut users: HashMap<usize, (Mode, &str)> = HashMap::new();
+    for (i, f) in cfg.frontends.iter().enumerate() {
+        let p = list.index(i);
+        if f.bind.is_empty() {
+            out.value(
+                p.key("bind"),
+                "needs at least one address such as \"0.0.0.0:443\"",
+            );
+        }
+        for (j, b) in f.bind.iter().enumerate() {
+            let bp = p.key("bind").index(j);
+            match parse_bind(b) {
+                Err(e) => out.value(bp, e),
+                Ok(sa) if sa.port() == 0 => {}
+                Ok(sa) => {
+                    if let Some(first) = binds.get(&sa) {
+                        out.value(bp, format!("address {sa} is already bound by {first}"));
+                    } else {
+                        binds.insert(sa, bp);
+                    }
+                }
+            }
+        }
+        match cfg.backends.iter().position(|b| b.name == f.backend) {
+            None => out.value(
+                p.key("backend"),
+                format!(
+                    "no backend named {:?} ({})",
+                    f.backend,
+                    defined_backends(cfg)
+                ),
+            ),
+            Some(k) => {
+                check_pairing(cfg, i, k, out);
+                match users.get(&k) {
+                    Some((mode, by)) if *mode != f.mode => out.value(
+                        p.key("backend"),
+                        format!(
+                            "backend {:?} is already used by {}-mode frontend {by:?}; a backend \
+                             serves frontends of one mode",
+                            f.backend,
+                            mode_name(*mode)
+                        ),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        users.insert(k, (f.mode, f.name.as_str()));
+                    }
+                }
+            }
+        }
+        if f.tls.is_some() && f.mode == Mode::Tcp {
+            out.key(
+                p.key("tls"),
+                "a tcp-mode frontend forwards TLS bytes unmodified and cannot terminate TLS; \
+                 remove the tls table or set mode = \"http\"",
+            );
+        }
+        if let Some(pp) = &f.proxy_protocol {
+            let pp_path = p.key("proxy_protocol");
+            for (j, c) in pp.trusted.iter().enumerate() {
+                if let Err(e) = parse_cidr(c) {
+                    out.value(pp_path.key("trusted").index(j), e);
+                }
+            }
+            if pp.trusted.is_empty() && pp.untrusted == super::model::Untrusted::Reject {
+                out.value(
+                    pp_path.key("trusted"),
+                    "is empty and untrusted = \"reject\", so every connection would be refused; \
+                     list the balancers' addresses",
+                );
+            }
+            if pp.timeout.get().is_zero() {
+                out.value(pp_path.key("timeout"), "must be longer than 0s");
+            }
+        }
+        if opts.check_files {
+            check_files_of(f, &p, out);
+        }
+    }
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Tcp => "tcp",
+        Mode::Http => "http",
+    }
+}
+
+/// A frontend's mode against what its backend `k` speaks.
+fn check_pairing(cfg: &Config, i: usize, k: usize, out: &mut Issues) {
+    let f = &cfg.frontends[i];
+    let b = &cfg.backends[k];
+    let bp = KeyPath::root().key("backend").index(k);
+    match f.mode {
+        Mode::Tcp => {
+            if b.protocol == Protocol::Uwsgi {
+                out.value(
+                    bp.key("protocol"),
+                    format!(
+                        "protocol = \"uwsgi\" needs an http-mode frontend, but tcp-mode frontend \
+                         {:?} forwards bytes unmodified to this backend",
+                        f.name
+                    ),
+                );
+            }
+        }
+        Mode::Http if b.protocol == Protocol::Uwsgi => {
+            if b.send_proxy != SendProxy::None {
+                out.value(
+                    bp.key("send_proxy"),
+                    "uwsgi servers do not read PROXY headers; the client address reaches the app \
+                     as REMOTE_ADDR (use send_proxy = \"none\")",
+                );
+            }
+            if let Some(h) = &b.health {
+                if h.kind != HealthKind::Tcp {
+                    out.value(
+                        bp.key("health").key("kind"),
+                        "a uwsgi server speaks neither HTTP nor TLS; use kind = \"tcp\"",
+                    );
+                }
+            }
+        }
+        Mode::Http => {
+            if b.send_proxy != SendProxy::None {
+                out.value(
+                    bp.key("send_proxy"),
+                    "an http-mode frontend passes the client address in X-Forwarded-For/Forwarded, \
+                     not in a PROXY header (use send_proxy = \"none\")",
+                );
+            }
+        }
+    }
+}
+
+/// Readable TLS material and a directory for the access log.
+fn check_files_of(f: &super::model::Frontend, p: &KeyPath, out: &mut Issues) {
+    if let Some(tls) = &f.tls {
+        let tp = p.key("tls");
+        readable(&tls.cert, tp.key("cert"), out);
+        readable(&tls.key, tp.key("key"), out);
+        for (j, pair) in tls.certs.iter().enumerate() {
+            readable(&pair.cert, tp.key("certs").index(j).key("cert"), out);
+            readable(&pair.key, tp.key("certs").index(j).key("key"), out);
+        }
+        for (j, t) in tls.ticket_keys.iter().enumerate() {
+            readable(t, tp.key("ticket_keys").index(j), out);
+        }
+    }
+    if let Some(log) = &f.access_log {
+        let dir = Path::new(log)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty());
+        let dir = dir.unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            out.value(
+                p.key("access_log"),
+                format!("directory {} does not exist", dir.display()),
+            );
+        }
+    }
+}
+
+fn readable(path: &str, at: KeyPath, out: &mut Issues) {
+    match std::fs::File::open(path).and_then(|f| f.metadata()) {
+        Err(e) => out.value(at, format!("cannot read {path:?}: {e}")),
+        Ok(m) if !m.is_file() => out.value(at, format!("{path:?} is not a regular file")),
+        Ok(_) => {}
+    }
+}
+
+fn check_backend(cfg: &Config, k: usize, out: &mut Issues) {
+    let b = &cfg.backends[k];
+    let p = KeyPath::root().key("backend").index(k);
+    let source = match b.source.as_deref().map(parse_source) {
+        Some(Err(e)) => {
+            out.value(p.key("source"), e);
+            None
+        }
+        Some(Ok(ip)) => Some(ip),
+        None => None,
+    };
+    let sp = p.key("servers");
+    if b.servers.is_empty() {
+        out.value(
+            sp.clone(),
+            format!("backend {:?} needs at least one server", b.name),
+        );
+    } else if b.servers.iter().all(|s| s.weight == 0) {
+        out.value(
+            sp.index(0).key("weight"),
+            "every server of this backend has weight 0, so none would get traffic",
+        );
+    }
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (j, s) in b.servers.iter().enumerate() {
+        let name = s.name.clone().unwrap_or_else(|| default_server_name(j));
+        let np = if s.name.is_some() {
+            sp.index(j).key("name")
+        } else {
+            sp.index(j)
+        };
+        if name.is_empty() {
+            out.value(np, "server name must not be empty");
+        } else if let Some(first) = names.get(&name) {
+            out.value(
+                np,
+                format!("duplicate server name {name:?} (also {sp}[{first}])"),
+            );
+        } else {
+            names.insert(name, j);
+        }
+        match parse_server_addr(&s.addr) {
+            Err(e) => out.value(sp.index(j).key("addr"), e),
+            Ok(addr) => check_source_fits(source, &addr, sp.index(j).key("addr"), out),
+        }
+    }
+    check_timeouts_and_health(cfg, k, out);
+}
+
+fn check_source_fits(source: Option<IpAddr>, addr: &ServerAddr, at: KeyPath, out: &mut Issues) {
+    let Some(src) = source else { return };
+    match addr {
+        ServerAddr::Inet(sa) if sa.is_ipv4() != src.is_ipv4() => out.value(
+            at,
+            format!("{sa} cannot be reached from backend source {src}: address families differ"),
+        ),
+        ServerAddr::Unix(_) => out.value(
+            at,
+            format!("a unix socket server cannot use backend source {src}"),
+        ),
+        _ => {}
+    }
+}
+
+fn check_timeouts_and_health(cfg: &Config, k: usize, out: &mut Issues) {
+    let b = &cfg.backends[k];
+    let p = KeyPath::root().key("backend").index(k);
+    let tp = p.key("timeouts");
+    if b.timeouts.connect.get().is_zero() {
+        out.value(tp.key("connect"), "must be longer than 0s");
+    }
+    if b.timeouts.idle.get().is_zero() {
+        out.value(tp.key("idle"), "must be longer than 0s");
+    }
+    let Some(h) = &b.health else { return };
+    let hp = p.key("health");
+    if h.rise == 0 {
+        out.value(hp.key("rise"), "must be at least 1");
+    }
+    if h.fall == 0 {
+        out.value(hp.key("fall"), "must be at least 1");
+    }
+    if h.interval.get().is_zero() {
+        out.value(hp.key("interval"), "must be longer than 0s");
+    }
+    if h.timeout.get().is_zero() {
+        out.value(hp.key("timeout"), "must be longer than 0s");
+    }
+    if matches!(h.kind, HealthKind::Http | HealthKind::Https) {
+        if !h.path.starts_with('/') || h.path.bytes().any(|c| c <= b' ' || c == 0x7f) {
+            out.value(
+                hp.key("path"),
+                format!("{:?} is not a request path such as \"/health\"", h.path),
+            );
+        }
+        if !(100..=599).contains(&h.expect_status) {
+            out.value(
+                hp.key("expect_status"),
+                "must be an HTTP status code (100-599)",
+            );
+        }
+    }
+}
