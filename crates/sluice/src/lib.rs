@@ -3,4 +3,6 @@
 //! terminate TLS, hand requests to uwsgi/HTTP apps). `main.rs` only parses the command line.
 
 pub mod addr;
+pub mod balance;
 pub mod config;
+pub mod health;

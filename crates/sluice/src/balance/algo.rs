@@ -1,0 +1,122 @@
+//! The four selection algorithms over an immutable snapshot. Each returns a server index
+//! whose connection slot it has already taken (`try_acquire`), or None. No locks: only the
+//! snapshot, the pool's rotation counter and per-server atomics are touched.
+
+use rand::Rng;
+
+use super::snapshot::{client_hash, Snapshot};
+use super::{Pool, ServerId};
+use crate::addr::ClientAddr;
+use crate::config::Balance;
+
+/// Attempts when a chosen server fills up between the load read and the slot grab.
+const RACE_RETRIES: usize = 4;
+
+pub(super) fn pick(
+    pool: &Pool,
+    snap: &Snapshot,
+    client: &ClientAddr,
+    tried: &[ServerId],
+) -> Option<usize> {
+    if snap.eligible.is_empty() {
+        return None;
+    }
+    match pool.balance {
+        Balance::Roundrobin => roundrobin(pool, snap, tried),
+        Balance::Leastconn => leastconn(pool, snap, tried),
+        Balance::Source => source(pool, snap, client, tried),
+        Balance::Random => random(pool, snap, tried),
+    }
+}
+
+fn untried(tried: &[ServerId], id: usize) -> bool {
+    !tried.contains(&ServerId(id))
+}
+
+/// Takes a slot on `id` unless it was tried already or is full.
+fn grab(pool: &Pool, tried: &[ServerId], id: usize) -> bool {
+    untried(tried, id) && pool.entry(id).try_acquire()
+}
+
+/// Next entry of the precomputed SWRR cycle; skipped (tried/full) entries pass to the next
+/// one, so the weighted order holds among the remaining servers.
+fn roundrobin(pool: &Pool, snap: &Snapshot, tried: &[ServerId]) -> Option<usize> {
+    let n = snap.schedule.len();
+    let start = pool.rr_next();
+    (0..n)
+        .map(|k| snap.schedule[(start + k) % n] as usize)
+        .find(|&id| grab(pool, tried, id))
+}
+
+/// `a` carries less load than `b` relative to weight: active_a/w_a < active_b/w_b.
+fn lighter(pool: &Pool, a: usize, b: usize) -> bool {
+    let (sa, sb) = (pool.entry(a), pool.entry(b));
+    let la = sa.active.load(std::sync::atomic::Ordering::Relaxed) as u128;
+    let lb = sb.active.load(std::sync::atomic::Ordering::Relaxed) as u128;
+    la * u128::from(sb.weight) < lb * u128::from(sa.weight)
+}
+
+/// Fewest active connections per weight unit; ties go to the first in a rotating order.
+fn leastconn(pool: &Pool, snap: &Snapshot, tried: &[ServerId]) -> Option<usize> {
+    let n = snap.eligible.len();
+    for _ in 0..RACE_RETRIES {
+        let start = pool.rr_next();
+        let mut best: Option<usize> = None;
+        for k in 0..n {
+            let id = snap.eligible[(start + k) % n];
+            if !untried(tried, id) || pool.entry(id).is_full() {
+                continue;
+            }
+            if best.is_none_or(|b| lighter(pool, id, b)) {
+                best = Some(id);
+            }
+        }
+        let id = best?;
+        if pool.entry(id).try_acquire() {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// Consistent hash of the client IP on the ring of selectable servers; a tried or full
+/// server passes the client on to the next distinct server clockwise.
+fn source(pool: &Pool, snap: &Snapshot, client: &ClientAddr, tried: &[ServerId]) -> Option<usize> {
+    let ring = &snap.ring;
+    let n = ring.len();
+    let h = client_hash(client.0.ip());
+    let start = ring.partition_point(|p| p.0 < h);
+    let mut last_rejected = usize::MAX;
+    for k in 0..n {
+        let id = ring[(start + k) % n].1 as usize;
+        if id == last_rejected {
+            continue;
+        }
+        if grab(pool, tried, id) {
+            return Some(id);
+        }
+        last_rejected = id;
+    }
+    None
+}
+
+/// Two weighted random choices; the lighter one (per weight) wins. Falls back to leastconn
+/// when both are tried or full.
+fn random(pool: &Pool, snap: &Snapshot, tried: &[ServerId]) -> Option<usize> {
+    let cum = &snap.cum_weights;
+    let total = *cum.last()?;
+    let mut rng = rand::thread_rng();
+    let mut draw = || {
+        let r = rng.gen_range(0..total);
+        snap.eligible[cum.partition_point(|&c| c <= r)]
+    };
+    let (a, b) = (draw(), draw());
+    let (first, second) = if lighter(pool, b, a) { (b, a) } else { (a, b) };
+    if grab(pool, tried, first) {
+        return Some(first);
+    }
+    if second != first && grab(pool, tried, second) {
+        return Some(second);
+    }
+    leastconn(pool, snap, tried)
+}

@@ -1,0 +1,392 @@
+//! Server selection for one backend (after pingora-load-balancing): roundrobin (smooth
+//! weighted), leastconn, source (consistent hash ring) and random (two choices), honouring
+//! health, backup, weight and per-server max_connections, plus a bounded FIFO wait queue.
+//! The selection path is lock-free (ArcSwap snapshot + atomics). Health checks live in `health`.
+
+mod algo;
+mod server;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+use crate::addr::ClientAddr;
+pub use crate::config::parsed::ServerAddr;
+use crate::config::{self, Balance};
+use server::{ServerEntry, Transition};
+use snapshot::Snapshot;
+
+/// Most connections waiting for a free slot per backend; beyond it `acquire` fails at once.
+pub const QUEUE_LIMIT: usize = 1024;
+
+/// A server's position in its backend's configuration (0-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerId(pub usize);
+
+/// Why `acquire` found no server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoServer {
+    /// No server is up (or every up server was already tried on this connection).
+    #[error("no server available")]
+    Unavailable,
+    /// All candidate servers are full and the wait queue is at its limit.
+    #[error("all servers full and the queue is full")]
+    QueueFull,
+    /// All candidate servers stayed full until the deadline.
+    #[error("all servers full until the deadline")]
+    Timeout,
+}
+
+/// Up or down, as health checks (and passive failures) decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    Up,
+    Down,
+}
+
+impl fmt::Display for ServerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServerState::Up => "UP",
+            ServerState::Down => "DOWN",
+        })
+    }
+}
+
+/// A point-in-time copy of one server's state and counters, for status pages and metrics.
+#[derive(Debug, Clone)]
+pub struct ServerSnapshot {
+    pub id: ServerId,
+    pub name: String,
+    pub addr: ServerAddr,
+    pub state: ServerState,
+    pub weight: u32,
+    pub backup: bool,
+    pub max_connections: usize,
+    /// Connections currently holding a lease.
+    pub active: usize,
+    /// Leases ever handed out.
+    pub total: u64,
+    /// Live connections that failed to connect.
+    pub connect_failures: u64,
+    pub checks_ok: u64,
+    pub checks_failed: u64,
+    /// Duration of the last passing health check.
+    pub last_check_latency: Option<Duration>,
+    /// Reason of the last failure while a failure streak is running.
+    pub last_error: Option<String>,
+}
+
+/// The wait queue: waiters register on `notify`; a dropped lease wakes the oldest one.
+#[derive(Debug, Default)]
+struct WaitQueue {
+    notify: Notify,
+    waiting: AtomicUsize,
+}
+
+/// One backend: its servers, algorithm, live snapshot and counters.
+pub struct Pool {
+    me: Weak<Pool>,
+    name: String,
+    balance: Balance,
+    servers: Vec<ServerEntry>,
+    snap: ArcSwap<Snapshot>,
+    rebuild: Mutex<()>,
+    /// roundrobin position / leastconn tie-break rotation.
+    rr: AtomicUsize,
+    /// (rise, fall) when health checks are configured; None = passive failures never mark
+    /// a server down (as HAProxy without `check`).
+    rise_fall: Option<(u32, u32)>,
+    queue: WaitQueue,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.name)
+            .field("balance", &self.balance)
+            .field("servers", &self.servers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// Builds the pool. `servers` pairs each configured server with its resolved address,
+    /// in configuration order; an unnamed server is called `srvN` (1-based position).
+    pub fn new(cfg: &config::Backend, servers: Vec<(config::Server, ServerAddr)>) -> Arc<Pool> {
+        let entries: Vec<ServerEntry> = servers
+            .into_iter()
+            .enumerate()
+            .map(|(i, (s, addr))| {
+                let name = s.name.clone().unwrap_or_else(|| format!("srv{}", i + 1));
+                ServerEntry::new(name, addr, s.weight, s.backup, s.max_connections)
+            })
+            .collect();
+        let snap = Snapshot::build(&entries, cfg.balance);
+        Arc::new_cyclic(|me| Pool {
+            me: me.clone(),
+            name: cfg.name.clone(),
+            balance: cfg.balance,
+            servers: entries,
+            snap: ArcSwap::from_pointee(snap),
+            rebuild: Mutex::new(()),
+            rr: AtomicUsize::new(0),
+            rise_fall: cfg.health.as_ref().map(|h| (h.rise, h.fall)),
+            queue: WaitQueue::default(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn balance(&self) -> Balance {
+        self.balance
+    }
+
+    /// Number of configured servers (ids are `0..len`).
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// Pick a server for this client, skipping `tried` (ids already failed on this connection),
+    /// honouring health (down servers never chosen), backup (only when no primary is up),
+    /// weight, and per-server max_connections (full servers skipped). None = no server available.
+    pub fn select(&self, client: &ClientAddr, tried: &[ServerId]) -> Option<Lease> {
+        let pool = self.me.upgrade()?;
+        let snap = self.snap.load();
+        let id = algo::pick(self, &snap, client, tried)?;
+        Some(Lease { pool, id })
+    }
+
+    /// Like `select`, but when servers are up and all are full, wait in a bounded FIFO queue
+    /// (at most [`QUEUE_LIMIT`] waiters) until a slot frees or `deadline` passes.
+    pub async fn acquire(
+        &self,
+        client: &ClientAddr,
+        tried: &[ServerId],
+        deadline: tokio::time::Instant,
+    ) -> Result<Lease, NoServer> {
+        if let Some(lease) = self.select(client, tried) {
+            return Ok(lease);
+        }
+        if !self.has_candidate(tried) {
+            return Err(NoServer::Unavailable);
+        }
+        let _waiting = WaitingGuard::enter(&self.queue.waiting).ok_or(NoServer::QueueFull)?;
+        loop {
+            let notified = self.queue.notify.notified();
+            tokio::pin!(notified);
+            // Registered before re-checking, so a lease dropped in between is not missed.
+            notified.as_mut().enable();
+            if let Some(lease) = self.select(client, tried) {
+                return Ok(lease);
+            }
+            if !self.has_candidate(tried) {
+                return Err(NoServer::Unavailable);
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => return Err(NoServer::Timeout),
+            }
+        }
+    }
+
+    /// A point-in-time copy of every server's state and counters, in configuration order.
+    pub fn servers(&self) -> Vec<ServerSnapshot> {
+        self.servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ServerSnapshot {
+                id: ServerId(i),
+                name: s.name.clone(),
+                addr: s.addr.clone(),
+                state: if s.is_up() {
+                    ServerState::Up
+                } else {
+                    ServerState::Down
+                },
+                weight: s.weight,
+                backup: s.backup,
+                max_connections: s.max_connections,
+                active: s.active.load(Ordering::Relaxed),
+                total: s.total.load(Ordering::Relaxed),
+                connect_failures: s.connect_failures.load(Ordering::Relaxed),
+                checks_ok: s.checks_ok.load(Ordering::Relaxed),
+                checks_failed: s.checks_failed.load(Ordering::Relaxed),
+                last_check_latency: s.last_latency(),
+                last_error: s.last_error(),
+            })
+            .collect()
+    }
+
+    /// True when at least one server can be selected (an up primary, else an up backup).
+    pub fn any_up(&self) -> bool {
+        !self.snap.load().eligible.is_empty()
+    }
+
+    /// True when traffic goes to backup servers because no primary is up.
+    pub fn backup_active(&self) -> bool {
+        self.snap.load().backup_mode
+    }
+
+    /// The name and address of a server, for the health checker.
+    pub(crate) fn server_addr(&self, id: ServerId) -> Option<(&str, &ServerAddr)> {
+        self.servers.get(id.0).map(|s| (s.name.as_str(), &s.addr))
+    }
+
+    /// Records the outcome of one active health check of server `id`.
+    pub(crate) fn record_check(&self, id: ServerId, outcome: Result<Duration, String>) {
+        let Some(s) = self.servers.get(id.0) else {
+            return;
+        };
+        let (rise, fall) = self.rise_fall.unwrap_or((1, 1));
+        let t = match &outcome {
+            Ok(latency) => {
+                s.checks_ok.fetch_add(1, Ordering::Relaxed);
+                s.record_latency(*latency);
+                s.observe(Ok(()), rise, fall)
+            }
+            Err(why) => {
+                s.checks_failed.fetch_add(1, Ordering::Relaxed);
+                s.observe(Err(why), rise, fall)
+            }
+        };
+        if let Some(t) = t {
+            self.changed(id, t);
+        }
+    }
+
+    /// A live connection to `id` failed: counts as a failed check when checks are configured.
+    fn passive_failure(&self, id: usize, why: &str) {
+        let s = &self.servers[id];
+        s.connect_failures.fetch_add(1, Ordering::Relaxed);
+        if let Some((rise, fall)) = self.rise_fall {
+            if let Some(t) = s.observe(Err(why), rise, fall) {
+                self.changed(ServerId(id), t);
+            }
+        }
+    }
+
+    /// Logs a state flip once, rebuilds the snapshot and wakes waiters to re-evaluate.
+    fn changed(&self, id: ServerId, t: Transition) {
+        let s = &self.servers[id.0];
+        match t {
+            Transition::Down { reason, failures } => tracing::warn!(
+                backend = %self.name, server = %s.name,
+                "server {}/{} DOWN: {}, {} consecutive failures", self.name, s.name, reason, failures
+            ),
+            Transition::Up { successes } => tracing::info!(
+                backend = %self.name, server = %s.name,
+                "server {}/{} UP: {} consecutive successes", self.name, s.name, successes
+            ),
+        }
+        self.rebuild_snapshot();
+        self.queue.notify.notify_waiters();
+    }
+
+    fn rebuild_snapshot(&self) {
+        let _g = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        self.snap
+            .store(Arc::new(Snapshot::build(&self.servers, self.balance)));
+    }
+
+    /// True when some selectable server was not tried yet (it may be full right now).
+    fn has_candidate(&self, tried: &[ServerId]) -> bool {
+        self.snap
+            .load()
+            .eligible
+            .iter()
+            .any(|&i| !tried.contains(&ServerId(i)))
+    }
+
+    fn entry(&self, id: usize) -> &ServerEntry {
+        &self.servers[id]
+    }
+
+    fn rr_next(&self) -> usize {
+        self.rr.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Counts a waiter in the queue for as long as it lives; refuses beyond [`QUEUE_LIMIT`].
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingGuard<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Option<Self> {
+        let guard = WaitingGuard(counter);
+        if counter.fetch_add(1, Ordering::SeqCst) >= QUEUE_LIMIT {
+            return None; // the guard's drop undoes the increment
+        }
+        Some(guard)
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One connection's claim on a server: +1 active while alive; dropping it frees the slot and
+/// wakes the oldest queued waiter.
+pub struct Lease {
+    pool: Arc<Pool>,
+    id: usize,
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Lease({}/{})", self.pool.name, self.name())
+    }
+}
+
+impl Lease {
+    pub fn id(&self) -> ServerId {
+        ServerId(self.id)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.pool.entry(self.id).name
+    }
+
+    pub fn addr(&self) -> &ServerAddr {
+        &self.pool.entry(self.id).addr
+    }
+
+    /// The backend this lease belongs to.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Passive health: the connection to this server failed. Counts as a failed check when
+    /// the backend has health checks (without them a server is never marked down).
+    pub fn connect_failed(&self, why: &str) {
+        self.pool.passive_failure(self.id, why);
+    }
+
+    /// The connection to this server succeeded: clears a running failure streak.
+    pub fn connected(&self) {
+        self.pool.entry(self.id).clear_failures();
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool.entry(self.id).release();
+        if self.pool.queue.waiting.load(Ordering::SeqCst) > 0 {
+            self.pool.queue.notify.notify_one();
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! One backend server's live state: address, weight, active-connection count, health streaks
+//! and counters for metrics. All hot fields are atomics; the health streak (rarely touched)
+//! sits behind a small mutex. Selection logic and the health checks themselves live elsewhere.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::ServerAddr;
+
+/// Sentinel for "no check has completed yet" in `last_latency_us`.
+const NO_LATENCY: u64 = u64::MAX;
+
+/// A health state flip produced by [`ServerEntry::observe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Transition {
+    /// `fall` consecutive failures; `reason` is the last one.
+    Down { reason: String, failures: u32 },
+    /// `rise` consecutive successes.
+    Up { successes: u32 },
+}
+
+#[derive(Debug, Default)]
+struct Streak {
+    ok: u32,
+    fail: u32,
+    last_error: Option<String>,
+}
+
+/// Live state of one server. Constructed by `Pool::new`, shared by leases and health checks.
+#[derive(Debug)]
+pub(crate) struct ServerEntry {
+    pub name: String,
+    pub addr: ServerAddr,
+    pub weight: u32,
+    pub backup: bool,
+    /// 0 = unlimited.
+    pub max_connections: usize,
+    pub active: AtomicUsize,
+    pub up: AtomicBool,
+    /// Leases ever handed out for this server.
+    pub total: AtomicU64,
+    /// Connections from live traffic that failed (`Lease::connect_failed`).
+    pub connect_failures: AtomicU64,
+    pub checks_ok: AtomicU64,
+    pub checks_failed: AtomicU64,
+    last_latency_us: AtomicU64,
+    streak: Mutex<Streak>,
+}
+
+impl ServerEntry {
+    pub(crate) fn new(
+        name: String,
+        addr: ServerAddr,
+        weight: u32,
+        backup: bool,
+        max_connections: usize,
+    ) -> Self {
+        ServerEntry {
+            name,
+            addr,
+            weight,
+            backup,
+            max_connections,
+            active: AtomicUsize::new(0),
+            // Documented choice (as HAProxy): servers start up; `fall` failed checks take
+            // them down. Traffic is not refused for `rise * interval` after every restart.
+            up: AtomicBool::new(true),
+            total: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+            checks_ok: AtomicU64::new(0),
+            checks_failed: AtomicU64::new(0),
+            last_latency_us: AtomicU64::new(NO_LATENCY),
+            streak: Mutex::new(Streak::default()),
+        }
+    }
+
+    pub(crate) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// True when `max_connections` is set and reached.
+    pub(crate) fn is_full(&self) -> bool {
+        self.max_connections != 0 && self.active.load(Ordering::Acquire) >= self.max_connections
+    }
+
+    /// Takes one connection slot unless the server is full. Never exceeds `max_connections`.
+    pub(crate) fn try_acquire(&self) -> bool {
+        if self.max_connections == 0 {
+            self.active.fetch_add(1, Ordering::AcqRel);
+        } else {
+            let mut cur = self.active.load(Ordering::Acquire);
+            loop {
+                if cur >= self.max_connections {
+                    return false;
+                }
+                match self.active.compare_exchange_weak(
+                    cur,
+                    cur + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => cur = now,
+                }
+            }
+        }
+        self.total.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Gives back a slot taken by `try_acquire`.
+    pub(crate) fn release(&self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn last_latency(&self) -> Option<Duration> {
+        match self.last_latency_us.load(Ordering::Relaxed) {
+            NO_LATENCY => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.streak
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error
+            .clone()
+    }
+
+    /// Records a passing health check that took `latency`.
+    pub(crate) fn record_latency(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(NO_LATENCY - 1);
+        self.last_latency_us
+            .store(us.min(NO_LATENCY - 1), Ordering::Relaxed);
+    }
+
+    /// Feeds one observation (check result or passive connect failure) into the rise/fall
+    /// state machine. Returns the transition when the state flips, exactly once per flip.
+    pub(crate) fn observe(
+        &self,
+        outcome: Result<(), &str>,
+        rise: u32,
+        fall: u32,
+    ) -> Option<Transition> {
+        let mut s = self.streak.lock().unwrap_or_else(|e| e.into_inner());
+        let up = self.up.load(Ordering::Acquire);
+        match outcome {
+            Ok(()) => {
+                s.fail = 0;
+                s.ok = s.ok.saturating_add(1);
+                s.last_error = None;
+                if !up && s.ok >= rise.max(1) {
+                    self.up.store(true, Ordering::Release);
+                    return Some(Transition::Up { successes: s.ok });
+                }
+            }
+            Err(why) => {
+                s.ok = 0;
+                s.fail = s.fail.saturating_add(1);
+                s.last_error = Some(why.to_owned());
+                if up && s.fail >= fall.max(1) {
+                    self.up.store(false, Ordering::Release);
+                    return Some(Transition::Down {
+                        reason: why.to_owned(),
+                        failures: s.fail,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// A live connection succeeded: while up, this clears a failure streak in progress.
+    pub(crate) fn clear_failures(&self) {
+        let mut s = self.streak.lock().unwrap_or_else(|e| e.into_inner());
+        if self.up.load(Ordering::Acquire) {
+            s.fail = 0;
+        }
+    }
+}

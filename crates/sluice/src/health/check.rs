@@ -1,0 +1,312 @@
+//! One health check against one server: connect (tcp or unix, from `source` when set), send a
+//! PROXY header first when the backend sends them, then tcp / tls handshake / http(s) GET.
+//! Returns Ok or a short human reason. Scheduling, rise/fall and logging live elsewhere.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpSocket, UnixStream};
+
+use crate::balance::ServerAddr;
+use crate::config::{Backend, HealthKind, SendProxy};
+
+/// Most bytes read looking for the HTTP status line.
+const MAX_STATUS_LINE: usize = 4096;
+
+/// Everything a check needs, derived once from the backend configuration.
+#[derive(Clone)]
+pub(crate) struct CheckSpec {
+    pub kind: HealthKind,
+    pub timeout: Duration,
+    pub path: String,
+    pub expect_status: u16,
+    pub send_proxy: SendProxy,
+    /// Local address to bind before connecting; Err = unparsable `source` (every check fails).
+    pub source: Result<Option<SocketAddr>, String>,
+    pub tls: Arc<ClientConfig>,
+}
+
+impl CheckSpec {
+    /// None when the backend has no `[health]` section.
+    pub(crate) fn from_backend(cfg: &Backend) -> Option<CheckSpec> {
+        let h = cfg.health.as_ref()?;
+        Some(CheckSpec {
+            kind: h.kind,
+            timeout: h.timeout.get(),
+            path: if h.path.starts_with('/') {
+                h.path.clone()
+            } else {
+                format!("/{}", h.path)
+            },
+            expect_status: h.expect_status,
+            send_proxy: cfg.send_proxy,
+            source: parse_source(cfg.source.as_deref()),
+            tls: no_verify_client_config(),
+        })
+    }
+}
+
+/// `backend.source` (a bare IP, see `config::parse_source`) -> a bind address with port 0.
+pub(crate) fn parse_source(source: Option<&str>) -> Result<Option<SocketAddr>, String> {
+    source
+        .map(|s| crate::config::parse_source(s).map(|ip| SocketAddr::new(ip, 0)))
+        .transpose()
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Runs one check within `spec.timeout`.
+pub(crate) async fn run(addr: &ServerAddr, spec: &CheckSpec) -> Result<(), String> {
+    match tokio::time::timeout(spec.timeout, check(addr, spec)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("timeout after {:?}", spec.timeout)),
+    }
+}
+
+async fn check(addr: &ServerAddr, spec: &CheckSpec) -> Result<(), String> {
+    let source = spec.source.clone()?;
+    let (mut io, ends) = connect(addr, source).await.map_err(|e| short(&e))?;
+    send_proxy(&mut *io, spec.send_proxy, ends).await?;
+    let host = match addr {
+        ServerAddr::Inet(sa) => sa.ip().to_string(),
+        ServerAddr::Host { host, .. } => host.clone(),
+        ServerAddr::Unix(_) => "localhost".to_owned(),
+    };
+    match spec.kind {
+        HealthKind::Tcp => {
+            let _ = io.shutdown().await;
+            Ok(())
+        }
+        HealthKind::Http => http_get(&mut *io, &host, &spec.path, spec.expect_status).await,
+        HealthKind::Tls | HealthKind::Https => {
+            let name = server_name(addr)?;
+            let connector = tokio_rustls::TlsConnector::from(spec.tls.clone());
+            let mut tls = connector
+                .connect(name, io)
+                .await
+                .map_err(|e| format!("tls handshake: {}", short(&e)))?;
+            if spec.kind == HealthKind::Tls {
+                let _ = tls.shutdown().await;
+                Ok(())
+            } else {
+                http_get(&mut tls, &host, &spec.path, spec.expect_status).await
+            }
+        }
+    }
+}
+
+/// A short lowercase reason for logs: "connection refused", not "Connection refused (os error 111)".
+fn short(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::ConnectionReset => "connection reset".into(),
+        io::ErrorKind::ConnectionAborted => "connection aborted".into(),
+        io::ErrorKind::TimedOut => "timeout".into(),
+        io::ErrorKind::NotFound => "no such socket".into(),
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        io::ErrorKind::UnexpectedEof => "connection closed".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Connects; for TCP also returns (local, peer) for a v1 header.
+async fn connect(
+    addr: &ServerAddr,
+    source: Option<SocketAddr>,
+) -> io::Result<(Box<dyn Io>, Option<(SocketAddr, SocketAddr)>)> {
+    let target = match addr {
+        ServerAddr::Unix(path) => return Ok((Box::new(UnixStream::connect(path).await?), None)),
+        ServerAddr::Inet(sa) => *sa,
+        ServerAddr::Host { host, port } => {
+            let mut found = tokio::net::lookup_host((host.as_str(), *port)).await?;
+            let want_v4 = source.map(|s| s.is_ipv4());
+            found
+                .find(|a| want_v4.is_none_or(|v4| v4 == a.is_ipv4()))
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))
+                })?
+        }
+    };
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(src) = source {
+        socket.bind(src)?;
+    }
+    let stream = socket.connect(target).await?;
+    let _ = stream.set_nodelay(true);
+    let ends = (stream.local_addr()?, stream.peer_addr()?);
+    Ok((Box::new(stream), Some(ends)))
+}
+
+/// Writes the PROXY header a strict receiver expects from a check: v2 LOCAL, or a v1 line
+/// with the check connection's own addresses (UNKNOWN over unix sockets).
+async fn send_proxy(
+    io: &mut dyn Io,
+    send: SendProxy,
+    ends: Option<(SocketAddr, SocketAddr)>,
+) -> Result<(), String> {
+    let mut buf = [0u8; 128];
+    let n = match (send, ends) {
+        (SendProxy::None, _) => return Ok(()),
+        (SendProxy::V2, _) => proxy_header::v2::encode_local(&mut buf),
+        (SendProxy::V1, Some((local, peer))) => proxy_header::v1::encode(local, peer, &mut buf),
+        (SendProxy::V1, None) => proxy_header::v1::encode_unknown(&mut buf),
+    }
+    .map_err(|e| format!("proxy header: {e}"))?;
+    io.write_all(&buf[..n])
+        .await
+        .map_err(|e| format!("sending proxy header: {}", short(&e)))
+}
+
+fn server_name(addr: &ServerAddr) -> Result<ServerName<'static>, String> {
+    match addr {
+        ServerAddr::Inet(sa) => Ok(ServerName::IpAddress(sa.ip().into())),
+        ServerAddr::Unix(_) => Ok(ServerName::try_from("localhost").map_err(|e| e.to_string())?),
+        ServerAddr::Host { host, .. } => {
+            ServerName::try_from(host.clone()).map_err(|e| format!("tls server name {host:?}: {e}"))
+        }
+    }
+}
+
+/// Sends `GET path HTTP/1.0` and checks the status code of the reply's status line.
+async fn http_get<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    io: &mut S,
+    host: &str,
+    path: &str,
+    expect: u16,
+) -> Result<(), String> {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let req = format!(
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: sluice-health-check\r\nConnection: close\r\n\r\n"
+    );
+    io.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("sending request: {}", short(&e)))?;
+    io.flush().await.map_err(|e| short(&e))?;
+    let mut buf = vec![0u8; MAX_STATUS_LINE];
+    let mut have = 0;
+    let line_end = loop {
+        if let Some(end) = buf[..have].iter().position(|&b| b == b'\n') {
+            break end;
+        }
+        if have == buf.len() {
+            return Err(format!(
+                "no HTTP status line within {MAX_STATUS_LINE} bytes"
+            ));
+        }
+        let n = io
+            .read(&mut buf[have..])
+            .await
+            .map_err(|e| format!("reading response: {}", short(&e)))?;
+        if n == 0 {
+            return Err("connection closed before the HTTP status line".into());
+        }
+        have += n;
+    };
+    let status = parse_status_line(&buf[..line_end])?;
+    if status == expect {
+        Ok(())
+    } else {
+        Err(format!("HTTP status {status}, expected {expect}"))
+    }
+}
+
+/// "HTTP/1.x NNN reason" (CR optional) -> NNN.
+pub(crate) fn parse_status_line(line: &[u8]) -> Result<u16, String> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let bad = || {
+        format!(
+            "bad HTTP status line {:?}",
+            String::from_utf8_lossy(&line[..line.len().min(64)])
+        )
+    };
+    let rest = line.strip_prefix(b"HTTP/1.").ok_or_else(bad)?;
+    match rest {
+        [minor, b' ', a, b, c, tail @ ..]
+            if minor.is_ascii_digit()
+                && [a, b, c].iter().all(|d| d.is_ascii_digit())
+                && (tail.is_empty() || tail[0] == b' ') =>
+        {
+            Ok(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// A rustls client that skips certificate verification (haproxy `check-ssl verify none`)
+/// but still checks the handshake signatures with aws-lc-rs.
+fn no_verify_client_config() -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("the aws-lc-rs provider supports the default TLS versions");
+    Arc::new(
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth(),
+    )
+}
+
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,86 @@
+//! Active health checks: one task per server checks it every `interval` (start times spread
+//! over the interval), feeding results into the pool's rise/fall state machine, which logs
+//! each state change once. The check kinds themselves live in `check`.
+
+mod check;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::balance::{Pool, ServerId};
+use crate::config;
+use check::CheckSpec;
+
+/// Starts health checking every server of `pool` until `shutdown` is cancelled. Must be called
+/// inside a tokio runtime. Returns None when the backend has no `[health]` section: servers
+/// then stay up, and live connection failures are only counted (as HAProxy without `check`).
+///
+/// Servers start up (as HAProxy): `fall` consecutive failures take one down, `rise`
+/// consecutive successes bring it back. Failures from live traffic count as failed checks.
+pub fn spawn(
+    pool: Arc<Pool>,
+    cfg: &config::Backend,
+    shutdown: CancellationToken,
+) -> Option<JoinHandle<()>> {
+    let spec = Arc::new(CheckSpec::from_backend(cfg)?);
+    let interval = cfg
+        .health
+        .as_ref()?
+        .interval
+        .get()
+        .max(Duration::from_millis(10));
+    if let Err(why) = &spec.source {
+        tracing::error!(backend = %pool.name(), "health checks will fail: {why}");
+    }
+    Some(tokio::spawn(async move {
+        let n = pool.len().max(1) as u32;
+        let mut tasks = JoinSet::new();
+        for i in 0..pool.len() {
+            // Spread first checks evenly over one interval so servers are not hit in bursts.
+            let offset = interval * i as u32 / n;
+            tasks.spawn(check_loop(
+                pool.clone(),
+                ServerId(i),
+                spec.clone(),
+                interval,
+                offset,
+                shutdown.clone(),
+            ));
+        }
+        while tasks.join_next().await.is_some() {}
+    }))
+}
+
+async fn check_loop(
+    pool: Arc<Pool>,
+    id: ServerId,
+    spec: Arc<CheckSpec>,
+    interval: Duration,
+    offset: Duration,
+    shutdown: CancellationToken,
+) {
+    let Some((_, addr)) = pool.server_addr(id) else {
+        return;
+    };
+    let addr = addr.clone();
+    let mut ticks = tokio::time::interval_at(Instant::now() + offset, interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let start = Instant::now();
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = check::run(&addr, &spec) => r,
+        };
+        pool.record_check(id, outcome.map(|()| start.elapsed()));
+    }
+}
