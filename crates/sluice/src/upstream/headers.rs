@@ -1,0 +1,171 @@
+//! Header rules shared by the upstream clients: hop-by-hop removal (RFC 9110 §7.6.1 plus
+//! the legacy Keep-Alive/Proxy-Connection), forwarding headers (X-Forwarded-For appended,
+//! X-Real-IP, X-Forwarded-Proto) and joining repeated fields. Pure functions over HeaderMap;
+//! no I/O and no decisions about which server gets the request.
+
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::RequestContext;
+
+/// Fixed hop-by-hop fields, removed in both directions.
+pub const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Names listed in Connection headers (lowercased, valid names only).
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut out = Vec::new();
+    for v in headers.get_all(header::CONNECTION) {
+        let Ok(s) = v.to_str() else { continue };
+        for tok in s.split(',') {
+            if let Ok(name) = HeaderName::from_bytes(tok.trim().as_bytes()) {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
+/// True when `name` is hop-by-hop for this message (fixed list or named by Connection).
+pub fn is_hop_by_hop(name: &HeaderName, listed: &[HeaderName]) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || listed.contains(name)
+}
+
+/// Removes Connection, every header it lists, and the fixed hop-by-hop fields.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in connection_listed(headers) {
+        headers.remove(&name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Names of hop-by-hop headers in `headers` (for callers that copy rather than mutate).
+pub fn hop_by_hop_names(headers: &HeaderMap) -> Vec<HeaderName> {
+    let listed = connection_listed(headers);
+    headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n, &listed))
+        .cloned()
+        .collect()
+}
+
+/// All values of `name` joined into one: "; " for Cookie (HTTP/2 splits cookies, RFC 9113
+/// §8.2.3), ", " otherwise (RFC 9110 §5.3). None when absent.
+pub fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
+    let sep: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
+    let mut out: Option<Vec<u8>> = None;
+    for v in headers.get_all(name) {
+        match out.as_mut() {
+            None => out = Some(v.as_bytes().to_vec()),
+            Some(o) => {
+                o.extend_from_slice(sep);
+                o.extend_from_slice(v.as_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Replaces repeated Cookie headers (HTTP/2 style) with one "; "-joined header (HTTP/1.1).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().count() > 1 {
+        if let Some(v) = joined(headers, &header::COOKIE) {
+            if let Ok(v) = HeaderValue::from_bytes(&v) {
+                headers.insert(header::COOKIE, v);
+            }
+        }
+    }
+}
+
+/// Adds the forwarding headers for the real client (`ctx.client`, never the TCP peer):
+/// X-Forwarded-For gets ", <ip>" appended to whatever the request carried (all values
+/// joined), X-Real-IP and X-Forwarded-Proto are set, replacing client-sent values.
+pub fn add_forwarding(headers: &mut HeaderMap, ctx: &RequestContext) {
+    let ip = ctx.client.0.ip().to_string();
+    let xff_name = HeaderName::from_static("x-forwarded-for");
+    let xff = match joined(headers, &xff_name) {
+        Some(mut prev) if !prev.is_empty() => {
+            prev.extend_from_slice(b", ");
+            prev.extend_from_slice(ip.as_bytes());
+            prev
+        }
+        _ => ip.clone().into_bytes(),
+    };
+    // Each part came from a valid HeaderValue or is an IP literal: always valid.
+    if let Ok(v) = HeaderValue::from_bytes(&xff) {
+        headers.insert(xff_name, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ip) {
+        headers.insert(HeaderName::from_static("x-real-ip"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(ctx.scheme.as_str()),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::{ClientAddr, LocalAddr};
+    use crate::upstream::Scheme;
+
+    fn ctx() -> RequestContext {
+        RequestContext {
+            client: ClientAddr("127.0.0.2:40000".parse().unwrap()),
+            local: LocalAddr("127.0.0.1:443".parse().unwrap()),
+            scheme: Scheme::Https,
+            server_name: "example.test".into(),
+            server_port: 443,
+        }
+    }
+
+    #[test]
+    fn strips_fixed_and_connection_listed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, X-Foo"));
+        h.insert("x-foo", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn forwarding_appends_xff_and_overrides_the_rest() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("10.9.9.9"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.8.8.8"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        add_forwarding(&mut h, &ctx());
+        assert_eq!(h["x-forwarded-for"], "10.9.9.9, 10.8.8.8, 127.0.0.2");
+        assert_eq!(h["x-real-ip"], "127.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        let mut h = HeaderMap::new();
+        add_forwarding(&mut h, &ctx());
+        assert_eq!(h["x-forwarded-for"], "127.0.0.2");
+    }
+
+    #[test]
+    fn cookies_join_with_semicolon() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_static("a=1"));
+        h.append("cookie", HeaderValue::from_static("b=2"));
+        h.append("accept", HeaderValue::from_static("x"));
+        h.append("accept", HeaderValue::from_static("y"));
+        assert_eq!(joined(&h, &header::ACCEPT).unwrap(), b"x, y");
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
+    }
+}

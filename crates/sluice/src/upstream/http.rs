@@ -1,0 +1,271 @@
+//! HTTP upstream client: HTTP/1.1 to TCP or unix-socket servers through a keep-alive pool
+//! (hyper-util's legacy Client with a connector that understands `ServerAddr`). Requests
+//! lose their hop-by-hop headers and gain X-Forwarded-For/X-Real-IP/X-Forwarded-Proto for
+//! the real client; HTTP/2 requests go out as HTTP/1.1 with Host from :authority.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Body as HttpBody;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::Notify;
+
+use super::body::{with_progress, IdleTimeout, Progress};
+use super::connect::{connect, Conn};
+use super::headers::{add_forwarding, join_cookies, strip_hop_by_hop};
+use super::{Body, BoxError, RequestContext, ServerAddr, UpstreamError};
+
+/// Pool and timeout settings of the HTTP client.
+#[derive(Debug, Clone)]
+pub struct HttpOpts {
+    pub connect_timeout: Duration,
+    /// Longest silence from the server: waiting for the head (restarted by each request
+    /// body chunk sent) and between response body chunks.
+    pub read_timeout: Duration,
+    /// Idle pooled connections are closed after this.
+    pub idle_timeout: Duration,
+    /// Most idle connections kept per server.
+    pub max_idle_per_server: usize,
+}
+
+impl Default for HttpOpts {
+    fn default() -> Self {
+        HttpOpts {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(90),
+            max_idle_per_server: 32,
+        }
+    }
+}
+
+type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Keep-alive HTTP/1.1 client for app servers; clones share the pool.
+#[derive(Clone)]
+pub struct HttpUpstream {
+    client: Client<Connector, ReqBody>,
+    opts: HttpOpts,
+}
+
+impl std::fmt::Debug for HttpUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpUpstream")
+            .field("opts", &self.opts)
+            .finish()
+    }
+}
+
+impl HttpUpstream {
+    pub fn new(opts: HttpOpts) -> Self {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(opts.idle_timeout)
+            .pool_max_idle_per_host(opts.max_idle_per_server)
+            .set_host(false)
+            .build(Connector {
+                timeout: opts.connect_timeout,
+            });
+        HttpUpstream { client, opts }
+    }
+
+    /// Forwards `req` to the server at `addr`; the response body streams.
+    pub async fn send<B>(
+        &self,
+        addr: &ServerAddr,
+        req: Request<B>,
+        ctx: &RequestContext,
+    ) -> Result<Response<Body>, UpstreamError>
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = req.into_parts();
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| {
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            })
+            .or_else(|| HeaderValue::from_str(&ctx.server_name).ok());
+        strip_hop_by_hop(&mut parts.headers);
+        join_cookies(&mut parts.headers);
+        add_forwarding(&mut parts.headers, ctx);
+        if let Some(h) = host {
+            parts.headers.insert(header::HOST, h);
+        }
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        parts.uri = pool_uri(addr, pq)?;
+        parts.version = Version::HTTP_11;
+
+        let progress = Arc::new(Notify::new());
+        let body = Progress {
+            inner: Box::pin(body),
+            progress: progress.clone(),
+        };
+        let req = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
+        let resp = with_progress(self.client.request(req), &progress, self.opts.read_timeout)
+            .await?
+            .map_err(map_client_error)?;
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = body.map_err(|e| UpstreamError::Io(io::Error::other(e)));
+        let body = IdleTimeout::new(body, self.opts.read_timeout, None).boxed();
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// The pool key for a server: `http://ip:port` or `http://host:port`, and for a unix
+/// socket `unix://<hex of the path>`, decoded again by the connector.
+fn pool_uri(addr: &ServerAddr, pq: &str) -> Result<Uri, UpstreamError> {
+    let s = match addr {
+        ServerAddr::Inet(sa) => format!("http://{sa}{pq}"),
+        ServerAddr::Host { host, port } => format!("http://{host}:{port}{pq}"),
+        ServerAddr::Unix(path) => {
+            let hex: String = path
+                .as_os_str()
+                .as_encoded_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("unix://{hex}{pq}")
+        }
+    };
+    s.parse()
+        .map_err(|e| UpstreamError::BadRequest(format!("cannot address {addr}: {e}")))
+}
+
+/// Inverse of `pool_uri` for the connector.
+fn server_of(uri: &Uri) -> io::Result<ServerAddr> {
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad upstream uri {uri}"),
+        )
+    };
+    let host = uri.host().ok_or_else(bad)?;
+    if uri.scheme_str() == Some("unix") {
+        let b = host.as_bytes();
+        if b.len() % 2 != 0 {
+            return Err(bad());
+        }
+        let mut out = Vec::with_capacity(b.len() / 2);
+        for pair in b.chunks(2) {
+            let s = std::str::from_utf8(pair).map_err(|_| bad())?;
+            out.push(u8::from_str_radix(s, 16).map_err(|_| bad())?);
+        }
+        let path = String::from_utf8(out).map_err(|_| bad())?;
+        return Ok(ServerAddr::Unix(path.into()));
+    }
+    let port = uri.port_u16().ok_or_else(bad)?;
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(match h.parse::<std::net::IpAddr>() {
+        Ok(ip) => ServerAddr::Inet((ip, port).into()),
+        Err(_) => ServerAddr::Host {
+            host: h.to_string(),
+            port,
+        },
+    })
+}
+
+/// Connects pool misses to the server named by the pool URI.
+#[derive(Clone)]
+struct Connector {
+    timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<Conn>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<Conn>>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let addr = server_of(&uri)?;
+            match connect(&addr, timeout).await {
+                Ok(c) => Ok(TokioIo::new(c)),
+                Err(UpstreamError::Connect(e)) => Err(e),
+                Err(UpstreamError::Timeout) => {
+                    Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+                }
+                Err(e) => Err(io::Error::other(e.to_string())),
+            }
+        })
+    }
+}
+
+/// Maps the pool's error: connect failures to Connect/Timeout, anything else to BadResponse.
+fn map_client_error(e: hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    let mut io_err = None;
+    // Bounded by the depth of the error chain (a handful of links).
+    for _ in 0..16 {
+        let Some(s) = src else { break };
+        if let Some(ioe) = s.downcast_ref::<io::Error>() {
+            io_err = Some(io::Error::new(ioe.kind(), ioe.to_string()));
+            break;
+        }
+        src = s.source();
+    }
+    if e.is_connect() {
+        return match io_err {
+            Some(ioe) if ioe.kind() == io::ErrorKind::TimedOut => UpstreamError::Timeout,
+            Some(ioe) => UpstreamError::Connect(ioe),
+            None => UpstreamError::Connect(io::Error::other(e.to_string())),
+        };
+    }
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    for _ in 0..16 {
+        let Some(s) = src else { break };
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    UpstreamError::BadResponse(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_uri_round_trips() {
+        for a in [
+            ServerAddr::Inet("127.0.0.1:8080".parse().unwrap()),
+            ServerAddr::Inet("[::1]:9000".parse().unwrap()),
+            ServerAddr::Unix("/tmp/x y/app.sock".into()),
+            ServerAddr::Host {
+                host: "localhost".into(),
+                port: 81,
+            },
+        ] {
+            let u = pool_uri(&a, "/p?q=1").unwrap();
+            assert_eq!(u.path_and_query().unwrap().as_str(), "/p?q=1");
+            assert_eq!(server_of(&u).unwrap(), a);
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The edge's upstream clients: one request in, one response out, to an app server over
+//! uwsgi (`uwsgi`) or HTTP/1.1 with a keep-alive pool (`http`). Shared here: the request
+//! context, the error type (with its HTTP status) and the response body type.
+//! Choosing and health-checking the app server is `balance`'s job, not this module's.
+
+mod body;
+mod connect;
+pub mod headers;
+pub mod http;
+pub mod uwsgi;
+
+#[cfg(test)]
+mod tests_http;
+#[cfg(test)]
+mod tests_uwsgi;
+
+use std::io;
+
+use bytes::Bytes;
+use hyper::StatusCode;
+
+use crate::addr::{ClientAddr, LocalAddr};
+
+pub use self::http::{HttpOpts, HttpUpstream};
+pub use self::uwsgi::{UwsgiClient, UwsgiOpts};
+
+/// The response body both clients return: streamed from the app server, never collected.
+/// Errors are [`UpstreamError`] (a read timeout mid-body, the server closing early, ...);
+/// it implements `std::error::Error + Send + Sync`, so hyper's server accepts this body.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, UpstreamError>;
+
+/// Scheme the client used to reach the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// What the edge knows about the client connection, passed with every request.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The real client (PROXY source when trusted); becomes REMOTE_ADDR / X-Forwarded-For.
+    pub client: ClientAddr,
+    /// The address the client reached; becomes SERVER_ADDR.
+    pub local: LocalAddr,
+    pub scheme: Scheme,
+    /// SNI or Host; becomes SERVER_NAME.
+    pub server_name: String,
+    pub server_port: u16,
+}
+
+/// Where an app server listens (the config's parsed address; `Host` is resolved at
+/// connect time).
+pub use crate::config::parsed::ServerAddr;
+
+/// Why a request to an app server failed; [`UpstreamError::status`] is what the client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The server could not be reached (refused, no such socket, DNS failure). 502.
+    #[error("connect to upstream failed: {0}")]
+    Connect(io::Error),
+    /// Connect, a read or a write took longer than its timeout. 504.
+    #[error("upstream timed out")]
+    Timeout,
+    /// The server answered something that is not a valid HTTP/1.x response. 502.
+    #[error("bad response from upstream: {0}")]
+    BadResponse(String),
+    /// I/O error talking to the server after connecting (reset, early close). 502.
+    #[error("upstream i/o error: {0}")]
+    Io(io::Error),
+    /// A request body of unknown length exceeded `max_body`. 413.
+    #[error("request body larger than the limit")]
+    BodyTooLarge,
+    /// The request's variables do not fit one uwsgi packet (65535 bytes). 431.
+    #[error("request headers too large for the upstream protocol")]
+    HeadersTooLarge,
+    /// The request cannot be forwarded as it is (bad path encoding, body shorter than its
+    /// Content-Length, client body error). 400.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+impl UpstreamError {
+    /// The status the edge answers with when this error happens before the response head.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            UpstreamError::Connect(_) | UpstreamError::BadResponse(_) | UpstreamError::Io(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UpstreamError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            UpstreamError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Boxed error used for request bodies of any type.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,202 @@
+//! Parsing the raw HTTP/1.x response head a uwsgi server sends back, and deciding how its
+//! body is framed. Pure functions over bytes (fuzzed by fuzz/fuzz_targets/uwsgi_response.rs):
+//! they return errors for any input and never panic. Reading the socket is the client's job.
+
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::StatusCode;
+
+/// Most header fields accepted in one response head.
+pub const MAX_HEADERS: usize = 128;
+
+/// A parsed response head.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// Bytes of the buffer the head occupied (status line to the empty line included).
+    pub len: usize,
+}
+
+/// Outcome of parsing a buffer that starts with a response head.
+#[derive(Debug)]
+pub enum HeadParse {
+    Complete(ResponseHead),
+    /// Need more bytes (and the buffer is still within the limit).
+    Incomplete,
+    Invalid(String),
+}
+
+/// Parses `buf` as an HTTP/1.0 or 1.1 response head of at most `max_len` bytes.
+pub fn parse_response_head(buf: &[u8], max_len: usize) -> HeadParse {
+    let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut hdrs);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > max_len {
+                HeadParse::Invalid(format!("response head larger than {max_len} bytes"))
+            } else {
+                HeadParse::Incomplete
+            };
+        }
+        Err(e) => return HeadParse::Invalid(format!("response head: {e}")),
+    };
+    if len > max_len {
+        return HeadParse::Invalid(format!("response head larger than {max_len} bytes"));
+    }
+    let Some(code) = resp.code else {
+        return HeadParse::Invalid("response head: no status".into());
+    };
+    let Ok(status) = StatusCode::from_u16(code) else {
+        return HeadParse::Invalid(format!("response head: bad status {code}"));
+    };
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            return HeadParse::Invalid(format!("bad header name {:?}", h.name));
+        };
+        let Ok(value) = HeaderValue::from_bytes(h.value) else {
+            return HeadParse::Invalid(format!("bad value for header {:?}", h.name));
+        };
+        headers.append(name, value);
+    }
+    HeadParse::Complete(ResponseHead {
+        status,
+        headers,
+        len,
+    })
+}
+
+/// How the response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Exactly this many bytes (0 for HEAD, 1xx, 204, 304).
+    Length(u64),
+    /// Chunked transfer coding, decoded by the client.
+    Chunked,
+    /// Until the server closes the connection (uwsgi's usual way).
+    Eof,
+}
+
+/// The body framing of `head` (RFC 9112 §6.3) for a request that was HEAD or not.
+pub fn framing(head: &ResponseHead, is_head: bool) -> Result<Framing, String> {
+    let s = head.status.as_u16();
+    if is_head || (100..200).contains(&s) || s == 204 || s == 304 {
+        return Ok(Framing::Length(0));
+    }
+    if head.headers.contains_key(header::TRANSFER_ENCODING) {
+        let last = head
+            .headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|t| !t.is_empty())
+            .unwrap_or("");
+        return Ok(if last.eq_ignore_ascii_case("chunked") {
+            Framing::Chunked
+        } else {
+            Framing::Eof
+        });
+    }
+    let mut len: Option<u64> = None;
+    for v in head.headers.get_all(header::CONTENT_LENGTH) {
+        let s = v.to_str().map_err(|_| "bad Content-Length".to_string())?;
+        for part in s.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("bad Content-Length {s:?}"));
+            }
+            let n: u64 = part
+                .parse()
+                .map_err(|_| format!("bad Content-Length {s:?}"))?;
+            if len.is_some_and(|l| l != n) {
+                return Err("conflicting Content-Length values".into());
+            }
+            len = Some(n);
+        }
+    }
+    Ok(len.map_or(Framing::Eof, Framing::Length))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(b: &[u8]) -> ResponseHead {
+        match parse_response_head(b, 65536) {
+            HeadParse::Complete(h) => h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_uwsgi_style_head() {
+        let b = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
+        let h = complete(b);
+        assert_eq!(h.status, 200);
+        assert_eq!(h.len, b.len() - 5);
+        assert_eq!(h.headers["content-type"], "text/plain");
+        assert_eq!(framing(&h, false), Ok(Framing::Length(5)));
+        assert_eq!(framing(&h, true), Ok(Framing::Length(0)));
+    }
+
+    #[test]
+    fn incomplete_invalid_and_limits() {
+        assert!(matches!(
+            parse_response_head(b"HTTP/1.1 200 OK\r\nA: b", 100),
+            HeadParse::Incomplete
+        ));
+        assert!(matches!(
+            parse_response_head(b"", 100),
+            HeadParse::Incomplete
+        ));
+        assert!(matches!(
+            parse_response_head(b"garbage\r\n\r\n", 100),
+            HeadParse::Invalid(_)
+        ));
+        assert!(matches!(
+            parse_response_head(b"HTTP/1.1 000 X\r\n\r\n", 100),
+            HeadParse::Invalid(_)
+        ));
+        let big = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(200));
+        assert!(matches!(
+            parse_response_head(big.as_bytes(), 100),
+            HeadParse::Invalid(_)
+        ));
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("h{i}: v\r\n"))
+            .collect();
+        let b = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert!(matches!(
+            parse_response_head(b.as_bytes(), 1 << 20),
+            HeadParse::Invalid(_)
+        ));
+    }
+
+    #[test]
+    fn framing_rules() {
+        let f = |s: &str| framing(&complete(s.as_bytes()), false);
+        assert_eq!(f("HTTP/1.1 200 OK\r\n\r\n"), Ok(Framing::Eof));
+        assert_eq!(
+            f("HTTP/1.1 204 No\r\nContent-Length: 9\r\n\r\n"),
+            Ok(Framing::Length(0))
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Ok(Framing::Eof)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n"),
+            Ok(Framing::Length(3))
+        );
+        assert!(f("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n").is_err());
+        assert!(f("HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n").is_err());
+        assert!(f("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n").is_err());
+    }
+}
