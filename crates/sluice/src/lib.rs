@@ -6,3 +6,4 @@ pub mod addr;
 pub mod balance;
 pub mod config;
 pub mod health;
+pub mod l4;

@@ -1,0 +1,413 @@
+//! The L4 byte pump: once a client and a server connection exist, move bytes both ways
+//! unmodified (splice(2) zero-copy where possible, else a reused buffer), honour half-close,
+//! end on idle timeout, errors or a forced stop, and report the byte counts and why it ended.
+//! It writes no PROXY header and reads nothing itself: the caller does that beforehand.
+
+use std::future::Future;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::splice::{is_unsupported, Pipe, PIPE_SIZE};
+
+/// Size of the copy buffer (one per direction, allocated on the direction's first readable
+/// event, kept for the connection's life). Also bounds the bytes rescued from a pipe.
+pub const COPY_BUF: usize = 64 * 1024;
+
+// Bytes rescued from a pipe must fit the copy buffer in one go.
+const _: () = assert!(PIPE_SIZE <= COPY_BUF);
+
+/// How `forward` behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardOpts {
+    /// End the pair when no byte moved in either direction for this long.
+    /// `Duration::ZERO` disables the idle timeout.
+    pub idle: Duration,
+    /// Try splice(2) zero-copy first; falls back to copying where it does not apply.
+    pub splice: bool,
+}
+
+impl Default for ForwardOpts {
+    fn default() -> Self {
+        ForwardOpts {
+            idle: Duration::from_secs(300),
+            splice: true,
+        }
+    }
+}
+
+/// Why the pair ended. `ClientClosed`/`ServerClosed`: both directions reached end of stream
+/// cleanly, and this side sent its end of stream (FIN) first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    ClientClosed,
+    ServerClosed,
+    IdleTimeout,
+    /// Reading from or writing to the client failed (e.g. `ConnectionReset`, `BrokenPipe`).
+    ClientError(io::ErrorKind),
+    /// Reading from or writing to the server failed.
+    ServerError(io::ErrorKind),
+    /// The cancellation token passed to `forward` fired.
+    Shutdown,
+}
+
+/// What `forward` did: bytes delivered to each side and why it stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Bytes written to the server (read from the client).
+    pub to_server: u64,
+    /// Bytes written to the client (read from the server).
+    pub to_client: u64,
+    pub end: End,
+}
+
+/// A socket `forward` can pump: tokio readiness (`readable`/`writable`/`try_io`) plus the
+/// raw descriptor, so splice(2) can be driven by tokio's reactor. Everything takes `&self`
+/// so both directions share one stream without locks.
+pub trait Pumpable: AsyncRead + AsyncWrite + AsRawFd + AsFd + Send + Sync + Unpin {
+    /// Waits until the stream may be readable (see `TcpStream::readable`).
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Waits until the stream may be writable.
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Runs `f` if the stream is ready for `interest`; clears readiness when `f` returns
+    /// `WouldBlock`.
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+    /// Non-blocking read (readiness-aware).
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Non-blocking write (readiness-aware).
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Disables Nagle where that means something (TCP); a no-op elsewhere.
+    fn set_nodelay(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+macro_rules! impl_pumpable {
+    ($t:ty) => {
+        fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+            <$t>::readable(self)
+        }
+        fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+            <$t>::writable(self)
+        }
+        fn try_io<R>(
+            &self,
+            interest: Interest,
+            f: impl FnOnce() -> io::Result<R>,
+        ) -> io::Result<R> {
+            <$t>::try_io(self, interest, f)
+        }
+        fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+            <$t>::try_read(self, buf)
+        }
+        fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+            <$t>::try_write(self, buf)
+        }
+    };
+}
+
+impl Pumpable for TcpStream {
+    impl_pumpable!(TcpStream);
+    fn set_nodelay(&self) -> io::Result<()> {
+        TcpStream::set_nodelay(self, true)
+    }
+}
+
+impl Pumpable for UnixStream {
+    impl_pumpable!(UnixStream);
+}
+
+/// Pumps bytes between `client` and `server` until both directions reached end of stream,
+/// nothing moved for `opts.idle`, either side failed, or `shutdown` fired. On end of stream
+/// from one side the other side's write half is shut down and the other direction keeps
+/// going. Both streams are closed (dropped) when this returns. Never panics on I/O errors.
+pub async fn forward<C: Pumpable, S: Pumpable>(
+    client: C,
+    server: S,
+    opts: &ForwardOpts,
+    shutdown: Option<CancellationToken>,
+) -> Outcome {
+    // Best effort: a failure here (e.g. the peer already left) shows up in the pump.
+    let _ = client.set_nodelay();
+    let _ = server.set_nodelay();
+    let activity = Activity::new();
+    let mut up = Dir::new(opts.splice);
+    let mut down = Dir::new(opts.splice);
+    let end = {
+        let up_pump = pump(&client, &server, &mut up, &activity);
+        let down_pump = pump(&server, &client, &mut down, &activity);
+        let idle = activity.expired(opts.idle);
+        let stop = async {
+            match &shutdown {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(up_pump, down_pump, idle, stop);
+        let (mut up_done, mut down_done) = (false, false);
+        let mut first_close = None;
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut up_pump, if !up_done => match r {
+                    Ok(()) => {
+                        up_done = true;
+                        first_close.get_or_insert(End::ClientClosed);
+                    }
+                    Err(Failure::Src(kind)) => break End::ClientError(kind),
+                    Err(Failure::Dst(kind)) => break End::ServerError(kind),
+                },
+                r = &mut down_pump, if !down_done => match r {
+                    Ok(()) => {
+                        down_done = true;
+                        first_close.get_or_insert(End::ServerClosed);
+                    }
+                    Err(Failure::Src(kind)) => break End::ServerError(kind),
+                    Err(Failure::Dst(kind)) => break End::ClientError(kind),
+                },
+                () = &mut stop => break End::Shutdown,
+                () = &mut idle => break End::IdleTimeout,
+            }
+            if up_done && down_done {
+                break first_close.unwrap_or(End::ClientClosed);
+            }
+        }
+    };
+    tracing::trace!(
+        to_server = up.bytes,
+        to_client = down.bytes,
+        ?end,
+        "forward done"
+    );
+    Outcome {
+        to_server: up.bytes,
+        to_client: down.bytes,
+        end,
+    }
+}
+
+/// Last time a byte moved, shared by both directions: each transfer stores a tick (no timer
+/// is touched per read); one sleep re-arms itself to "last activity + idle" until that
+/// deadline has really passed.
+struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    async fn expired(&self, idle: Duration) {
+        if idle.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            let last = self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// Which end of a direction failed.
+enum Failure {
+    Src(io::ErrorKind),
+    Dst(io::ErrorKind),
+}
+
+/// One direction's state. Pipe and buffer are created on the first readable event, so a
+/// connection that never sends holds neither.
+struct Dir {
+    bytes: u64,
+    try_splice: bool,
+    pipe: Option<Pipe>,
+    in_pipe: usize,
+    buf: Option<Box<[u8]>>,
+}
+
+impl Dir {
+    fn new(try_splice: bool) -> Self {
+        Dir {
+            bytes: 0,
+            try_splice,
+            pipe: None,
+            in_pipe: 0,
+            buf: None,
+        }
+    }
+
+    fn delivered(&mut self, n: usize, activity: &Activity) {
+        self.bytes += n as u64;
+        activity.touch();
+    }
+}
+
+/// How the splice loop stopped without failing.
+enum Flow {
+    Eof,
+    Fallback,
+}
+
+/// Moves `src` -> `dst` until end of stream, then shuts down `dst`'s write half.
+async fn pump<R: Pumpable, W: Pumpable>(
+    src: &R,
+    dst: &W,
+    dir: &mut Dir,
+    activity: &Activity,
+) -> Result<(), Failure> {
+    let splice_done =
+        dir.try_splice && matches!(splice_loop(src, dst, dir, activity).await?, Flow::Eof);
+    if !splice_done {
+        copy_loop(src, dst, dir, activity).await?;
+    }
+    // Half-close: the peer of `dst` sees end of stream, the other direction goes on. An
+    // error here (the peer already left) surfaces in the other direction.
+    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+    Ok(())
+}
+
+/// Splices `src` -> pipe -> `dst`, draining the pipe completely before reading more, so end
+/// of stream is only reported with an empty pipe. Returns `Fallback` when splice does not
+/// apply (any bytes already in the pipe stay there for `copy_loop` to rescue).
+async fn splice_loop<R: Pumpable, W: Pumpable>(
+    src: &R,
+    dst: &W,
+    dir: &mut Dir,
+    activity: &Activity,
+) -> Result<Flow, Failure> {
+    src.readable().await.map_err(|e| Failure::Src(e.kind()))?;
+    let pipe = match Pipe::new(PIPE_SIZE) {
+        Ok(p) => &*dir.pipe.insert(p),
+        Err(e) => {
+            tracing::debug!(error = %e, "no pipe for splice, copying instead");
+            return Ok(Flow::Fallback);
+        }
+    };
+    loop {
+        if dir.in_pipe > 0 {
+            dst.writable().await.map_err(|e| Failure::Dst(e.kind()))?;
+            let want = dir.in_pipe;
+            match dst.try_io(Interest::WRITABLE, || pipe.drain_to(dst.as_fd(), want)) {
+                Ok(0) => return Err(Failure::Dst(io::ErrorKind::WriteZero)),
+                Ok(n) => {
+                    dir.in_pipe -= n;
+                    dir.bytes += n as u64;
+                    activity.touch();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if is_unsupported(&e) => return Ok(Flow::Fallback),
+                Err(e) => return Err(Failure::Dst(e.kind())),
+            }
+            continue;
+        }
+        src.readable().await.map_err(|e| Failure::Src(e.kind()))?;
+        match src.try_io(Interest::READABLE, || {
+            pipe.fill_from(src.as_fd(), pipe.capacity())
+        }) {
+            Ok(0) => return Ok(Flow::Eof),
+            Ok(n) => {
+                dir.in_pipe += n;
+                activity.touch();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if is_unsupported(&e) => return Ok(Flow::Fallback),
+            Err(e) => return Err(Failure::Src(e.kind())),
+        }
+    }
+}
+
+/// Copies `src` -> `dst` through the direction's buffer until end of stream, first writing
+/// out any bytes a failed splice left in the pipe.
+async fn copy_loop<R: Pumpable, W: Pumpable>(
+    src: &R,
+    dst: &W,
+    dir: &mut Dir,
+    activity: &Activity,
+) -> Result<(), Failure> {
+    if dir.buf.is_none() && dir.in_pipe == 0 {
+        src.readable().await.map_err(|e| Failure::Src(e.kind()))?;
+    }
+    let mut buf = dir
+        .buf
+        .take()
+        .unwrap_or_else(|| vec![0u8; COPY_BUF].into_boxed_slice());
+    let mut end = 0usize;
+    // Rescue bytes already spliced into the pipe: at most PIPE_SIZE <= COPY_BUF of them.
+    if let Some(pipe) = dir.pipe.take() {
+        while dir.in_pipe > 0 && end < buf.len() {
+            match pipe.read_into(&mut buf[end..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    end += n;
+                    dir.in_pipe = dir.in_pipe.saturating_sub(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Failure::Src(e.kind())),
+            }
+        }
+        dir.in_pipe = 0;
+    }
+    let result = copy_with(src, dst, dir, activity, &mut buf, 0, end).await;
+    dir.buf = Some(buf);
+    result
+}
+
+/// The copy loop proper, on a buffer holding `buf[start..end]` not yet written.
+async fn copy_with<R: Pumpable, W: Pumpable>(
+    src: &R,
+    dst: &W,
+    dir: &mut Dir,
+    activity: &Activity,
+    buf: &mut [u8],
+    mut start: usize,
+    mut end: usize,
+) -> Result<(), Failure> {
+    loop {
+        if start < end {
+            dst.writable().await.map_err(|e| Failure::Dst(e.kind()))?;
+            match dst.try_write(&buf[start..end]) {
+                Ok(0) => return Err(Failure::Dst(io::ErrorKind::WriteZero)),
+                Ok(n) => {
+                    start += n;
+                    dir.delivered(n, activity);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Failure::Dst(e.kind())),
+            }
+            if start == end {
+                (start, end) = (0, 0);
+            }
+            continue;
+        }
+        src.readable().await.map_err(|e| Failure::Src(e.kind()))?;
+        match src.try_read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                end = n;
+                activity.touch();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(Failure::Src(e.kind())),
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Layer 4, the TCP balancer. `forward` pumps bytes between an accepted client and a chosen
+//! server; `splice` holds the splice(2) plumbing it uses (the project's only `unsafe`).
+//! TLS, HTTP and the PROXY codec live elsewhere.
+
+pub mod forward;
+pub mod frontend;
+pub mod splice;
