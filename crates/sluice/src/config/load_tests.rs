@@ -541,3 +541,35 @@ fn first_problem_in_file_order_wins() {
         base_with("backend = \"web\"", "backend = \"nope\"").replace("127.0.0.12:443", "bad");
     expect_err(&text, "\"nope\"", 0, "frontend[0].backend", "no backend");
 }
+
+#[test]
+fn proxy_protocol_needs_trusted_peers_and_a_timeout() {
+    let pp = |body: &str| {
+        base_with(
+            "backend = \"web\"",
+            &format!("backend = \"web\"\nproxy_protocol = {{ {body} }}"),
+        )
+    };
+    expect_err(
+        &pp("trusted = []"),
+        "[]",
+        0,
+        "frontend[0].proxy_protocol.trusted",
+        "every connection would be refused",
+    );
+    assert!(content(&pp("trusted = [], untrusted = \"direct\"")).is_ok());
+    expect_err(
+        &pp("trusted = [\"127.0.0.10\"], timeout = \"0ms\""),
+        "\"0ms\"",
+        0,
+        "frontend[0].proxy_protocol.timeout",
+        "longer than 0s",
+    );
+    expect_err(
+        &pp("trusted = [\"127.0.0.10\"], untrusted = \"allow\""),
+        "\"allow\"",
+        0,
+        "frontend[0].proxy_protocol.untrusted",
+        "unknown variant `allow`",
+    );
+}
