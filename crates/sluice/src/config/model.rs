@@ -29,7 +29,10 @@ pub struct Global {
 
 impl Default for Global {
     fn default() -> Self {
-        Global { max_connections: 20_000, grace: Dur(Duration::from_secs(30)) }
+        Global {
+            max_connections: 20_000,
+            grace: Dur(Duration::from_secs(30)),
+        }
     }
 }
 
@@ -200,7 +203,10 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { connect: Dur(Duration::from_secs(5)), idle: Dur(Duration::from_secs(300)) }
+        Timeouts {
+            connect: Dur(Duration::from_secs(5)),
+            idle: Dur(Duration::from_secs(300)),
+        }
     }
 }
 
