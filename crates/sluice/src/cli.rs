@@ -11,7 +11,11 @@ use crate::config::{self, Config};
 use crate::server::{Server, ServerError};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "L4 balancer with PROXY protocol and TLS edge")]
+#[command(
+    name = "sluice",
+    version,
+    about = "L4 balancer with PROXY protocol and TLS edge"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

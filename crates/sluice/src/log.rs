@@ -25,7 +25,10 @@ pub enum End {
     /// Every attempt to connect failed; the last error.
     ConnectFailed(String),
     /// The PROXY header policy closed the connection: code and detail.
-    ProxyRejected { code: &'static str, reason: String },
+    ProxyRejected {
+        code: &'static str,
+        reason: String,
+    },
     /// Forced closed at the end of the shutdown grace period.
     Shutdown,
 }
@@ -80,7 +83,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn epoch() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl fmt::Display for ConnRecord {
@@ -231,13 +237,21 @@ impl LogFiles {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.files.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     /// Reopens every file; failures are logged and the old handle kept.
     pub fn reopen_all(&self) {
-        let files: Vec<_> =
-            self.files.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let files: Vec<_> = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for f in files {
             match f.reopen() {
                 Ok(()) => tracing::info!("reopened log file {}", f.path().display()),
@@ -259,7 +273,11 @@ impl ConnLog {
     pub fn emit(&self, rec: &ConnRecord) {
         tracing::info!(target: "sluice::conn", "{rec}");
         if let Some(file) = &self.file {
-            let line = if self.json { rec.to_json() } else { rec.to_string() };
+            let line = if self.json {
+                rec.to_json()
+            } else {
+                rec.to_string()
+            };
             if let Err(e) = file.write_line(&line) {
                 tracing::warn!("cannot write to {}: {e}", file.path().display());
             }
@@ -292,15 +310,33 @@ mod tests {
     fn line_starts_with_client_and_names_the_end() {
         let line = record(End::ClientClosed).to_string();
         assert!(line.starts_with("127.0.0.2:5000 "), "{line}");
-        for part in ["frontend=fe", "backend=be", "server=s1", "connect_ms=1.5", "duration_ms=20", "bytes_in=10", "bytes_out=20", "end=client_close"] {
+        for part in [
+            "frontend=fe",
+            "backend=be",
+            "server=s1",
+            "connect_ms=1.5",
+            "duration_ms=20",
+            "bytes_in=10",
+            "bytes_out=20",
+            "end=client_close",
+        ] {
             assert!(line.contains(part), "{part} missing in {line}");
         }
-        let rej = record(End::ProxyRejected { code: "timeout", reason: "no header \"x\"".into() });
+        let rej = record(End::ProxyRejected {
+            code: "timeout",
+            reason: "no header \"x\"".into(),
+        });
         let line = rej.to_string();
-        assert!(line.contains("end=proxy_rejected reason=\"timeout: no header \\\"x\\\"\""), "{line}");
+        assert!(
+            line.contains("end=proxy_rejected reason=\"timeout: no header \\\"x\\\"\""),
+            "{line}"
+        );
         let json = rej.to_json();
         assert!(json.starts_with("{\"client\":\"127.0.0.2:5000\""), "{json}");
-        assert!(json.contains("\"reason\":\"timeout: no header \\\"x\\\"\""), "{json}");
+        assert!(
+            json.contains("\"reason\":\"timeout: no header \\\"x\\\"\""),
+            "{json}"
+        );
     }
 
     #[test]
@@ -315,7 +351,10 @@ mod tests {
         std::fs::rename(&path, dir.path().join("conn.log.1")).unwrap();
         files.reopen_all();
         b.write_line("two").unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("conn.log.1")).unwrap(), "one\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("conn.log.1")).unwrap(),
+            "one\n"
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
     }
 }

@@ -11,7 +11,9 @@ fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     match cli.command {
         Command::Check { config } => match cli::check(&config) {
@@ -25,7 +27,9 @@ fn main() -> anyhow::Result<ExitCode> {
             }
         },
         Command::Run { config } => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             let result = rt.block_on(async {
                 let shutdown = cli::shutdown_signal()?;
                 cli::run(&config, shutdown).await

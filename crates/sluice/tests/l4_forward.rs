@@ -10,7 +10,12 @@ use rand::RngCore;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn config(balance: &str, servers: &[(&str, SocketAddr, u32)], extra_backend: &str, log: &str) -> String {
+fn config(
+    balance: &str,
+    servers: &[(&str, SocketAddr, u32)],
+    extra_backend: &str,
+    log: &str,
+) -> String {
     let mut s = format!(
         "[global]\nmax_connections = 1000\ngrace = \"1s\"\n\n[[frontend]]\nname = \"fe\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"be\"\n{log}\n\n[[backend]]\nname = \"be\"\nbalance = \"{balance}\"\n{extra_backend}\n"
     );
@@ -40,7 +45,9 @@ async fn ten_mib_both_ways_unmodified_with_half_close() {
         w
     });
     let mut got = Vec::with_capacity(payload.len());
-    within("echo of 10 MiB", r.read_to_end(&mut got)).await.unwrap();
+    within("echo of 10 MiB", r.read_to_end(&mut got))
+        .await
+        .unwrap();
     let _w = writer.await.unwrap();
     assert_eq!(got.len(), payload.len());
     assert!(got == payload, "bytes were modified in transit");
@@ -61,7 +68,12 @@ async fn roundrobin_follows_weights_without_bursts() {
     let a = NamedServer::start(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10)), "a").await;
     let b = NamedServer::start(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11)), "b").await;
     let c = NamedServer::start(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 12)), "c").await;
-    let cfg = config("roundrobin", &[("a", a.addr, 5), ("b", b.addr, 1), ("c", c.addr, 1)], "", "");
+    let cfg = config(
+        "roundrobin",
+        &[("a", a.addr, 5), ("b", b.addr, 1), ("c", c.addr, 1)],
+        "",
+        "",
+    );
     let sl = Sluice::start(&cfg).await;
     let names = names_of(sl.addr("fe"), 14).await;
     for window in names.chunks(7) {
@@ -78,7 +90,13 @@ async fn roundrobin_follows_weights_without_bursts() {
 async fn leastconn_sends_new_connections_to_the_idle_server() {
     let a = NamedServer::start(LOOP, "a").await;
     let b = NamedServer::start(LOOP, "b").await;
-    let sl = Sluice::start(&config("leastconn", &[("a", a.addr, 1), ("b", b.addr, 1)], "", "")).await;
+    let sl = Sluice::start(&config(
+        "leastconn",
+        &[("a", a.addr, 1), ("b", b.addr, 1)],
+        "",
+        "",
+    ))
+    .await;
     let fe = sl.addr("fe");
     // Two long-lived connections occupy both servers, one each.
     let mut c1 = client(fe).await;
@@ -89,9 +107,15 @@ async fn leastconn_sends_new_connections_to_the_idle_server() {
     // Close the first: the next connections go to its (now idle) server while c2 stays.
     drop(c1);
     let first_server = if first == "a" { &a } else { &b };
-    wait_until("the first server to see the close", || first_server.open() == 0).await;
+    wait_until("the first server to see the close", || {
+        first_server.open() == 0
+    })
+    .await;
     wait_until("sluice to release the lease", || {
-        sl.pool("be").servers().iter().all(|s| s.name != first || s.active == 0)
+        sl.pool("be")
+            .servers()
+            .iter()
+            .all(|s| s.name != first || s.active == 0)
     })
     .await;
     let mut c3 = client(fe).await;
@@ -110,7 +134,11 @@ async fn source_hash_keeps_a_client_on_one_server() {
     for name in ["a", "b", "c", "d"] {
         servers.push(NamedServer::start(LOOP, name).await);
     }
-    let list: Vec<_> = servers.iter().zip(["a", "b", "c", "d"]).map(|(s, n)| (n, s.addr, 1)).collect();
+    let list: Vec<_> = servers
+        .iter()
+        .zip(["a", "b", "c", "d"])
+        .map(|(s, n)| (n, s.addr, 1))
+        .collect();
     let sl = Sluice::start(&config("source", &list, "", "")).await;
     let fe = sl.addr("fe");
     for from in [CLIENT_IP, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10))] {
@@ -119,7 +147,10 @@ async fn source_hash_keeps_a_client_on_one_server() {
             let mut c = within("connect", connect_from(from, fe)).await.unwrap();
             seen.push(read_line(&mut c).await.unwrap());
         }
-        assert!(seen.iter().all(|s| *s == seen[0]), "{from} moved between servers: {seen:?}");
+        assert!(
+            seen.iter().all(|s| *s == seen[0]),
+            "{from} moved between servers: {seen:?}"
+        );
     }
     sl.shutdown().await;
 }
@@ -142,7 +173,10 @@ async fn connect_failure_is_retried_on_another_server() {
         assert_eq!(read_line(&mut c).await.as_deref(), Some("alive"));
     }
     let line = wait_for_log_line(&log, &["server=alive", "retries=1"]).await;
-    assert!(line.starts_with("127.0.0.2:"), "first field is not the client: {line}");
+    assert!(
+        line.starts_with("127.0.0.2:"),
+        "first field is not the client: {line}"
+    );
     sl.shutdown().await;
 }
 

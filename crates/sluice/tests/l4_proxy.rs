@@ -27,7 +27,12 @@ fn with_log(dir: &tempfile::TempDir, rest: &str) -> (String, std::path::PathBuf)
 
 #[tokio::test]
 async fn sends_v1_and_v2_with_the_real_client() {
-    for (send, crc, uid) in [("v1", false, false), ("v2", true, false), ("v2", true, true), ("v2", false, false)] {
+    for (send, crc, uid) in [
+        ("v1", false, false),
+        ("v2", true, false),
+        ("v2", true, true),
+        ("v2", false, false),
+    ] {
         let (server, mut rx) = proxy_capture_server(LOOP).await;
         let backend = format!(
             "send_proxy = \"{send}\"\nproxy_v2_crc32c = {crc}\nproxy_v2_unique_id = {uid}\n"
@@ -41,7 +46,11 @@ async fn sends_v1_and_v2_with_the_real_client() {
         drop(c);
         let cap = next_capture(&mut rx).await;
         assert_eq!(cap.error, None);
-        let want = if send == "v1" { proxy_header::Version::V1 } else { proxy_header::Version::V2 };
+        let want = if send == "v1" {
+            proxy_header::Version::V1
+        } else {
+            proxy_header::Version::V2
+        };
         assert_eq!(cap.version, Some(want));
         assert_eq!(cap.source, Some(me), "{send}: server must see 127.0.0.2");
         assert_eq!(cap.destination, Some(fe));
@@ -53,9 +62,14 @@ async fn sends_v1_and_v2_with_the_real_client() {
 }
 
 /// Sends a v1 header claiming `claimed` from a trusted "balancer" at 127.0.0.1, plus data.
-async fn send_header_from_balancer(fe: SocketAddr, claimed: &str, data: &[u8]) -> tokio::net::TcpStream {
+async fn send_header_from_balancer(
+    fe: SocketAddr,
+    claimed: &str,
+    data: &[u8],
+) -> tokio::net::TcpStream {
     let mut s = within("connect", connect_from(LOOP, fe)).await.unwrap();
-    let mut first = format!("PROXY TCP4 {claimed} 127.0.0.1 {} {}\r\n", 40000, fe.port()).into_bytes();
+    let mut first =
+        format!("PROXY TCP4 {claimed} 127.0.0.1 {} {}\r\n", 40000, fe.port()).into_bytes();
     first.extend_from_slice(data);
     s.write_all(&first).await.unwrap();
     s
@@ -74,7 +88,10 @@ async fn trusted_peer_header_sets_the_client_and_data_follows_untouched() {
     assert_eq!(cap.source, Some("127.0.0.2:40000".parse().unwrap()));
     assert_eq!(cap.data, b"hello, app");
     let line = wait_for_log_line(&log, &["frontend=fe"]).await;
-    assert!(line.starts_with("127.0.0.2:40000 peer=127.0.0.1:"), "{line}");
+    assert!(
+        line.starts_with("127.0.0.2:40000 peer=127.0.0.1:"),
+        "{line}"
+    );
     sl.shutdown().await;
 }
 
@@ -85,12 +102,20 @@ async fn untrusted_peer_is_rejected_and_never_reaches_a_server() {
     let (fe_extra, log) = with_log(&dir, "proxy_protocol = { trusted = [\"127.0.0.10/32\"] }");
     let sl = Sluice::start(&config(&fe_extra, "send_proxy = \"v1\"", server)).await;
     let mut c = client(sl.addr("fe")).await;
-    c.write_all(b"PROXY TCP4 10.9.9.9 127.0.0.1 1 2\r\n").await.unwrap();
+    c.write_all(b"PROXY TCP4 10.9.9.9 127.0.0.1 1 2\r\n")
+        .await
+        .unwrap();
     assert!(closed_without_data(&mut c).await);
     let line = wait_for_log_line(&log, &["end=proxy_rejected"]).await;
-    assert!(line.starts_with("127.0.0.2:"), "the forged address must not be logged: {line}");
+    assert!(
+        line.starts_with("127.0.0.2:"),
+        "the forged address must not be logged: {line}"
+    );
     assert!(line.contains("untrusted"), "{line}");
-    assert!(rx.try_recv().is_err(), "a rejected connection reached the server");
+    assert!(
+        rx.try_recv().is_err(),
+        "a rejected connection reached the server"
+    );
     sl.shutdown().await;
 }
 
@@ -102,7 +127,9 @@ async fn direct_policy_treats_untrusted_peers_as_clients_without_header() {
     // A forged header from an untrusted peer is just data: the client stays 127.0.0.2.
     let mut c = client(sl.addr("fe")).await;
     let me = c.local_addr().unwrap();
-    c.write_all(b"PROXY TCP4 10.9.9.9 127.0.0.1 1 2\r\n").await.unwrap();
+    c.write_all(b"PROXY TCP4 10.9.9.9 127.0.0.1 1 2\r\n")
+        .await
+        .unwrap();
     assert_eq!(read_line(&mut c).await.unwrap(), format!("src={me}"));
     drop(c);
     let cap = next_capture(&mut rx).await;
@@ -128,7 +155,11 @@ async fn trusted_peer_without_header_is_closed_after_the_timeout() {
     c.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
     assert!(closed_without_data(&mut c).await);
     wait_until("two rejections logged", || {
-        std::fs::read_to_string(&log).unwrap_or_default().matches("end=proxy_rejected").count() == 2
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("end=proxy_rejected")
+            .count()
+            == 2
     })
     .await;
     assert!(rx.try_recv().is_err());
@@ -154,7 +185,11 @@ async fn chained_sluices_carry_the_original_client() {
     drop(c);
     let cap = next_capture(&mut rx).await;
     assert_eq!(cap.source, Some(me));
-    assert_eq!(cap.destination, Some(a.addr("fe")), "the address the client dialled travels too");
+    assert_eq!(
+        cap.destination,
+        Some(a.addr("fe")),
+        "the address the client dialled travels too"
+    );
     assert_eq!(cap.data, b"through two hops");
     a.shutdown().await;
     b.shutdown().await;

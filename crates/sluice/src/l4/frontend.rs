@@ -83,7 +83,11 @@ impl ServerStream {
 pub async fn connect_server(addr: &ServerAddr, source: Option<IpAddr>) -> io::Result<ServerStream> {
     match addr {
         ServerAddr::Inet(sa) => {
-            let sock = if sa.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            let sock = if sa.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
             if let Some(ip) = source {
                 sock.bind(SocketAddr::new(ip, 0))?;
             }
@@ -91,7 +95,9 @@ pub async fn connect_server(addr: &ServerAddr, source: Option<IpAddr>) -> io::Re
             stream.set_nodelay(true)?;
             Ok(ServerStream::Tcp(stream))
         }
-        ServerAddr::Unix(path) => Ok(ServerStream::Unix(UnixStream::connect(Path::new(path)).await?)),
+        ServerAddr::Unix(path) => Ok(ServerStream::Unix(
+            UnixStream::connect(Path::new(path)).await?,
+        )),
         ServerAddr::Host { host, port } => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("unresolved server address {host}:{port}"),
@@ -125,14 +131,22 @@ pub async fn handle(fe: Arc<TcpFrontend>, client: TcpStream, peer: SocketAddr) {
 }
 
 /// Runs `fut` unless the shutdown grace period ends first.
-async fn unless_forced<T>(force: &CancellationToken, fut: impl std::future::Future<Output = T>) -> Option<T> {
+async fn unless_forced<T>(
+    force: &CancellationToken,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
     tokio::select! {
         v = fut => Some(v),
         _ = force.cancelled() => None,
     }
 }
 
-async fn serve(fe: &TcpFrontend, mut client: TcpStream, rec: &mut ConnRecord, start: Instant) -> End {
+async fn serve(
+    fe: &TcpFrontend,
+    mut client: TcpStream,
+    rec: &mut ConnRecord,
+    start: Instant,
+) -> End {
     let mut leftover = Vec::new();
     if let Some(policy) = &fe.policy {
         let expect = proxy::expect_header(&mut client, rec.peer, rec.local, policy);
@@ -145,7 +159,12 @@ async fn serve(fe: &TcpFrontend, mut client: TcpStream, rec: &mut ConnRecord, st
                 rec.local = acc.local;
                 leftover = acc.leftover;
             }
-            Err(rej) => return End::ProxyRejected { code: rej.code, reason: rej.reason },
+            Err(rej) => {
+                return End::ProxyRejected {
+                    code: rej.code,
+                    reason: rej.reason,
+                }
+            }
         }
     }
     let be = &fe.backend;
@@ -179,7 +198,10 @@ async fn serve(fe: &TcpFrontend, mut client: TcpStream, rec: &mut ConnRecord, st
             None => return End::Shutdown,
         }
     }
-    let opts = ForwardOpts { idle: be.idle, splice: fe.splice };
+    let opts = ForwardOpts {
+        idle: be.idle,
+        splice: fe.splice,
+    };
     let token = Some(fe.force.clone());
     let out = match server {
         ServerStream::Tcp(s) => forward::forward(client, s, &opts, token).await,
@@ -226,7 +248,11 @@ async fn connect_any(be: &L4Backend, rec: &mut ConnRecord) -> Result<(Lease, Ser
                 last_err = Some(why);
             }
             Err(_) => {
-                let why = format!("{}: connect timeout after {:?}", lease.name(), be.connect_timeout);
+                let why = format!(
+                    "{}: connect timeout after {:?}",
+                    lease.name(),
+                    be.connect_timeout
+                );
                 lease.connect_failed(&why);
                 last_err = Some(why);
             }
@@ -236,5 +262,7 @@ async fn connect_any(be: &L4Backend, rec: &mut ConnRecord) -> Result<(Lease, Ser
     }
     // `retries` counts failed attempts; the last one was not followed by a retry.
     rec.retries = rec.retries.saturating_sub(1);
-    Err(End::ConnectFailed(last_err.unwrap_or_else(|| "no attempt made".into())))
+    Err(End::ConnectFailed(
+        last_err.unwrap_or_else(|| "no attempt made".into()),
+    ))
 }

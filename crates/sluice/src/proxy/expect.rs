@@ -78,7 +78,10 @@ impl fmt::Display for Rejected {
 impl std::error::Error for Rejected {}
 
 fn rejected(code: &'static str, reason: impl Into<String>) -> Rejected {
-    Rejected { code, reason: reason.into() }
+    Rejected {
+        code,
+        reason: reason.into(),
+    }
 }
 
 /// Applies `policy` to a fresh connection from `peer` that reached `local`.
@@ -100,9 +103,10 @@ pub async fn expect_header<S: AsyncRead + Unpin>(
                 leftover: Vec::new(),
                 header_received: false,
             }),
-            Untrusted::Reject => {
-                Err(rejected("untrusted", format!("peer {} is not in proxy_protocol.trusted", peer.0.ip())))
-            }
+            Untrusted::Reject => Err(rejected(
+                "untrusted",
+                format!("peer {} is not in proxy_protocol.trusted", peer.0.ip()),
+            )),
         };
     }
     match tokio::time::timeout(policy.timeout, read_header(stream, peer, local, policy)).await {
@@ -120,7 +124,9 @@ async fn read_header<S: AsyncRead + Unpin>(
     local: LocalAddr,
     policy: &Policy,
 ) -> Result<Accepted, Rejected> {
-    let opts = DecodeOptions { max_v2_len: policy.max_v2_len };
+    let opts = DecodeOptions {
+        max_v2_len: policy.max_v2_len,
+    };
     let cap = 16 + policy.max_v2_len;
     let mut buf = vec![0u8; cap];
     let mut filled = 0usize;
@@ -144,11 +150,19 @@ async fn read_header<S: AsyncRead + Unpin>(
                 };
                 let local = header.destination().map(LocalAddr).unwrap_or(local);
                 let leftover = buf[consumed..filled].to_vec();
-                return Ok(Accepted { client, local, leftover, header_received: true });
+                return Ok(Accepted {
+                    client,
+                    local,
+                    leftover,
+                    header_received: true,
+                });
             }
             Ok(Decoded::Incomplete { .. }) if filled < cap => continue,
             Ok(Decoded::Incomplete { .. }) => {
-                return Err(rejected("too_long", format!("no complete PROXY header in {cap} bytes")))
+                return Err(rejected(
+                    "too_long",
+                    format!("no complete PROXY header in {cap} bytes"),
+                ))
             }
             Err(invalid) => return Err(rejected(invalid.reason(), invalid.to_string())),
         }
@@ -179,7 +193,9 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(1024);
         // Written in two pieces: the header split across reads must still decode.
         let task = tokio::spawn(async move {
-            a.write_all(b"PROXY TCP4 127.0.0.2 127.0.0.1 5555 ").await.unwrap();
+            a.write_all(b"PROXY TCP4 127.0.0.2 127.0.0.1 5555 ")
+                .await
+                .unwrap();
             a.write_all(b"443\r\nGET / HTTP/1.0\r\n").await.unwrap();
             a
         });
@@ -210,9 +226,13 @@ mod tests {
         let (_a, mut b) = tokio::io::duplex(64);
         let peer = PeerAddr(sa("127.0.0.2:1234"));
         let local = LocalAddr(sa("127.0.0.1:80"));
-        let err = expect_header(&mut b, peer, local, &policy(Untrusted::Reject)).await.unwrap_err();
+        let err = expect_header(&mut b, peer, local, &policy(Untrusted::Reject))
+            .await
+            .unwrap_err();
         assert_eq!(err.code, "untrusted");
-        let ok = expect_header(&mut b, peer, local, &policy(Untrusted::Direct)).await.unwrap();
+        let ok = expect_header(&mut b, peer, local, &policy(Untrusted::Direct))
+            .await
+            .unwrap();
         assert_eq!(ok.client, ClientAddr(sa("127.0.0.2:1234")));
         assert!(!ok.header_received && ok.leftover.is_empty());
     }

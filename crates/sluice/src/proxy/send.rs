@@ -75,14 +75,19 @@ pub fn build_header(
 fn addresses(src: SocketAddr, dst: SocketAddr) -> Addresses {
     match (src, dst) {
         (SocketAddr::V4(s), SocketAddr::V4(d)) => Addresses::Inet { src: s, dst: d },
-        _ => Addresses::Inet6 { src: to_v6(src), dst: to_v6(dst) },
+        _ => Addresses::Inet6 {
+            src: to_v6(src),
+            dst: to_v6(dst),
+        },
     }
 }
 
 fn to_v6(a: SocketAddr) -> std::net::SocketAddrV6 {
     match a {
         SocketAddr::V6(v6) => v6,
-        SocketAddr::V4(v4) => std::net::SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0),
+        SocketAddr::V4(v4) => {
+            std::net::SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0)
+        }
     }
 }
 
@@ -92,10 +97,17 @@ mod tests {
     use proxy_header::{DecodeOptions, Decoded, Version};
 
     fn ends(c: &str, l: &str) -> (ClientAddr, LocalAddr) {
-        (ClientAddr(c.parse().unwrap()), LocalAddr(l.parse().unwrap()))
+        (
+            ClientAddr(c.parse().unwrap()),
+            LocalAddr(l.parse().unwrap()),
+        )
     }
 
-    fn roundtrip(opts: SendOpts, c: &str, l: &str) -> (Version, Option<SocketAddr>, Option<SocketAddr>, usize) {
+    fn roundtrip(
+        opts: SendOpts,
+        c: &str,
+        l: &str,
+    ) -> (Version, Option<SocketAddr>, Option<SocketAddr>, usize) {
         let (client, local) = ends(c, l);
         let id = new_unique_id();
         let mut buf = [0u8; HEADER_BUF];
@@ -116,8 +128,15 @@ mod tests {
     #[test]
     fn none_writes_nothing() {
         let (c, l) = ends("127.0.0.2:1", "127.0.0.1:2");
-        let opts = SendOpts { version: SendProxy::None, crc32c: true, unique_id: true };
-        assert_eq!(build_header(&opts, c, l, None, &mut [0u8; HEADER_BUF]).unwrap(), 0);
+        let opts = SendOpts {
+            version: SendProxy::None,
+            crc32c: true,
+            unique_id: true,
+        };
+        assert_eq!(
+            build_header(&opts, c, l, None, &mut [0u8; HEADER_BUF]).unwrap(),
+            0
+        );
     }
 
     #[test]
@@ -128,7 +147,11 @@ mod tests {
             (SendProxy::V2, true, false),
             (SendProxy::V2, true, true),
         ] {
-            let opts = SendOpts { version, crc32c, unique_id };
+            let opts = SendOpts {
+                version,
+                crc32c,
+                unique_id,
+            };
             let (_, src, dst, _) = roundtrip(opts, "127.0.0.2:40000", "127.0.0.1:443");
             assert_eq!(src, Some("127.0.0.2:40000".parse().unwrap()), "{opts:?}");
             assert_eq!(dst, Some("127.0.0.1:443".parse().unwrap()), "{opts:?}");
@@ -137,7 +160,11 @@ mod tests {
 
     #[test]
     fn largest_v2_fits_and_mixed_families_map() {
-        let opts = SendOpts { version: SendProxy::V2, crc32c: true, unique_id: true };
+        let opts = SendOpts {
+            version: SendProxy::V2,
+            crc32c: true,
+            unique_id: true,
+        };
         let (_, src, _, n) = roundtrip(opts, "[::1]:1", "127.0.0.1:2");
         assert_eq!(src, Some("[::1]:1".parse().unwrap()));
         assert!(n <= HEADER_BUF);

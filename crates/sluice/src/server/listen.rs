@@ -61,13 +61,20 @@ pub struct Listener {
 fn per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
     ) || e.raw_os_error() == Some(libc::EPROTO)
 }
 
 /// Accepts until `stop` is cancelled, then drops the socket. Each connection holds one
 /// permit of `limit` (the global max_connections) for its whole life.
-pub async fn accept_loop(l: Listener, limit: Arc<Semaphore>, tracker: TaskTracker, stop: CancellationToken) {
+pub async fn accept_loop(
+    l: Listener,
+    limit: Arc<Semaphore>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
     let mut backoff = BACKOFF_MIN;
     let mut burst = 0u64;
     loop {
@@ -122,7 +129,11 @@ pub async fn accept_loop(l: Listener, limit: Arc<Semaphore>, tracker: TaskTracke
             }
         }
     }
-    tracing::info!("stopped accepting frontend={} addr={}", l.kind.name(), l.addr);
+    tracing::info!(
+        "stopped accepting frontend={} addr={}",
+        l.kind.name(),
+        l.addr
+    );
 }
 
 #[cfg(test)]

@@ -28,13 +28,20 @@ const FORCE_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("frontend {frontend}: cannot bind {addr}: {source}")]
-    Bind { frontend: String, addr: String, source: std::io::Error },
+    Bind {
+        frontend: String,
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("frontend {frontend}: {message}")]
     Frontend { frontend: String, message: String },
     #[error("backend {backend}: {message}")]
     Backend { backend: String, message: String },
     #[error("cannot open log file {path}: {source}")]
-    LogFile { path: String, source: std::io::Error },
+    LogFile {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// A bound, ready-to-run balancer.
@@ -51,11 +58,17 @@ pub struct Server {
 }
 
 fn backend_err(b: &config::Backend, message: impl Into<String>) -> ServerError {
-    ServerError::Backend { backend: b.name.clone(), message: message.into() }
+    ServerError::Backend {
+        backend: b.name.clone(),
+        message: message.into(),
+    }
 }
 
 fn frontend_err(f: &config::Frontend, message: impl Into<String>) -> ServerError {
-    ServerError::Frontend { frontend: f.name.clone(), message: message.into() }
+    ServerError::Frontend {
+        frontend: f.name.clone(),
+        message: message.into(),
+    }
 }
 
 /// Resolves every server of `b` (a host name takes its first address).
@@ -124,11 +137,17 @@ impl Server {
                         .map_err(|e| frontend_err(f, e))?;
                     let file = match &f.access_log {
                         Some(p) => Some(logs.open(Path::new(p)).map_err(|source| {
-                            ServerError::LogFile { path: p.clone(), source }
+                            ServerError::LogFile {
+                                path: p.clone(),
+                                source,
+                            }
                         })?),
                         None => None,
                     };
-                    let log = ConnLog { file, json: f.access_log_format == AccessLogFormat::Json };
+                    let log = ConnLog {
+                        file,
+                        json: f.access_log_format == AccessLogFormat::Json,
+                    };
                     FrontendKind::Tcp(Arc::new(TcpFrontend {
                         name: f.name.as_str().into(),
                         backend,
@@ -154,7 +173,11 @@ impl Server {
                 })?;
                 let addr = listener.local_addr().unwrap_or(addr);
                 tracing::info!("listening frontend={} addr={}", f.name, addr);
-                listeners.push(Listener { kind: kind.clone(), listener, addr });
+                listeners.push(Listener {
+                    kind: kind.clone(),
+                    listener,
+                    addr,
+                });
             }
         }
 
@@ -177,7 +200,10 @@ impl Server {
 
     /// Every bound address with its frontend name, in configuration order.
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.listeners.iter().map(|l| (l.kind.name().to_string(), l.addr)).collect()
+        self.listeners
+            .iter()
+            .map(|l| (l.kind.name().to_string(), l.addr))
+            .collect()
     }
 
     /// The pool of backend `name` (for status and tests).
@@ -214,7 +240,10 @@ impl Server {
             let _ = a.await;
         }
         tracker.close();
-        if tokio::time::timeout(self.grace, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(self.grace, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("grace period over: closing {} connections", tracker.len());
             self.force.cancel();
             let _ = tokio::time::timeout(FORCE_WAIT, tracker.wait()).await;
@@ -237,11 +266,15 @@ impl Drop for Server {
 }
 
 /// SIGUSR1 → reopen every log file, until `stop`.
-fn spawn_reopen(logs: Arc<LogFiles>, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+fn spawn_reopen(
+    logs: Arc<LogFiles>,
+    stop: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
     if logs.is_empty() {
         return None;
     }
-    let mut sig = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+    let mut sig = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("cannot listen for SIGUSR1 (log reopen disabled): {e}");

@@ -28,7 +28,9 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// True when interop peers are mandatory (CI).
 pub fn interop_required() -> bool {
-    std::env::var("SLUICE_REQUIRE_INTEROP").map(|v| v == "1").unwrap_or(false)
+    std::env::var("SLUICE_REQUIRE_INTEROP")
+        .map(|v| v == "1")
+        .unwrap_or(false)
 }
 
 /// The first existing path among `candidates` (absolute paths, or names looked up in PATH).
@@ -78,24 +80,35 @@ impl Drop for ChildGuard {
 pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let end = tokio::time::Instant::now() + DEADLINE;
     while !cond() {
-        assert!(tokio::time::Instant::now() < end, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// Awaits `fut` for at most `DEADLINE`.
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(DEADLINE, fut).await.unwrap_or_else(|_| panic!("timed out: {what}"))
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
 /// Waits until `path` contains a line with every one of `parts`; returns that line.
 pub async fn wait_for_log_line(path: &Path, parts: &[&str]) -> String {
     let mut found = None;
-    wait_until(&format!("a line with {parts:?} in {}", path.display()), || {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        found = text.lines().find(|l| parts.iter().all(|p| l.contains(p))).map(str::to_owned);
-        found.is_some()
-    })
+    wait_until(
+        &format!("a line with {parts:?} in {}", path.display()),
+        || {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            found = text
+                .lines()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+                .map(str::to_owned);
+            found.is_some()
+        },
+    )
     .await;
     found.unwrap()
 }
@@ -104,14 +117,20 @@ pub async fn wait_for_log_line(path: &Path, parts: &[&str]) -> String {
 
 /// Connects to `to` from `from` (port chosen by the kernel).
 pub async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let sock = if from.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let sock = if from.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     sock.bind(SocketAddr::new(from, 0))?;
     sock.connect(to).await
 }
 
 /// Connects from 127.0.0.2.
 pub async fn client(to: SocketAddr) -> TcpStream {
-    within("connect", connect_from(CLIENT_IP, to)).await.expect("connect to sluice")
+    within("connect", connect_from(CLIENT_IP, to))
+        .await
+        .expect("connect to sluice")
 }
 
 /// Reads one '\n'-terminated line (at most 4 KiB); None on EOF before any byte.
@@ -156,7 +175,10 @@ impl Sluice {
         let backends: Vec<String> = cfg.backends.iter().map(|b| b.name.clone()).collect();
         let server = Server::bind(cfg).await.expect("Server::bind");
         let addrs = server.local_addrs();
-        let pools = backends.iter().filter_map(|b| Some((b.clone(), server.pool(b)?))).collect();
+        let pools = backends
+            .iter()
+            .filter_map(|b| Some((b.clone(), server.pool(b)?)))
+            .collect();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -166,7 +188,12 @@ impl Sluice {
                 .await
                 .expect("Server::run");
         });
-        Sluice { addrs, pools, stop: Some(tx), task: Some(task) }
+        Sluice {
+            addrs,
+            pools,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// The first address bound by `frontend`.
@@ -179,7 +206,10 @@ impl Sluice {
     }
 
     pub fn pool(&self, backend: &str) -> Arc<Pool> {
-        self.pools.get(backend).cloned().unwrap_or_else(|| panic!("no backend {backend}"))
+        self.pools
+            .get(backend)
+            .cloned()
+            .unwrap_or_else(|| panic!("no backend {backend}"))
     }
 
     /// Triggers the graceful shutdown and waits for `run` to return.
@@ -253,14 +283,25 @@ impl SluiceProcess {
         while addrs.len() < listeners {
             match rx.recv_timeout(DEADLINE) {
                 Ok(a) => addrs.push(a),
-                Err(_) => panic!("sluice did not report {listeners} listeners: {:?}", lines.lock().unwrap()),
+                Err(_) => panic!(
+                    "sluice did not report {listeners} listeners: {:?}",
+                    lines.lock().unwrap()
+                ),
             }
         }
-        SluiceProcess { child: guard, addrs, stderr: lines }
+        SluiceProcess {
+            child: guard,
+            addrs,
+            stderr: lines,
+        }
     }
 
     pub fn addr(&self, frontend: &str) -> SocketAddr {
-        self.addrs.iter().find(|(f, _)| f == frontend).map(|(_, a)| *a).expect("frontend")
+        self.addrs
+            .iter()
+            .find(|(f, _)| f == frontend)
+            .map(|(_, a)| *a)
+            .expect("frontend")
     }
 
     pub fn pid(&self) -> i32 {
@@ -326,7 +367,12 @@ impl NamedServer {
                 });
             }
         });
-        NamedServer { addr, accepted, open, task }
+        NamedServer {
+            addr,
+            accepted,
+            open,
+            task,
+        }
     }
 
     pub fn accepted(&self) -> usize {
@@ -412,7 +458,9 @@ async fn capture_one(mut s: TcpStream, peer: SocketAddr) -> Captured {
             _ => 0,
         };
         if n == 0 {
-            cap.error = Some(format!("closed after {filled} bytes without a complete header"));
+            cap.error = Some(format!(
+                "closed after {filled} bytes without a complete header"
+            ));
             return cap;
         }
         filled += n;
@@ -437,7 +485,10 @@ async fn capture_one(mut s: TcpStream, peer: SocketAddr) -> Captured {
             }
         }
     }
-    let src = cap.source.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+    let src = cap
+        .source
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "-".into());
     let _ = s.write_all(format!("src={src}\n").as_bytes()).await;
     let mut chunk = [0u8; 4096];
     while cap.data.len() < (1 << 20) {
@@ -451,5 +502,37 @@ async fn capture_one(mut s: TcpStream, peer: SocketAddr) -> Captured {
 
 /// Receives the next capture within `DEADLINE`.
 pub async fn next_capture(rx: &mut mpsc::UnboundedReceiver<Captured>) -> Captured {
-    within("a connection at the capture server", rx.recv()).await.expect("capture channel")
+    within("a connection at the capture server", rx.recv())
+        .await
+        .expect("capture channel")
+}
+
+/// Waits until something accepts TCP connections on `addr` (a peer process starting up).
+/// The probe connection is closed at once without sending anything.
+pub async fn wait_port(addr: SocketAddr) {
+    let end = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "nothing listening on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `program args` as a child process killed on drop; stdout/stderr go to `log`.
+pub fn spawn_peer(program: &Path, args: &[&str], log: &Path) -> ChildGuard {
+    let out = std::fs::File::create(log).expect("peer log file");
+    let err = out.try_clone().expect("dup peer log");
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+    ChildGuard(child)
 }
