@@ -4,6 +4,10 @@
 
 pub mod addr;
 pub mod balance;
+pub mod cli;
 pub mod config;
 pub mod health;
 pub mod l4;
+pub mod log;
+pub mod proxy;
+pub mod server;
