@@ -230,6 +230,7 @@ impl Activity {
 }
 
 /// Which end of a direction failed.
+#[derive(Debug)]
 enum Failure {
     Src(io::ErrorKind),
     Dst(io::ErrorKind),
@@ -409,5 +410,60 @@ async fn copy_with<R: Pumpable, W: Pumpable>(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(Failure::Src(e.kind())),
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// When splice turns out not to apply mid-stream, bytes already in the pipe are written
+    /// out before anything read later: none lost, none reordered.
+    #[tokio::test]
+    async fn copy_fallback_rescues_bytes_left_in_the_pipe() {
+        let (mut feeder, src) = UnixStream::pair().expect("pair");
+        let (dst, mut sink) = UnixStream::pair().expect("pair");
+        let activity = Activity::new();
+        let mut dir = Dir::new(true);
+        let pipe = Pipe::new(PIPE_SIZE).expect("pipe");
+        feeder
+            .write_all(b"already in the pipe|")
+            .await
+            .expect("write");
+        src.readable().await.expect("readable");
+        let n = src
+            .try_io(Interest::READABLE, || {
+                pipe.fill_from(src.as_fd(), pipe.capacity())
+            })
+            .expect("splice in");
+        assert_eq!(n, 20);
+        dir.pipe = Some(pipe);
+        dir.in_pipe = n;
+
+        feeder
+            .write_all(b"read after fallback")
+            .await
+            .expect("write");
+        drop(feeder);
+        copy_loop(&src, &dst, &mut dir, &activity)
+            .await
+            .expect("copy");
+        drop(dst);
+        let mut got = Vec::new();
+        sink.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"already in the pipe|read after fallback");
+        assert_eq!(dir.bytes, got.len() as u64);
+        assert!(dir.pipe.is_none(), "the pipe is released after the rescue");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn activity_pushes_the_idle_deadline() {
+        let activity = Activity::new();
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        activity.touch();
+        activity.expired(Duration::from_secs(10)).await;
+        assert_eq!(start.elapsed().as_secs(), 17);
     }
 }
