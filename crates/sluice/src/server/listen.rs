@@ -2,6 +2,7 @@
 //! backlog 1024, IPV6_V6ONLY on [::]), the global connection limit, and back-off on
 //! resource errors (EMFILE/ENFILE/ENOBUFS). What a connection does is up to its frontend.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -75,6 +76,49 @@ pub async fn accept_loop(
     tracker: TaskTracker,
     stop: CancellationToken,
 ) {
+    let Listener {
+        kind,
+        listener,
+        addr,
+    } = l;
+    let name = kind.name().to_string();
+    let on_conn = |stream, peer, permit| match &kind {
+        FrontendKind::Tcp(fe) => {
+            let fe = fe.clone();
+            tracker.spawn(async move {
+                frontend::handle(fe, stream, peer).await;
+                drop(permit);
+            });
+        }
+    };
+    run_accept(&name, addr, || listener.accept(), on_conn, limit, &stop).await;
+    drop(listener);
+    tracing::info!("stopped accepting frontend={name} addr={addr}");
+}
+
+/// What an accept loop went through (for tests and the final log line).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AcceptStats {
+    pub accepted: u64,
+    /// Resource errors (EMFILE, ENFILE, ENOBUFS, ...) that caused a back-off.
+    pub errors: u64,
+    /// Warnings logged: one per burst of consecutive errors.
+    pub warnings: u64,
+}
+
+/// The accept loop proper, generic over the accept call so back-off can be tested.
+async fn run_accept<S, Fut>(
+    name: &str,
+    addr: SocketAddr,
+    mut accept: impl FnMut() -> Fut,
+    mut on_conn: impl FnMut(S, SocketAddr, OwnedSemaphorePermit),
+    limit: Arc<Semaphore>,
+    stop: &CancellationToken,
+) -> AcceptStats
+where
+    Fut: Future<Output = io::Result<(S, SocketAddr)>>,
+{
+    let mut stats = AcceptStats::default();
     let mut backoff = BACKOFF_MIN;
     let mut burst = 0u64;
     loop {
@@ -86,40 +130,31 @@ pub async fn accept_loop(
             _ = stop.cancelled() => break,
         };
         let accepted = tokio::select! {
-            r = l.listener.accept() => r,
+            r = accept() => r,
             _ = stop.cancelled() => break,
         };
         match accepted {
             Ok((stream, peer)) => {
                 if burst > 0 {
                     tracing::info!(
-                        "accept recovered on frontend={} addr={} after {burst} errors",
-                        l.kind.name(),
-                        l.addr
+                        "accept recovered on frontend={name} addr={addr} after {burst} errors"
                     );
                     burst = 0;
                     backoff = BACKOFF_MIN;
                 }
-                match &l.kind {
-                    FrontendKind::Tcp(fe) => {
-                        let fe = fe.clone();
-                        tracker.spawn(async move {
-                            frontend::handle(fe, stream, peer).await;
-                            drop(permit);
-                        });
-                    }
-                }
+                stats.accepted += 1;
+                on_conn(stream, peer, permit);
             }
             Err(e) if per_connection(&e) => continue,
             Err(e) => {
                 if burst == 0 {
+                    stats.warnings += 1;
                     tracing::warn!(
-                        "accept failed on frontend={} addr={}: {e}; backing off",
-                        l.kind.name(),
-                        l.addr
+                        "accept failed on frontend={name} addr={addr}: {e}; backing off"
                     );
                 }
                 burst += 1;
+                stats.errors += 1;
                 drop(permit);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -129,11 +164,7 @@ pub async fn accept_loop(
             }
         }
     }
-    tracing::info!(
-        "stopped accepting frontend={} addr={}",
-        l.kind.name(),
-        l.addr
-    );
+    stats
 }
 
 #[cfg(test)]
@@ -152,5 +183,54 @@ mod tests {
         if let Ok(v6) = v6 {
             assert!(v6.local_addr().unwrap().is_ipv6());
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resource_errors_back_off_and_log_once_per_burst() {
+        let emfile = || Err::<((), SocketAddr), _>(io::Error::from_raw_os_error(libc::EMFILE));
+        let peer: SocketAddr = "127.0.0.2:1".parse().unwrap();
+        // 12 EMFILEs, one connection, 3 ENFILEs, one connection, then nothing more.
+        let mut script: Vec<io::Result<((), SocketAddr)>> = (0..12).map(|_| emfile()).collect();
+        script.push(Ok(((), peer)));
+        script.extend((0..3).map(|_| Err(io::Error::from_raw_os_error(libc::ENFILE))));
+        script.push(Ok(((), peer)));
+        script.reverse();
+        let calls = std::cell::Cell::new(0u32);
+        let stop = CancellationToken::new();
+        let start = tokio::time::Instant::now();
+        let accept = || {
+            calls.set(calls.get() + 1);
+            let next = script.pop();
+            if next.is_none() {
+                stop.cancel();
+            }
+            async move {
+                match next {
+                    Some(r) => r,
+                    None => std::future::pending().await,
+                }
+            }
+        };
+        let mut got = 0;
+        let limit = Arc::new(Semaphore::new(10));
+        let on_conn = |(), _peer, _permit| got += 1;
+        let stats = run_accept("fe", peer, accept, on_conn, limit, &stop).await;
+        assert_eq!(
+            stats,
+            AcceptStats {
+                accepted: 2,
+                errors: 15,
+                warnings: 2
+            }
+        );
+        assert_eq!(got, 2);
+        assert_eq!(
+            calls.get(),
+            18,
+            "no extra accept calls: it slept instead of spinning"
+        );
+        // 10+20+40+80+160+320+640+1000*5 ms for the first burst, 10+20+40 ms for the second:
+        // the back-off restarts small after a success and is capped at one second.
+        assert_eq!(start.elapsed(), Duration::from_millis(6270 + 70));
     }
 }
