@@ -44,7 +44,8 @@ impl Default for ForwardOpts {
 }
 
 /// Why the pair ended. `ClientClosed`/`ServerClosed`: both directions reached end of stream
-/// cleanly, and this side sent its end of stream (FIN) first.
+/// cleanly, and this side sent its end of stream (FIN) first. An error after one side's
+/// clean close (e.g. writing to a server that already closed) is reported as the error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
     ClientClosed,
