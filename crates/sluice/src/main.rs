@@ -37,7 +37,8 @@ fn main() -> anyhow::Result<ExitCode> {
             match result {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(e) => {
-                    tracing::error!("{e}");
+                    // The bare message (e.g. "FILE:LINE:COL: key: message"), as `check` prints it.
+                    eprintln!("{e}");
                     Ok(ExitCode::FAILURE)
                 }
             }

@@ -168,6 +168,19 @@ fn check_accepts_good_files_and_reports_file_line_col_for_broken_ones() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_connections"));
 
+    // `run` refuses the same file with the same message instead of starting.
+    let out = Command::new(sluice_bin())
+        .args(["run", "-c"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines().any(|l| l.starts_with(&prefix)),
+        "run stderr: {err}"
+    );
+
     let missing = Command::new(sluice_bin())
         .args(["check", "-c", "/nonexistent/sluice.toml"])
         .output()

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::balance::{Lease, NoServer, Pool, ServerAddr, ServerId};
-use crate::config;
+use crate::config::{self, SendProxy};
 use crate::l4::forward::{self, ForwardOpts};
 use crate::log::{ConnLog, ConnRecord, End};
 use crate::proxy::{self, Policy, SendOpts, HEADER_BUF};
@@ -176,8 +176,15 @@ async fn serve(
     rec.connect_time = Some(start.elapsed());
 
     let mut hdr = [0u8; HEADER_BUF];
-    let uid = proxy::send::new_unique_id();
-    let n = match proxy::build_header(&be.send, rec.client, rec.local, Some(&uid), &mut hdr) {
+    let uid =
+        (be.send.version == SendProxy::V2 && be.send.unique_id).then(proxy::send::new_unique_id);
+    let n = match proxy::build_header(
+        &be.send,
+        rec.client,
+        rec.local,
+        uid.as_ref().map(|u| &u[..]),
+        &mut hdr,
+    ) {
         Ok(n) => n,
         Err(e) => return End::ServerError(format!("building PROXY header: {e}")),
     };
