@@ -91,17 +91,18 @@ impl HttpUpstream {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = req.into_parts();
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| {
-                parts
-                    .uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            })
-            .or_else(|| HeaderValue::from_str(&ctx.server_name).ok());
+        // HTTP/2: :authority wins over a Host field (RFC 9113 §8.3.1); HTTP/1: Host.
+        let authority = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let host_field = parts.headers.get(header::HOST).cloned();
+        let host = if parts.version == Version::HTTP_2 {
+            authority.or(host_field)
+        } else {
+            host_field.or(authority)
+        }
+        .or_else(|| HeaderValue::from_str(&ctx.server_name).ok());
         strip_hop_by_hop(&mut parts.headers);
         join_cookies(&mut parts.headers);
         add_forwarding(&mut parts.headers, ctx);

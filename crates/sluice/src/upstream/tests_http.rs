@@ -183,6 +183,7 @@ async fn http2_request_goes_out_as_http11_with_host_from_authority() {
     let chunks: VecDeque<Bytes> = ["ab", "cde"].into_iter().map(Bytes::from).collect();
     let req = Request::put("https://h2.test/up")
         .version(hyper::Version::HTTP_2)
+        .header("host", "stale.test")
         .header("cookie", "a=1")
         .header("cookie", "b=2")
         .body(Chunks {

@@ -258,6 +258,7 @@ async fn http2_request_over_plain_http_gets_host_from_authority() {
     let srv = tcp_server(Mode::Echo).await;
     let req = Request::get("http://h2.test:8080/p")
         .version(hyper::Version::HTTP_2)
+        .header("host", "stale.test")
         .body(Empty::<Bytes>::new())
         .unwrap();
     let mut c = ctx();

@@ -80,15 +80,17 @@ pub fn build(
     v.push(b"SERVER_NAME", ctx.server_name.as_bytes())?;
 
     let hop = hop_by_hop_names(&parts.headers);
-    if !parts.headers.contains_key(header::HOST) {
-        // HTTP/2 carries the host in :authority only.
-        if let Some(auth) = uri.authority() {
-            v.push(b"HTTP_HOST", auth.as_str().as_bytes())?;
-        }
+    // HTTP/2 carries the host in :authority, which wins over a Host field (RFC 9113 §8.3.1).
+    let authority = uri
+        .authority()
+        .filter(|_| parts.version == Version::HTTP_2 || !parts.headers.contains_key(header::HOST));
+    if let Some(auth) = authority {
+        v.push(b"HTTP_HOST", auth.as_str().as_bytes())?;
     }
     for name in parts.headers.keys() {
         let n = name.as_str();
         if hop.contains(name)
+            || (authority.is_some() && name == header::HOST)
             || name == header::CONTENT_TYPE
             || name == header::CONTENT_LENGTH
             || n == "proxy"

@@ -199,4 +199,28 @@ mod tests {
         assert!(f("HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n").is_err());
         assert!(f("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n").is_err());
     }
+
+    #[test]
+    fn every_prefix_and_byte_flip_is_handled_without_panic() {
+        let good = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc";
+        let head_len = good.len() - 3;
+        for n in 0..good.len() {
+            match parse_response_head(&good[..n], 1024) {
+                HeadParse::Incomplete => assert!(n < head_len, "prefix {n}"),
+                HeadParse::Complete(h) => assert_eq!(h.len, head_len),
+                HeadParse::Invalid(e) => panic!("prefix {n}: {e}"),
+            }
+        }
+        // 256 values at each position: bounded (~20k parses).
+        for pos in 0..head_len {
+            for b in 0..=255u8 {
+                let mut m = good.to_vec();
+                m[pos] = b;
+                if let HeadParse::Complete(h) = parse_response_head(&m, 1024) {
+                    assert!(h.len <= m.len());
+                    let _ = framing(&h, false);
+                }
+            }
+        }
+    }
 }
