@@ -68,12 +68,15 @@ pub struct TlsEdge {
     ticketer: Arc<Ticketer>,
     sessions: Arc<dyn StoresServerSessions>,
     current: ArcSwap<ServerConfig>,
+    /// Fingerprints of the files taken just before they were last loaded successfully.
+    loaded: Mutex<Vec<Option<watch::Fingerprint>>>,
     reload_lock: Mutex<()>,
 }
 
 impl TlsEdge {
     /// Loads certificates, keys and ticket keys. Errors name the file and what is wrong.
     pub fn load(cfg: &config::Tls) -> Result<Arc<TlsEdge>, TlsError> {
+        let loaded = watch::fingerprints(&files_of(cfg));
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let ticketer = Arc::new(if cfg.ticket_keys.is_empty() {
             Ticketer::random(tickets::RANDOM_ROTATION)?
@@ -93,6 +96,7 @@ impl TlsEdge {
             ticketer,
             sessions,
             current: ArcSwap::from_pointee(server),
+            loaded: Mutex::new(loaded),
             reload_lock: Mutex::new(()),
         }))
     }
@@ -112,12 +116,14 @@ impl TlsEdge {
     /// tickets from before the reload keep resuming as long as their key is still listed.
     pub fn reload(&self) -> Result<(), TlsError> {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let loaded = watch::fingerprints(&self.watched_files());
         let resolver = load_resolver(&self.provider, &self.cfg)?;
         let server = build(&self.provider, resolver, &self.ticketer, &self.sessions)?;
         if self.ticketer.is_file_based() {
             self.ticketer.reload(&self.cfg.ticket_keys)?;
         }
         self.current.store(Arc::new(server));
+        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = loaded;
         Ok(())
     }
 
@@ -133,14 +139,25 @@ impl TlsEdge {
 
     /// Every file the edge reads: certificates, keys, ticket keys.
     pub fn watched_files(&self) -> Vec<String> {
-        let mut files = vec![self.cfg.cert.clone(), self.cfg.key.clone()];
-        for p in &self.cfg.certs {
-            files.push(p.cert.clone());
-            files.push(p.key.clone());
-        }
-        files.extend(self.cfg.ticket_keys.iter().cloned());
-        files
+        files_of(&self.cfg)
     }
+
+    fn loaded_fingerprints(&self) -> Vec<Option<watch::Fingerprint>> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn files_of(cfg: &config::Tls) -> Vec<String> {
+    let mut files = vec![cfg.cert.clone(), cfg.key.clone()];
+    for p in &cfg.certs {
+        files.push(p.cert.clone());
+        files.push(p.key.clone());
+    }
+    files.extend(cfg.ticket_keys.iter().cloned());
+    files
 }
 
 fn load_resolver(provider: &CryptoProvider, cfg: &config::Tls) -> Result<SniResolver, TlsError> {

@@ -278,7 +278,7 @@ mod tests {
         };
         let k1 = p("k1", &key_bytes(1, 80));
         let k2 = p("k2", &key_bytes(2, 48));
-        let t = Ticketer::from_files(&[k1.clone()]).unwrap();
+        let t = Ticketer::from_files(std::slice::from_ref(&k1)).unwrap();
         let old = t.encrypt(b"session state").unwrap();
         assert_eq!(&old[..16], &key_bytes(1, 80)[..16]);
         assert_eq!(t.decrypt(&old).as_deref(), Some(&b"session state"[..]));

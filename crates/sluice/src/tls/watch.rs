@@ -13,7 +13,7 @@ use super::TlsEdge;
 
 /// What we remember about one file; `None` when it could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Fingerprint {
+pub(crate) struct Fingerprint {
     len: u64,
     mtime: Option<SystemTime>,
     sha256: Vec<u8>,
@@ -30,13 +30,13 @@ fn fingerprint(path: &str) -> Option<Fingerprint> {
     })
 }
 
-fn fingerprints(files: &[String]) -> Vec<Option<Fingerprint>> {
+pub(crate) fn fingerprints(files: &[String]) -> Vec<Option<Fingerprint>> {
     files.iter().map(|f| fingerprint(f)).collect()
 }
 
 /// Checks the edge's files every `every` and calls [`TlsEdge::reload`] when any changed. A
 /// failed reload is logged and the old state kept; it is retried on the next change. The
-/// baseline is taken when the watcher starts. Ends when `shutdown` is cancelled.
+/// baseline is what the edge last loaded. Ends when `shutdown` is cancelled.
 pub fn spawn_watcher(
     edge: Arc<TlsEdge>,
     every: Duration,
@@ -44,11 +44,9 @@ pub fn spawn_watcher(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let files = edge.watched_files();
-        let baseline = {
-            let files = files.clone();
-            tokio::task::spawn_blocking(move || fingerprints(&files)).await
-        };
-        let Ok(mut seen) = baseline else { return };
+        // Start from what the edge actually loaded, so a change made between load and now
+        // is still noticed.
+        let mut seen = edge.loaded_fingerprints();
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is immediate
