@@ -11,3 +11,4 @@ pub mod l4;
 pub mod log;
 pub mod proxy;
 pub mod server;
+pub mod tls;
