@@ -203,3 +203,44 @@ async fn every_server_down_closes_the_client_at_once() {
     );
     sl.shutdown().await;
 }
+
+#[tokio::test]
+async fn unix_socket_servers_and_backend_source_address() {
+    // A unix-socket echo server.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    let ul = tokio::net::UnixListener::bind(&sock).unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = ul.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let cfg = format!(
+        "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n[[frontend]]\nname = \"fe\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"be\"\n\n\
+         [[backend]]\nname = \"be\"\n[[backend.servers]]\naddr = \"unix:{}\"\n",
+        sock.display()
+    );
+    let sl = Sluice::start(&cfg).await;
+    let mut c = client(sl.addr("fe")).await;
+    c.write_all(b"over a unix socket\n").await.unwrap();
+    assert_eq!(read_line(&mut c).await.unwrap(), "over a unix socket");
+    drop(c);
+    sl.shutdown().await;
+
+    // `source`: sluice binds 127.0.0.10 before connecting to the server.
+    let l = tokio::net::TcpListener::bind((LOOP, 0)).await.unwrap();
+    let server = l.local_addr().unwrap();
+    let cfg = format!(
+        "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n[[frontend]]\nname = \"fe\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"be\"\n\n\
+         [[backend]]\nname = \"be\"\nsource = \"127.0.0.10\"\n[[backend.servers]]\naddr = \"{server}\"\n"
+    );
+    let sl = Sluice::start(&cfg).await;
+    let c = client(sl.addr("fe")).await;
+    let (s, peer) = within("sluice to connect", l.accept()).await.unwrap();
+    assert_eq!(peer.ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10)));
+    drop((c, s));
+    sl.shutdown().await;
+}

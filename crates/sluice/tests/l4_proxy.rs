@@ -194,3 +194,33 @@ async fn chained_sluices_carry_the_original_client() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn ipv6_clients_travel_as_inet6_on_every_bound_address() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIP: no IPv6 loopback on this machine");
+        return;
+    }
+    let (server, mut rx) = proxy_capture_server(LOOP).await;
+    let cfg = config("", "send_proxy = \"v2\"", server).replace(
+        "bind = [\"127.0.0.1:0\"]",
+        "bind = [\"127.0.0.1:0\", \"[::1]:0\"]",
+    );
+    let sl = Sluice::start(&cfg).await;
+    let addrs: Vec<SocketAddr> = sl.addrs.iter().map(|(_, a)| *a).collect();
+    assert_eq!(addrs.len(), 2, "{addrs:?}");
+    let v6 = *addrs
+        .iter()
+        .find(|a| a.is_ipv6())
+        .expect("an IPv6 listener");
+    let mut c = within("connect", connect_from("::1".parse().unwrap(), v6))
+        .await
+        .unwrap();
+    let me = c.local_addr().unwrap();
+    assert_eq!(read_line(&mut c).await.unwrap(), format!("src={me}"));
+    drop(c);
+    let cap = next_capture(&mut rx).await;
+    assert_eq!(cap.source, Some(me));
+    assert_eq!(cap.destination, Some(v6));
+    sl.shutdown().await;
+}
