@@ -145,8 +145,7 @@ fn sigusr1_reopens_access_logs() {
         drop(c);
         wait_for_log_line(&log, &["server=s1"]).await;
         std::fs::rename(&log, &rotated).unwrap();
-        // SAFETY: kill(2) takes two integers; the pid is our unreaped child.
-        assert_eq!(unsafe { libc::kill(proc.pid(), libc::SIGUSR1) }, 0);
+        proc.signal(rustix::process::Signal::USR1).unwrap();
         wait_until("sluice to recreate the log file", || log.exists()).await;
         let mut c = client(fe).await;
         assert_eq!(read_line(&mut c).await.unwrap(), "s1");

@@ -62,7 +62,7 @@ fn sigterm_drains_open_connections_then_exits_zero() {
         let mut c = client(fe).await;
         c.write_all(b"before\n").await.unwrap();
         assert_eq!(read_line(&mut c).await.unwrap(), "before");
-        assert_eq!(send_signal(proc.pid(), libc::SIGTERM), 0);
+        proc.signal(rustix::process::Signal::TERM).unwrap();
         // Listeners close at once: new connections are refused.
         let mut refused = false;
         for _ in 0..250 {
@@ -87,13 +87,6 @@ fn sigterm_drains_open_connections_then_exits_zero() {
         log.contains("127.0.0.2:"),
         "connection line missing:\n{log}"
     );
-}
-
-/// Sends `sig` to our child `pid` (libc::kill, as the issue asks).
-fn send_signal(pid: i32, sig: i32) -> i32 {
-    // SAFETY: kill(2) takes two integers and touches no memory of ours; `pid` is our own
-    // child, still unreaped (ChildGuard reaps it only on drop), so it cannot be recycled.
-    unsafe { libc::kill(pid, sig) }
 }
 
 #[test]

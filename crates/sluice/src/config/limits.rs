@@ -1,6 +1,7 @@
 //! File-descriptor budget: how many descriptors a configuration needs (`fds_needed`) and
 //! raising RLIMIT_NOFILE to fit (`raise_nofile`), or saying why it cannot be (`check_nofile`).
-//! Uses rustix's safe getrlimit/setrlimit; it never lowers a limit and never touches the hard one.
+//! Uses rustix's safe getrlimit/setrlimit; it never lowers a limit. Like HAProxy, a process
+//! with CAP_SYS_RESOURCE may raise the hard limit too (up to the kernel's `nr_open`).
 
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
@@ -53,10 +54,25 @@ pub fn max_connections_for(cfg: &Config, fds: u64) -> u64 {
     fds.saturating_sub(fixed) / 2
 }
 
-/// The lowest ceiling on RLIMIT_NOFILE this process could reach: the hard limit, capped by
-/// the kernel's `nr_open`. `None` when neither is known/finite.
+/// A process with CAP_SYS_RESOURCE (root, outside a restricted container) may raise the
+/// hard limit itself. Read from /proc/self/status so `check` can tell without trying.
+fn privileged() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
+/// The lowest ceiling on RLIMIT_NOFILE this process could reach: the hard limit (or, as
+/// root, no hard limit), capped by the kernel's `nr_open`. `None` when neither is known/finite.
 pub fn nofile_ceiling() -> Option<u64> {
     let (_, hard) = nofile_limits();
+    let hard = if privileged() { None } else { hard };
     match (hard, nr_open()) {
         (Some(h), Some(n)) => Some(h.min(n)),
         (Some(h), None) => Some(h),
@@ -76,7 +92,8 @@ pub fn check_nofile(needed: u64) -> Result<(), String> {
     }
 }
 
-/// Raises the soft RLIMIT_NOFILE (up to the hard limit) so that `needed` descriptors fit.
+/// Raises the soft RLIMIT_NOFILE (up to the hard limit; as root, the hard one with it) so
+/// that `needed` descriptors fit.
 /// Returns the soft limit now in force; never lowers it.
 pub fn raise_nofile(needed: u64) -> Result<u64, String> {
     let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
@@ -90,7 +107,10 @@ pub fn raise_nofile(needed: u64) -> Result<u64, String> {
         Resource::Nofile,
         Rlimit {
             current: Some(needed),
-            maximum,
+            maximum: match maximum {
+                Some(h) if h < needed => Some(needed),
+                other => other,
+            },
         },
     )
     .map_err(|e| format!("cannot raise RLIMIT_NOFILE from {soft} to {needed}: {e}"))?;

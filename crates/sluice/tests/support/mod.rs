@@ -308,6 +308,13 @@ impl SluiceProcess {
         self.child.0.id() as i32
     }
 
+    /// Sends `sig` (e.g. `Signal::TERM`, `Signal::USR1`) to the process. The pid is our own
+    /// unreaped child, so it cannot have been recycled.
+    pub fn signal(&self, sig: rustix::process::Signal) -> std::io::Result<()> {
+        let pid = rustix::process::Pid::from_raw(self.pid()).expect("child pid is positive");
+        rustix::process::kill_process(pid, sig).map_err(std::io::Error::from)
+    }
+
     /// Polls for exit; None if still running after `DEADLINE`.
     pub fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
         let end = std::time::Instant::now() + DEADLINE;
