@@ -2,6 +2,8 @@
 //! whose connection slot it has already taken (`try_acquire`), or None. No locks: only the
 //! snapshot, the pool's rotation counter and per-server atomics are touched.
 
+use std::sync::atomic::Ordering;
+
 use rand::Rng;
 
 use super::snapshot::{client_hash, Snapshot};
@@ -51,27 +53,35 @@ fn roundrobin(pool: &Pool, snap: &Snapshot, tried: &[ServerId]) -> Option<usize>
 /// `a` carries less load than `b` relative to weight: active_a/w_a < active_b/w_b.
 fn lighter(pool: &Pool, a: usize, b: usize) -> bool {
     let (sa, sb) = (pool.entry(a), pool.entry(b));
-    let la = sa.active.load(std::sync::atomic::Ordering::Relaxed) as u128;
-    let lb = sb.active.load(std::sync::atomic::Ordering::Relaxed) as u128;
+    let la = sa.active.load(Ordering::Relaxed) as u128;
+    let lb = sb.active.load(Ordering::Relaxed) as u128;
     la * u128::from(sb.weight) < lb * u128::from(sa.weight)
 }
 
 /// Fewest active connections per weight unit; ties go to the first in a rotating order.
+/// One pass, one atomic load per server.
 fn leastconn(pool: &Pool, snap: &Snapshot, tried: &[ServerId]) -> Option<usize> {
     let n = snap.eligible.len();
     for _ in 0..RACE_RETRIES {
-        let start = pool.rr_next();
-        let mut best: Option<usize> = None;
-        for k in 0..n {
-            let id = snap.eligible[(start + k) % n];
-            if !untried(tried, id) || pool.entry(id).is_full() {
+        let mut idx = pool.rr_next() % n;
+        // (server, active, weight) of the lightest so far.
+        let mut best: Option<(usize, u64, u64)> = None;
+        for _ in 0..n {
+            let id = snap.eligible[idx];
+            idx = if idx + 1 == n { 0 } else { idx + 1 };
+            let s = pool.entry(id);
+            let active = s.active.load(Ordering::Relaxed);
+            if (s.max_connections != 0 && active >= s.max_connections) || !untried(tried, id) {
                 continue;
             }
-            if best.is_none_or(|b| lighter(pool, id, b)) {
-                best = Some(id);
+            let (a, w) = (active as u64, u64::from(s.weight));
+            // a/w < ba/bw without division; a < 2^32 and w < 2^32 in any real deployment,
+            // and saturation only blurs ties beyond that.
+            if best.is_none_or(|(_, ba, bw)| a.saturating_mul(bw) < ba.saturating_mul(w)) {
+                best = Some((id, a, w));
             }
         }
-        let id = best?;
+        let (id, _, _) = best?;
         if pool.entry(id).try_acquire() {
             return Some(id);
         }

@@ -79,11 +79,6 @@ impl ServerEntry {
         self.up.load(Ordering::Acquire)
     }
 
-    /// True when `max_connections` is set and reached.
-    pub(crate) fn is_full(&self) -> bool {
-        self.max_connections != 0 && self.active.load(Ordering::Acquire) >= self.max_connections
-    }
-
     /// Takes one connection slot unless the server is full. Never exceeds `max_connections`.
     pub(crate) fn try_acquire(&self) -> bool {
         if self.max_connections == 0 {

@@ -431,3 +431,49 @@ fn unnamed_servers_are_srv_n_and_zero_weight_is_unused() {
     }
     assert_eq!(p.name(), "web");
 }
+
+/// Collects formatted log output for `state_changes_are_logged_once`.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn state_changes_are_logged_once() {
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let p = pool(&format!(
+            r#"name = "https-servers"
+            servers = [{{ addr = "x" }}, {{ addr = "x" }}]
+            {HEALTH}"#
+        ));
+        mark(&p, 1, false, 7);
+        mark(&p, 1, true, 4);
+    });
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0]
+            .contains("server https-servers/srv2 DOWN: connection refused, 3 consecutive failures"),
+        "{text}"
+    );
+    assert!(lines[0].contains("WARN"), "{text}");
+    assert!(
+        lines[1].contains("server https-servers/srv2 UP: 2 consecutive successes"),
+        "{text}"
+    );
+}
