@@ -3,6 +3,7 @@
 //! The caller reads bytes and asks [`decode`]; it alone decides that a header is required.
 
 #![forbid(unsafe_code)]
+#![doc = include_str!("../README.md")]
 
 pub mod error;
 pub mod model;

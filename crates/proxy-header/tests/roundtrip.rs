@@ -307,3 +307,16 @@ fn encoders_report_small_buffers_and_bad_tlvs() {
     )
     .is_err());
 }
+
+#[test]
+fn fuzz_seed_corpus_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/decode");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("fuzz/corpus/decode") {
+        let data = std::fs::read(entry.expect("entry").path()).expect("seed");
+        let r = decode(&data, &DecodeOptions::default());
+        assert!(matches!(r, Ok(Decoded::Complete { .. })), "{r:?}");
+        seen += 1;
+    }
+    assert!(seen >= 6);
+}
