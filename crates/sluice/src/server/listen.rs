@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::edge::{self, HttpFrontend};
 use crate::l4::frontend::{self, TcpFrontend};
 
 /// Listen backlog of every frontend socket.
@@ -40,12 +41,14 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 #[derive(Debug, Clone)]
 pub enum FrontendKind {
     Tcp(Arc<TcpFrontend>),
+    Http(Arc<HttpFrontend>),
 }
 
 impl FrontendKind {
     pub fn name(&self) -> &str {
         match self {
             FrontendKind::Tcp(fe) => &fe.name,
+            FrontendKind::Http(fe) => &fe.name,
         }
     }
 }
@@ -87,6 +90,13 @@ pub async fn accept_loop(
             let fe = fe.clone();
             tracker.spawn(async move {
                 frontend::handle(fe, stream, peer).await;
+                drop(permit);
+            });
+        }
+        FrontendKind::Http(fe) => {
+            let (fe, stop) = (fe.clone(), stop.clone());
+            tracker.spawn(async move {
+                edge::handle(fe, stream, peer, stop).await;
                 drop(permit);
             });
         }

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::balance::{Pool, ServerAddr};
 use crate::config::{self, AccessLogFormat, Config, Mode};
+use crate::edge::HttpFrontend;
 use crate::l4::frontend::{L4Backend, TcpFrontend};
 use crate::log::{ConnLog, LogFiles};
 use crate::proxy::Policy;
@@ -158,10 +159,26 @@ impl Server {
                     }))
                 }
                 Mode::Http => {
-                    return Err(frontend_err(
-                        f,
-                        "mode = \"http\" (the TLS/HTTP edge) is not available in this build",
-                    ))
+                    let (bcfg, pool) = cfg
+                        .backends
+                        .iter()
+                        .find(|b| b.name == f.backend)
+                        .and_then(|b| Some((b, pools.get(&b.name)?.clone())))
+                        .ok_or_else(|| {
+                            frontend_err(f, format!("unknown backend {:?}", f.backend))
+                        })?;
+                    let file = match &f.access_log {
+                        Some(p) => Some(logs.open(Path::new(p)).map_err(|source| {
+                            ServerError::LogFile {
+                                path: p.clone(),
+                                source,
+                            }
+                        })?),
+                        None => None,
+                    };
+                    let fe = HttpFrontend::new(f, bcfg, pool, file, force.clone(), health.clone())
+                        .map_err(|e| frontend_err(f, e.to_string()))?;
+                    FrontendKind::Http(fe)
                 }
             };
             for b in &f.bind {

@@ -1,0 +1,348 @@
+//! The HTTP/TLS edge (`mode = "http"` frontends, issue #4): per connection, the PROXY policy
+//! (leftover bytes replayed), a TLS handshake under a timeout, then HTTP/1.1 or HTTP/2 with
+//! hyper's auto builder and the limits against slow or abusive clients. Requests go to
+//! `service`; access lines to `access`. Binding and accepting are `server`'s job.
+
+pub mod access;
+pub mod conn;
+pub mod rewind;
+mod service;
+mod signal;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
+use crate::balance::Pool;
+use crate::config::{self, Protocol};
+use crate::log::LogFile;
+use crate::proxy::{self, Policy};
+use crate::tls::{self, TlsEdge};
+use crate::upstream::{HttpOpts, HttpUpstream, Scheme, UwsgiClient, UwsgiOpts};
+
+pub use access::{AccessLog, AccessRecord};
+pub use conn::ConnInfo;
+pub use rewind::Rewind;
+
+/// A client must complete its TLS handshake within this.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/1: a request head must arrive within this (also bounds idle keep-alive waits).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection without a request in flight is closed after this (both protocols).
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(75);
+/// Largest request head: HTTP/1 read buffer (431 beyond) and HTTP/2 header list.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Most header fields in an HTTP/1 request (431 beyond).
+pub const MAX_HEADERS: usize = 100;
+/// HTTP/2 concurrent streams per connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 128;
+/// HTTP/2 rapid reset defence: streams reset by the client before we accepted them.
+pub const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// HTTP/2: resets we may send because of client errors before closing the connection.
+pub const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// HTTP/2 PING interval and how long to wait for its answer.
+pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often TLS files are checked for changes.
+pub const TLS_WATCH_EVERY: Duration = Duration::from_secs(5);
+
+/// How requests reach the app servers.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    Uwsgi(UwsgiClient),
+    Http(Box<HttpUpstream>),
+}
+
+/// Everything a `mode = "http"` frontend's connections share.
+pub struct HttpFrontend {
+    pub name: Arc<str>,
+    pub backend: Arc<str>,
+    pub policy: Option<Policy>,
+    pub tls: Option<Arc<TlsEdge>>,
+    pub upstream: Upstream,
+    pub pool: Arc<Pool>,
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    /// Per-frame wait while buffering a request body for uwsgi.
+    pub body_timeout: Duration,
+    pub max_body: usize,
+    pub log: AccessLog,
+    /// Cancelled when the shutdown grace period ends: close whatever is still open.
+    pub force: CancellationToken,
+    /// Both protocols (plain HTTP, ALPN h2 or none).
+    auto: auto::Builder<TokioExecutor>,
+    /// HTTP/1 only (ALPN http/1.1).
+    h1: auto::Builder<TokioExecutor>,
+}
+
+impl std::fmt::Debug for HttpFrontend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpFrontend")
+            .field("name", &self.name)
+            .field("backend", &self.backend)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a frontend could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("proxy_protocol: {0}")]
+    Policy(String),
+}
+
+fn builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
+    b
+}
+
+impl HttpFrontend {
+    /// Builds frontend `f` over backend `b` (whose pool is `pool`): loads TLS, and for a
+    /// TLS frontend starts the file watcher and the SIGHUP reloader until `shutdown`.
+    /// Must run inside a tokio runtime.
+    pub fn new(
+        f: &config::Frontend,
+        b: &config::Backend,
+        pool: Arc<Pool>,
+        log_file: Option<Arc<LogFile>>,
+        force: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<HttpFrontend>, EdgeError> {
+        let policy = f
+            .proxy_protocol
+            .as_ref()
+            .map(Policy::from_config)
+            .transpose()
+            .map_err(EdgeError::Policy)?;
+        let tls = match &f.tls {
+            Some(t) => {
+                let edge = TlsEdge::load(t)?;
+                // Detached: it ends with `shutdown`.
+                drop(tls::spawn_watcher(
+                    edge.clone(),
+                    TLS_WATCH_EVERY,
+                    shutdown.clone(),
+                ));
+                signal::spawn_reload_on_hup(edge.clone(), f.name.clone(), shutdown);
+                Some(edge)
+            }
+            None => None,
+        };
+        let connect_timeout = b.timeouts.connect.get();
+        let idle = b.timeouts.idle.get();
+        let upstream = match b.protocol {
+            Protocol::Uwsgi => Upstream::Uwsgi(UwsgiClient::new(UwsgiOpts {
+                connect_timeout,
+                read_timeout: idle,
+                send_timeout: idle,
+                max_body: f.max_body,
+                ..UwsgiOpts::default()
+            })),
+            Protocol::Http => Upstream::Http(Box::new(HttpUpstream::new(HttpOpts {
+                connect_timeout,
+                read_timeout: idle,
+                ..HttpOpts::default()
+            }))),
+        };
+        let auto = builder();
+        let h1 = auto.clone().http1_only();
+        Ok(Arc::new(HttpFrontend {
+            name: f.name.as_str().into(),
+            backend: b.name.as_str().into(),
+            policy,
+            tls,
+            upstream,
+            pool,
+            retries: b.retries,
+            connect_timeout,
+            body_timeout: idle,
+            max_body: f.max_body,
+            log: AccessLog {
+                file: log_file,
+                json: f.access_log_format == config::AccessLogFormat::Json,
+            },
+            force,
+            auto,
+            h1,
+        }))
+    }
+}
+
+/// Serves one accepted connection to its end. `stop` (shutdown began) asks the connection
+/// to finish its requests and close; `fe.force` closes it at once.
+pub async fn handle(
+    fe: Arc<HttpFrontend>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let peer = PeerAddr(peer);
+    let _ = stream.set_nodelay(true);
+    let mut local = LocalAddr(stream.local_addr().unwrap_or(peer.0));
+    let mut client = ClientAddr::direct(peer);
+    let mut leftover = Vec::new();
+    if let Some(policy) = &fe.policy {
+        let accepted = tokio::select! {
+            r = proxy::expect_header(&mut stream, peer, local, policy) => r,
+            _ = fe.force.cancelled() => return,
+        };
+        match accepted {
+            Ok(acc) => {
+                client = acc.client;
+                local = acc.local;
+                leftover = acc.leftover;
+            }
+            Err(rej) => {
+                tracing::info!(
+                    target: "sluice::conn",
+                    "{peer} frontend={} end=proxy_rejected reason={:?}",
+                    fe.name,
+                    rej.to_string()
+                );
+                return;
+            }
+        }
+    }
+    let io = Rewind::new(leftover, stream);
+    let Some(edge) = fe.tls.clone() else {
+        let info = ConnInfo {
+            client,
+            peer,
+            local,
+            scheme: Scheme::Http,
+            tls: None,
+        };
+        serve(&fe, io, info, false, stop).await;
+        return;
+    };
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, edge.acceptor().accept(io));
+    let tls_stream = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!("{client} frontend={} tls handshake failed: {e}", fe.name);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("{client} frontend={} tls handshake timed out", fe.name);
+                return;
+            }
+        },
+        _ = fe.force.cancelled() => return,
+        _ = stop.cancelled() => return,
+    };
+    let info = tls::session_info(tls_stream.get_ref().1);
+    let h1_only = info.alpn.as_deref() == Some("http/1.1");
+    let info = ConnInfo {
+        client,
+        peer,
+        local,
+        scheme: Scheme::Https,
+        tls: Some(info),
+    };
+    serve(&fe, tls_stream, info, h1_only, stop).await;
+}
+
+/// Runs hyper on `io` until the connection ends, is idle too long, or shutdown closes it.
+async fn serve<IO>(
+    fe: &Arc<HttpFrontend>,
+    io: IO,
+    info: ConnInfo,
+    h1_only: bool,
+    stop: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = Arc::new(info);
+    let state = Arc::new(conn::ConnState::default());
+    let svc = {
+        let (fe, info, state) = (fe.clone(), info.clone(), state.clone());
+        service_fn(move |req| {
+            let (fe, info, state) = (fe.clone(), info.clone(), state.clone());
+            async move { Ok::<_, Infallible>(service::handle(fe, info, state, req).await) }
+        })
+    };
+    let builder = if h1_only { &fe.h1 } else { &fe.auto };
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let mut draining = false;
+    // Each pass ends the connection or starts its graceful close (at most once).
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    connection_error(fe, &info, e);
+                }
+                return;
+            }
+            _ = stop.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = state.idle_for(KEEPALIVE_IDLE), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = fe.force.cancelled() => return,
+        }
+    }
+}
+
+/// Logs a connection that hyper ended with an error; a request hyper itself refused
+/// (malformed: 400, head too large: 431) gets an access line like nginx writes.
+fn connection_error(
+    fe: &HttpFrontend,
+    info: &ConnInfo,
+    e: Box<dyn std::error::Error + Send + Sync>,
+) {
+    let status = match e.downcast_ref::<hyper::Error>() {
+        Some(h) if h.is_parse_too_large() => Some(431),
+        Some(h) if h.is_parse() => Some(400),
+        _ => None,
+    };
+    tracing::debug!("{} frontend={} connection error: {e}", info.client, fe.name);
+    if let Some(status) = status {
+        let mut rec = AccessRecord::for_request(
+            info.client,
+            fe.name.clone(),
+            &hyper::Method::GET,
+            &hyper::Uri::from_static("/"),
+            hyper::Version::HTTP_11,
+            &hyper::HeaderMap::new(),
+        );
+        rec.request = "-".into();
+        rec.protocol = "-";
+        rec.status = status;
+        if let Some(tls) = &info.tls {
+            rec.tls_version = Some(tls.version).filter(|v| !v.is_empty());
+            rec.tls_resumed = tls.resumed;
+        }
+        fe.log.emit(&rec);
+    }
+}

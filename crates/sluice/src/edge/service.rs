@@ -1,0 +1,274 @@
+//! One HTTP request on the edge: build the upstream context from the connection, pick an
+//! app server from the backend pool, send over uwsgi or HTTP (another server on a connect
+//! failure while the body is untouched), map failures to 400/413/431/502/503/504, and wrap
+//! the response for the access log. Connection setup (PROXY, TLS, hyper) is in `edge`.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use tokio::time::Instant;
+
+use crate::balance::{Lease, NoServer, ServerId};
+use crate::upstream::{Body, RequestContext, UpstreamError};
+
+use super::access::{AccessRecord, LogBody};
+use super::conn::{ConnInfo, ConnState};
+use super::{HttpFrontend, Upstream};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type SendBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Why no app server answered.
+#[derive(Debug)]
+enum Failure {
+    /// No server up (or all full until the connect timeout): 503.
+    NoServer,
+    Upstream(UpstreamError),
+}
+
+impl Failure {
+    fn status(&self) -> StatusCode {
+        match self {
+            Failure::NoServer => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Upstream(e) => e.status(),
+        }
+    }
+}
+
+/// Handles one request to the end of its response head; the body streams afterwards.
+pub(crate) async fn handle(
+    fe: Arc<HttpFrontend>,
+    conn: Arc<ConnInfo>,
+    state: Arc<ConnState>,
+    req: Request<Incoming>,
+) -> Response<LogBody> {
+    let start = Instant::now();
+    let guard = state.begin();
+    let mut rec = AccessRecord::for_request(
+        conn.client,
+        fe.name.clone(),
+        req.method(),
+        req.uri(),
+        req.version(),
+        req.headers(),
+    );
+    if let Some(tls) = &conn.tls {
+        rec.tls_version = Some(tls.version).filter(|v| !v.is_empty());
+        rec.tls_resumed = tls.resumed;
+    }
+    let ctx = context(&conn, &req);
+    let (resp, lease) = match forward(&fe, &ctx, req, &mut rec).await {
+        Ok((resp, lease)) => (resp, Some(lease)),
+        Err(f) => {
+            if let Failure::Upstream(e) = &f {
+                tracing::info!(
+                    frontend = %fe.name,
+                    client = %conn.client,
+                    server = rec.upstream.as_deref().unwrap_or("-"),
+                    "request failed: {e}"
+                );
+            }
+            (error_response(f.status()), None)
+        }
+    };
+    rec.upstream_time = rec.upstream.as_ref().map(|_| start.elapsed());
+    rec.status = resp.status().as_u16();
+    resp.map(|b| LogBody::new(b, rec, fe.log.clone(), start, lease, guard))
+}
+
+/// The upstream request context: the real client, the reached address, SNI or Host.
+fn context(conn: &ConnInfo, req: &Request<Incoming>) -> RequestContext {
+    let host = req.uri().host().map(str::to_string).or_else(|| {
+        let h = req.headers().get(header::HOST)?.to_str().ok()?;
+        let h = h.parse::<hyper::http::uri::Authority>().ok()?;
+        Some(h.host().to_string())
+    });
+    let sni = conn.tls.as_ref().and_then(|t| t.sni.clone());
+    RequestContext {
+        client: conn.client,
+        local: conn.local,
+        scheme: conn.scheme,
+        server_name: sni
+            .or(host)
+            .unwrap_or_else(|| conn.local.0.ip().to_string()),
+        server_port: conn.local.0.port(),
+    }
+}
+
+/// A small text answer for an error status.
+pub(crate) fn error_response(status: StatusCode) -> Response<Body> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut resp = Response::new(Full::new(Bytes::from(text)).map_err(|e| match e {}).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// The request body, in a form that can be offered to a second server.
+enum Prepared {
+    /// Fully in memory (empty, or buffered for uwsgi because its length is unknown).
+    Full(Bytes),
+    /// Streamed from the client; retryable only while nobody has read from it.
+    Shared(SharedBody),
+}
+
+impl Prepared {
+    fn attempt(&self) -> SendBody {
+        match self {
+            Prepared::Full(b) if b.is_empty() => {
+                Empty::new().map_err(|e| match e {}).boxed_unsync()
+            }
+            Prepared::Full(b) => Full::new(b.clone()).map_err(|e| match e {}).boxed_unsync(),
+            Prepared::Shared(s) => s.clone().boxed_unsync(),
+        }
+    }
+
+    fn touched(&self) -> bool {
+        match self {
+            Prepared::Full(_) => false,
+            Prepared::Shared(s) => s.touched.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// The client's body behind a shared slot, so an attempt that never read it gives it back.
+#[derive(Clone)]
+struct SharedBody {
+    slot: Arc<Mutex<Option<Incoming>>>,
+    touched: Arc<AtomicBool>,
+}
+
+impl HttpBody for SharedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.touched.store(true, Ordering::SeqCst);
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_mut() {
+            Some(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().map(|b| b.size_hint()).unwrap_or_default()
+    }
+}
+
+/// Reads a body of unknown length into memory for uwsgi (which needs CONTENT_LENGTH),
+/// at most `max` bytes (413 beyond), each frame within `timeout`.
+async fn buffer_body(
+    mut body: Incoming,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, UpstreamError> {
+    let mut buf = BytesMut::new();
+    // Bounded by `max` bytes and `timeout` per frame.
+    loop {
+        let frame = tokio::time::timeout(timeout, body.frame())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?;
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(UpstreamError::BodyTooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+async fn prepare(fe: &HttpFrontend, req: Request<Incoming>) -> Result<Request<Prepared>, Failure> {
+    let (parts, body) = req.into_parts();
+    let unknown_len =
+        !parts.headers.contains_key(header::CONTENT_LENGTH) && body.size_hint().exact().is_none();
+    let prepared = if body.is_end_stream() {
+        Prepared::Full(Bytes::new())
+    } else if unknown_len && matches!(fe.upstream, Upstream::Uwsgi(_)) {
+        let b = buffer_body(body, fe.max_body, fe.body_timeout)
+            .await
+            .map_err(Failure::Upstream)?;
+        Prepared::Full(b)
+    } else {
+        Prepared::Shared(SharedBody {
+            slot: Arc::new(Mutex::new(Some(body))),
+            touched: Arc::new(AtomicBool::new(false)),
+        })
+    };
+    Ok(Request::from_parts(parts, prepared))
+}
+
+/// Picks servers and sends, at most `1 + retries` attempts; only connect failures with
+/// the body still unread move on to another server.
+async fn forward(
+    fe: &HttpFrontend,
+    ctx: &RequestContext,
+    req: Request<Incoming>,
+    rec: &mut AccessRecord,
+) -> Result<(Response<Body>, Lease), Failure> {
+    let req = prepare(fe, req).await?;
+    let (parts, body) = req.into_parts();
+    let mut tried: Vec<ServerId> = Vec::new();
+    let mut last: Option<UpstreamError> = None;
+    for _attempt in 0..=fe.retries {
+        let deadline = Instant::now() + fe.connect_timeout;
+        let lease = match fe.pool.acquire(&ctx.client, &tried, deadline).await {
+            Ok(l) => l,
+            Err(NoServer::Unavailable) if last.is_some() => break,
+            Err(_) => return Err(Failure::NoServer),
+        };
+        rec.upstream = Some(lease.name().to_string());
+        let attempt = Request::from_parts(parts.clone(), body.attempt());
+        let sent = match &fe.upstream {
+            Upstream::Uwsgi(c) => c.send(lease.addr(), attempt, ctx).await,
+            Upstream::Http(c) => c.send(lease.addr(), attempt, ctx).await,
+        };
+        match sent {
+            Ok(resp) => {
+                lease.connected();
+                return Ok((resp, lease));
+            }
+            Err(UpstreamError::Connect(e)) => {
+                let why = format!("{}: {e}", lease.name());
+                lease.connect_failed(&why);
+                if body.touched() {
+                    return Err(Failure::Upstream(UpstreamError::Connect(e)));
+                }
+                tried.push(lease.id());
+                last = Some(UpstreamError::Connect(e));
+            }
+            Err(e) => return Err(Failure::Upstream(e)),
+        }
+    }
+    Err(match last {
+        Some(e) => Failure::Upstream(e),
+        None => Failure::NoServer,
+    })
+}
