@@ -35,6 +35,9 @@ pub enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Both tiers in one process on loopback: a balancer in front of two TLS edges in front of
+    /// a built-in app. No files needed; Ctrl-C stops it.
+    Demo(crate::demo::DemoOpts),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@ pub mod addr;
 pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod edge;
 pub mod health;
 pub mod l4;

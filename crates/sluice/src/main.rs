@@ -26,6 +26,18 @@ fn main() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Demo(opts) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            match rt.block_on(sluice::demo::run_until_signal(&opts)) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("sluice demo: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Run { config } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
