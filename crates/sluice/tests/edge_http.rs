@@ -62,6 +62,8 @@ async fn trusted_proxy_client_reaches_log_remote_addr_and_forwarded_for() {
         "REMOTE_ADDR=127.0.0.2\n",
         "REMOTE_PORT=40000\n",
         "HTTPS=on\n",
+        "SSL_PROTOCOL=TLSv1.3\n",
+        "SSL_SESSION_REUSED=.\n",
         "REQUEST_SCHEME=https\n",
         "SERVER_NAME=app.test\n",
         "SERVER_PORT=443\n",

@@ -119,6 +119,8 @@ fn ctx() -> RequestContext {
         scheme: Scheme::Https,
         server_name: "app.test".into(),
         server_port: 8443,
+        tls_version: None,
+        tls_resumed: false,
     }
 }
 

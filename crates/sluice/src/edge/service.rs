@@ -100,6 +100,12 @@ fn context(conn: &ConnInfo, req: &Request<Incoming>) -> RequestContext {
             .or(host)
             .unwrap_or_else(|| conn.local.0.ip().to_string()),
         server_port: conn.local.0.port(),
+        tls_version: conn
+            .tls
+            .as_ref()
+            .map(|t| t.version)
+            .filter(|v| !v.is_empty()),
+        tls_resumed: conn.tls.as_ref().is_some_and(|t| t.resumed),
     }
 }
 

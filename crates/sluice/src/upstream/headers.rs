@@ -125,6 +125,8 @@ mod tests {
             scheme: Scheme::Https,
             server_name: "example.test".into(),
             server_port: 443,
+            tls_version: None,
+            tls_resumed: false,
         }
     }
 

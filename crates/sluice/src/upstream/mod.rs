@@ -56,6 +56,11 @@ pub struct RequestContext {
     /// SNI or Host; becomes SERVER_NAME.
     pub server_name: String,
     pub server_port: u16,
+    /// "TLSv1.3"/"TLSv1.2" on TLS connections (uwsgi: SSL_PROTOCOL, like nginx's
+    /// `$ssl_protocol`); None on plain HTTP.
+    pub tls_version: Option<&'static str>,
+    /// The TLS session was resumed (uwsgi: SSL_SESSION_REUSED "r", else ".").
+    pub tls_resumed: bool,
 }
 
 /// Where an app server listens (the config's parsed address; `Host` is resolved at

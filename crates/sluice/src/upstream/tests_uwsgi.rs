@@ -27,6 +27,8 @@ pub(super) fn ctx() -> RequestContext {
         scheme: Scheme::Https,
         server_name: "app.test".into(),
         server_port: 8443,
+        tls_version: None,
+        tls_resumed: false,
     }
 }
 

@@ -73,6 +73,13 @@ pub fn build(
     if ctx.scheme == Scheme::Https {
         v.push(b"HTTPS", b"on")?;
     }
+    if let Some(version) = ctx.tls_version {
+        v.push(b"SSL_PROTOCOL", version.as_bytes())?;
+        v.push(
+            b"SSL_SESSION_REUSED",
+            if ctx.tls_resumed { b"r" } else { b"." },
+        )?;
+    }
     v.push(b"REMOTE_ADDR", ctx.client.0.ip().to_string().as_bytes())?;
     v.push(b"REMOTE_PORT", ctx.client.0.port().to_string().as_bytes())?;
     v.push(b"SERVER_ADDR", ctx.local.0.ip().to_string().as_bytes())?;
