@@ -165,8 +165,9 @@ fn response(status: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Reads one request from `io`, answers it and returns the log line (None when the request
-/// was refused: the error is answered with 400/413 where possible).
+/// Reads one request from `io` and answers it. `Ok(Ok(line))`: served, `line` is its log
+/// line; `Ok(Err(why))`: refused (answered 400 or 413) or timed out reading (not answered);
+/// `Err`: the socket failed (closed early, reset, write timeout).
 pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     id: &AppIdentity,
