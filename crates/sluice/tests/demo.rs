@@ -43,7 +43,18 @@ struct Demo {
 }
 
 impl Drop for Demo {
+    /// SIGTERM first so the demo removes its temporary directory even when a test failed;
+    /// SIGKILL if it has not exited after 5 s.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -225,6 +236,11 @@ async fn demo_serves_both_edges_resumes_across_them_and_cleans_up() {
     assert_eq!(balancer.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
     let dir = files_dir(&demo.wait_line("    files     "));
     assert!(dir.join("localhost.crt").is_file(), "{dir:?}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the directory holding the keys is owner-only");
+    }
     demo.wait_line("curl -k --interface 127.0.0.2 https://");
 
     // The printed configuration is what runs: `sluice check` accepts it as a file.

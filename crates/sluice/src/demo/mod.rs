@@ -98,6 +98,12 @@ pub async fn run(opts: &DemoOpts, shutdown: impl Future<Output = ()>) -> Result<
         .prefix("sluice-demo-")
         .tempdir()
         .map_err(DemoError::Files)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Owner only: it holds a private key and ticket keys.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(DemoError::Files)?;
+    }
     let topo = Topology {
         balancer: SocketAddr::new(opts.bind_ip, opts.port),
         edge_port: opts.edge_port,
