@@ -140,8 +140,11 @@ async fn haproxy_two_edges_real_uwsgi_flask() {
         let curl = curl.clone();
         let url = format!("https://{HOST}:{port}/?n={i}");
         let resolve = format!("{HOST}:{port}:127.0.0.1");
+        // Alternate HTTP/1.1 and HTTP/2: uwsgi echoes SERVER_PROTOCOL=HTTP/2.0 back in its
+        // status line, which the edge must accept.
+        let proto = if i % 2 == 0 { "--http1.1" } else { "--http2" };
         let out = tokio::task::spawn_blocking(move || {
-            edge_support::curl(&curl, &["--http1.1", "-k", "--resolve", &resolve, &url])
+            edge_support::curl(&curl, &[proto, "-k", "--resolve", &resolve, &url])
         })
         .await
         .unwrap();

@@ -28,6 +28,43 @@ pub enum HeadParse {
 
 /// Parses `buf` as an HTTP/1.0 or 1.1 response head of at most `max_len` bytes.
 pub fn parse_response_head(buf: &[u8], max_len: usize) -> HeadParse {
+    // uwsgi echoes SERVER_PROTOCOL in its status line: for an HTTP/2 request that is
+    // "HTTP/2.0 200 OK", which nginx accepts (any HTTP/major.minor) and httparse does not.
+    // Parse such a head with the version rewritten, then give back the original length.
+    if let Some(ver_len) = non_http1_version(buf) {
+        let mut copy = Vec::with_capacity(buf.len().min(max_len + 8) + 8);
+        copy.extend_from_slice(b"HTTP/1.1");
+        copy.extend_from_slice(&buf[ver_len..buf.len().min(max_len + ver_len)]);
+        return match parse_http1_head(&copy, max_len + 8 - ver_len) {
+            HeadParse::Complete(mut head) => {
+                head.len = head.len + ver_len - 8;
+                HeadParse::Complete(head)
+            }
+            HeadParse::Incomplete if buf.len() > max_len => {
+                HeadParse::Invalid(format!("response head larger than {max_len} bytes"))
+            }
+            other => other,
+        };
+    }
+    parse_http1_head(buf, max_len)
+}
+
+/// The length of a leading `HTTP/2`, `HTTP/2.0` or `HTTP/3` version followed by a space;
+/// `None` for HTTP/1.x and anything else (left to httparse to judge).
+fn non_http1_version(buf: &[u8]) -> Option<usize> {
+    let rest = buf.strip_prefix(b"HTTP/")?;
+    let major = *rest.first()?;
+    if !matches!(major, b'2' | b'3') {
+        return None;
+    }
+    match rest.get(1..) {
+        Some([b' ', ..]) => Some(6),
+        Some([b'.', b'0', b' ', ..]) => Some(8),
+        _ => None,
+    }
+}
+
+fn parse_http1_head(buf: &[u8], max_len: usize) -> HeadParse {
     let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut hdrs);
     let len = match resp.parse(buf) {
@@ -140,6 +177,31 @@ mod tests {
         assert_eq!(h.headers["content-type"], "text/plain");
         assert_eq!(framing(&h, false), Ok(Framing::Length(5)));
         assert_eq!(framing(&h, true), Ok(Framing::Length(0)));
+    }
+
+    #[test]
+    fn http2_status_line_from_uwsgi_is_accepted_with_its_own_length() {
+        // uwsgi echoes SERVER_PROTOCOL=HTTP/2.0 back as the status line's version.
+        for b in [
+            &b"HTTP/2.0 201 Created\r\nContent-Length: 2\r\n\r\nok"[..],
+            &b"HTTP/2 201 Created\r\nContent-Length: 2\r\n\r\nok"[..],
+        ] {
+            let h = complete(b);
+            assert_eq!(h.status, 201);
+            assert_eq!(h.len, b.len() - 2, "{:?}", String::from_utf8_lossy(b));
+        }
+        assert!(matches!(
+            parse_response_head(b"HTTP/2.0 200 OK\r\nA: b", 100),
+            HeadParse::Incomplete
+        ));
+        assert!(matches!(
+            parse_response_head(b"HTTP/2 200 OK\r\nA: bbbbbbbbbbbbbbbbbbbbbbbb", 20),
+            HeadParse::Invalid(_)
+        ));
+        assert!(matches!(
+            parse_response_head(b"HTTP/4.0 200 OK\r\n\r\n", 100),
+            HeadParse::Invalid(_)
+        ));
     }
 
     #[test]
