@@ -1,6 +1,6 @@
-//! The `sluice` command line: `run --config FILE` (until SIGTERM/SIGINT) and `check --config
-//! FILE`; `--version` comes from clap. Argument parsing and the two commands' logic live here;
-//! `main.rs` only sets up tracing and the runtime. (`demo` is added by its own module later.)
+//! The `sluice` command line: `run --config FILE` (until SIGTERM/SIGINT), `check --config
+//! FILE` and `demo` (whose logic lives in `crate::demo`); `--version` comes from clap.
+//! `main.rs` only sets up tracing and the runtime.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
