@@ -3,7 +3,7 @@
 //! any application bytes read past the header. It does not write anything to the peer.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -144,11 +144,16 @@ async fn read_header<S: AsyncRead + Unpin>(
         filled += n;
         match proxy_header::decode(&buf[..filled], &opts) {
             Ok(Decoded::Complete { header, consumed }) => {
+                // A v1 TCP6 line or v2 INET6 block may carry IPv4-mapped addresses (HAProxy
+                // promotes mixed families that way): the client is the plain IPv4 address.
                 let client = match header.source() {
-                    Some(src) => ClientAddr(src),
+                    Some(src) => ClientAddr(canonical(src)),
                     None => ClientAddr::direct(peer),
                 };
-                let local = header.destination().map(LocalAddr).unwrap_or(local);
+                let local = header
+                    .destination()
+                    .map(|d| LocalAddr(canonical(d)))
+                    .unwrap_or(local);
                 let leftover = buf[consumed..filled].to_vec();
                 return Ok(Accepted {
                     client,
@@ -167,6 +172,11 @@ async fn read_header<S: AsyncRead + Unpin>(
             Err(invalid) => return Err(rejected(invalid.reason(), invalid.to_string())),
         }
     }
+}
+
+/// `::ffff:a.b.c.d` → `a.b.c.d`, other addresses unchanged.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 #[cfg(test)]
@@ -219,6 +229,24 @@ mod tests {
             rest.extend_from_slice(&more);
         }
         assert_eq!(rest, b"GET / HTTP/1.0\r\n");
+    }
+
+    #[tokio::test]
+    async fn ipv4_mapped_addresses_become_plain_ipv4() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        a.write_all(b"PROXY TCP6 ::ffff:127.0.0.2 ::ffff:127.0.0.1 5555 443\r\n")
+            .await
+            .unwrap();
+        let got = expect_header(
+            &mut b,
+            PeerAddr(sa("127.0.0.1:40000")),
+            LocalAddr(sa("127.0.0.1:8443")),
+            &policy(Untrusted::Reject),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.client, ClientAddr(sa("127.0.0.2:5555")));
+        assert_eq!(got.local, LocalAddr(sa("127.0.0.1:443")));
     }
 
     #[tokio::test]
