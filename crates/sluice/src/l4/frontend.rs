@@ -108,8 +108,8 @@ pub async fn connect_server(addr: &ServerAddr, source: Option<IpAddr>) -> io::Re
 /// Serves one accepted connection to the end and logs it.
 pub async fn handle(fe: Arc<TcpFrontend>, client: TcpStream, peer: SocketAddr) {
     let start = Instant::now();
+    let conn_metrics = crate::metrics::global().conn_opened(&fe.name);
     let peer = PeerAddr(peer);
-    let _ = client.set_nodelay(true);
     let local = LocalAddr(client.local_addr().unwrap_or(peer.0));
     let mut rec = ConnRecord {
         client: ClientAddr::direct(peer),
@@ -126,6 +126,9 @@ pub async fn handle(fe: Arc<TcpFrontend>, client: TcpStream, peer: SocketAddr) {
         end: End::ClientClosed,
     };
     rec.end = serve(&fe, client, &mut rec, start).await;
+    conn_metrics
+        .handles()
+        .add_bytes(rec.to_server, rec.to_client);
     rec.duration = start.elapsed();
     fe.log.emit(&rec);
 }
@@ -160,6 +163,7 @@ async fn serve(
                 leftover = acc.leftover;
             }
             Err(rej) => {
+                crate::metrics::global().proxy_rejected(&fe.name, rej.code);
                 return End::ProxyRejected {
                     code: rej.code,
                     reason: rej.reason,
