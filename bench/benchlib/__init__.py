@@ -1,0 +1,1 @@
+"""Helpers of bench/compare: process plumbing (procs) and the scenarios (scen_*)."""

@@ -1,0 +1,126 @@
+"""Scenarios 1-4: sluice vs HAProxy in mode tcp with send-proxy (v1) in front of the shared
+nginx backend. 1: wrk with `Connection: close` (a new connection per request); 2: wrk
+keep-alive; 3: 64 MiB responses, also against HAProxy with `option splice-auto`; 4: idle
+connections held open by clients.py, RSS delta per connection on a freshly started server.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+from . import procs
+
+WRK_CONNS = {1: 32, 2: 32, 3: 4}
+
+
+def impls_for(scen):
+    return ["sluice", "haproxy", "haproxy-splice"] if scen == 3 else ["sluice", "haproxy"]
+
+
+def start(env, impl, maxconn=2000):
+    port = procs.free_port("127.0.0.21")
+    values = {"port": port, "backend_port": env.proxy_port, "maxconn": maxconn}
+    name = f"l4-{impl}-{port}"
+    if impl == "sluice":
+        p = env.start_sluice(name, "sluice-l4.toml", **values)
+    else:
+        splice = "    option splice-auto" if impl == "haproxy-splice" else ""
+        p = env.start_haproxy(name, "haproxy-l4.cfg", splice=splice, **values)
+    procs.wait_port("127.0.0.21", port, p)
+    return p, port
+
+
+def wrk(env, scen, port, duration):
+    url = f"http://127.0.0.21:{port}/" + ("big" if scen == 3 else "index.html")
+    cmd = [env.tools["wrk"], "-t1", f"-c{WRK_CONNS[scen]}", f"-d{int(duration)}s",
+           "--timeout", "10s", "-s", os.path.join(env.bench, "templates", "wrk-report.lua")]
+    if scen == 1:
+        cmd += ["-H", "Connection: close"]
+    return cmd + [url]
+
+
+def one_run(env, scen, proc, port):
+    cpu, out = procs.measured([proc], wrk(env, scen, port, env.duration),
+                              timeout=env.duration + 60)
+    r = procs.parse_wrk(out)
+    secs = r["duration_us"] / 1e6
+    errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+    if r["requests"] == 0:
+        raise RuntimeError(f"no request completed through {proc.name}")
+    if errors > r["requests"] // 100:
+        raise RuntimeError(f"{errors} errors in {r['requests']} requests through {proc.name}")
+    fig = {"cpu_s": cpu, "requests": r["requests"], "errors": errors}
+    if scen == 1:
+        fig["cpu_us_per_conn"] = cpu * 1e6 / r["requests"]
+        fig["conn_per_s"] = r["requests"] / secs
+    elif scen == 2:
+        fig["cpu_us_per_req"] = cpu * 1e6 / r["requests"]
+        fig["req_per_s"] = r["requests"] / secs
+    else:
+        fig["cpu_s_per_gb"] = cpu / (r["bytes"] / 1e9)
+        fig["mb_per_s"] = r["bytes"] / 1e6 / secs
+    return fig
+
+
+def idle_run(env, impl, count):
+    """Starts `impl` fresh, opens `count` idle client connections, returns KiB per conn."""
+    proc, port = start(env, impl, maxconn=count + 500)
+    try:
+        time.sleep(0.2)  # let start-up allocations settle before the baseline
+        base_rss, base_fds = proc.rss_kib(), proc.fds()
+        client = subprocess.Popen(
+            ["taskset", "-c", procs.LOAD_CPU, sys.executable,
+             os.path.join(env.bench, "clients.py"), "idle", "127.0.0.21", str(port),
+             str(count), "127.0.0.2"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            line = client.stdout.readline()
+            if not line.startswith("READY"):
+                raise RuntimeError(f"idle client failed: {line!r}")
+            # Every client connection is accepted and its server connection made: 2 fds each.
+            procs.wait_for(lambda: proc.fds() >= base_fds + 2 * count,
+                           f"{impl} to hold {count} connection pairs", timeout=60)
+            time.sleep(0.5)  # let the per-connection state settle (no more growth)
+            rss = proc.rss_kib()
+        finally:
+            client.stdin.close()
+            client.wait(timeout=60)
+        return {"kib_per_conn": (rss - base_rss) / count, "rss_before_kib": base_rss,
+                "rss_after_kib": rss, "connections": count}
+    finally:
+        proc.stop()
+
+
+def run(env, scen, rounds, idle_conns=8000):
+    impls = impls_for(scen)
+    results = {i: {} for i in impls}
+    if scen == 4:
+        for rnd in range(rounds):
+            for impl in impls:
+                fig = idle_run(env, impl, idle_conns)
+                _add(results[impl], fig)
+                print(f"  round {rnd + 1} {impl:15} {fig['kib_per_conn']:.2f} KiB/conn "
+                      f"({fig['rss_before_kib']} -> {fig['rss_after_kib']} KiB)", flush=True)
+        return results
+    servers = {impl: start(env, impl) for impl in impls}
+    try:
+        for impl, (proc, port) in servers.items():  # warm-up, not measured
+            procs.run_load(wrk(env, scen, port, 1), timeout=60)
+        for rnd in range(rounds):
+            for impl in impls:  # A/B/A/B: the same order every round
+                proc, port = servers[impl]
+                fig = one_run(env, scen, proc, port)
+                _add(results[impl], fig)
+                shown = {k: round(v, 2) for k, v in fig.items() if k not in ("cpu_s",)}
+                print(f"  round {rnd + 1} {impl:15} cpu {fig['cpu_s']:.2f}s {shown}",
+                      flush=True)
+    finally:
+        for proc, _ in servers.values():
+            proc.stop()
+    return results
+
+
+def _add(acc, fig):
+    for k, v in fig.items():
+        acc.setdefault(k, []).append(v)
