@@ -275,6 +275,20 @@ impl Edge {
             EdgeKind::Sluice { json: true } => line.contains("\"remote_addr\":\"127.0.0.2\""),
         }
     }
+
+    /// Whether `line` says the TLS session was resumed (None: this log format does not say).
+    pub fn line_shows_resumed(&self, line: &str) -> Option<bool> {
+        let (yes, no) = match self.kind {
+            EdgeKind::Nginx => ("reused=r", "reused=."),
+            EdgeKind::Sluice { json: true } => ("\"tls_resumed\":true", "\"tls_resumed\":false"),
+            EdgeKind::Sluice { json: false } => return None,
+        };
+        match (line.contains(yes), line.contains(no)) {
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            _ => panic!("cannot tell resumption from {line}"),
+        }
+    }
 }
 
 fn nginx_conf(dir: &Path, addr: SocketAddr, s: &Secrets, sock: &Path, log: &Path) -> String {
@@ -314,6 +328,7 @@ fn nginx_conf(dir: &Path, addr: SocketAddr, s: &Secrets, sock: &Path, log: &Path
              server_name {HOST};\n\
              ssl_certificate {cert};\n\
              ssl_certificate_key {key};\n\
+             ssl_protocols TLSv1.2 TLSv1.3;\n\
              ssl_session_ticket_key {ticket};\n\
              set_real_ip_from {LB_SOURCE}/32;\n\
              real_ip_header proxy_protocol;\n\
