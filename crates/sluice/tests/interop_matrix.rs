@@ -145,9 +145,7 @@ impl Stack {
             self.lb.log_text()
         );
     }
-}
 
-impl Stack {
     /// A full TLS 1.3 handshake on one edge (`s_client -sess_out`), then its ticket on the next
     /// connection (`-sess_in`), which the balancer's roundrobin sends to the other edge: the
     /// edges share the ticket key file, so the session is resumed there.
