@@ -198,7 +198,7 @@ fn nginx_accepts_our_v1_and_v2() {
     let p = dir.path().display();
     let port = free_port();
     let conf = format!(
-        "user root;\nworker_processes 1;\nerror_log {p}/error.log info;\npid {p}/nginx.pid;\n\
+        "user root;\nmaster_process off;\nworker_processes 1;\nerror_log {p}/error.log info;\npid {p}/nginx.pid;\n\
          events {{ worker_connections 64; }}\n\
          http {{\n  log_format pp '$remote_addr:$remote_port via $proxy_protocol_addr:$proxy_protocol_port';\n\
          \x20 access_log {p}/access.log pp;\n\
