@@ -3,6 +3,7 @@
 //! terminate TLS, hand requests to uwsgi/HTTP apps). `main.rs` only parses the command line.
 
 pub mod addr;
+pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod edge;
 pub mod health;
 pub mod l4;
 pub mod log;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod tls;

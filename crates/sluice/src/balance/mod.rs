@@ -3,6 +3,7 @@
 //! health, backup, weight and per-server max_connections, plus a bounded FIFO wait queue.
 //! The selection path is lock-free (ArcSwap snapshot + atomics). Health checks live in `health`.
 
+mod admin;
 mod algo;
 mod server;
 mod snapshot;
@@ -20,6 +21,7 @@ use tokio::sync::Notify;
 use crate::addr::ClientAddr;
 pub use crate::config::parsed::ServerAddr;
 use crate::config::{self, Balance};
+pub use admin::{AdminError, AdminMode};
 use server::{ServerEntry, Transition};
 use snapshot::Snapshot;
 
@@ -67,6 +69,9 @@ pub struct ServerSnapshot {
     pub name: String,
     pub addr: ServerAddr,
     pub state: ServerState,
+    /// Operator state from the admin API (ready unless drained or in maintenance).
+    pub admin: AdminMode,
+    /// Current weight (the admin API may have changed the configured one).
     pub weight: u32,
     pub backup: bool,
     pub max_connections: usize,
@@ -217,7 +222,8 @@ impl Pool {
                 } else {
                     ServerState::Down
                 },
-                weight: s.weight,
+                admin: s.admin_mode(),
+                weight: s.weight(),
                 backup: s.backup,
                 max_connections: s.max_connections,
                 active: s.active.load(Ordering::Relaxed),

@@ -2,7 +2,7 @@
 //! and counters for metrics. All hot fields are atomics; the health streak (rarely touched)
 //! sits behind a small mutex. Selection logic and the health checks themselves live elsewhere.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -32,10 +32,13 @@ struct Streak {
 pub(crate) struct ServerEntry {
     pub name: String,
     pub addr: ServerAddr,
-    pub weight: u32,
+    /// Current weight: the configured one until the admin API changes it.
+    pub weight: AtomicU32,
     pub backup: bool,
     /// 0 = unlimited.
     pub max_connections: usize,
+    /// Operator state set through the admin API (`AdminMode as u8`): ready, drain, maint.
+    pub admin: AtomicU8,
     pub active: AtomicUsize,
     pub up: AtomicBool,
     /// Leases ever handed out for this server.
@@ -59,9 +62,10 @@ impl ServerEntry {
         ServerEntry {
             name,
             addr,
-            weight,
+            weight: AtomicU32::new(weight),
             backup,
             max_connections,
+            admin: AtomicU8::new(0),
             active: AtomicUsize::new(0),
             // Documented choice (as HAProxy): servers start up; `fall` failed checks take
             // them down. Traffic is not refused for `rise * interval` after every restart.
@@ -73,6 +77,10 @@ impl ServerEntry {
             last_latency_us: AtomicU64::new(NO_LATENCY),
             streak: Mutex::new(Streak::default()),
         }
+    }
+
+    pub(crate) fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_up(&self) -> bool {

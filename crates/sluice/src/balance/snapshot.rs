@@ -34,7 +34,7 @@ impl Snapshot {
             (0..servers.len())
                 .filter(|&i| {
                     let s = &servers[i];
-                    s.backup == backup && s.weight > 0 && s.is_up()
+                    s.backup == backup && s.weight() > 0 && s.is_up() && s.takes_new()
                 })
                 .collect()
         };
@@ -46,7 +46,7 @@ impl Snapshot {
         }
         let weights: Vec<u64> = eligible
             .iter()
-            .map(|&i| u64::from(servers[i].weight))
+            .map(|&i| u64::from(servers[i].weight()))
             .collect();
         let mut snap = Snapshot {
             backup_mode,

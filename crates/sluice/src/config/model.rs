@@ -16,6 +16,23 @@ pub struct Config {
     pub frontends: Vec<Frontend>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<Backend>,
+    /// The admin endpoint (metrics, JSON API, stats page); off when absent.
+    #[serde(default)]
+    pub admin: Option<Admin>,
+}
+
+/// `[admin]`: HTTP endpoint with /metrics, /api/backends and the stats page (issue #7).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// "127.0.0.1:9100". A non-loopback address needs `token` or `allow_public = true`.
+    pub bind: String,
+    /// Bearer token required for write calls (POST) when set.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Allow a non-loopback bind without a token (anyone who reaches it can drain servers).
+    #[serde(default)]
+    pub allow_public: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

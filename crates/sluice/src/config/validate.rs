@@ -49,6 +49,7 @@ pub fn default_server_name(index: usize) -> String {
 pub fn check(cfg: &Config, opts: &LoadOptions) -> Vec<Issue> {
     let mut out = Issues(Vec::new());
     check_global(cfg, opts, &mut out);
+    check_admin(cfg, &mut out);
     check_frontends(cfg, opts, &mut out);
     for (k, _) in cfg.backends.iter().enumerate() {
         check_backend(cfg, k, &mut out);
@@ -79,6 +80,31 @@ fn check_global(cfg: &Config, opts: &LoadOptions, out: &mut Issues) {
                 format!("{why}, or lower max_connections (now {now}) to at most {most}"),
             );
         }
+    }
+}
+
+/// `[admin]`: a parseable bind, never a public address by accident, a non-empty token.
+fn check_admin(cfg: &Config, out: &mut Issues) {
+    let Some(a) = &cfg.admin else { return };
+    let p = KeyPath::root().key("admin");
+    if let Some(t) = &a.token {
+        if t.trim().is_empty() {
+            out.value(p.key("token"), "must not be empty (omit it for no token)");
+        }
+    }
+    match parse_bind(&a.bind) {
+        Err(e) => out.value(p.key("bind"), e),
+        Ok(sa) if !sa.ip().to_canonical().is_loopback() && a.token.is_none() && !a.allow_public => {
+            out.value(
+                p.key("bind"),
+                format!(
+                    "{} is not a loopback address: set admin.token (write calls then need it) \
+                     or admin.allow_public = true",
+                    sa.ip()
+                ),
+            )
+        }
+        Ok(_) => {}
     }
 }
 

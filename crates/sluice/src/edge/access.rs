@@ -31,6 +31,7 @@ pub struct AccessLog {
 impl AccessLog {
     /// Writes `rec` to tracing (target `sluice::access`) and to the file when set.
     pub fn emit(&self, rec: &AccessRecord) {
+        crate::metrics::global().http_response(&rec.frontend, rec.status);
         let line = if self.json {
             rec.to_json()
         } else {

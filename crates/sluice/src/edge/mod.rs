@@ -203,6 +203,7 @@ pub async fn handle(
     stop: CancellationToken,
 ) {
     let peer = PeerAddr(peer);
+    let conn_metrics = crate::metrics::global().conn_opened(&fe.name);
     let _ = stream.set_nodelay(true);
     let mut local = LocalAddr(stream.local_addr().unwrap_or(peer.0));
     let mut client = ClientAddr::direct(peer);
@@ -219,6 +220,7 @@ pub async fn handle(
                 leftover = acc.leftover;
             }
             Err(rej) => {
+                crate::metrics::global().proxy_rejected(&fe.name, rej.code);
                 tracing::info!(
                     target: "sluice::conn",
                     "{peer} frontend={} end=proxy_rejected reason={:?}",
@@ -229,7 +231,11 @@ pub async fn handle(
             }
         }
     }
-    let io = Rewind::new(leftover, stream);
+    // Counts wire bytes (TLS records included) into the frontend's byte counters.
+    let io = crate::metrics::Counted::new(
+        Rewind::new(leftover, stream),
+        conn_metrics.handles().clone(),
+    );
     let Some(edge) = fe.tls.clone() else {
         let info = ConnInfo {
             client,
@@ -246,10 +252,12 @@ pub async fn handle(
         r = handshake => match r {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
+                crate::metrics::global().tls_handshake_failed(&fe.name);
                 tracing::debug!("{client} frontend={} tls handshake failed: {e}", fe.name);
                 return;
             }
             Err(_) => {
+                crate::metrics::global().tls_handshake_failed(&fe.name);
                 tracing::debug!("{client} frontend={} tls handshake timed out", fe.name);
                 return;
             }
@@ -258,6 +266,7 @@ pub async fn handle(
         _ = stop.cancelled() => return,
     };
     let info = tls::session_info(tls_stream.get_ref().1);
+    crate::metrics::global().tls_handshake(&fe.name, info.version, info.resumed);
     let h1_only = info.alpn.as_deref() == Some("http/1.1");
     let info = ConnInfo {
         client,

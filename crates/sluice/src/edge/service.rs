@@ -80,6 +80,9 @@ pub(crate) async fn handle(
         }
     };
     rec.upstream_time = rec.upstream.as_ref().map(|_| start.elapsed());
+    if let Some(took) = rec.upstream_time {
+        crate::metrics::global().upstream_response(&fe.backend, took);
+    }
     rec.status = resp.status().as_u16();
     resp.map(|b| LogBody::new(b, rec, fe.log.clone(), start, lease, guard))
 }

@@ -65,10 +65,10 @@ async fn check_loop(
     offset: Duration,
     shutdown: CancellationToken,
 ) {
-    let Some((_, addr)) = pool.server_addr(id) else {
+    let Some((name, addr)) = pool.server_addr(id) else {
         return;
     };
-    let addr = addr.clone();
+    let (name, addr) = (name.to_string(), addr.clone());
     let mut ticks = tokio::time::interval_at(Instant::now() + offset, interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -76,11 +76,16 @@ async fn check_loop(
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
+        if pool.in_maint(id) {
+            // Maintenance (admin API): no checks, so nothing can mark the server up or down.
+            continue;
+        }
         let start = Instant::now();
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = check::run(&addr, &spec) => r,
         };
+        crate::metrics::global().health_check(pool.name(), &name, start.elapsed());
         pool.record_check(id, outcome.map(|()| start.elapsed()));
     }
 }

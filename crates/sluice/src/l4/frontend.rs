@@ -167,7 +167,7 @@ async fn serve(
                 return End::ProxyRejected {
                     code: rej.code,
                     reason: rej.reason,
-                }
+                };
             }
         }
     }

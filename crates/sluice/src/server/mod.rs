@@ -38,6 +38,8 @@ pub enum ServerError {
     Frontend { frontend: String, message: String },
     #[error("backend {backend}: {message}")]
     Backend { backend: String, message: String },
+    #[error("{0}")]
+    Admin(#[from] crate::admin::AdminError),
     #[error("cannot open log file {path}: {source}")]
     LogFile {
         path: String,
@@ -56,6 +58,8 @@ pub struct Server {
     health: CancellationToken,
     /// Ends the grace period: forces open connections closed.
     force: CancellationToken,
+    /// The `[admin]` endpoint, when configured; serves until `health` is cancelled.
+    admin: Option<crate::admin::AdminListener>,
 }
 
 fn backend_err(b: &config::Backend, message: impl Into<String>) -> ServerError {
@@ -204,7 +208,21 @@ impl Server {
             }
         }
 
+        let admin = match &cfg.admin {
+            Some(a) => {
+                let ordered: Vec<Arc<Pool>> = cfg
+                    .backends
+                    .iter()
+                    .filter_map(|b| pools.get(&b.name).cloned())
+                    .collect();
+                let source: crate::admin::PoolSource = Arc::new(move || ordered.clone());
+                Some(crate::admin::AdminListener::bind(a, source)?)
+            }
+            None => None,
+        };
+
         Ok(Server {
+            admin,
             listeners,
             pools,
             max_connections: cfg.global.max_connections,
@@ -223,6 +241,11 @@ impl Server {
             .collect()
     }
 
+    /// The admin endpoint's address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.local_addr())
+    }
+
     /// The pool of backend `name` (for status and tests).
     pub fn pool(&self, name: &str) -> Option<Arc<Pool>> {
         self.pools.get(name).cloned()
@@ -236,6 +259,10 @@ impl Server {
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
         let reopen = spawn_reopen(self.logs.clone(), stop.clone());
+        // The admin endpoint stays up through the grace period (watch the drain).
+        if let Some(admin) = self.admin.take() {
+            tokio::spawn(admin.serve(self.health.clone()));
+        }
 
         let mut accepts = Vec::new();
         for l in std::mem::take(&mut self.listeners) {

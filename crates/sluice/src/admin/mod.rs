@@ -1,0 +1,157 @@
+//! The admin endpoint (`[admin]`, issue #7): an HTTP/1.1 listener serving Prometheus metrics,
+//! the JSON backends API and the embedded stats page. Binding, accepting and per-connection
+//! limits live here; routing in `api`, the page in `page`. Metric recording is `metrics`'.
+//! Off unless configured; the config check refuses a public bind without a token.
+
+mod api;
+mod page;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::balance::Pool;
+use crate::config;
+
+pub use api::RUNTIME_ONLY_NOTE;
+
+/// Admin connections served at once; more wait in the kernel backlog.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A request head must arrive within this.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Largest request body (the POST JSON).
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
+/// A request body must arrive within this.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// An admin connection is closed after this long in total (keep-alive included).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Where the admin endpoint finds the current pools, in configuration order (a function, so
+/// a reload that replaces pools is seen at the next request).
+pub type PoolSource = Arc<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>;
+
+/// Why the admin endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("admin.bind: {0}")]
+    Addr(String),
+    #[error("admin: cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What every admin request needs.
+pub(crate) struct State {
+    pub pools: PoolSource,
+    /// Bearer token for POST calls, when configured.
+    pub token: Option<String>,
+}
+
+/// A bound admin listener, ready to serve.
+pub struct AdminListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for AdminListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminListener")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminListener {
+    /// Binds `cfg.bind` (port 0 picks a free port; see [`AdminListener::local_addr`]). Must
+    /// run inside a tokio runtime. Logs `listening admin addr=...`.
+    pub fn bind(cfg: &config::Admin, pools: PoolSource) -> Result<AdminListener, AdminError> {
+        let addr = config::parsed::parse_bind(&cfg.bind).map_err(AdminError::Addr)?;
+        let std = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| AdminError::Bind { addr, source })?;
+        let listener =
+            TcpListener::from_std(std).map_err(|source| AdminError::Bind { addr, source })?;
+        let addr = listener.local_addr().unwrap_or(addr);
+        tracing::info!("listening admin addr={addr}");
+        Ok(AdminListener {
+            listener,
+            addr,
+            state: Arc::new(State {
+                pools,
+                token: cfg.token.clone(),
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` is cancelled; open admin connections end with it.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let permit = tokio::select! {
+                p = limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            let (stream, peer) = tokio::select! {
+                r = self.listener.accept() => match r {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!("admin accept failed: {e}");
+                        // Out of fds or similar: back off instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            let state = self.state.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                serve_conn(stream, peer, state, shutdown).await;
+            });
+        }
+    }
+}
+
+async fn serve_conn(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) {
+    let svc = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(api::handle(&state, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::select! {
+        r = conn => if let Err(e) = r {
+            tracing::debug!("admin connection from {peer}: {e}");
+        },
+        _ = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}

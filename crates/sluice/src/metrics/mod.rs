@@ -1,0 +1,379 @@
+//! Process-wide Prometheus metrics (prometheus-client): per-frontend connection, byte, PROXY
+//! and edge counters recorded where things happen, plus per-backend/server gauges read from
+//! the pools at scrape time. Names live in `names`; the HTTP endpoint is `admin`'s job.
+//! One registry per process (`global()`), so counters add up across frontends of any mode.
+
+mod counted;
+pub mod names;
+mod scrape;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub use counted::Counted;
+use names::*;
+pub use scrape::display_state;
+
+/// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus reads).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Fe {
+    frontend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeReason {
+    frontend: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeTls {
+    frontend: String,
+    version: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeClass {
+    frontend: String,
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Be {
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Srv {
+    backend: String,
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SrvState {
+    backend: String,
+    server: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SrvResult {
+    backend: String,
+    server: String,
+    result: String,
+}
+
+type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// 0.5 ms .. ~16 s: health checks and app responses.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// One frontend's counters, resolved once per connection (cheap `Arc` clones).
+#[derive(Clone, Debug)]
+pub struct FrontendHandles {
+    accepted: Counter,
+    current: Gauge,
+    received: Counter,
+    sent: Counter,
+}
+
+impl FrontendHandles {
+    /// Adds bytes received from / sent to clients.
+    pub fn add_bytes(&self, received: u64, sent: u64) {
+        if received > 0 {
+            self.received.inc_by(received);
+        }
+        if sent > 0 {
+            self.sent.inc_by(sent);
+        }
+    }
+}
+
+/// Counts one open connection on a frontend: `current` goes down when it drops.
+#[derive(Debug)]
+pub struct ConnGuard(FrontendHandles);
+
+impl ConnGuard {
+    pub fn handles(&self) -> &FrontendHandles {
+        &self.0
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.current.dec();
+    }
+}
+
+/// Every metric family of the process.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    frontends: RwLock<HashMap<String, FrontendHandles>>,
+    fe_accepted: Family<Fe, Counter>,
+    fe_current: Family<Fe, Gauge>,
+    fe_received: Family<Fe, Counter>,
+    fe_sent: Family<Fe, Counter>,
+    proxy_rejected: Family<FeReason, Counter>,
+    tls_handshakes: Family<FeTls, Counter>,
+    tls_failures: Family<Fe, Counter>,
+    http_responses: Family<FeClass, Counter>,
+    upstream_duration: HistFamily<Be>,
+    health_duration: HistFamily<Srv>,
+    pools: scrape::PoolFamilies,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut r = Registry::default();
+        let m = Metrics {
+            frontends: RwLock::new(HashMap::new()),
+            fe_accepted: Family::default(),
+            fe_current: Family::default(),
+            fe_received: Family::default(),
+            fe_sent: Family::default(),
+            proxy_rejected: Family::default(),
+            tls_handshakes: Family::default(),
+            tls_failures: Family::default(),
+            http_responses: Family::default(),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
+            health_duration: Family::new_with_constructor(latency_histogram),
+            pools: scrape::PoolFamilies::default(),
+            registry: Mutex::new(Registry::default()),
+        };
+        r.register(
+            FRONTEND_CONNECTIONS,
+            FRONTEND_CONNECTIONS_HELP,
+            m.fe_accepted.clone(),
+        );
+        r.register(
+            FRONTEND_CURRENT,
+            FRONTEND_CURRENT_HELP,
+            m.fe_current.clone(),
+        );
+        r.register(
+            FRONTEND_RECEIVED,
+            FRONTEND_RECEIVED_HELP,
+            m.fe_received.clone(),
+        );
+        r.register(FRONTEND_SENT, FRONTEND_SENT_HELP, m.fe_sent.clone());
+        r.register(
+            PROXY_REJECTED,
+            PROXY_REJECTED_HELP,
+            m.proxy_rejected.clone(),
+        );
+        r.register(
+            TLS_HANDSHAKES,
+            TLS_HANDSHAKES_HELP,
+            m.tls_handshakes.clone(),
+        );
+        r.register(
+            TLS_HANDSHAKE_FAILURES,
+            TLS_HANDSHAKE_FAILURES_HELP,
+            m.tls_failures.clone(),
+        );
+        r.register(
+            HTTP_RESPONSES,
+            HTTP_RESPONSES_HELP,
+            m.http_responses.clone(),
+        );
+        r.register(
+            UPSTREAM_DURATION,
+            UPSTREAM_DURATION_HELP,
+            m.upstream_duration.clone(),
+        );
+        r.register(
+            HEALTH_CHECK_DURATION,
+            HEALTH_CHECK_DURATION_HELP,
+            m.health_duration.clone(),
+        );
+        m.pools.register(&mut r);
+        *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
+        m
+    }
+
+    /// The counters of frontend `name` (created at zero on first use).
+    pub fn frontend(&self, name: &str) -> FrontendHandles {
+        if let Some(h) = self
+            .frontends
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return h.clone();
+        }
+        let label = Fe {
+            frontend: name.to_string(),
+        };
+        let h = FrontendHandles {
+            accepted: self.fe_accepted.get_or_create(&label).clone(),
+            current: self.fe_current.get_or_create(&label).clone(),
+            received: self.fe_received.get_or_create(&label).clone(),
+            sent: self.fe_sent.get_or_create(&label).clone(),
+        };
+        self.frontends
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_insert(h)
+            .clone()
+    }
+
+    /// A connection was accepted on `frontend`; it counts as open until the guard drops.
+    pub fn conn_opened(&self, frontend: &str) -> ConnGuard {
+        let h = self.frontend(frontend);
+        h.accepted.inc();
+        h.current.inc();
+        ConnGuard(h)
+    }
+
+    /// A connection was closed because of its PROXY header (`reason`: `Rejected::code`).
+    pub fn proxy_rejected(&self, frontend: &str, reason: &str) {
+        self.proxy_rejected
+            .get_or_create(&FeReason {
+                frontend: frontend.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// A TLS handshake completed (`version` as "TLSv1.3"; `resumed` from the session).
+    pub fn tls_handshake(&self, frontend: &str, version: &str, resumed: bool) {
+        self.tls_handshakes
+            .get_or_create(&FeTls {
+                frontend: frontend.to_string(),
+                version: if version.is_empty() {
+                    "unknown"
+                } else {
+                    version
+                }
+                .to_string(),
+                kind: if resumed { "resumed" } else { "full" }.to_string(),
+            })
+            .inc();
+    }
+
+    /// A TLS handshake failed or timed out.
+    pub fn tls_handshake_failed(&self, frontend: &str) {
+        self.tls_failures
+            .get_or_create(&Fe {
+                frontend: frontend.to_string(),
+            })
+            .inc();
+    }
+
+    /// An HTTP response with `status` went (or was about to go) to a client.
+    pub fn http_response(&self, frontend: &str, status: u16) {
+        self.http_responses
+            .get_or_create(&FeClass {
+                frontend: frontend.to_string(),
+                class: status_class(status).to_string(),
+            })
+            .inc();
+    }
+
+    /// An app server of `backend` answered (or failed) after `took`.
+    pub fn upstream_response(&self, backend: &str, took: Duration) {
+        self.upstream_duration
+            .get_or_create(&Be {
+                backend: backend.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// One active health check of `backend`/`server` took `took` (whatever its result).
+    pub fn health_check(&self, backend: &str, server: &str, took: Duration) {
+        self.health_duration
+            .get_or_create(&Srv {
+                backend: backend.to_string(),
+                server: server.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Everything in OpenMetrics text, per-server values read from `pools` right now.
+    pub fn encode(&self, pools: &[std::sync::Arc<crate::balance::Pool>]) -> String {
+        // The lock also serialises concurrent scrapes' refresh of the per-server families.
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        self.pools.refresh(pools);
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+            tracing::warn!("cannot encode metrics: {e}");
+        }
+        out
+    }
+}
+
+/// "1xx" .. "5xx"; anything else "other".
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_appear_with_labels() {
+        let m = global();
+        let g = m.conn_opened("unit_fe");
+        g.handles().add_bytes(10, 20);
+        m.proxy_rejected("unit_fe", "untrusted");
+        m.tls_handshake("unit_fe", "TLSv1.3", true);
+        m.http_response("unit_fe", 503);
+        let text = m.encode(&[]);
+        assert!(text.contains("sluice_frontend_connections_total{frontend=\"unit_fe\"} 1"));
+        assert!(text.contains("sluice_frontend_current_connections{frontend=\"unit_fe\"} 1"));
+        assert!(text.contains("sluice_frontend_received_bytes_total{frontend=\"unit_fe\"} 10"));
+        assert!(text.contains("sluice_frontend_sent_bytes_total{frontend=\"unit_fe\"} 20"));
+        assert!(text
+            .contains("sluice_proxy_rejected_total{frontend=\"unit_fe\",reason=\"untrusted\"} 1"));
+        assert!(text.contains(
+            "sluice_tls_handshakes_total{frontend=\"unit_fe\",version=\"TLSv1.3\",kind=\"resumed\"} 1"
+        ));
+        assert!(text.contains("sluice_http_responses_total{frontend=\"unit_fe\",class=\"5xx\"} 1"));
+        drop(g);
+        let text = m.encode(&[]);
+        assert!(text.contains("sluice_frontend_current_connections{frontend=\"unit_fe\"} 0"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(101), "1xx");
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(431), "4xx");
+        assert_eq!(status_class(999), "other");
+    }
+}
