@@ -1,0 +1,293 @@
+//! Resource exhaustion on the real binary: file descriptors run out (RLIMIT_NOFILE lowered
+//! under a running sluice), and thousands of idle or one-byte-a-second PROXY clients
+//! (slowloris). Accept pauses and recovers, memory stays bounded, normal clients are served.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rustix::process::{prlimit, Pid, Resource, Rlimit};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+const LOOP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Idle connections held at once. The issue asks for 10 000; with the machine's hard limit
+/// of 20 000 descriptors shared by this test process (one per client) and sluice (one per
+/// accepted connection), 4 000 idle + 500 slowloris is the largest round count that fits
+/// with room for everything else on a 2-core CI box.
+const IDLE: usize = 4000;
+const SLOWLORIS: usize = 500;
+/// proxy_protocol.timeout of the slowloris test.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit (thousands of client sockets).
+fn raise_own_nofile() -> u64 {
+    let lim = rustix::process::getrlimit(Resource::Nofile);
+    let hard = lim.maximum;
+    rustix::process::setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: hard,
+            maximum: hard,
+        },
+    )
+    .expect("raise own soft NOFILE");
+    hard.unwrap_or(u64::MAX)
+}
+
+/// Writes `msg` and expects it echoed within `limit`.
+async fn echoes(s: &mut TcpStream, msg: &[u8], limit: Duration) -> bool {
+    let mut back = vec![0u8; msg.len()];
+    let round = async {
+        s.write_all(msg).await?;
+        s.read_exact(&mut back).await?;
+        Ok::<_, std::io::Error>(())
+    };
+    matches!(tokio::time::timeout(limit, round).await, Ok(Ok(()))) && back == msg
+}
+
+fn echo_config(max: usize, frontend_extra: &str, echo: SocketAddr) -> String {
+    format!(
+        "[global]\nmax_connections = {max}\ngrace = \"1s\"\n\n[[frontend]]\nname = \"fe\"\n\
+         bind = [\"127.0.0.1:0\"]\nbackend = \"echo\"\n{frontend_extra}\n\n[[backend]]\n\
+         name = \"echo\"\n[[backend.servers]]\nname = \"e\"\naddr = \"{echo}\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptor_exhaustion_pauses_accept_and_recovers() {
+    let echo = echo_server(LOOP).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "fd.toml", &echo_config(100, "", echo));
+    let mut sl = SluiceProcess::start(&path, 1);
+    let fe = sl.addr("fe");
+    // Room for about 8 more connections (2 descriptors each), as `ulimit -n` would leave.
+    let base = open_fds(sl.pid()) as u64;
+    let pid = Pid::from_raw(sl.pid()).unwrap();
+    let small = Rlimit {
+        current: Some(base + 16),
+        maximum: Some(base + 16),
+    };
+    prlimit(Some(pid), Resource::Nofile, small).expect("lower the child's RLIMIT_NOFILE");
+
+    let mut established = Vec::new();
+    let mut refused = Vec::new();
+    for i in 0..40 {
+        let mut c = client(fe).await;
+        if echoes(
+            &mut c,
+            format!("ping {i}\n").as_bytes(),
+            Duration::from_secs(1),
+        )
+        .await
+        {
+            established.push(c);
+        } else {
+            refused.push(c);
+            break;
+        }
+    }
+    let n = established.len();
+    assert!((4..40).contains(&n), "{n} connections before exhaustion");
+    let lines = sl.stderr.clone();
+    let mut said = None;
+    wait_until("a log line about the exhaustion", || {
+        said = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| {
+                l.contains("accept failed on frontend=fe") || l.contains("Too many open files")
+            })
+            .cloned();
+        said.is_some()
+    })
+    .await;
+    eprintln!("{n} connections fit; sluice said: {}", said.unwrap());
+    // Established connections are unaffected.
+    for (i, c) in established.iter_mut().enumerate() {
+        assert!(
+            echoes(c, format!("still {i}\n").as_bytes(), DEADLINE).await,
+            "established connection {i} broke"
+        );
+    }
+    // Freeing descriptors lets new connections through again.
+    drop(refused);
+    established.truncate(n / 2);
+    let mut recovered = None;
+    let end = Instant::now() + DEADLINE;
+    while recovered.is_none() && Instant::now() < end {
+        let mut c = client(fe).await;
+        if echoes(&mut c, b"again\n", Duration::from_secs(2)).await {
+            recovered = Some(c);
+        }
+    }
+    assert!(recovered.is_some(), "no recovery after closing connections");
+    for c in established.iter_mut() {
+        assert!(echoes(c, b"after\n", DEADLINE).await);
+    }
+    assert!(
+        sl.child.0.try_wait().unwrap().is_none(),
+        "sluice exited during exhaustion"
+    );
+    drop(established);
+    drop(recovered);
+    // Nothing leaked: every descriptor of those connections is closed again.
+    wait_until("descriptors back to the baseline", || {
+        open_fds(sl.pid()) as u64 <= base
+    })
+    .await;
+}
+
+/// One slowloris client: sends `header` one byte per second until sluice closes the
+/// connection. Returns (bytes sent, how long the connection lasted).
+async fn slowloris(fe: SocketAddr, header: &'static [u8]) -> (usize, Duration) {
+    let s = connect_from(CLIENT_IP, fe)
+        .await
+        .expect("slowloris connect");
+    let t0 = Instant::now();
+    let (mut r, mut w) = s.into_split();
+    let mut sent = 0;
+    let mut buf = [0u8; 16];
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            got = r.read(&mut buf) => {
+                assert!(!matches!(got, Ok(n) if n > 0), "slowloris got data back");
+                return (sent, t0.elapsed());
+            }
+            _ = tick.tick() => {
+                if sent == header.len() || w.write_all(&header[sent..=sent]).await.is_err() {
+                    return (sent, t0.elapsed());
+                }
+                sent += 1;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slowloris_proxy_clients_are_cut_at_the_header_timeout() {
+    let hard = raise_own_nofile();
+    assert!(
+        hard >= (IDLE + SLOWLORIS + 200) as u64,
+        "hard RLIMIT_NOFILE {hard} too small for this test"
+    );
+    let echo = echo_server(LOOP).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pp = format!(
+        "proxy_protocol = {{ trusted = [\"127.0.0.0/8\"], timeout = \"{}s\" }}",
+        HEADER_TIMEOUT.as_secs()
+    );
+    let path = write_file(dir.path(), "pp.toml", &echo_config(6000, &pp, echo));
+    let sl = SluiceProcess::start(&path, 1);
+    let (fe, pid) = (sl.addr("fe"), sl.pid());
+    let (fds0, rss0) = (open_fds(pid), rss_kib(pid));
+
+    let started = Instant::now();
+    let mut slow = JoinSet::new();
+    for _ in 0..SLOWLORIS {
+        slow.spawn(slowloris(
+            fe,
+            b"PROXY TCP4 192.0.2.1 127.0.0.1 1111 443\r\n",
+        ));
+    }
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(client(fe).await);
+    }
+    let opened = started.elapsed();
+    wait_until("sluice holds every connection", || {
+        open_fds(pid) >= fds0 + IDLE + SLOWLORIS
+    })
+    .await;
+    let rss1 = rss_kib(pid);
+    let per_conn = (rss1.saturating_sub(rss0) * 1024) / (IDLE + SLOWLORIS) as u64;
+    eprintln!(
+        "{IDLE} idle + {SLOWLORIS} slowloris opened in {opened:?}; RSS {rss0} KiB -> {rss1} KiB \
+         ({per_conn} bytes per pending connection)"
+    );
+    assert!(
+        per_conn < 32 * 1024,
+        "{per_conn} bytes per pending connection"
+    );
+    assert!(
+        opened < HEADER_TIMEOUT,
+        "opening took {opened:?}: test too slow to mean much"
+    );
+
+    // Meanwhile normal clients (a full header, then data) are served at once.
+    for i in 0..20 {
+        let mut c = client(fe).await;
+        let t0 = Instant::now();
+        c.write_all(b"PROXY TCP4 192.0.2.9 127.0.0.1 9999 443\r\n")
+            .await
+            .unwrap();
+        assert!(echoes(&mut c, format!("normal {i}\n").as_bytes(), DEADLINE).await);
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    }
+
+    // Every idle connection is closed at the header timeout, without a byte sent back.
+    let mut closers = JoinSet::new();
+    for mut c in idle {
+        closers.spawn(async move {
+            let mut b = [0u8; 8];
+            matches!(
+                tokio::time::timeout(HEADER_TIMEOUT * 3, c.read(&mut b)).await,
+                Ok(Ok(0)) | Ok(Err(_))
+            )
+        });
+    }
+    while let Some(closed) = closers.join_next().await {
+        assert!(
+            closed.unwrap(),
+            "an idle connection outlived the header timeout"
+        );
+    }
+    let idle_done = started.elapsed();
+    assert!(idle_done >= HEADER_TIMEOUT, "idle cut before the timeout");
+    while let Some(r) = slow.join_next().await {
+        let (sent, lasted) = r.unwrap();
+        assert!(sent < 10, "slowloris sent {sent} bytes before the cut");
+        assert!(
+            lasted >= HEADER_TIMEOUT - Duration::from_millis(100)
+                && lasted < HEADER_TIMEOUT + Duration::from_secs(3),
+            "slowloris lasted {lasted:?}"
+        );
+    }
+    // Everything released: descriptors back to where they were.
+    wait_until("descriptors released", || open_fds(pid) <= fds0 + 2).await;
+    let lines = sl.stderr.clone();
+    let rejected = move || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("end=proxy_rejected") && l.contains("timeout"))
+            .count()
+    };
+    wait_until("one timeout log line per cut connection", || {
+        rejected() >= IDLE + SLOWLORIS
+    })
+    .await;
+    assert_eq!(rejected(), IDLE + SLOWLORIS);
+}
