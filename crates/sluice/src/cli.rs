@@ -1,5 +1,6 @@
-//! The `sluice` command line: `run --config FILE` (until SIGTERM/SIGINT), `check --config
-//! FILE` and `demo` (whose logic lives in `crate::demo`); `--version` comes from clap.
+//! The `sluice` command line: `run --config FILE` (until SIGTERM/SIGINT; SIGHUP reloads),
+//! `check --config FILE`, `reload --config FILE [--pid PID]` (check, then SIGHUP the running
+//! process) and `demo` (whose logic lives in `crate::demo`); `--version` comes from clap.
 //! `main.rs` only sets up tracing and the runtime.
 
 use std::future::Future;
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config};
+use crate::reload::{self, PidFile};
 use crate::server::{Server, ServerError};
 
 #[derive(Debug, Parser)]
@@ -35,6 +37,17 @@ pub enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Validate the configuration like `check`, then tell the running sluice to reload it
+    /// (SIGHUP to the pid in `global.pid_file`, or to `--pid`). Like `nginx -t && nginx -s
+    /// reload`: an invalid file is reported here and nothing is signalled.
+    Reload {
+        /// The TOML configuration file (the one the running process was started with).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The process to signal; default: the pid in the file's `global.pid_file`.
+        #[arg(long)]
+        pid: Option<i32>,
+    },
     /// Both tiers in one process on loopback: a balancer in front of two TLS edges in front of
     /// a built-in app. No files needed; Ctrl-C stops it.
     Demo(crate::demo::DemoOpts),
@@ -51,6 +64,8 @@ pub enum CliError {
     Server(#[from] ServerError),
     #[error("cannot install signal handlers: {0}")]
     Signal(std::io::Error),
+    #[error("{0}")]
+    Reload(String),
 }
 
 /// Loads `path` and checks that the open-file limit can fit `global.max_connections`.
@@ -75,12 +90,53 @@ pub fn check(path: &Path) -> Result<(Config, String), CliError> {
     Ok((cfg, summary))
 }
 
-/// `sluice run`: load, bind, serve until `shutdown` completes, drain, return.
+/// `sluice run`: load, bind, write the pid file (when `global.pid_file` is set), serve until
+/// `shutdown` completes (reloading `path` on each SIGHUP), drain, return.
 pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), CliError> {
     let cfg = config::load::load_file(path)?;
+    let pid_path = cfg.global.pid_file.clone();
     let server = Server::bind(cfg).await?;
-    server.run(shutdown).await?;
+    let hup = reload::spawn_sighup(path.to_path_buf(), server.reload_handle())
+        .map_err(CliError::Signal)?;
+    let pid_file = match pid_path {
+        Some(p) => Some(
+            PidFile::create(Path::new(&p))
+                .map_err(|e| CliError::Reload(format!("global.pid_file: cannot write {p}: {e}")))?,
+        ),
+        None => None,
+    };
+    let result = server.run(shutdown).await;
+    hup.abort();
+    drop(pid_file);
+    result?;
     Ok(())
+}
+
+/// `sluice reload`: validates `path` as `check` does, finds the running process (`pid`, else
+/// the file's `global.pid_file`) and sends it SIGHUP. Returns a line to print.
+pub fn reload(path: &Path, pid: Option<i32>) -> Result<String, CliError> {
+    let (cfg, _) = check(path)?;
+    let pid = match (pid, &cfg.global.pid_file) {
+        (Some(pid), _) => pid,
+        (None, Some(file)) => reload::read_pid(Path::new(file)).map_err(|e| {
+            CliError::Reload(format!(
+                "cannot read the pid file {file} (global.pid_file): {e}; is sluice running?"
+            ))
+        })?,
+        (None, None) => {
+            return Err(CliError::Reload(format!(
+                "{}: no global.pid_file to find the running sluice; pass --pid PID \
+                 (or send SIGHUP yourself: kill -HUP PID)",
+                path.display()
+            )))
+        }
+    };
+    reload::send_reload_signal(pid)
+        .map_err(|e| CliError::Reload(format!("cannot signal pid {pid}: {e}")))?;
+    Ok(format!(
+        "{}: OK; sent SIGHUP to pid {pid} (it logs the outcome of the reload)",
+        path.display()
+    ))
 }
 
 /// Completes on the first SIGTERM or SIGINT. Installs the handlers at once, so a signal
@@ -108,5 +164,9 @@ mod tests {
         let cli = Cli::try_parse_from(["sluice", "check", "-c", "b.toml"]).unwrap();
         assert!(matches!(cli.command, Command::Check { config } if config == Path::new("b.toml")));
         assert!(Cli::try_parse_from(["sluice", "run"]).is_err());
+        let cli = Cli::try_parse_from(["sluice", "reload", "-c", "c.toml", "--pid", "42"]).unwrap();
+        assert!(matches!(cli.command, Command::Reload { pid: Some(42), .. }));
+        let cli = Cli::try_parse_from(["sluice", "reload", "--config", "c.toml"]).unwrap();
+        assert!(matches!(cli.command, Command::Reload { pid: None, .. }));
     }
 }

@@ -14,6 +14,7 @@ pub mod l4;
 pub mod log;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod tls;
 pub mod upstream;

@@ -28,6 +28,16 @@ fn main() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Reload { config, pid } => match cli::reload(&config, pid) {
+            Ok(line) => {
+                println!("{line}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Demo(opts) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -5,6 +5,7 @@
 
 mod admin;
 mod algo;
+mod reconfigure;
 mod server;
 mod snapshot;
 #[cfg(test)]
@@ -22,6 +23,7 @@ use crate::addr::ClientAddr;
 pub use crate::config::parsed::ServerAddr;
 use crate::config::{self, Balance};
 pub use admin::{AdminError, AdminMode};
+pub use reconfigure::PoolDiff;
 use server::{ServerEntry, Transition};
 use snapshot::Snapshot;
 
@@ -101,7 +103,8 @@ pub struct Pool {
     me: Weak<Pool>,
     name: String,
     balance: Balance,
-    servers: Vec<ServerEntry>,
+    /// Shared with the successor pool after a reload (`reconfigure`): state survives.
+    servers: Vec<Arc<ServerEntry>>,
     snap: ArcSwap<Snapshot>,
     rebuild: Mutex<()>,
     /// roundrobin position / leastconn tie-break rotation.
@@ -126,12 +129,18 @@ impl Pool {
     /// Builds the pool. `servers` pairs each configured server with its resolved address,
     /// in configuration order; an unnamed server is called `srvN` (1-based position).
     pub fn new(cfg: &config::Backend, servers: Vec<(config::Server, ServerAddr)>) -> Arc<Pool> {
-        let entries: Vec<ServerEntry> = servers
+        let entries: Vec<Arc<ServerEntry>> = servers
             .into_iter()
             .enumerate()
             .map(|(i, (s, addr))| {
                 let name = s.name.clone().unwrap_or_else(|| format!("srv{}", i + 1));
-                ServerEntry::new(name, addr, s.weight, s.backup, s.max_connections)
+                Arc::new(ServerEntry::new(
+                    name,
+                    addr,
+                    s.weight,
+                    s.backup,
+                    s.max_connections,
+                ))
             })
             .collect();
         let snap = Snapshot::build(&entries, cfg.balance);

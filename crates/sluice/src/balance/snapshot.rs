@@ -3,6 +3,7 @@
 //! Rebuilt on every health state change and swapped in via ArcSwap; never mutated in place.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::server::ServerEntry;
 use crate::config::Balance;
@@ -29,7 +30,7 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    pub(crate) fn build(servers: &[ServerEntry], balance: Balance) -> Snapshot {
+    pub(crate) fn build(servers: &[Arc<ServerEntry>], balance: Balance) -> Snapshot {
         let usable = |backup: bool| -> Vec<usize> {
             (0..servers.len())
                 .filter(|&i| {

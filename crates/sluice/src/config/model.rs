@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::duration::Dur;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -35,13 +35,15 @@ pub struct Admin {
     pub allow_public: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Global {
     /// All frontends together; accept pauses at the limit.
     pub max_connections: usize,
     /// On SIGTERM: stop accepting, let connections finish this long.
     pub grace: Dur,
+    /// `sluice run` writes its pid here (removed on exit); `sluice reload` reads it.
+    pub pid_file: Option<String>,
 }
 
 impl Default for Global {
@@ -49,6 +51,7 @@ impl Default for Global {
         Global {
             max_connections: 20_000,
             grace: Dur(Duration::from_secs(30)),
+            pid_file: None,
         }
     }
 }
@@ -61,7 +64,7 @@ pub enum Mode {
     Http,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Frontend {
     pub name: String,
@@ -96,7 +99,7 @@ pub enum AccessLogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyProtocol {
     /// CIDRs allowed to send a PROXY header ("10.0.0.10/32", "::1/128").
@@ -122,7 +125,7 @@ pub enum Untrusted {
     Direct,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     pub cert: String,
@@ -139,7 +142,7 @@ fn default_session_cache() -> usize {
     20_000
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertPair {
     pub cert: String,
@@ -174,7 +177,7 @@ pub enum Protocol {
     Uwsgi,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     pub name: String,
@@ -211,7 +214,7 @@ fn default_retries() -> u32 {
     3
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     pub connect: Dur,
@@ -237,7 +240,7 @@ pub enum HealthKind {
     Https,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Health {
     pub kind: HealthKind,
@@ -264,7 +267,7 @@ impl Default for Health {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     /// Defaults to "srvN" (1-based position) when omitted.

@@ -7,7 +7,6 @@ pub mod access;
 pub mod conn;
 pub mod rewind;
 mod service;
-mod signal;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -124,7 +123,8 @@ fn builder() -> auto::Builder<TokioExecutor> {
 
 impl HttpFrontend {
     /// Builds frontend `f` over backend `b` (whose pool is `pool`): loads TLS, and for a
-    /// TLS frontend starts the file watcher and the SIGHUP reloader until `shutdown`.
+    /// TLS frontend starts the file watcher until `shutdown`. SIGHUP is the reload path's
+    /// (`crate::reload`), which re-reads TLS along with the whole configuration.
     /// Must run inside a tokio runtime.
     pub fn new(
         f: &config::Frontend,
@@ -134,26 +134,34 @@ impl HttpFrontend {
         force: CancellationToken,
         shutdown: CancellationToken,
     ) -> Result<Arc<HttpFrontend>, EdgeError> {
+        let tls = match &f.tls {
+            Some(t) => {
+                let edge = TlsEdge::load(t)?;
+                // Detached: it ends with `shutdown`.
+                drop(tls::spawn_watcher(edge.clone(), TLS_WATCH_EVERY, shutdown));
+                Some(edge)
+            }
+            None => None,
+        };
+        Self::with_tls(f, b, pool, log_file, force, tls)
+    }
+
+    /// Like [`HttpFrontend::new`] over an already loaded TLS edge (None = plain HTTP); starts
+    /// nothing. A reload uses it to keep a frontend's edge (sessions, ticket keys).
+    pub fn with_tls(
+        f: &config::Frontend,
+        b: &config::Backend,
+        pool: Arc<Pool>,
+        log_file: Option<Arc<LogFile>>,
+        force: CancellationToken,
+        tls: Option<Arc<TlsEdge>>,
+    ) -> Result<Arc<HttpFrontend>, EdgeError> {
         let policy = f
             .proxy_protocol
             .as_ref()
             .map(Policy::from_config)
             .transpose()
             .map_err(EdgeError::Policy)?;
-        let tls = match &f.tls {
-            Some(t) => {
-                let edge = TlsEdge::load(t)?;
-                // Detached: it ends with `shutdown`.
-                drop(tls::spawn_watcher(
-                    edge.clone(),
-                    TLS_WATCH_EVERY,
-                    shutdown.clone(),
-                ));
-                signal::spawn_reload_on_hup(edge.clone(), f.name.clone(), shutdown);
-                Some(edge)
-            }
-            None => None,
-        };
         let connect_timeout = b.timeouts.connect.get();
         let idle = b.timeouts.idle.get();
         let upstream = match b.protocol {

@@ -1,6 +1,8 @@
 //! Listening sockets and the accept loop: socket2 binding (SO_REUSEADDR, SO_REUSEPORT,
-//! backlog 1024, IPV6_V6ONLY on [::]), the global connection limit, and back-off on
-//! resource errors (EMFILE/ENFILE/ENOBUFS). What a connection does is up to its frontend.
+//! backlog 1024, IPV6_V6ONLY on [::]), the global connection limit, back-off on resource
+//! errors (EMFILE/ENFILE/ENOBUFS), and the frontend slot a reload swaps (each accept reads
+//! it; a removed listener drains its queue before closing). What a connection does is up
+//! to its frontend.
 
 use std::future::Future;
 use std::io;
@@ -8,8 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,12 +56,24 @@ impl FrontendKind {
     }
 }
 
+/// The frontend a listener serves: each accepted connection takes the current one and
+/// keeps it to its end; a reload stores a new one for the connections after it.
+pub type FrontendSlot = Arc<ArcSwap<FrontendKind>>;
+
+/// Most connections taken from a removed listener's queue before it closes.
+const DRAIN_MAX: usize = 4 * BACKLOG as usize;
+/// How long draining a removed listener may wait for a connection slot.
+const DRAIN_PERMIT_WAIT: Duration = Duration::from_secs(5);
+
 /// One bound listening socket of a frontend.
 #[derive(Debug)]
 pub struct Listener {
-    pub kind: FrontendKind,
+    pub kind: FrontendSlot,
     pub listener: TcpListener,
     pub addr: SocketAddr,
+    /// Cancelled when a reload removes this bind (or at shutdown, as a child of the stop
+    /// token): stop accepting. Removal first accepts what is already queued.
+    pub remove: CancellationToken,
 }
 
 /// Errors that concern one pending connection only: accept the next one at once.
@@ -71,7 +86,9 @@ fn per_connection(e: &io::Error) -> bool {
     ) || e.raw_os_error() == Some(libc::EPROTO)
 }
 
-/// Accepts until `stop` is cancelled, then drops the socket. Each connection holds one
+/// Accepts until `stop` (shutdown) or `l.remove` (a reload dropped this bind) is cancelled.
+/// At shutdown the socket is dropped at once; on removal the connections already queued are
+/// accepted and served first, so none is refused by the close. Each connection holds one
 /// permit of `limit` (the global max_connections) for its whole life.
 pub async fn accept_loop(
     l: Listener,
@@ -83,9 +100,49 @@ pub async fn accept_loop(
         kind,
         listener,
         addr,
+        remove,
     } = l;
-    let name = kind.name().to_string();
-    let on_conn = |stream, peer, permit| match &kind {
+    let name = kind.load().name().to_string();
+    let on_conn = |stream, peer, permit| {
+        let current = kind.load_full();
+        serve_conn(&current, stream, peer, permit, &tracker, &stop);
+    };
+    run_accept(
+        &name,
+        addr,
+        || listener.accept(),
+        on_conn,
+        limit.clone(),
+        &remove,
+    )
+    .await;
+    if stop.is_cancelled() {
+        drop(listener);
+        tracing::info!("stopped accepting frontend={name} addr={addr}");
+        return;
+    }
+    let current = kind.load_full();
+    let drained = drain(
+        listener,
+        |stream, peer, permit| serve_conn(&current, stream, peer, permit, &tracker, &stop),
+        &limit,
+    )
+    .await;
+    tracing::info!(
+        "closed listener frontend={name} addr={addr} (reload), {drained} queued connections served"
+    );
+}
+
+/// Hands one accepted connection to its frontend on a tracked task.
+fn serve_conn(
+    kind: &FrontendKind,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+) {
+    match kind {
         FrontendKind::Tcp(fe) => {
             let fe = fe.clone();
             tracker.spawn(async move {
@@ -100,10 +157,53 @@ pub async fn accept_loop(
                 drop(permit);
             });
         }
+    }
+}
+
+/// Accepts everything queued on `listener` (until the kernel says EAGAIN, at most
+/// [`DRAIN_MAX`]), handing each to `on_conn`, then closes it. Returns how many were served.
+async fn drain(
+    listener: TcpListener,
+    mut on_conn: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
+    limit: &Arc<Semaphore>,
+) -> usize {
+    // Out of the reactor: a plain non-blocking accept asks the kernel queue itself.
+    let std = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("cannot drain a removed listener: {e}");
+            return 0;
+        }
     };
-    run_accept(&name, addr, || listener.accept(), on_conn, limit, &stop).await;
-    drop(listener);
-    tracing::info!("stopped accepting frontend={name} addr={addr}");
+    let mut served = 0;
+    for _ in 0..DRAIN_MAX {
+        let (sock, peer) = match std.accept() {
+            Ok(pair) => pair,
+            Err(e) if per_connection(&e) => continue,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    tracing::warn!("draining a removed listener: {e}");
+                }
+                break;
+            }
+        };
+        let permit = tokio::time::timeout(DRAIN_PERMIT_WAIT, limit.clone().acquire_owned()).await;
+        let Ok(Ok(permit)) = permit else {
+            tracing::warn!("draining a removed listener: no connection slot freed in time");
+            break;
+        };
+        let stream = sock
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(sock));
+        match stream {
+            Ok(s) => {
+                on_conn(s, peer, permit);
+                served += 1;
+            }
+            Err(e) => tracing::debug!("draining a removed listener: {peer}: {e}"),
+        }
+    }
+    served
 }
 
 /// What an accept loop went through (for tests and the final log line).
@@ -193,6 +293,28 @@ mod tests {
         if let Ok(v6) = v6 {
             assert!(v6.local_addr().unwrap().is_ipv6());
         }
+    }
+
+    #[tokio::test]
+    async fn a_removed_listener_serves_its_queue_before_closing() {
+        let l = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = l.local_addr().unwrap();
+        // Five clients complete the handshake in the kernel queue; nobody accepted them yet.
+        let mut clients = Vec::new();
+        for _ in 0..5 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let limit = Arc::new(Semaphore::new(10));
+        let mut got = Vec::new();
+        let served = drain(l, |s, peer, _permit| got.push((s, peer)), &limit).await;
+        assert_eq!(served, 5);
+        assert_eq!(got.len(), 5);
+        let mine: Vec<SocketAddr> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
+        for (_, peer) in &got {
+            assert!(mine.contains(peer), "{peer} is one of ours");
+        }
+        // Closed afterwards: a new connection is refused.
+        assert!(TcpStream::connect(addr).await.is_err());
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,27 +1,26 @@
 //! The running balancer (mini-redis shape): `Server::bind` binds every listener, builds the
 //! backend pools and starts health checks; `Server::run` accepts until the shutdown future
-//! completes, then drains connections for `global.grace`. Config loading is elsewhere.
+//! completes, applying reloads meanwhile (`reload_handle`), then drains connections for
+//! `global.grace`. Config loading is elsewhere; building and diffing is `crate::reload`.
 
 pub mod listen;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::balance::{Pool, ServerAddr};
-use crate::config::{self, AccessLogFormat, Config, Mode};
-use crate::edge::HttpFrontend;
-use crate::l4::frontend::{L4Backend, TcpFrontend};
-use crate::log::{ConnLog, LogFiles};
-use crate::proxy::Policy;
-use listen::{FrontendKind, Listener};
+use crate::balance::Pool;
+use crate::config::{self, Config};
+use crate::log::LogFiles;
+use crate::reload::build::{self, Ctx, Running};
+use crate::reload::{Live, ReloadError, ReloadHandle, ReloadSummary, Request};
+use listen::Listener;
 
 /// After the grace period, how long force-closed connections get to log and go.
 const FORCE_WAIT: Duration = Duration::from_secs(2);
@@ -49,196 +48,82 @@ pub enum ServerError {
 
 /// A bound, ready-to-run balancer.
 pub struct Server {
+    running: Running,
+    /// Bound by `bind`, accepting once `run` starts.
     listeners: Vec<Listener>,
-    pools: HashMap<String, Arc<Pool>>,
     max_connections: usize,
     grace: Duration,
     logs: Arc<LogFiles>,
-    /// Stops health checks.
+    /// Stops health checks and TLS watchers.
     health: CancellationToken,
     /// Ends the grace period: forces open connections closed.
     force: CancellationToken,
+    /// Stops accepting (shutdown); parent of each listener's removal token.
+    stop: CancellationToken,
     /// The `[admin]` endpoint, when configured; serves until `health` is cancelled.
     admin: Option<crate::admin::AdminListener>,
-}
-
-fn backend_err(b: &config::Backend, message: impl Into<String>) -> ServerError {
-    ServerError::Backend {
-        backend: b.name.clone(),
-        message: message.into(),
-    }
-}
-
-fn frontend_err(f: &config::Frontend, message: impl Into<String>) -> ServerError {
-    ServerError::Frontend {
-        frontend: f.name.clone(),
-        message: message.into(),
-    }
-}
-
-/// Resolves every server of `b` (a host name takes its first address).
-fn resolve_servers(b: &config::Backend) -> Result<Vec<(config::Server, ServerAddr)>, ServerError> {
-    let mut out = Vec::with_capacity(b.servers.len());
-    for s in &b.servers {
-        let parsed = config::parsed::parse_server_addr(&s.addr).map_err(|e| backend_err(b, e))?;
-        let resolved = config::parsed::resolve(&parsed)
-            .map_err(|e| backend_err(b, format!("cannot resolve {}: {e}", s.addr)))?;
-        let first = resolved
-            .into_iter()
-            .next()
-            .ok_or_else(|| backend_err(b, format!("{} resolves to no address", s.addr)))?;
-        out.push((s.clone(), to_pool_addr(first)));
-    }
-    Ok(out)
-}
-
-/// The loader's address type as the pool spells it (the same variants).
-fn to_pool_addr(a: config::parsed::ServerAddr) -> ServerAddr {
-    match a {
-        config::parsed::ServerAddr::Inet(sa) => ServerAddr::Inet(sa),
-        config::parsed::ServerAddr::Unix(p) => ServerAddr::Unix(p),
-        config::parsed::ServerAddr::Host { host, port } => ServerAddr::Host { host, port },
-    }
+    live: Arc<Live>,
+    reload_tx: mpsc::Sender<Request>,
+    reload_rx: mpsc::Receiver<Request>,
 }
 
 impl Server {
     /// Binds every listener, builds the pools and starts health checks. Also raises
     /// RLIMIT_NOFILE to fit `global.max_connections` (a warning when it cannot).
     pub async fn bind(cfg: Config) -> Result<Server, ServerError> {
-        let needed = config::limits::fds_needed(&cfg);
-        match config::limits::raise_nofile(needed) {
-            Ok(limit) => tracing::debug!("RLIMIT_NOFILE is {limit} ({needed} needed)"),
-            Err(why) => tracing::warn!(
-                "cannot raise RLIMIT_NOFILE to {needed} for max_connections={}: {why}",
-                cfg.global.max_connections
-            ),
-        }
+        raise_nofile(&cfg);
         let health = CancellationToken::new();
         let force = CancellationToken::new();
+        let stop = CancellationToken::new();
         let logs = Arc::new(LogFiles::default());
-
-        let mut pools = HashMap::new();
-        let mut l4_backends = HashMap::new();
-        for b in &cfg.backends {
-            let pool = Pool::new(b, resolve_servers(b)?);
-            let l4 = L4Backend::new(b, pool.clone()).map_err(|e| backend_err(b, e))?;
-            l4_backends.insert(b.name.clone(), Arc::new(l4));
-            pools.insert(b.name.clone(), pool);
+        let ctx = Ctx {
+            logs: &logs,
+            force: &force,
+            background: &health,
+            stop: &stop,
+        };
+        let prepared = build::prepare(&cfg, &Running::default(), &ctx)?;
+        let (running, listeners, _) = prepared.commit();
+        for l in &listeners {
+            tracing::info!(
+                "listening frontend={} addr={}",
+                l.kind.load().name(),
+                l.addr
+            );
         }
-
-        let mut listeners = Vec::new();
-        for f in &cfg.frontends {
-            let kind = match f.mode {
-                Mode::Tcp => {
-                    let backend = l4_backends
-                        .get(&f.backend)
-                        .ok_or_else(|| frontend_err(f, format!("unknown backend {:?}", f.backend)))?
-                        .clone();
-                    let policy = f
-                        .proxy_protocol
-                        .as_ref()
-                        .map(Policy::from_config)
-                        .transpose()
-                        .map_err(|e| frontend_err(f, e))?;
-                    let file = match &f.access_log {
-                        Some(p) => Some(logs.open(Path::new(p)).map_err(|source| {
-                            ServerError::LogFile {
-                                path: p.clone(),
-                                source,
-                            }
-                        })?),
-                        None => None,
-                    };
-                    let log = ConnLog {
-                        file,
-                        json: f.access_log_format == AccessLogFormat::Json,
-                    };
-                    FrontendKind::Tcp(Arc::new(TcpFrontend {
-                        name: f.name.as_str().into(),
-                        backend,
-                        policy,
-                        log,
-                        force: force.clone(),
-                        splice: true,
-                    }))
-                }
-                Mode::Http => {
-                    let (bcfg, pool) = cfg
-                        .backends
-                        .iter()
-                        .find(|b| b.name == f.backend)
-                        .and_then(|b| Some((b, pools.get(&b.name)?.clone())))
-                        .ok_or_else(|| {
-                            frontend_err(f, format!("unknown backend {:?}", f.backend))
-                        })?;
-                    let file = match &f.access_log {
-                        Some(p) => Some(logs.open(Path::new(p)).map_err(|source| {
-                            ServerError::LogFile {
-                                path: p.clone(),
-                                source,
-                            }
-                        })?),
-                        None => None,
-                    };
-                    let fe = HttpFrontend::new(f, bcfg, pool, file, force.clone(), health.clone())
-                        .map_err(|e| frontend_err(f, e.to_string()))?;
-                    FrontendKind::Http(fe)
-                }
-            };
-            for b in &f.bind {
-                let addr = config::parsed::parse_bind(b).map_err(|e| frontend_err(f, e))?;
-                let listener = listen::bind_listener(addr).map_err(|source| ServerError::Bind {
-                    frontend: f.name.clone(),
-                    addr: b.clone(),
-                    source,
-                })?;
-                let addr = listener.local_addr().unwrap_or(addr);
-                tracing::info!("listening frontend={} addr={}", f.name, addr);
-                listeners.push(Listener {
-                    kind: kind.clone(),
-                    listener,
-                    addr,
-                });
-            }
-        }
-
-        for b in &cfg.backends {
-            if let Some(pool) = pools.get(&b.name) {
-                let _ = crate::health::spawn(pool.clone(), b, health.clone());
-            }
-        }
+        let live = Arc::new(Live::default());
+        live.set(running.pools(), running.addrs());
 
         let admin = match &cfg.admin {
             Some(a) => {
-                let ordered: Vec<Arc<Pool>> = cfg
-                    .backends
-                    .iter()
-                    .filter_map(|b| pools.get(&b.name).cloned())
-                    .collect();
-                let source: crate::admin::PoolSource = Arc::new(move || ordered.clone());
+                // Always the current pools: a reload may replace a changed backend's pool.
+                let view = live.clone();
+                let source: crate::admin::PoolSource = Arc::new(move || view.pools());
                 Some(crate::admin::AdminListener::bind(a, source)?)
             }
             None => None,
         };
 
+        let (reload_tx, reload_rx) = mpsc::channel(4);
         Ok(Server {
             admin,
+            running,
             listeners,
-            pools,
             max_connections: cfg.global.max_connections,
             grace: cfg.global.grace.get(),
             logs,
             health,
             force,
+            stop,
+            live,
+            reload_tx,
+            reload_rx,
         })
     }
 
     /// Every bound address with its frontend name, in configuration order.
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.listeners
-            .iter()
-            .map(|l| (l.kind.name().to_string(), l.addr))
-            .collect()
+        self.live.local_addrs()
     }
 
     /// The admin endpoint's address, when `[admin]` is configured.
@@ -246,43 +131,72 @@ impl Server {
         self.admin.as_ref().map(|a| a.local_addr())
     }
 
-    /// The pool of backend `name` (for status and tests).
+    /// The pool of backend `name` (for status and tests). After a reload, ask
+    /// [`Server::live`] instead: a changed backend gets a new pool.
     pub fn pool(&self, name: &str) -> Option<Arc<Pool>> {
-        self.pools.get(name).cloned()
+        self.live.pool(name)
     }
 
-    /// Accepts until `shutdown` completes; then stops accepting (closing the listeners),
-    /// lets open connections finish for up to `global.grace`, and force-closes the rest.
-    /// SIGUSR1 reopens the log files meanwhile.
+    /// The current pools and addresses, kept up to date across reloads.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.clone()
+    }
+
+    /// A handle that applies new configurations while `run` runs (SIGHUP uses it).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle {
+            tx: self.reload_tx.clone(),
+            live: self.live.clone(),
+        }
+    }
+
+    /// Accepts until `shutdown` completes, applying reloads meanwhile; then stops accepting
+    /// (closing the listeners), lets open connections finish for up to `global.grace`, and
+    /// force-closes the rest. SIGUSR1 reopens the log files meanwhile.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let limit = Arc::new(Semaphore::new(self.max_connections.max(1)));
         let tracker = TaskTracker::new();
-        let stop = CancellationToken::new();
+        let stop = self.stop.clone();
         let reopen = spawn_reopen(self.logs.clone(), stop.clone());
         // The admin endpoint stays up through the grace period (watch the drain).
         if let Some(admin) = self.admin.take() {
             tokio::spawn(admin.serve(self.health.clone()));
         }
 
-        let mut accepts = Vec::new();
-        for l in std::mem::take(&mut self.listeners) {
-            accepts.push(tokio::spawn(listen::accept_loop(
-                l,
-                limit.clone(),
-                tracker.clone(),
-                stop.clone(),
-            )));
+        let mut accepts = JoinSet::new();
+        let spawn_all = |accepts: &mut JoinSet<()>, listeners: Vec<Listener>| {
+            for l in listeners {
+                accepts.spawn(listen::accept_loop(
+                    l,
+                    limit.clone(),
+                    tracker.clone(),
+                    stop.clone(),
+                ));
+            }
+        };
+        spawn_all(&mut accepts, std::mem::take(&mut self.listeners));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some((cfg, reply)) = self.reload_rx.recv() => {
+                    let outcome = self.apply(cfg, &limit).map(|(summary, listeners)| {
+                        spawn_all(&mut accepts, listeners);
+                        summary
+                    });
+                    let _ = reply.send(outcome);
+                }
+                // Reap accept loops of removed listeners as they finish.
+                Some(_) = accepts.join_next(), if !accepts.is_empty() => {}
+            }
         }
-        shutdown.await;
         tracing::info!(
             "shutting down: stopped accepting, {} connections open, grace {:?}",
             tracker.len(),
             self.grace
         );
         stop.cancel();
-        for a in accepts {
-            let _ = a.await;
-        }
+        while accepts.join_next().await.is_some() {}
         tracker.close();
         if tokio::time::timeout(self.grace, tracker.wait())
             .await
@@ -299,6 +213,73 @@ impl Server {
         tracing::info!("shutdown complete");
         Ok(())
     }
+
+    /// Puts `cfg` in effect (see `reload::build`), returning the summary and the newly bound
+    /// sockets. On error nothing changed.
+    fn apply(
+        &mut self,
+        cfg: Config,
+        limit: &Arc<Semaphore>,
+    ) -> Result<(ReloadSummary, Vec<Listener>), ReloadError> {
+        let ctx = Ctx {
+            logs: &self.logs,
+            force: &self.force,
+            background: &self.health,
+            stop: &self.stop,
+        };
+        let prepared = build::prepare(&cfg, &self.running, &ctx)?;
+        if cfg.admin != self.running.cfg.admin {
+            tracing::warn!("reload: [admin] changes need a restart; the endpoint stays as it was");
+        }
+        if cfg.global.pid_file != self.running.cfg.global.pid_file {
+            tracing::warn!("reload: global.pid_file changes need a restart");
+        }
+        raise_nofile(&cfg);
+        self.resize_limit(limit, cfg.global.max_connections.max(1));
+        self.grace = cfg.global.grace.get();
+        let (running, listeners, summary) = prepared.commit();
+        for l in &listeners {
+            tracing::info!(
+                "listening frontend={} addr={}",
+                l.kind.load().name(),
+                l.addr
+            );
+        }
+        self.running = running;
+        self.live.set(self.running.pools(), self.running.addrs());
+        Ok((summary, listeners))
+    }
+
+    /// Moves the connection limit to `want`: more permits at once; fewer as connections
+    /// close (a background task takes the surplus permits out of circulation).
+    fn resize_limit(&mut self, limit: &Arc<Semaphore>, want: usize) {
+        let have = self.max_connections.max(1);
+        self.max_connections = want;
+        if want > have {
+            limit.add_permits(want - have);
+        } else if want < have {
+            let surplus = u32::try_from(have - want).unwrap_or(u32::MAX);
+            let (limit, health) = (limit.clone(), self.health.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    p = limit.acquire_many_owned(surplus) => if let Ok(p) = p { p.forget() },
+                    _ = health.cancelled() => {}
+                }
+            });
+        }
+    }
+}
+
+/// Raises RLIMIT_NOFILE for `cfg` (a warning when it cannot).
+fn raise_nofile(cfg: &Config) {
+    let needed = config::limits::fds_needed(cfg);
+    match config::limits::raise_nofile(needed) {
+        Ok(limit) => tracing::debug!("RLIMIT_NOFILE is {limit} ({needed} needed)"),
+        Err(why) => tracing::warn!(
+            "cannot raise RLIMIT_NOFILE to {needed} for max_connections={}: {why}",
+            cfg.global.max_connections
+        ),
+    }
 }
 
 impl Drop for Server {
@@ -314,9 +295,6 @@ fn spawn_reopen(
     logs: Arc<LogFiles>,
     stop: CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    if logs.is_empty() {
-        return None;
-    }
     let mut sig = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
     {
         Ok(s) => s,

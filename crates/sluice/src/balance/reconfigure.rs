@@ -1,0 +1,202 @@
+//! Reload support for pools: builds the successor of a pool for a new backend configuration,
+//! sharing the live entry (health state, counters, active connections, admin state) of every
+//! server whose name and address stay. It does not decide when to reload, start health
+//! checks or move connections: leases taken on the old pool finish on it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use super::server::ServerEntry;
+use super::snapshot::Snapshot;
+use super::{Pool, ServerAddr, WaitQueue};
+use crate::config;
+
+/// What a reconfiguration did to the servers of one backend (server names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolDiff {
+    /// Same name and address: state and counters carried over.
+    pub kept: Vec<String>,
+    /// Kept, and the configured weight changed (the new weight applies).
+    pub reweighted: Vec<String>,
+    /// New servers, or servers whose address, `backup` or `max_connections` changed: they
+    /// start fresh, as at startup (up until `fall` failed checks).
+    pub added: Vec<String>,
+    /// Gone from the configuration: no new connections; open ones finish.
+    pub removed: Vec<String>,
+}
+
+impl PoolDiff {
+    /// True when no server was added, removed or re-weighted.
+    pub fn is_unchanged(&self) -> bool {
+        self.reweighted.is_empty() && self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl Pool {
+    /// The pool serving `cfg` after a reload; `self` was built from `prev`. `servers` pairs
+    /// each configured server with its resolved address, as for [`Pool::new`].
+    ///
+    /// A server whose name and address are unchanged (and whose `backup` and
+    /// `max_connections` are too) shares its live entry with this pool, so health state,
+    /// counters, active connections and admin state carry over. When its configured weight
+    /// changed, the new weight applies; otherwise the current weight (which the admin API may
+    /// have set) stays. `self` keeps working for the leases already taken on it.
+    pub fn reconfigure(
+        &self,
+        prev: &config::Backend,
+        cfg: &config::Backend,
+        servers: Vec<(config::Server, ServerAddr)>,
+    ) -> (Arc<Pool>, PoolDiff) {
+        let old: HashMap<&str, &Arc<ServerEntry>> =
+            self.servers.iter().map(|e| (e.name.as_str(), e)).collect();
+        let prev_weight: HashMap<String, u32> = prev
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (server_name(s, i), s.weight))
+            .collect();
+        let mut diff = PoolDiff::default();
+        let mut entries = Vec::with_capacity(servers.len());
+        for (i, (s, addr)) in servers.into_iter().enumerate() {
+            let name = server_name(&s, i);
+            let reuse = old.get(name.as_str()).filter(|e| {
+                e.addr == addr && e.backup == s.backup && e.max_connections == s.max_connections
+            });
+            match reuse {
+                Some(e) => {
+                    if prev_weight.get(name.as_str()) != Some(&s.weight) {
+                        e.weight.store(s.weight, Ordering::Relaxed);
+                        diff.reweighted.push(name);
+                    } else {
+                        diff.kept.push(name);
+                    }
+                    entries.push(Arc::clone(e));
+                }
+                None => {
+                    diff.added.push(name.clone());
+                    entries.push(Arc::new(ServerEntry::new(
+                        name,
+                        addr,
+                        s.weight,
+                        s.backup,
+                        s.max_connections,
+                    )));
+                }
+            }
+        }
+        for e in &self.servers {
+            if !entries.iter().any(|n| Arc::ptr_eq(n, e)) {
+                diff.removed.push(e.name.clone());
+            }
+        }
+        let snap = Snapshot::build(&entries, cfg.balance);
+        let pool = Arc::new_cyclic(|me| Pool {
+            me: me.clone(),
+            name: cfg.name.clone(),
+            balance: cfg.balance,
+            servers: entries,
+            snap: ArcSwap::from_pointee(snap),
+            rebuild: Mutex::new(()),
+            rr: AtomicUsize::new(0),
+            rise_fall: cfg.health.as_ref().map(|h| (h.rise, h.fall)),
+            queue: WaitQueue::default(),
+        });
+        (pool, diff)
+    }
+}
+
+/// The configured name, or "srvN" by position as `Pool::new` names it.
+fn server_name(s: &config::Server, i: usize) -> String {
+    s.name.clone().unwrap_or_else(|| format!("srv{}", i + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::ClientAddr;
+    use crate::balance::{ServerId, ServerState};
+
+    fn backend(toml: &str) -> (config::Backend, Vec<(config::Server, ServerAddr)>) {
+        #[derive(serde::Deserialize)]
+        struct W {
+            backend: config::Backend,
+        }
+        let b = toml::from_str::<W>(toml).expect("backend toml").backend;
+        let servers = b
+            .servers
+            .iter()
+            .map(|s| (s.clone(), ServerAddr::Inet(s.addr.parse().unwrap())))
+            .collect();
+        (b, servers)
+    }
+
+    const V1: &str = r#"[backend]
+name = "b"
+health = { rise = 1, fall = 1 }
+servers = [{ name = "a", addr = "127.0.0.10:80" }, { name = "b", addr = "127.0.0.11:80" },
+           { name = "c", addr = "127.0.0.12:80" }]"#;
+
+    #[test]
+    fn kept_servers_share_state_changed_weight_applies_removed_drain() {
+        let (cfg1, s1) = backend(V1);
+        let pool = Pool::new(&cfg1, s1);
+        let client = ClientAddr::direct(crate::addr::PeerAddr("127.0.0.2:1000".parse().unwrap()));
+        // A connection on "a", a failed check taking "c" down, some traffic counted.
+        let held = pool.select(&client, &[ServerId(1), ServerId(2)]).unwrap();
+        assert_eq!(held.name(), "a");
+        pool.record_check(ServerId(2), Err("refused".into()));
+        assert_eq!(pool.servers()[2].state, ServerState::Down);
+
+        // "a" re-weighted, "b" gone, "c" unchanged, "d" new; "c" moved to the end.
+        let (cfg2, s2) = backend(
+            r#"[backend]
+name = "b"
+health = { rise = 1, fall = 1 }
+servers = [{ name = "a", addr = "127.0.0.10:80", weight = 5 },
+           { name = "d", addr = "127.0.0.11:81" }, { name = "c", addr = "127.0.0.12:80" }]"#,
+        );
+        let (next, diff) = pool.reconfigure(&cfg1, &cfg2, s2);
+        assert_eq!(diff.kept, vec!["c"]);
+        assert_eq!(diff.reweighted, vec!["a"]);
+        assert_eq!(diff.added, vec!["d"]);
+        assert_eq!(diff.removed, vec!["b"]);
+        let snap = next.servers();
+        let names: Vec<&str> = snap.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "d", "c"]);
+        assert_eq!(snap[0].active, 1, "the open connection still counts on a");
+        assert_eq!(snap[0].total, 1);
+        assert_eq!(snap[0].weight, 5);
+        assert_eq!(snap[2].state, ServerState::Down, "c keeps its health state");
+        assert_eq!(snap[2].checks_failed, 1);
+        assert_eq!(snap[1].total, 0);
+        // The down server is not selected by the new pool; "d" and "a" are.
+        for _ in 0..12 {
+            let l = next.select(&client, &[]).unwrap();
+            assert_ne!(l.name(), "c");
+        }
+        // The old lease finishes on the old pool and frees the shared slot.
+        drop(held);
+        assert_eq!(next.servers()[0].active, 0);
+    }
+
+    #[test]
+    fn unchanged_configured_weight_keeps_the_current_one_and_address_change_is_new() {
+        let (cfg1, s1) = backend(V1);
+        let pool = Pool::new(&cfg1, s1);
+        // As if the admin API had set a weight: an unchanged configured weight keeps it.
+        pool.servers[0].weight.store(7, Ordering::Relaxed);
+        let moved = V1.replace("127.0.0.11:80", "127.0.0.11:90");
+        let (cfg2, s2) = backend(&moved);
+        let (next, diff) = pool.reconfigure(&cfg1, &cfg2, s2);
+        assert_eq!(next.servers()[0].weight, 7);
+        assert_eq!(diff.kept, vec!["a", "c"]);
+        assert_eq!(diff.added, vec!["b"]);
+        assert_eq!(diff.removed, vec!["b"]);
+        assert!(!diff.is_unchanged());
+        let (_, same) = next.reconfigure(&cfg2, &cfg2, backend(&moved).1);
+        assert!(same.is_unchanged());
+    }
+}
