@@ -231,6 +231,18 @@ fn map_client_error(e: hyper_util::client::legacy::Error) -> UpstreamError {
         }
         src = s.source();
     }
+    // The client's own request body failed (a bad chunk, an early end): hyper reports it as
+    // a user error. That is the client's fault (400), not the app's (502).
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    for _ in 0..16 {
+        let Some(s) = src else { break };
+        if let Some(he) = s.downcast_ref::<hyper::Error>() {
+            if he.is_user() {
+                return UpstreamError::BadRequest(format!("request body: {he}"));
+            }
+        }
+        src = s.source();
+    }
     if e.is_connect() {
         return match io_err {
             Some(ioe) if ioe.kind() == io::ErrorKind::TimedOut => UpstreamError::Timeout,
