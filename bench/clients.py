@@ -18,6 +18,7 @@ import time
 REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 MAX_RESPONSE = 1 << 20  # bytes read per connection at most
 IO_TIMEOUT = 5.0  # seconds per socket operation
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
 
 
 def read_response(tls):
@@ -71,6 +72,9 @@ def idle(host, port, count, src):
     conns = []
     for _ in range(count):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # Pick the port at connect() time from the whole 4-tuple, so earlier rounds'
+        # TIME_WAIT sockets from the same source address do not exhaust the ports.
+        s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
         s.bind((src, 0))
         s.settimeout(IO_TIMEOUT)
         s.connect((host, port))
