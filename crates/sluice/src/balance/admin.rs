@@ -116,9 +116,9 @@ impl Pool {
                 );
             }
         }
-        self.rebuild_snapshot();
-        // Waiters re-evaluate: a server back to ready (or heavier) may have room.
-        self.queue.notify.notify_waiters();
+        // Every pool sharing this server re-evaluates (waiters too: a server back to ready,
+        // or heavier, may have room).
+        self.refresh_sharing(s);
         Ok(ServerId(i))
     }
 
@@ -213,5 +213,13 @@ mod tests {
             p.set_admin("s1", None, Some(999)),
             Err(AdminError::Weight(999))
         );
+    }
+}
+
+impl ServerEntry {
+    /// Back to ready; returns the mode it was in when that was not ready already.
+    pub(crate) fn reset_admin(&self) -> Option<AdminMode> {
+        let old = AdminMode::from_u8(self.admin.swap(AdminMode::Ready.to_u8(), Ordering::AcqRel));
+        (old != AdminMode::Ready).then_some(old)
     }
 }

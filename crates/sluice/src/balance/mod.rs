@@ -145,7 +145,7 @@ impl Pool {
             .collect();
         let snap = Snapshot::build(&entries, cfg.balance);
         Arc::new_cyclic(|me| Pool {
-            me: me.clone(),
+            me: subscribe(&entries, me),
             name: cfg.name.clone(),
             balance: cfg.balance,
             servers: entries,
@@ -307,8 +307,22 @@ impl Pool {
                 "server {}/{} UP: {} consecutive successes", self.name, s.name, successes
             ),
         }
+        self.refresh_sharing(s);
+    }
+
+    /// After a change to the shared entry `s`: rebuild the snapshot of this pool and of every
+    /// other live pool holding `s` (after a reload the old and new pools share kept servers,
+    /// and a passive failure seen on the old one must take the server out of the new one),
+    /// and wake their waiters.
+    fn refresh_sharing(&self, s: &ServerEntry) {
         self.rebuild_snapshot();
         self.queue.notify.notify_waiters();
+        for pool in s.pools() {
+            if !std::ptr::eq(Arc::as_ptr(&pool), self) {
+                pool.rebuild_snapshot();
+                pool.queue.notify.notify_waiters();
+            }
+        }
     }
 
     fn rebuild_snapshot(&self) {
@@ -333,6 +347,15 @@ impl Pool {
     fn rr_next(&self) -> usize {
         self.rr.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// Registers the pool under construction (`me`) with each of its servers, so a state change
+/// seen through any pool refreshes every pool sharing that server; returns `me` for the field.
+pub(crate) fn subscribe(entries: &[Arc<ServerEntry>], me: &Weak<Pool>) -> Weak<Pool> {
+    for e in entries {
+        e.subscribe(me.clone());
+    }
+    me.clone()
 }
 
 /// Counts a waiter in the queue for as long as it lives; refuses beyond [`QUEUE_LIMIT`].

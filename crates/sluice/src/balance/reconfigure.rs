@@ -1,6 +1,6 @@
 //! Reload support for pools: builds the successor of a pool for a new backend configuration,
-//! sharing the live entry (health state, counters, active connections, admin state) of every
-//! server whose name and address stay. It does not decide when to reload, start health
+//! sharing the live entry (health state, counters, active connections) of every server whose
+//! name and address stay; admin-API changes (drain/maint, weight) give way to the config. It does not decide when to reload, start health
 //! checks or move connections: leases taken on the old pool finish on it.
 
 use std::collections::HashMap;
@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use super::server::ServerEntry;
+use super::subscribe;
 use super::snapshot::Snapshot;
 use super::{Pool, ServerAddr, WaitQueue};
 use crate::config;
@@ -41,9 +42,9 @@ impl Pool {
     ///
     /// A server whose name and address are unchanged (and whose `backup` and
     /// `max_connections` are too) shares its live entry with this pool, so health state,
-    /// counters, active connections and admin state carry over. When its configured weight
-    /// changed, the new weight applies; otherwise the current weight (which the admin API may
-    /// have set) stays. `self` keeps working for the leases already taken on it.
+    /// counters and active connections carry over. Runtime changes made through the admin API
+    /// do not survive a reload (as the API's answer says): the configured weight applies and
+    /// the server is back to ready. `self` keeps working for the leases already taken on it.
     pub fn reconfigure(
         &self,
         prev: &config::Backend,
@@ -67,8 +68,16 @@ impl Pool {
             });
             match reuse {
                 Some(e) => {
+                    e.weight.store(s.weight, Ordering::Relaxed);
+                    if let Some(mode) = e.reset_admin() {
+                        tracing::info!(
+                            backend = %cfg.name, server = %name,
+                            "server {}/{}: admin state {} reset to ready by the reload \
+                             (admin API changes are runtime-only)",
+                            cfg.name, name, mode
+                        );
+                    }
                     if prev_weight.get(name.as_str()) != Some(&s.weight) {
-                        e.weight.store(s.weight, Ordering::Relaxed);
                         diff.reweighted.push(name);
                     } else {
                         diff.kept.push(name);
@@ -94,7 +103,7 @@ impl Pool {
         }
         let snap = Snapshot::build(&entries, cfg.balance);
         let pool = Arc::new_cyclic(|me| Pool {
-            me: me.clone(),
+            me: subscribe(&entries, me),
             name: cfg.name.clone(),
             balance: cfg.balance,
             servers: entries,
@@ -117,7 +126,7 @@ fn server_name(s: &config::Server, i: usize) -> String {
 mod tests {
     use super::*;
     use crate::addr::ClientAddr;
-    use crate::balance::{ServerId, ServerState};
+    use crate::balance::{AdminMode, ServerId, ServerState};
 
     fn backend(toml: &str) -> (config::Backend, Vec<(config::Server, ServerAddr)>) {
         #[derive(serde::Deserialize)]
@@ -183,20 +192,41 @@ servers = [{ name = "a", addr = "127.0.0.10:80", weight = 5 },
     }
 
     #[test]
-    fn unchanged_configured_weight_keeps_the_current_one_and_address_change_is_new() {
+    fn admin_changes_give_way_to_the_config_and_address_change_is_new() {
         let (cfg1, s1) = backend(V1);
         let pool = Pool::new(&cfg1, s1);
-        // As if the admin API had set a weight: an unchanged configured weight keeps it.
-        pool.servers[0].weight.store(7, Ordering::Relaxed);
+        // Runtime-only admin changes: a weight and a drain. A reload restores the config.
+        pool.set_admin("a", Some(AdminMode::Drain), Some(7)).unwrap();
+        assert_eq!(pool.servers()[0].weight, 7);
         let moved = V1.replace("127.0.0.11:80", "127.0.0.11:90");
         let (cfg2, s2) = backend(&moved);
         let (next, diff) = pool.reconfigure(&cfg1, &cfg2, s2);
-        assert_eq!(next.servers()[0].weight, 7);
+        assert_eq!(next.servers()[0].weight, 1);
+        assert_eq!(next.servers()[0].admin, AdminMode::Ready);
         assert_eq!(diff.kept, vec!["a", "c"]);
         assert_eq!(diff.added, vec!["b"]);
         assert_eq!(diff.removed, vec!["b"]);
         assert!(!diff.is_unchanged());
         let (_, same) = next.reconfigure(&cfg2, &cfg2, backend(&moved).1);
         assert!(same.is_unchanged());
+    }
+
+    #[test]
+    fn a_failure_seen_through_the_old_pool_takes_the_server_out_of_the_new_one() {
+        let (cfg1, s1) = backend(V1);
+        let pool = Pool::new(&cfg1, s1);
+        let (next, _) = pool.reconfigure(&cfg1, &cfg1, backend(V1).1);
+        let client = ClientAddr::direct(crate::addr::PeerAddr("127.0.0.2:1000".parse().unwrap()));
+        // A connection still on the old pool fails to reach "b" (fall = 1).
+        let lease = pool.select(&client, &[ServerId(0), ServerId(2)]).unwrap();
+        assert_eq!(lease.name(), "b");
+        lease.connect_failed("connection refused");
+        drop(lease);
+        for _ in 0..12 {
+            assert_ne!(next.select(&client, &[]).unwrap().name(), "b");
+        }
+        // And back: a check through the new pool brings it back in the old one too.
+        next.record_check(ServerId(1), Ok(std::time::Duration::from_millis(1)));
+        assert!((0..12).any(|_| pool.select(&client, &[]).unwrap().name() == "b"));
     }
 }

@@ -3,10 +3,10 @@
 //! sits behind a small mutex. Selection logic and the health checks themselves live elsewhere.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::ServerAddr;
+use super::{Pool, ServerAddr};
 
 /// Sentinel for "no check has completed yet" in `last_latency_us`.
 const NO_LATENCY: u64 = u64::MAX;
@@ -49,6 +49,8 @@ pub(crate) struct ServerEntry {
     pub checks_failed: AtomicU64,
     last_latency_us: AtomicU64,
     streak: Mutex<Streak>,
+    /// Pools holding this entry (more than one for a while after a reload).
+    pools: Mutex<Vec<Weak<Pool>>>,
 }
 
 impl ServerEntry {
@@ -76,7 +78,21 @@ impl ServerEntry {
             checks_failed: AtomicU64::new(0),
             last_latency_us: AtomicU64::new(NO_LATENCY),
             streak: Mutex::new(Streak::default()),
+            pools: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Adds a pool holding this entry; forgets pools that are gone.
+    pub(crate) fn subscribe(&self, pool: Weak<Pool>) {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|p| p.strong_count() > 0);
+        pools.push(pool);
+    }
+
+    /// The live pools holding this entry.
+    pub(crate) fn pools(&self) -> Vec<Arc<Pool>> {
+        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.iter().filter_map(Weak::upgrade).collect()
     }
 
     pub(crate) fn weight(&self) -> u32 {
