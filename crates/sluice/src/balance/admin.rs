@@ -135,6 +135,14 @@ impl Pool {
     }
 }
 
+impl ServerEntry {
+    /// Back to ready; returns the mode it was in when that was not ready already.
+    pub(crate) fn reset_admin(&self) -> Option<AdminMode> {
+        let old = AdminMode::from_u8(self.admin.swap(AdminMode::Ready.to_u8(), Ordering::AcqRel));
+        (old != AdminMode::Ready).then_some(old)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,13 +221,5 @@ mod tests {
             p.set_admin("s1", None, Some(999)),
             Err(AdminError::Weight(999))
         );
-    }
-}
-
-impl ServerEntry {
-    /// Back to ready; returns the mode it was in when that was not ready already.
-    pub(crate) fn reset_admin(&self) -> Option<AdminMode> {
-        let old = AdminMode::from_u8(self.admin.swap(AdminMode::Ready.to_u8(), Ordering::AcqRel));
-        (old != AdminMode::Ready).then_some(old)
     }
 }
