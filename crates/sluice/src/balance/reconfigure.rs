@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use super::server::ServerEntry;
-use super::subscribe;
 use super::snapshot::Snapshot;
+use super::subscribe;
 use super::{Pool, ServerAddr, WaitQueue};
 use crate::config;
 
@@ -196,7 +196,8 @@ servers = [{ name = "a", addr = "127.0.0.10:80", weight = 5 },
         let (cfg1, s1) = backend(V1);
         let pool = Pool::new(&cfg1, s1);
         // Runtime-only admin changes: a weight and a drain. A reload restores the config.
-        pool.set_admin("a", Some(AdminMode::Drain), Some(7)).unwrap();
+        pool.set_admin("a", Some(AdminMode::Drain), Some(7))
+            .unwrap();
         assert_eq!(pool.servers()[0].weight, 7);
         let moved = V1.replace("127.0.0.11:80", "127.0.0.11:90");
         let (cfg2, s2) = backend(&moved);
