@@ -34,7 +34,9 @@ pub struct HttpOpts {
     pub read_timeout: Duration,
     /// Idle pooled connections are closed after this.
     pub idle_timeout: Duration,
-    /// Most idle connections kept per server.
+    /// Most idle connections kept per server. It must cover the edge's usual concurrency
+    /// (h2 clients multiplex many requests): a connection beyond it is closed when its
+    /// response ends, and the next request to that server pays a new connect.
     pub max_idle_per_server: usize,
 }
 
@@ -44,7 +46,7 @@ impl Default for HttpOpts {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(90),
-            max_idle_per_server: 32,
+            max_idle_per_server: 256,
         }
     }
 }
