@@ -19,8 +19,18 @@ use crate::server::{Server, ServerError};
     about = "L4 balancer with PROXY protocol and TLS edge"
 )]
 pub struct Cli {
+    /// Format of the process log on stderr: `text` (human) or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,8 +100,10 @@ pub fn check(path: &Path) -> Result<(Config, String), CliError> {
     Ok((cfg, summary))
 }
 
-/// `sluice run`: load, bind, write the pid file (when `global.pid_file` is set), serve until
-/// `shutdown` completes (reloading `path` on each SIGHUP), drain, return.
+/// `sluice run`: load, bind, write the pid file (when `global.pid_file` is set), tell systemd
+/// READY=1, serve until `shutdown` completes (reloading `path` on each SIGHUP), send
+/// STOPPING=1, drain, return. SIGQUIT returns at once instead: no grace period, every
+/// listener and connection closes with the runtime (exit status 0).
 pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), CliError> {
     let cfg = config::load::load_file(path)?;
     let pid_path = cfg.global.pid_file.clone();
@@ -105,7 +117,19 @@ pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), 
         ),
         None => None,
     };
-    let result = server.run(shutdown).await;
+    let quit = crate::process::sigquit().map_err(CliError::Signal)?;
+    crate::process::notify::ready();
+    let shutdown = async move {
+        shutdown.await;
+        crate::process::notify::stopping();
+    };
+    let result = tokio::select! {
+        r = server.run(shutdown) => r,
+        () = quit => {
+            crate::process::notify::stopping();
+            Ok(())
+        }
+    };
     hup.abort();
     drop(pid_file);
     result?;
@@ -168,5 +192,9 @@ mod tests {
         assert!(matches!(cli.command, Command::Reload { pid: Some(42), .. }));
         let cli = Cli::try_parse_from(["sluice", "reload", "--config", "c.toml"]).unwrap();
         assert!(matches!(cli.command, Command::Reload { pid: None, .. }));
+        assert_eq!(cli.log_format, LogFormat::Text);
+        let cli = Cli::try_parse_from(["sluice", "run", "-c", "a.toml", "--log-format", "json"]);
+        assert_eq!(cli.unwrap().log_format, LogFormat::Json);
+        assert!(Cli::try_parse_from(["sluice", "--log-format", "xml", "run", "-c", "a"]).is_err());
     }
 }

@@ -3,7 +3,7 @@
 //! name and address stay; admin-API changes (drain/maint, weight) give way to the config. It does not decide when to reload, start health
 //! checks or move connections: leases taken on the old pool finish on it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -51,6 +51,19 @@ impl Pool {
         cfg: &config::Backend,
         servers: Vec<(config::Server, ServerAddr)>,
     ) -> (Arc<Pool>, PoolDiff) {
+        self.reconfigure_starting_down(prev, cfg, servers, &HashSet::new())
+    }
+
+    /// [`Pool::reconfigure`], except that added servers named in `start_down` start down
+    /// when `cfg` has health checks: they need `rise` passing checks before use (servers
+    /// appearing in DNS answers, see `crate::discovery`).
+    pub fn reconfigure_starting_down(
+        &self,
+        prev: &config::Backend,
+        cfg: &config::Backend,
+        servers: Vec<(config::Server, ServerAddr)>,
+        start_down: &HashSet<String>,
+    ) -> (Arc<Pool>, PoolDiff) {
         let old: HashMap<&str, &Arc<ServerEntry>> =
             self.servers.iter().map(|e| (e.name.as_str(), e)).collect();
         let prev_weight: HashMap<String, u32> = prev
@@ -86,13 +99,12 @@ impl Pool {
                 }
                 None => {
                     diff.added.push(name.clone());
-                    entries.push(Arc::new(ServerEntry::new(
-                        name,
-                        addr,
-                        s.weight,
-                        s.backup,
-                        s.max_connections,
-                    )));
+                    let down = cfg.health.is_some() && start_down.contains(&name);
+                    let entry = ServerEntry::new(name, addr, s.weight, s.backup, s.max_connections);
+                    if down {
+                        entry.up.store(false, Ordering::Release);
+                    }
+                    entries.push(Arc::new(entry));
                 }
             }
         }

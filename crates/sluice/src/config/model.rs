@@ -44,6 +44,9 @@ pub struct Global {
     pub grace: Dur,
     /// `sluice run` writes its pid here (removed on exit); `sluice reload` reads it.
     pub pid_file: Option<String>,
+    /// DNS servers ("ip:port") for re-resolving host-name servers; empty = the system
+    /// resolver (/etc/resolv.conf, /etc/hosts).
+    pub resolvers: Vec<String>,
 }
 
 impl Default for Global {
@@ -52,6 +55,7 @@ impl Default for Global {
             max_connections: 20_000,
             grace: Dur(Duration::from_secs(30)),
             pid_file: None,
+            resolvers: Vec::new(),
         }
     }
 }
@@ -203,7 +207,14 @@ pub struct Backend {
     /// Edge only: how requests reach the app servers.
     #[serde(default)]
     pub protocol: Protocol,
+    /// How often host-name servers are re-resolved (issue #7, servers from DNS).
+    #[serde(default = "default_resolve_interval")]
+    pub resolve_interval: Dur,
     pub servers: Vec<Server>,
+}
+
+fn default_resolve_interval() -> Dur {
+    Dur(Duration::from_secs(30))
 }
 
 fn yes() -> bool {

@@ -64,6 +64,14 @@ pub fn check(cfg: &Config, opts: &LoadOptions) -> Vec<Issue> {
 }
 
 fn check_global(cfg: &Config, opts: &LoadOptions, out: &mut Issues) {
+    for (i, r) in cfg.global.resolvers.iter().enumerate() {
+        if r.parse::<std::net::SocketAddr>().is_err() {
+            out.value(
+                KeyPath::root().key("global").key("resolvers").index(i),
+                format!("{r:?} is not a DNS server address such as \"127.0.0.1:53\""),
+            );
+        }
+    }
     let p = KeyPath::root().key("global").key("max_connections");
     if cfg.global.max_connections == 0 {
         out.value(p, "must be at least 1");
@@ -398,6 +406,9 @@ fn check_timeouts_and_health(cfg: &Config, k: usize, out: &mut Issues) {
     }
     if b.timeouts.idle.get().is_zero() {
         out.value(tp.key("idle"), "must be longer than 0s");
+    }
+    if b.resolve_interval.get() < std::time::Duration::from_millis(10) {
+        out.value(p.key("resolve_interval"), "must be at least 10ms");
     }
     let Some(h) = &b.health else { return };
     let hp = p.key("health");

@@ -25,6 +25,8 @@ use crate::tls::{self, TlsEdge};
 /// One running backend.
 pub(crate) struct BackendRt {
     pub cfg: config::Backend,
+    /// `cfg` with host-name servers expanded to one named server per address (discovery).
+    pub expanded: config::Backend,
     /// Resolved server addresses, in configuration order.
     pub resolved: Vec<ServerAddr>,
     pub pool: Arc<Pool>,
@@ -94,6 +96,10 @@ pub(crate) struct Ctx<'a> {
     pub background: &'a CancellationToken,
     /// Parent of listener removal tokens (the server's stop token).
     pub stop: &'a CancellationToken,
+    /// Resolved host names (primed for this configuration).
+    pub discovery: &'a crate::discovery::Discovery,
+    /// A DNS answer changed, the configuration did not: TLS files are not re-read.
+    pub dns_refresh: bool,
 }
 
 /// A new configuration, fully built and bound, not yet in effect.
@@ -127,20 +133,15 @@ fn frontend_err(f: &config::Frontend, message: impl Into<String>) -> ServerError
     }
 }
 
-/// Resolves every server of `b` (a host name takes its first address).
-fn resolve_servers(b: &config::Backend) -> Result<Vec<(config::Server, ServerAddr)>, ServerError> {
-    let mut out = Vec::with_capacity(b.servers.len());
-    for s in &b.servers {
-        let parsed = config::parsed::parse_server_addr(&s.addr).map_err(|e| backend_err(b, e))?;
-        let resolved = config::parsed::resolve(&parsed)
-            .map_err(|e| backend_err(b, format!("cannot resolve {}: {e}", s.addr)))?;
-        let first = resolved
-            .into_iter()
-            .next()
-            .ok_or_else(|| backend_err(b, format!("{} resolves to no address", s.addr)))?;
-        out.push((s.clone(), first));
-    }
-    Ok(out)
+/// The servers of `b`, host names expanded to one server per resolved address.
+type Expanded = (
+    config::Backend,
+    Vec<(config::Server, ServerAddr)>,
+    std::collections::HashSet<String>,
+);
+
+fn resolve_servers(b: &config::Backend, ctx: &Ctx<'_>) -> Result<Expanded, ServerError> {
+    ctx.discovery.expand(b).map_err(|e| backend_err(b, e))
 }
 
 fn open_log(logs: &LogFiles, path: &Option<String>) -> Result<Option<Arc<LogFile>>, ServerError> {
@@ -172,7 +173,7 @@ pub(crate) fn prepare(
     // pool sharing the kept servers' state.
     let mut backends = HashMap::new();
     for b in &cfg.backends {
-        let servers = resolve_servers(b)?;
+        let (expanded, servers, from_dns) = resolve_servers(b, ctx)?;
         let resolved: Vec<ServerAddr> = servers.iter().map(|(_, a)| a.clone()).collect();
         let old = prev.backends.get(&b.name);
         if let Some(old) = old.filter(|o| o.cfg == *b && o.resolved == resolved) {
@@ -180,6 +181,7 @@ pub(crate) fn prepare(
                 b.name.clone(),
                 BackendRt {
                     cfg: b.clone(),
+                    expanded,
                     resolved,
                     pool: old.pool.clone(),
                     l4: old.l4.clone(),
@@ -190,7 +192,13 @@ pub(crate) fn prepare(
         }
         let pool = match old {
             Some(old) => {
-                let (pool, diff) = old.pool.reconfigure(&old.cfg, b, servers);
+                // Addresses that appear in DNS wait for a passing check before use.
+                let (pool, diff) = old.pool.reconfigure_starting_down(
+                    &old.expanded,
+                    &expanded,
+                    servers,
+                    &from_dns,
+                );
                 stop_tokens.push(old.checks.clone());
                 summary
                     .backends
@@ -203,15 +211,16 @@ pub(crate) fn prepare(
                         .backends
                         .push((b.name.clone(), BackendChange::Added));
                 }
-                Pool::new(b, servers)
+                Pool::new(&expanded, servers)
             }
         };
-        let l4 = Arc::new(L4Backend::new(b, pool.clone()).map_err(|e| backend_err(b, e))?);
+        let l4 = Arc::new(L4Backend::new(&expanded, pool.clone()).map_err(|e| backend_err(b, e))?);
         start_checks.push(b.name.clone());
         backends.insert(
             b.name.clone(),
             BackendRt {
                 cfg: b.clone(),
+                expanded,
                 resolved,
                 pool,
                 l4,
@@ -241,10 +250,12 @@ pub(crate) fn prepare(
             None => None,
             Some(t) => match old.and_then(|o| o.tls.as_ref()) {
                 Some(o) if o.edge.config() == t => {
-                    o.edge
-                        .reload()
-                        .map_err(|e| frontend_err(f, e.to_string()))?;
-                    summary.tls_reloaded.push(f.name.clone());
+                    if !ctx.dns_refresh {
+                        o.edge
+                            .reload()
+                            .map_err(|e| frontend_err(f, e.to_string()))?;
+                        summary.tls_reloaded.push(f.name.clone());
+                    }
                     Some(o.clone())
                 }
                 _ => {
@@ -407,11 +418,19 @@ fn build_kind(
                 },
                 force: ctx.force.clone(),
                 splice: true,
+                metrics: crate::metrics::global().frontend(&f.name),
             }))
         }
         Mode::Http => FrontendKind::Http(
-            HttpFrontend::with_tls(f, &be.cfg, be.pool.clone(), file, ctx.force.clone(), tls)
-                .map_err(|e| frontend_err(f, e.to_string()))?,
+            HttpFrontend::with_tls(
+                f,
+                &be.expanded,
+                be.pool.clone(),
+                file,
+                ctx.force.clone(),
+                tls,
+            )
+            .map_err(|e| frontend_err(f, e.to_string()))?,
         ),
     })
 }
@@ -433,7 +452,7 @@ impl Prepared {
         }
         for name in &self.start_checks {
             if let Some(b) = self.next.backends.get(name) {
-                let _ = crate::health::spawn(b.pool.clone(), &b.cfg, b.checks.clone());
+                let _ = crate::health::spawn(b.pool.clone(), &b.expanded, b.checks.clone());
             }
         }
         for t in self.start_watchers {

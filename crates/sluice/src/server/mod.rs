@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::balance::Pool;
 use crate::config::{self, Config};
+use crate::discovery::Discovery;
 use crate::log::LogFiles;
 use crate::reload::build::{self, Ctx, Running};
 use crate::reload::{Live, ReloadError, ReloadHandle, ReloadSummary, Request};
@@ -65,6 +66,8 @@ pub struct Server {
     live: Arc<Live>,
     reload_tx: mpsc::Sender<Request>,
     reload_rx: mpsc::Receiver<Request>,
+    /// Host-name servers: resolved answers, re-resolved while `run` runs.
+    discovery: Arc<Discovery>,
 }
 
 impl Server {
@@ -76,20 +79,22 @@ impl Server {
         let force = CancellationToken::new();
         let stop = CancellationToken::new();
         let logs = Arc::new(LogFiles::default());
+        let discovery = Arc::new(Discovery::new(&cfg));
+        discovery.prime(&cfg).await?;
         let ctx = Ctx {
             logs: &logs,
             force: &force,
             background: &health,
             stop: &stop,
+            discovery: &discovery,
+            dns_refresh: false,
         };
         let prepared = build::prepare(&cfg, &Running::default(), &ctx)?;
         let (running, listeners, _) = prepared.commit();
         for l in &listeners {
-            tracing::info!(
-                "listening frontend={} addr={}",
-                l.kind.load().name(),
-                l.addr
-            );
+            // Fields, not text: the text log reads "listening frontend=NAME addr=ADDR" as
+            // before, and --log-format json gets them as JSON fields.
+            tracing::info!(frontend = %l.kind.load().name(), addr = %l.addr, "listening");
         }
         let live = Arc::new(Live::default());
         live.set(running.pools(), running.addrs());
@@ -118,6 +123,7 @@ impl Server {
             live,
             reload_tx,
             reload_rx,
+            discovery,
         })
     }
 
@@ -175,16 +181,42 @@ impl Server {
             }
         };
         spawn_all(&mut accepts, std::mem::take(&mut self.listeners));
+        let (dns_tx, mut dns_rx) = mpsc::channel(1);
+        tokio::spawn(crate::discovery::refresh_loop(
+            self.discovery.clone(),
+            dns_tx,
+            self.health.clone(),
+        ));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some((cfg, reply)) = self.reload_rx.recv() => {
-                    let outcome = self.apply(cfg, &limit).map(|(summary, listeners)| {
-                        spawn_all(&mut accepts, listeners);
-                        summary
-                    });
+                    crate::process::notify::reloading();
+                    let primed = tokio::select! {
+                        p = self.discovery.prime(&cfg) => p,
+                        _ = &mut shutdown => break,
+                    };
+                    let outcome = primed
+                        .map_err(ReloadError::from)
+                        .and_then(|()| self.apply(cfg, &limit, false))
+                        .map(|(summary, listeners)| {
+                            spawn_all(&mut accepts, listeners);
+                            summary
+                        });
+                    crate::process::notify::ready();
                     let _ = reply.send(outcome);
+                }
+                // A DNS answer changed: rebuild the affected pools as a reload would.
+                Some(()) = dns_rx.recv() => {
+                    let cfg = self.running.cfg.clone();
+                    match self.apply(cfg, &limit, true) {
+                        Ok((summary, listeners)) => {
+                            spawn_all(&mut accepts, listeners);
+                            tracing::info!("dns: servers updated: {summary}");
+                        }
+                        Err(e) => tracing::error!("dns: cannot update servers: {e}"),
+                    }
                 }
                 // Reap accept loops of removed listeners as they finish.
                 Some(_) = accepts.join_next(), if !accepts.is_empty() => {}
@@ -220,12 +252,15 @@ impl Server {
         &mut self,
         cfg: Config,
         limit: &Arc<Semaphore>,
+        dns_refresh: bool,
     ) -> Result<(ReloadSummary, Vec<Listener>), ReloadError> {
         let ctx = Ctx {
             logs: &self.logs,
             force: &self.force,
             background: &self.health,
             stop: &self.stop,
+            discovery: &self.discovery,
+            dns_refresh,
         };
         let prepared = build::prepare(&cfg, &self.running, &ctx)?;
         if cfg.admin != self.running.cfg.admin {
@@ -239,11 +274,9 @@ impl Server {
         self.grace = cfg.global.grace.get();
         let (running, listeners, summary) = prepared.commit();
         for l in &listeners {
-            tracing::info!(
-                "listening frontend={} addr={}",
-                l.kind.load().name(),
-                l.addr
-            );
+            // Fields, not text: the text log reads "listening frontend=NAME addr=ADDR" as
+            // before, and --log-format json gets them as JSON fields.
+            tracing::info!(frontend = %l.kind.load().name(), addr = %l.addr, "listening");
         }
         self.running = running;
         self.live.set(self.running.pools(), self.running.addrs());
