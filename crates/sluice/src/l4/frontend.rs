@@ -18,6 +18,7 @@ use crate::balance::{Lease, NoServer, Pool, ServerAddr, ServerId};
 use crate::config::{self, SendProxy};
 use crate::l4::forward::{self, ForwardOpts};
 use crate::log::{ConnLog, ConnRecord, End};
+use crate::metrics::FrontendHandles;
 use crate::proxy::{self, Policy, SendOpts, HEADER_BUF};
 
 /// A backend as the L4 path uses it.
@@ -62,6 +63,8 @@ pub struct TcpFrontend {
     pub force: CancellationToken,
     /// Try splice(2) zero-copy forwarding.
     pub splice: bool,
+    /// This frontend's counters, resolved once when it is built.
+    pub metrics: FrontendHandles,
 }
 
 /// A connected server socket.
@@ -79,7 +82,7 @@ impl ServerStream {
     }
 }
 
-/// Connects to `addr` (binding `source` first for TCP) with TCP_NODELAY.
+/// Connects to `addr` (binding `source` first for TCP).
 pub async fn connect_server(addr: &ServerAddr, source: Option<IpAddr>) -> io::Result<ServerStream> {
     match addr {
         ServerAddr::Inet(sa) => {
@@ -91,9 +94,9 @@ pub async fn connect_server(addr: &ServerAddr, source: Option<IpAddr>) -> io::Re
             if let Some(ip) = source {
                 sock.bind(SocketAddr::new(ip, 0))?;
             }
-            let stream = sock.connect(*sa).await?;
-            stream.set_nodelay(true)?;
-            Ok(ServerStream::Tcp(stream))
+            // TCP_NODELAY is set once by `forward`, not here too: the PROXY header is the
+            // first segment on an idle connection, which Nagle never delays.
+            Ok(ServerStream::Tcp(sock.connect(*sa).await?))
         }
         ServerAddr::Unix(path) => Ok(ServerStream::Unix(
             UnixStream::connect(Path::new(path)).await?,
@@ -108,7 +111,7 @@ pub async fn connect_server(addr: &ServerAddr, source: Option<IpAddr>) -> io::Re
 /// Serves one accepted connection to the end and logs it.
 pub async fn handle(fe: Arc<TcpFrontend>, client: TcpStream, peer: SocketAddr) {
     let start = Instant::now();
-    let conn_metrics = crate::metrics::global().conn_opened(&fe.name);
+    let conn_metrics = fe.metrics.conn_opened();
     let peer = PeerAddr(peer);
     let local = LocalAddr(client.local_addr().unwrap_or(peer.0));
     let mut rec = ConnRecord {

@@ -91,6 +91,14 @@ pub struct FrontendHandles {
 }
 
 impl FrontendHandles {
+    /// A connection was accepted: like [`Metrics::conn_opened`] on handles a frontend
+    /// resolved once at build time (no name lookup, no lock per connection).
+    pub fn conn_opened(&self) -> ConnGuard {
+        self.accepted.inc();
+        self.current.inc();
+        ConnGuard(self.clone())
+    }
+
     /// Adds bytes received from / sent to clients.
     pub fn add_bytes(&self, received: u64, sent: u64) {
         if received > 0 {
