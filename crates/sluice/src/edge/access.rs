@@ -30,14 +30,22 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Writes `rec` to tracing (target `sluice::access`) and to the file when set.
+    /// The line is only formatted when someone reads it (a file, or tracing at info for
+    /// `sluice::access`): with `RUST_LOG=warn` and no file a request costs no formatting.
     pub fn emit(&self, rec: &AccessRecord) {
         crate::metrics::global().http_response(&rec.frontend, rec.status);
+        let traced = tracing::enabled!(target: "sluice::access", tracing::Level::INFO);
+        if !traced && self.file.is_none() {
+            return;
+        }
         let line = if self.json {
             rec.to_json()
         } else {
             rec.combined()
         };
-        tracing::info!(target: "sluice::access", "{line}");
+        if traced {
+            tracing::info!(target: "sluice::access", "{line}");
+        }
         if let Some(file) = &self.file {
             if let Err(e) = file.write_line(&line) {
                 tracing::warn!("cannot write to {}: {e}", file.path().display());

@@ -44,9 +44,18 @@ impl Default for ConnState {
 
 impl ConnState {
     /// Marks a request as started; dropping the guard marks it done.
+    /// Only the step from idle to busy wakes the idle timer: waking it (and with it the
+    /// connection task that polls it) for every request costs a task poll and a timer
+    /// re-arm per request on a busy HTTP/2 connection.
     pub fn begin(self: &Arc<Self>) -> RequestGuard {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0 += 1;
-        self.changed.notify_waiters();
+        let was_idle = {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            g.0 += 1;
+            g.0 == 1
+        };
+        if was_idle {
+            self.changed.notify_waiters();
+        }
         RequestGuard(self.clone())
     }
 
@@ -81,12 +90,18 @@ pub struct RequestGuard(Arc<ConnState>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        {
+        // Only the last request ending starts the idle period (and wakes the timer).
+        let now_idle = {
             let mut g = self.0.inner.lock().unwrap_or_else(|p| p.into_inner());
             g.0 = g.0.saturating_sub(1);
-            g.1 = Instant::now();
+            if g.0 == 0 {
+                g.1 = Instant::now();
+            }
+            g.0 == 0
+        };
+        if now_idle {
+            self.0.changed.notify_waiters();
         }
-        self.0.changed.notify_waiters();
     }
 }
 
@@ -107,5 +122,29 @@ mod tests {
         drop(g);
         waiter.await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(25));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_period_starts_when_the_last_of_overlapping_requests_ends() {
+        let st = Arc::new(ConnState::default());
+        let start = Instant::now();
+        let a = st.begin();
+        let b = st.begin();
+        let st2 = st.clone();
+        let waiter = tokio::spawn(async move { st2.idle_for(Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(a);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!waiter.is_finished(), "one request still in flight");
+        assert_eq!(st.active(), 1);
+        drop(b);
+        // A new request during the idle period restarts it when it ends.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let c = st.begin();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!waiter.is_finished(), "busy again");
+        drop(c);
+        waiter.await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(38));
     }
 }
