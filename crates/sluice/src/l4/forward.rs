@@ -16,11 +16,12 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::bufpool;
 use super::splice::{is_unsupported, Pipe, PIPE_SIZE};
 
-/// Size of the copy buffer (one per direction, allocated on the direction's first readable
-/// event, kept for the connection's life). Also bounds the bytes rescued from a pipe.
-pub const COPY_BUF: usize = 64 * 1024;
+/// Size of the copy buffer (one per direction while it has bytes in flight, from a
+/// per-thread free list, see `l4::bufpool`). Also bounds the bytes rescued from a pipe.
+pub const COPY_BUF: usize = bufpool::BUF_SIZE;
 
 // Bytes rescued from a pipe must fit the copy buffer in one go.
 const _: () = assert!(PIPE_SIZE <= COPY_BUF);
@@ -240,14 +241,14 @@ enum Failure {
     Dst(io::ErrorKind),
 }
 
-/// One direction's state. The buffer is created on the first readable event and the pipe
-/// when the direction turns bulk, so a connection that never sends holds neither.
+/// One direction's state. The pipe is created when the direction turns bulk; the copy
+/// buffer is borrowed from `bufpool` only while bytes are in flight, so a connection that
+/// never sends (or waits between messages) holds neither.
 struct Dir {
     bytes: u64,
     try_splice: bool,
     pipe: Option<Pipe>,
     in_pipe: usize,
-    buf: Option<Box<[u8]>>,
 }
 
 impl Dir {
@@ -257,7 +258,6 @@ impl Dir {
             try_splice,
             pipe: None,
             in_pipe: 0,
-            buf: None,
         }
     }
 
@@ -369,16 +369,11 @@ async fn copy_phase<R: Pumpable, W: Pumpable>(
     activity: &Activity,
     stop_on_bulk: bool,
 ) -> Result<Copied, Failure> {
-    if dir.buf.is_none() && dir.in_pipe == 0 {
-        wait_for_data(src).await?;
-    }
-    let mut buf = dir
-        .buf
-        .take()
-        .unwrap_or_else(|| vec![0u8; COPY_BUF].into_boxed_slice());
+    let mut held = Held(None);
     let mut end = 0usize;
     // Rescue bytes already spliced into the pipe: at most PIPE_SIZE <= COPY_BUF of them.
     if let Some(pipe) = dir.pipe.take() {
+        let buf = held.get();
         while dir.in_pipe > 0 && end < buf.len() {
             match pipe.read_into(&mut buf[end..]) {
                 Ok(0) => break,
@@ -392,25 +387,29 @@ async fn copy_phase<R: Pumpable, W: Pumpable>(
         }
         dir.in_pipe = 0;
     }
-    let result = copy_with(src, dst, dir, activity, &mut buf, end, stop_on_bulk).await;
-    dir.buf = Some(buf);
-    result
+    copy_with(src, dst, dir, activity, &mut held, end, stop_on_bulk).await
 }
 
-/// Waits until `src` has a byte or its end of stream, so the copy buffer is only allocated
-/// for a direction that carries data: readiness alone is not proof (idle connections were
-/// measured holding a touched 64 KiB buffer each), so a 1-byte peek confirms it.
-async fn wait_for_data<R: Pumpable>(src: &R) -> Result<(), Failure> {
-    loop {
-        src.readable().await.map_err(|e| Failure::Src(e.kind()))?;
-        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        match src.try_io(Interest::READABLE, || {
-            socket2::SockRef::from(src).peek(&mut probe)
-        }) {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(Failure::Src(e.kind())),
+/// The copy buffer a direction holds while bytes are in flight, taken from the thread's
+/// free list and given back when the bytes are written out or the direction ends (also
+/// when the pump is dropped mid-way: idle timeout, shutdown, the other side failing).
+struct Held(Option<Box<[u8]>>);
+
+impl Held {
+    fn get(&mut self) -> &mut [u8] {
+        self.0.get_or_insert_with(bufpool::take)
+    }
+
+    fn release(&mut self) {
+        if let Some(buf) = self.0.take() {
+            bufpool::give(buf);
         }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -435,14 +434,16 @@ fn read_drained<R: Pumpable>(src: &R, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// The copy loop proper, on a buffer holding `buf[..end]` not yet written. With
-/// `stop_on_bulk`, returns `Copied::Bulk` once a read that filled `buf` is written out.
+/// The copy loop proper, `held` holding `[..end]` not yet written. With `stop_on_bulk`,
+/// returns `Copied::Bulk` once a read that filled the buffer is written out. The buffer is
+/// taken only once the reactor reports the source readable and given back as soon as it is
+/// written out (or the read found nothing), so a waiting direction holds no memory.
 async fn copy_with<R: Pumpable, W: Pumpable>(
     src: &R,
     dst: &W,
     dir: &mut Dir,
     activity: &Activity,
-    buf: &mut [u8],
+    held: &mut Held,
     mut end: usize,
     stop_on_bulk: bool,
 ) -> Result<Copied, Failure> {
@@ -451,7 +452,7 @@ async fn copy_with<R: Pumpable, W: Pumpable>(
     loop {
         if start < end {
             dst.writable().await.map_err(|e| Failure::Dst(e.kind()))?;
-            match dst.try_write(&buf[start..end]) {
+            match dst.try_write(&held.get()[start..end]) {
                 Ok(0) => return Err(Failure::Dst(io::ErrorKind::WriteZero)),
                 Ok(n) => {
                     start += n;
@@ -462,6 +463,7 @@ async fn copy_with<R: Pumpable, W: Pumpable>(
             }
             if start == end {
                 (start, end) = (0, 0);
+                held.release();
                 if bulk {
                     return Ok(Copied::Bulk);
                 }
@@ -469,6 +471,7 @@ async fn copy_with<R: Pumpable, W: Pumpable>(
             continue;
         }
         src.readable().await.map_err(|e| Failure::Src(e.kind()))?;
+        let buf = held.get();
         match read_drained(src, buf) {
             Ok(0) => return Ok(Copied::Eof),
             Ok(n) => {
@@ -476,7 +479,7 @@ async fn copy_with<R: Pumpable, W: Pumpable>(
                 bulk = stop_on_bulk && n == buf.len();
                 activity.touch();
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => held.release(),
             Err(e) => return Err(Failure::Src(e.kind())),
         }
     }

@@ -2,6 +2,7 @@
 //! server; `splice` holds the splice(2) plumbing it uses (the project's only `unsafe`).
 //! TLS, HTTP and the PROXY codec live elsewhere.
 
+pub mod bufpool;
 pub mod forward;
 pub mod frontend;
 pub mod splice;
