@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io::{self, Read};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
@@ -204,6 +204,8 @@ pub async fn forward<C: Pumpable, S: Pumpable>(
 struct Activity {
     base: Instant,
     last_ms: AtomicU64,
+    /// Set by the first direction to reach end of stream.
+    one_ended: AtomicBool,
 }
 
 impl Activity {
@@ -211,6 +213,7 @@ impl Activity {
         Activity {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
+            one_ended: AtomicBool::new(false),
         }
     }
 
@@ -296,8 +299,12 @@ async fn pump<R: Pumpable, W: Pumpable>(
         copy_loop(src, dst, dir, activity).await?;
     }
     // Half-close: the peer of `dst` sees end of stream, the other direction goes on. An
-    // error here (the peer already left) surfaces in the other direction.
-    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+    // error here (the peer already left) surfaces in the other direction. When the other
+    // direction already ended, both sockets are closed right after this, and close sends
+    // the FIN itself: no shutdown(2) call.
+    if !activity.one_ended.swap(true, Ordering::Relaxed) {
+        let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+    }
     Ok(())
 }
 
