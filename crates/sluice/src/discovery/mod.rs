@@ -70,6 +70,14 @@ fn resolver_of(cfg: &Config) -> Resolver {
     }
 }
 
+/// A backend's configuration with every server named and host names expanded, each server
+/// with its address, and the names of the servers that came from a host name.
+pub type Expanded = (
+    config::Backend,
+    Vec<(config::Server, ServerAddr)>,
+    HashSet<String>,
+);
+
 /// A server expanded from `host:port` gets this name: the configured (or positional) name,
 /// a dash and the address.
 pub fn expanded_name(base: &str, ip: IpAddr) -> String {
@@ -153,17 +161,7 @@ impl Discovery {
     /// The servers of `b` with host names expanded from the cache (call `prime` first):
     /// the configuration to build the pool from (every server named explicitly) and each
     /// server with its address. Also the names of servers that came from a host name.
-    pub fn expand(
-        &self,
-        b: &config::Backend,
-    ) -> Result<
-        (
-            config::Backend,
-            Vec<(config::Server, ServerAddr)>,
-            HashSet<String>,
-        ),
-        String,
-    > {
+    pub fn expand(&self, b: &config::Backend) -> Result<Expanded, String> {
         let st = self.state();
         let mut out = Vec::with_capacity(b.servers.len());
         let mut from_dns = HashSet::new();

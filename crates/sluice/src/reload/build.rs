@@ -134,13 +134,10 @@ fn frontend_err(f: &config::Frontend, message: impl Into<String>) -> ServerError
 }
 
 /// The servers of `b`, host names expanded to one server per resolved address.
-type Expanded = (
-    config::Backend,
-    Vec<(config::Server, ServerAddr)>,
-    std::collections::HashSet<String>,
-);
-
-fn resolve_servers(b: &config::Backend, ctx: &Ctx<'_>) -> Result<Expanded, ServerError> {
+fn resolve_servers(
+    b: &config::Backend,
+    ctx: &Ctx<'_>,
+) -> Result<crate::discovery::Expanded, ServerError> {
     ctx.discovery.expand(b).map_err(|e| backend_err(b, e))
 }
 
