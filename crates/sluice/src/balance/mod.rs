@@ -143,6 +143,12 @@ impl Pool {
                 ))
             })
             .collect();
+        Pool::from_entries(cfg, entries)
+    }
+
+    /// A pool over already-built (possibly shared) server entries, registered with each of
+    /// them so a state change seen through any pool refreshes every pool holding the server.
+    pub(crate) fn from_entries(cfg: &config::Backend, entries: Vec<Arc<ServerEntry>>) -> Arc<Pool> {
         let snap = Snapshot::build(&entries, cfg.balance);
         Arc::new_cyclic(|me| Pool {
             me: subscribe(&entries, me),

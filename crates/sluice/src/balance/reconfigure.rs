@@ -4,15 +4,11 @@
 //! checks or move connections: leases taken on the old pool finish on it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
-use arc_swap::ArcSwap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::server::ServerEntry;
-use super::snapshot::Snapshot;
-use super::subscribe;
-use super::{Pool, ServerAddr, WaitQueue};
+use super::{Pool, ServerAddr};
 use crate::config;
 
 /// What a reconfiguration did to the servers of one backend (server names).
@@ -113,19 +109,7 @@ impl Pool {
                 diff.removed.push(e.name.clone());
             }
         }
-        let snap = Snapshot::build(&entries, cfg.balance);
-        let pool = Arc::new_cyclic(|me| Pool {
-            me: subscribe(&entries, me),
-            name: cfg.name.clone(),
-            balance: cfg.balance,
-            servers: entries,
-            snap: ArcSwap::from_pointee(snap),
-            rebuild: Mutex::new(()),
-            rr: AtomicUsize::new(0),
-            rise_fall: cfg.health.as_ref().map(|h| (h.rise, h.fall)),
-            queue: WaitQueue::default(),
-        });
-        (pool, diff)
+        (Pool::from_entries(cfg, entries), diff)
     }
 }
 
