@@ -21,7 +21,7 @@ const LOOP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const IDLE: usize = 4000;
 const SLOWLORIS: usize = 500;
 /// proxy_protocol.timeout of the slowloris test.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(8);
 
 fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -216,6 +216,12 @@ async fn idle_and_slowloris_proxy_clients_are_cut_at_the_header_timeout() {
         idle.push(client(fe).await);
     }
     let opened = started.elapsed();
+    // Opening must finish well inside the header timeout, or the first connections are
+    // already cut before all are counted (a busy 2-core machine takes seconds here).
+    assert!(
+        opened < HEADER_TIMEOUT / 2,
+        "opening took {opened:?}: test too slow to mean much"
+    );
     wait_until("sluice holds every connection", || {
         open_fds(pid) >= fds0 + IDLE + SLOWLORIS
     })
@@ -229,10 +235,6 @@ async fn idle_and_slowloris_proxy_clients_are_cut_at_the_header_timeout() {
     assert!(
         per_conn < 32 * 1024,
         "{per_conn} bytes per pending connection"
-    );
-    assert!(
-        opened < HEADER_TIMEOUT,
-        "opening took {opened:?}: test too slow to mean much"
     );
 
     // Meanwhile normal clients (a full header, then data) are served at once.
@@ -267,7 +269,10 @@ async fn idle_and_slowloris_proxy_clients_are_cut_at_the_header_timeout() {
     assert!(idle_done >= HEADER_TIMEOUT, "idle cut before the timeout");
     while let Some(r) = slow.join_next().await {
         let (sent, lasted) = r.unwrap();
-        assert!(sent < 10, "slowloris sent {sent} bytes before the cut");
+        assert!(
+            sent as u64 <= HEADER_TIMEOUT.as_secs() + 1,
+            "slowloris sent {sent} bytes (one a second) before the cut"
+        );
         assert!(
             lasted >= HEADER_TIMEOUT - Duration::from_millis(100)
                 && lasted < HEADER_TIMEOUT + Duration::from_secs(3),

@@ -122,6 +122,10 @@ pub async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpSt
     } else {
         TcpSocket::new_v6()?
     };
+    // Thousands of test connections from one source address leave their ports in
+    // TIME_WAIT; SO_REUSEADDR lets bind(port 0) pick such a port again (connect still
+    // refuses a 4-tuple that is really in use), so the port range is not exhausted.
+    sock.set_reuseaddr(true)?;
     sock.bind(SocketAddr::new(from, 0))?;
     sock.connect(to).await
 }
