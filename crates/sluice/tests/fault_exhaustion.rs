@@ -14,12 +14,17 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 const LOOP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-/// Idle connections held at once. The issue asks for 10 000; with the machine's hard limit
-/// of 20 000 descriptors shared by this test process (one per client) and sluice (one per
-/// accepted connection), 4 000 idle + 500 slowloris is the largest round count that fits
-/// with room for everything else on a 2-core CI box.
+/// Source address of the thousands of idle and slowloris clients: not 127.0.0.2, whose ports
+/// earlier tests leave in TIME_WAIT (binding port 0 then crawls, and opening the crowd would
+/// outlast the header timeout). Normal clients still come from 127.0.0.2.
+const CROWD_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+/// Connections held at once. The issue asks for 10 000 idle + 1 000 slowloris. sluice's
+/// `max_connections` must fit its RLIMIT_NOFILE at two descriptors per connection, and the
+/// hard limit here is 20 000 without CAP_SYS_RESOURCE, so at most ~9 960 can be accepted;
+/// opening them also has to finish well inside the header timeout on a busy 2-core box.
+/// 4 000 idle + the issue's 1 000 slowloris clients keep both margins.
 const IDLE: usize = 4000;
-const SLOWLORIS: usize = 500;
+const SLOWLORIS: usize = 1000;
 /// proxy_protocol.timeout of the slowloris test.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(8);
 
@@ -161,9 +166,7 @@ async fn descriptor_exhaustion_pauses_accept_and_recovers() {
 /// One slowloris client: sends `header` one byte per second until sluice closes the
 /// connection. Returns (bytes sent, how long the connection lasted).
 async fn slowloris(fe: SocketAddr, header: &'static [u8]) -> (usize, Duration) {
-    let s = connect_from(CLIENT_IP, fe)
-        .await
-        .expect("slowloris connect");
+    let s = connect_from(CROWD_IP, fe).await.expect("slowloris connect");
     let t0 = Instant::now();
     let (mut r, mut w) = s.into_split();
     let mut sent = 0;
@@ -213,7 +216,7 @@ async fn idle_and_slowloris_proxy_clients_are_cut_at_the_header_timeout() {
     }
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
-        idle.push(client(fe).await);
+        idle.push(connect_from(CROWD_IP, fe).await.expect("idle connect"));
     }
     let opened = started.elapsed();
     // Opening must finish well inside the header timeout, or the first connections are
@@ -273,9 +276,11 @@ async fn idle_and_slowloris_proxy_clients_are_cut_at_the_header_timeout() {
             sent as u64 <= HEADER_TIMEOUT.as_secs() + 1,
             "slowloris sent {sent} bytes (one a second) before the cut"
         );
+        // Cut at the header timeout, counted from sluice's accept, which may come a while
+        // after the client's connect returned when a thousand arrive at once: a loose upper
+        // bound (not left hanging), not a timing test.
         assert!(
-            lasted >= HEADER_TIMEOUT - Duration::from_millis(100)
-                && lasted < HEADER_TIMEOUT + Duration::from_secs(3),
+            lasted >= HEADER_TIMEOUT - Duration::from_millis(100) && lasted < HEADER_TIMEOUT * 2,
             "slowloris lasted {lasted:?}"
         );
     }
