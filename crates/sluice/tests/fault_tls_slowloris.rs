@@ -14,7 +14,7 @@ use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-const SLOW: usize = 300;
+const SLOW: usize = 1000;
 
 /// The bytes of a genuine rustls ClientHello for app.test.
 fn client_hello() -> Vec<u8> {
