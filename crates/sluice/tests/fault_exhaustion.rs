@@ -14,10 +14,14 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 const LOOP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-/// Source address of the thousands of idle and slowloris clients: not 127.0.0.2, whose ports
-/// earlier tests leave in TIME_WAIT (binding port 0 then crawls, and opening the crowd would
-/// outlast the header timeout). Normal clients still come from 127.0.0.2.
-const CROWD_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+/// Source address of the thousands of idle and slowloris clients: a fresh random one in
+/// 127.64.0.0/10 each run, not 127.0.0.2, whose ports earlier tests (and earlier runs of this
+/// one) leave in TIME_WAIT: binding port 0 then crawls and opening the crowd would outlast the
+/// header timeout. Normal clients still come from 127.0.0.2.
+fn crowd_ip() -> IpAddr {
+    let [a, b, c]: [u8; 3] = rand::random();
+    IpAddr::V4(Ipv4Addr::new(127, 64 | (a & 63), b, c.clamp(1, 254)))
+}
 /// Connections held at once. The issue asks for 10 000 idle + 1 000 slowloris. sluice's
 /// `max_connections` must fit its RLIMIT_NOFILE at two descriptors per connection, and the
 /// hard limit here is 20 000 without CAP_SYS_RESOURCE, so at most ~9 960 can be accepted;
@@ -165,8 +169,8 @@ async fn descriptor_exhaustion_pauses_accept_and_recovers() {
 
 /// One slowloris client: sends `header` one byte per second until sluice closes the
 /// connection. Returns (bytes sent, how long the connection lasted).
-async fn slowloris(fe: SocketAddr, header: &'static [u8]) -> (usize, Duration) {
-    let s = connect_from(CROWD_IP, fe).await.expect("slowloris connect");
+async fn slowloris(from: IpAddr, fe: SocketAddr, header: &'static [u8]) -> (usize, Duration) {
+    let s = connect_from(from, fe).await.expect("slowloris connect");
     let t0 = Instant::now();
     let (mut r, mut w) = s.into_split();
     let mut sent = 0;
@@ -206,17 +210,19 @@ async fn idle_and_slowloris_proxy_clients_are_cut_at_the_header_timeout() {
     let (fe, pid) = (sl.addr("fe"), sl.pid());
     let (fds0, rss0) = (open_fds(pid), rss_kib(pid));
 
+    let crowd = crowd_ip();
     let started = Instant::now();
     let mut slow = JoinSet::new();
     for _ in 0..SLOWLORIS {
         slow.spawn(slowloris(
+            crowd,
             fe,
             b"PROXY TCP4 192.0.2.1 127.0.0.1 1111 443\r\n",
         ));
     }
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
-        idle.push(connect_from(CROWD_IP, fe).await.expect("idle connect"));
+        idle.push(connect_from(crowd, fe).await.expect("idle connect"));
     }
     let opened = started.elapsed();
     // Opening must finish well inside the header timeout, or the first connections are
@@ -277,10 +283,11 @@ async fn idle_and_slowloris_proxy_clients_are_cut_at_the_header_timeout() {
             "slowloris sent {sent} bytes (one a second) before the cut"
         );
         // Cut at the header timeout, counted from sluice's accept, which may come a while
-        // after the client's connect returned when a thousand arrive at once: a loose upper
-        // bound (not left hanging), not a timing test.
+        // after (or, with a thousand client tasks to schedule, before) the client noted its
+        // connect: loose bounds (not cut early, not left hanging), not a timing test. The
+        // log check below says each was cut for the timeout.
         assert!(
-            lasted >= HEADER_TIMEOUT - Duration::from_millis(100) && lasted < HEADER_TIMEOUT * 2,
+            lasted >= HEADER_TIMEOUT - Duration::from_secs(1) && lasted < HEADER_TIMEOUT * 2,
             "slowloris lasted {lasted:?}"
         );
     }
