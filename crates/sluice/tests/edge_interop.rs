@@ -8,7 +8,6 @@ mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use edge_support::*;
@@ -16,48 +15,15 @@ use support::*;
 
 const LOOP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-fn skip(what: &str) {
-    if interop_required() {
-        panic!("{what} not found and SLUICE_REQUIRE_INTEROP=1");
-    }
-    eprintln!("\n========== SKIP: {what} not found ==========\n");
-}
-
 /// Starts uWSGI with the seed app on `<dir>/app.sock`; None after a SKIP line when the
 /// plugin or Flask is missing.
 fn start_uwsgi(uwsgi: &Path, dir: &Path) -> Option<(ChildGuard, PathBuf)> {
-    if !Path::new("/usr/lib/uwsgi/plugins/python3_plugin.so").exists() {
-        skip("uwsgi python3 plugin (/usr/lib/uwsgi/plugins/python3_plugin.so)");
+    if !seed_app_available() {
         return None;
     }
-    let flask = Command::new("/usr/bin/python3")
-        .args(["-c", "import flask"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !flask.is_ok_and(|s| s.success()) {
-        skip("Flask for /usr/bin/python3 (python3-flask)");
-        return None;
-    }
-    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed/app.py");
     let sock = dir.join("app.sock");
-    let (sock_s, app_s) = (sock.display().to_string(), app.display().to_string());
-    let args = [
-        "--plugin",
-        "python3",
-        "--socket",
-        &sock_s,
-        "--wsgi-file",
-        &app_s,
-        "--processes",
-        "1",
-        "--threads",
-        "4",
-        "--need-app",
-        "--die-on-term",
-        "--buffer-size",
-        "32768",
-    ];
+    let args = seed_uwsgi_args(&sock);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Some((spawn_peer(uwsgi, &args, &dir.join("uwsgi.log")), sock))
 }
 

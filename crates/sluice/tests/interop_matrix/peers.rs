@@ -24,13 +24,6 @@ pub const EDGE_IPS: [IpAddr; 2] = [
 /// Upper bound for a peer to come up (uWSGI imports Flask; the machine is shared).
 const STARTUP: Duration = Duration::from_secs(30);
 
-fn skip(what: &str) {
-    if interop_required() {
-        panic!("{what} not found and SLUICE_REQUIRE_INTEROP=1");
-    }
-    eprintln!("\n========== SKIP: {what} not found ==========\n");
-}
-
 /// A peer program by name in /usr/sbin, /usr/bin or PATH (SKIP line / panic via `tool`).
 pub fn need(name: &str) -> Option<PathBuf> {
     let (sbin, bin) = (format!("/usr/sbin/{name}"), format!("/usr/bin/{name}"));
@@ -84,38 +77,12 @@ impl App {
     /// None after a SKIP line when uwsgi, its python3 plugin or Flask is missing.
     pub async fn start(dir: &Path) -> Option<App> {
         let uwsgi = need("uwsgi")?;
-        if !Path::new("/usr/lib/uwsgi/plugins/python3_plugin.so").exists() {
-            skip("uwsgi python3 plugin (/usr/lib/uwsgi/plugins/python3_plugin.so)");
+        if !seed_app_available() {
             return None;
         }
-        let flask = Command::new("/usr/bin/python3")
-            .args(["-c", "import flask"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if !flask.is_ok_and(|s| s.success()) {
-            skip("Flask for /usr/bin/python3 (python3-flask)");
-            return None;
-        }
-        let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed/app.py");
         let sock = dir.join("app.sock");
-        let (sock_s, app_s) = (sock.display().to_string(), app.display().to_string());
-        let args = [
-            "--plugin",
-            "python3",
-            "--socket",
-            &sock_s,
-            "--wsgi-file",
-            &app_s,
-            "--processes",
-            "1",
-            "--threads",
-            "4",
-            "--need-app",
-            "--die-on-term",
-            "--buffer-size",
-            "32768",
-        ];
+        let args = seed_uwsgi_args(&sock);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = dir.join("uwsgi.log");
         let mut child = spawn_peer(&uwsgi, &args, &log);
         wait_ready("uwsgi", &mut child, &log, Probe::Unix(sock.clone())).await;

@@ -33,6 +33,58 @@ pub fn interop_required() -> bool {
         .unwrap_or(false)
 }
 
+/// A missing prerequisite: a loud SKIP line, or a panic when interop is required.
+pub fn skip(what: &str) {
+    if interop_required() {
+        panic!("{what} not found and SLUICE_REQUIRE_INTEROP=1");
+    }
+    eprintln!("\n========== SKIP: {what} not found ==========\n");
+}
+
+/// Whether uWSGI's python3 plugin and Flask (for /usr/bin/python3) are installed, as the
+/// seed app needs; false after a `skip` line.
+pub fn seed_app_available() -> bool {
+    if !Path::new("/usr/lib/uwsgi/plugins/python3_plugin.so").exists() {
+        skip("uwsgi python3 plugin (/usr/lib/uwsgi/plugins/python3_plugin.so)");
+        return false;
+    }
+    let flask = Command::new("/usr/bin/python3")
+        .args(["-c", "import flask"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !flask.is_ok_and(|s| s.success()) {
+        skip("Flask for /usr/bin/python3 (python3-flask)");
+        return false;
+    }
+    true
+}
+
+/// uWSGI arguments serving the seed app (examples/seed/app.py) on the unix socket `sock`.
+pub fn seed_uwsgi_args(sock: &Path) -> Vec<String> {
+    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed/app.py");
+    let mut args: Vec<String> = ["--plugin", "python3", "--socket"]
+        .map(String::from)
+        .to_vec();
+    args.push(sock.display().to_string());
+    args.push("--wsgi-file".into());
+    args.push(app.display().to_string());
+    args.extend(
+        [
+            "--processes",
+            "1",
+            "--threads",
+            "4",
+            "--need-app",
+            "--die-on-term",
+            "--buffer-size",
+            "32768",
+        ]
+        .map(String::from),
+    );
+    args
+}
+
 /// The first existing path among `candidates` (absolute paths, or names looked up in PATH).
 /// Missing: prints a loud SKIP line and returns None, or panics when interop is required.
 pub fn tool(name: &str, candidates: &[&str]) -> Option<PathBuf> {
