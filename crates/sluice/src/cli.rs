@@ -100,6 +100,12 @@ pub fn check(path: &Path) -> Result<(Config, String), CliError> {
     Ok((cfg, summary))
 }
 
+/// `global.threads` of the configuration at `path`, for sizing the runtime before `run`
+/// starts. A file that does not load gives `None`: `run` reports its error.
+pub fn configured_threads(path: &Path) -> Option<usize> {
+    config::load::load_file(path).ok()?.global.threads
+}
+
 /// `sluice run`: load, bind, write the pid file (when `global.pid_file` is set), tell systemd
 /// READY=1, serve until `shutdown` completes (reloading `path` on each SIGHUP), send
 /// STOPPING=1, drain, return. SIGQUIT returns at once instead: no grace period, every

@@ -58,9 +58,12 @@ fn main() -> anyhow::Result<ExitCode> {
             }
         }
         Command::Run { config } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            // global.threads (HAProxy's nbthread); unset: one per CPU or TOKIO_WORKER_THREADS.
+            if let Some(n) = cli::configured_threads(&config) {
+                builder.worker_threads(n);
+            }
+            let rt = builder.enable_all().build()?;
             let result = rt.block_on(async {
                 let shutdown = cli::shutdown_signal()?;
                 cli::run(&config, shutdown).await

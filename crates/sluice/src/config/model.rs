@@ -47,6 +47,10 @@ pub struct Global {
     /// DNS servers ("ip:port") for re-resolving host-name servers; empty = the system
     /// resolver (/etc/resolv.conf, /etc/hosts).
     pub resolvers: Vec<String>,
+    /// Worker threads (HAProxy's `nbthread`); each listening address gets one SO_REUSEPORT
+    /// socket per thread, so accepting runs on every core. Unset: one per CPU (or
+    /// `TOKIO_WORKER_THREADS`). Read at start only.
+    pub threads: Option<usize>,
 }
 
 impl Default for Global {
@@ -56,6 +60,7 @@ impl Default for Global {
             grace: Dur(Duration::from_secs(30)),
             pid_file: None,
             resolvers: Vec::new(),
+            threads: None,
         }
     }
 }

@@ -63,7 +63,16 @@ pub fn check(cfg: &Config, opts: &LoadOptions) -> Vec<Issue> {
     out.0
 }
 
+/// Most worker threads `global.threads` may ask for.
+const MAX_THREADS: usize = 256;
+
 fn check_global(cfg: &Config, opts: &LoadOptions, out: &mut Issues) {
+    if let Some(n) = cfg.global.threads {
+        if !(1..=MAX_THREADS).contains(&n) {
+            let p = KeyPath::root().key("global").key("threads");
+            out.value(p, format!("must be between 1 and {MAX_THREADS}"));
+        }
+    }
     for (i, r) in cfg.global.resolvers.iter().enumerate() {
         if r.parse::<std::net::SocketAddr>().is_err() {
             out.value(

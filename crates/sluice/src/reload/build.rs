@@ -100,6 +100,8 @@ pub(crate) struct Ctx<'a> {
     pub discovery: &'a crate::discovery::Discovery,
     /// A DNS answer changed, the configuration did not: TLS files are not re-read.
     pub dns_refresh: bool,
+    /// SO_REUSEPORT sockets (and accept loops) per new bind: one per worker thread.
+    pub sockets_per_bind: usize,
 }
 
 /// A new configuration, fully built and bound, not yet in effect.
@@ -326,20 +328,25 @@ pub(crate) fn prepare(
                 summary.listeners_kept.push(old.addr);
                 continue;
             }
-            let socket = listen::bind_listener(bind).map_err(|source| ServerError::Bind {
-                frontend: f.name.clone(),
-                addr: b.clone(),
-                source,
+            let group = listen::bind_group(bind, ctx.sockets_per_bind).map_err(|source| {
+                ServerError::Bind {
+                    frontend: f.name.clone(),
+                    addr: b.clone(),
+                    source,
+                }
             })?;
-            let addr = socket.local_addr().unwrap_or(bind);
+            let addr = group[0].local_addr().unwrap_or(bind);
             let slot: FrontendSlot = Arc::new(ArcSwap::from_pointee(kind.clone()));
             let remove = ctx.stop.child_token();
-            new_listeners.push(Listener {
-                kind: slot.clone(),
-                listener: socket,
-                addr,
-                remove: remove.clone(),
-            });
+            for (shard, socket) in group.into_iter().enumerate() {
+                new_listeners.push(Listener {
+                    kind: slot.clone(),
+                    listener: socket,
+                    addr,
+                    shard,
+                    remove: remove.clone(),
+                });
+            }
             listeners.push(ListenerRt {
                 bind,
                 addr,

@@ -40,6 +40,20 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(sock.into())
 }
 
+/// Binds `count` (at least 1) SO_REUSEPORT sockets on `addr`, one per accept loop: the kernel
+/// spreads new connections over them, so accepting runs on every worker thread. A port 0
+/// request is resolved by the first socket; the others join its port.
+pub fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+    let first = bind_listener(addr)?;
+    let actual = first.local_addr()?;
+    let mut group = Vec::with_capacity(count.max(1));
+    group.push(first);
+    for _ in 1..count {
+        group.push(bind_listener(actual)?);
+    }
+    Ok(group)
+}
+
 /// What serves the connections of one listener. The HTTP edge adds its variant here.
 #[derive(Debug, Clone)]
 pub enum FrontendKind {
@@ -71,6 +85,8 @@ pub struct Listener {
     pub kind: FrontendSlot,
     pub listener: TcpListener,
     pub addr: SocketAddr,
+    /// Which socket of its bind's SO_REUSEPORT group this is (0 = the first, which logs).
+    pub shard: usize,
     /// Cancelled when a reload removes this bind (or at shutdown, as a child of the stop
     /// token): stop accepting. Removal first accepts what is already queued.
     pub remove: CancellationToken,
@@ -101,6 +117,7 @@ pub async fn accept_loop(
         listener,
         addr,
         remove,
+        ..
     } = l;
     let name = kind.load().name().to_string();
     let on_conn = |stream, peer, permit| {

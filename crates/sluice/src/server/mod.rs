@@ -88,14 +88,11 @@ impl Server {
             stop: &stop,
             discovery: &discovery,
             dns_refresh: false,
+            sockets_per_bind: sockets_per_bind(),
         };
         let prepared = build::prepare(&cfg, &Running::default(), &ctx)?;
         let (running, listeners, _) = prepared.commit();
-        for l in &listeners {
-            // Fields, not text: the text log reads "listening frontend=NAME addr=ADDR" as
-            // before, and --log-format json gets them as JSON fields.
-            tracing::info!(frontend = %l.kind.load().name(), addr = %l.addr, "listening");
-        }
+        log_listening(&listeners);
         let live = Arc::new(Live::default());
         live.set(running.pools(), running.addrs());
 
@@ -261,6 +258,7 @@ impl Server {
             stop: &self.stop,
             discovery: &self.discovery,
             dns_refresh,
+            sockets_per_bind: sockets_per_bind(),
         };
         let prepared = build::prepare(&cfg, &self.running, &ctx)?;
         if cfg.admin != self.running.cfg.admin {
@@ -269,15 +267,14 @@ impl Server {
         if cfg.global.pid_file != self.running.cfg.global.pid_file {
             tracing::warn!("reload: global.pid_file changes need a restart");
         }
+        if cfg.global.threads != self.running.cfg.global.threads {
+            tracing::warn!("reload: global.threads changes need a restart");
+        }
         raise_nofile(&cfg);
         self.resize_limit(limit, cfg.global.max_connections.max(1));
         self.grace = cfg.global.grace.get();
         let (running, listeners, summary) = prepared.commit();
-        for l in &listeners {
-            // Fields, not text: the text log reads "listening frontend=NAME addr=ADDR" as
-            // before, and --log-format json gets them as JSON fields.
-            tracing::info!(frontend = %l.kind.load().name(), addr = %l.addr, "listening");
-        }
+        log_listening(&listeners);
         self.running = running;
         self.live.set(self.running.pools(), self.running.addrs());
         Ok((summary, listeners))
@@ -300,6 +297,28 @@ impl Server {
                 }
             });
         }
+    }
+}
+
+/// One SO_REUSEPORT socket per worker thread of the runtime the server runs on (1 on a
+/// current-thread runtime), so every core accepts.
+fn sockets_per_bind() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_workers()
+        .max(1)
+}
+
+/// Logs each newly bound address once (not once per socket of its group).
+fn log_listening(listeners: &[Listener]) {
+    for l in listeners.iter().filter(|l| l.shard == 0) {
+        let sockets = listeners
+            .iter()
+            .filter(|o| o.addr == l.addr && Arc::ptr_eq(&o.kind, &l.kind))
+            .count();
+        // Fields, not text: the text log reads "listening frontend=NAME addr=ADDR" as
+        // before, and --log-format json gets them as JSON fields.
+        tracing::info!(frontend = %l.kind.load().name(), addr = %l.addr, sockets, "listening");
     }
 }
 
