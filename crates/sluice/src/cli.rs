@@ -84,10 +84,12 @@ pub fn check(path: &Path) -> Result<(Config, String), CliError> {
     let cfg = config::load::load_file(path)?;
     let needed = config::limits::fds_needed(&cfg);
     let limit = config::limits::raise_nofile(needed).map_err(|why| {
+        let ceiling = config::limits::nofile_ceiling().unwrap_or(0);
         CliError::Limits(format!(
-            "{}: global.max_connections: {} connections need {needed} open files: {why}",
+            "{}: global.max_connections: {} connections need {needed} open files: {why}, or {}",
             path.display(),
-            cfg.global.max_connections
+            cfg.global.max_connections,
+            config::limits::advice(&cfg, ceiling)
         ))
     })?;
     let summary = format!(

@@ -154,3 +154,57 @@ fn raise_nofile_raises_the_soft_limit_within_the_hard_one() {
     let err = limits::raise_nofile(hard.saturating_add(1)).unwrap_err();
     assert!(err.contains("hard RLIMIT_NOFILE"), "{err}");
 }
+
+/// A tcp frontend to three servers with `per` max_connections each (0 = unlimited).
+fn l4_config(max: u64, per: usize) -> String {
+    format!(
+        "[global]\nmax_connections = {max}\n\n\
+         [[frontend]]\nname = \"fe\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"be\"\n\n\
+         [[backend]]\nname = \"be\"\nservers = [\
+         {{ addr = \"127.0.0.1:1\", max_connections = {per} }}, \
+         {{ addr = \"127.0.0.1:2\", max_connections = {per} }}, \
+         {{ addr = \"127.0.0.1:3\", max_connections = {per} }}]\n"
+    )
+}
+
+/// Issue #8: a connection holds a server socket only once forwarded, so with every server
+/// limited, client connections up to about the whole hard limit fit; without limits, two
+/// descriptors per connection, and the refusal says which backend to limit.
+#[test]
+fn server_limits_let_more_client_connections_fit() {
+    let ceiling = limits::nofile_ceiling().expect("finite RLIMIT_NOFILE ceiling on Linux");
+    if ceiling < 8_000 {
+        eprintln!("SKIP: hard RLIMIT_NOFILE {ceiling} is too small to tell the two apart");
+        return;
+    }
+    let full = LoadOptions {
+        check_files: false,
+        check_fd_limit: true,
+    };
+    let max = ceiling * 2 / 3;
+    let bounded = l4_config(max, 100);
+    let cfg = load_str_with(&bounded, "t.toml", &full).expect("fits with server limits");
+    let b = limits::fd_budget(&cfg);
+    assert_eq!((b.clients, b.servers), (max, 300));
+    assert!(limits::fds_needed(&cfg) <= ceiling);
+
+    let err = load_str_with(&l4_config(max, 0), "t.toml", &full).unwrap_err();
+    assert_eq!(err.key, "global.max_connections", "{err}");
+    assert!(err.message.contains("hard RLIMIT_NOFILE"), "{err}");
+    assert!(
+        err.message
+            .contains("set max_connections on every server of backend be"),
+        "{err}"
+    );
+    // The largest max_connections it suggests does fit.
+    let most: u64 = err
+        .message
+        .split("to at most ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .expect("a suggested max_connections");
+    assert!(most < max, "{err}");
+    load_str_with(&l4_config(most, 0), "t.toml", &full).expect("the suggestion fits");
+    assert!(load_str_with(&l4_config(most + 1, 0), "t.toml", &full).is_err());
+}

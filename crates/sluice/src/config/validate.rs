@@ -90,12 +90,7 @@ fn check_global(cfg: &Config, opts: &LoadOptions, out: &mut Issues) {
         let needed = limits::fds_needed(cfg);
         if let Err(why) = limits::check_nofile(needed) {
             let ceiling = limits::nofile_ceiling().unwrap_or(0);
-            let most = limits::max_connections_for(cfg, ceiling);
-            let now = cfg.global.max_connections;
-            out.value(
-                p,
-                format!("{why}, or lower max_connections (now {now}) to at most {most}"),
-            );
+            out.value(p, format!("{why}, or {}", limits::advice(cfg, ceiling)));
         }
     }
 }

@@ -5,12 +5,51 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Pipe capacity we ask for, and the most bytes we ever keep in one pipe. 64 KiB is the
 /// kernel default (16 pages); 256 KiB and 1 MiB pipes gave no gain beyond noise in
 /// `benches/forward.rs` on loopback, and cost more of the per-user pipe quota
 /// (`/proc/sys/fs/pipe-user-pages-soft`, beyond which new pipes shrink to 2 pages).
 pub const PIPE_SIZE: usize = 64 * 1024;
+
+/// Most pipes open at once in the process (HAProxy's `maxpipes`). Beyond it a bulk direction
+/// copies instead of splicing, so pipes cannot take the descriptors budgeted for
+/// connections; `config::limits` budgets two descriptors for each.
+pub const MAX_PIPES: usize = 1024;
+
+/// Pipes open now (slots taken by `PipeSlot`).
+static OPEN_PIPES: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the `MAX_PIPES` slots, given back when dropped.
+#[derive(Debug)]
+struct PipeSlot(());
+
+impl PipeSlot {
+    fn take() -> io::Result<PipeSlot> {
+        if !take_slot(&OPEN_PIPES, MAX_PIPES) {
+            return Err(io::Error::other(format!(
+                "{MAX_PIPES} splice pipes already open"
+            )));
+        }
+        Ok(PipeSlot(()))
+    }
+}
+
+/// Counts one more in `open` unless `limit` are taken already.
+fn take_slot(open: &AtomicUsize, limit: usize) -> bool {
+    if open.fetch_add(1, Ordering::AcqRel) >= limit {
+        open.fetch_sub(1, Ordering::AcqRel);
+        return false;
+    }
+    true
+}
+
+impl Drop for PipeSlot {
+    fn drop(&mut self) {
+        OPEN_PIPES.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// One direction's pipe: bytes spliced in from the source socket wait here until they are
 /// spliced out to the destination. Both ends are non-blocking and close-on-exec, and are
@@ -20,6 +59,7 @@ pub struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
     capacity: usize,
+    _slot: PipeSlot,
 }
 
 /// Whether a splice error means "splice cannot be used on these descriptors" (so the caller
@@ -40,9 +80,11 @@ fn check(ret: isize) -> io::Result<usize> {
 impl Pipe {
     /// Creates a pipe with `O_NONBLOCK | O_CLOEXEC` and asks for `size` bytes of capacity.
     /// A refused resize (per-user pipe quota) is not an error: the pipe keeps the size the
-    /// kernel gave it, and `capacity()` reports that size (capped at `size`).
+    /// kernel gave it, and `capacity()` reports that size (capped at `size`). Fails when
+    /// `MAX_PIPES` pipes are open.
     pub fn new(size: usize) -> io::Result<Pipe> {
         use std::os::fd::FromRawFd;
+        let slot = PipeSlot::take()?;
         let mut fds: [libc::c_int; 2] = [-1, -1];
         // SAFETY: `fds` is a valid, writable array of two c_ints, as pipe2(2) requires.
         let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
@@ -71,6 +113,7 @@ impl Pipe {
             read,
             write,
             capacity,
+            _slot: slot,
         })
     }
 
@@ -215,6 +258,24 @@ mod tests {
         let mut buf = [0u8; 32];
         assert_eq!(pipe.read_into(&mut buf).expect("read"), 9);
         assert_eq!(&buf[..9], b"rescue me");
+    }
+
+    #[test]
+    fn slots_beyond_the_limit_are_refused() {
+        let open = AtomicUsize::new(0);
+        assert!((0..3).all(|_| take_slot(&open, 3)));
+        assert!(!take_slot(&open, 3), "no slot beyond the limit");
+        assert_eq!(open.load(Ordering::Acquire), 3, "a refusal takes nothing");
+        open.fetch_sub(1, Ordering::AcqRel);
+        assert!(take_slot(&open, 3), "a freed slot can be taken again");
+    }
+
+    #[test]
+    fn a_pipe_holds_a_slot_until_dropped() {
+        // Other tests open pipes concurrently, so only a lower bound can be checked.
+        let pipe = Pipe::new(4096).expect("pipe");
+        assert!(OPEN_PIPES.load(Ordering::Acquire) >= 1);
+        drop(pipe);
     }
 
     #[test]
