@@ -61,6 +61,30 @@ async fn sends_v1_and_v2_with_the_real_client() {
     }
 }
 
+/// A client that speaks first: its bytes are usually there by the time the server
+/// connection opens and go out in the same write as the header. Whichever way they go, the
+/// server sees header then data, and the log counts every byte.
+#[tokio::test]
+async fn client_bytes_sent_before_the_server_connects_follow_the_header() {
+    let (server, mut rx) = proxy_capture_server(LOOP).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (fe_extra, log) = with_log(&dir, "");
+    let sl = Sluice::start(&config(&fe_extra, "send_proxy = \"v1\"", server)).await;
+    let mut c = client(sl.addr("fe")).await;
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let me = c.local_addr().unwrap();
+    assert_eq!(read_line(&mut c).await.unwrap(), format!("src={me}"));
+    c.write_all(b"more").await.unwrap();
+    drop(c);
+    let cap = next_capture(&mut rx).await;
+    assert_eq!(cap.error, None);
+    assert_eq!(cap.source, Some(me));
+    assert_eq!(cap.data, b"GET / HTTP/1.0\r\n\r\nmore");
+    let line = wait_for_log_line(&log, &["frontend=fe"]).await;
+    assert!(line.contains(" bytes_in=22 "), "{line}");
+    sl.shutdown().await;
+}
+
 /// Sends a v1 header claiming `claimed` from a trusted "balancer" at 127.0.0.1, plus data.
 async fn send_header_from_balancer(
     fe: SocketAddr,

@@ -424,7 +424,7 @@ impl Drop for Held {
 /// the socket is drained for now, so readiness is cleared (as tokio's own `poll_read` does)
 /// and the next read waits for the reactor instead of first failing with EAGAIN: one
 /// syscall saved per message on request/response traffic.
-fn read_drained<R: Pumpable>(src: &R, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_drained<R: Pumpable>(src: &R, buf: &mut [u8]) -> io::Result<usize> {
     let len = buf.len();
     let mut short = None;
     let res = src.try_io(Interest::READABLE, || {

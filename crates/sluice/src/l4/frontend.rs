@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::balance::{Lease, NoServer, Pool, ServerAddr, ServerId};
 use crate::config::{self, SendProxy};
+use crate::l4::bufpool;
 use crate::l4::forward::{self, ForwardOpts};
 use crate::log::{ConnLog, ConnRecord, End};
 use crate::metrics::FrontendHandles;
@@ -195,23 +196,10 @@ async fn serve(
         Ok(n) => n,
         Err(e) => return End::ServerError(format!("building PROXY header: {e}")),
     };
-    let first: std::borrow::Cow<'_, [u8]> = if leftover.is_empty() {
-        (&hdr[..n]).into()
-    } else {
-        let mut v = Vec::with_capacity(n + leftover.len());
-        v.extend_from_slice(&hdr[..n]);
-        v.extend_from_slice(&leftover);
-        v.into()
+    let early = match write_first(fe, &client, &mut server, &hdr[..n], &leftover).await {
+        Ok(early) => early,
+        Err(end) => return end,
     };
-    if !first.is_empty() {
-        let write = tokio::time::timeout(be.idle, server.write_all(&first));
-        match unless_forced(&fe.force, write).await {
-            Some(Ok(Ok(()))) => {}
-            Some(Ok(Err(e))) => return End::ServerError(e.to_string()),
-            Some(Err(_)) => return End::IdleTimeout,
-            None => return End::Shutdown,
-        }
-    }
     let opts = ForwardOpts {
         idle: be.idle,
         splice: fe.splice,
@@ -222,7 +210,7 @@ async fn serve(
         ServerStream::Unix(s) => forward::forward(client, s, &opts, token).await,
     };
     drop(lease);
-    rec.to_server = out.to_server + leftover.len() as u64;
+    rec.to_server = out.to_server + leftover.len() as u64 + early as u64;
     rec.to_client = out.to_client;
     map_end(out.end)
 }
@@ -236,6 +224,57 @@ fn map_end(end: forward::End) -> End {
         forward::End::ServerError(k) => End::ServerError(io::Error::from(k).to_string()),
         forward::End::Shutdown => End::Shutdown,
     }
+}
+
+/// Writes the outgoing PROXY header in one write together with whatever the client has
+/// sent by now: the bytes after an incoming PROXY header, or, without those, what the
+/// reactor already reported readable (typically the whole first request), as HAProxy does.
+/// One segment and one wake-up of the server fewer than header and data apart. Nothing is
+/// waited for: a server-speaks-first protocol gets the header alone. Returns how many
+/// bytes were read from the client here (not counting `leftover`).
+async fn write_first(
+    fe: &TcpFrontend,
+    client: &TcpStream,
+    server: &mut ServerStream,
+    hdr: &[u8],
+    leftover: &[u8],
+) -> Result<usize, End> {
+    if hdr.is_empty() && leftover.is_empty() {
+        return Ok(0);
+    }
+    let mut buf = bufpool::take();
+    let (mut len, mut early) = (hdr.len(), 0);
+    let oversized;
+    let joined: &[u8] = if len + leftover.len() > buf.len() {
+        // An oversized leftover (a large incoming v2 TLV block allowed by configuration).
+        oversized = [hdr, leftover].concat();
+        &oversized
+    } else {
+        buf[..len].copy_from_slice(hdr);
+        if leftover.is_empty() {
+            early = match forward::read_drained(client, &mut buf[len..]) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => {
+                    bufpool::give(buf);
+                    return Err(End::ClientError(e.to_string()));
+                }
+            };
+        } else {
+            buf[len..len + leftover.len()].copy_from_slice(leftover);
+        }
+        len += leftover.len() + early;
+        &buf[..len]
+    };
+    let write = tokio::time::timeout(fe.backend.idle, server.write_all(joined));
+    let res = match unless_forced(&fe.force, write).await {
+        Some(Ok(Ok(()))) => Ok(early),
+        Some(Ok(Err(e))) => Err(End::ServerError(e.to_string())),
+        Some(Err(_)) => Err(End::IdleTimeout),
+        None => Err(End::Shutdown),
+    };
+    bufpool::give(buf);
+    res
 }
 
 /// Picks servers and connects, at most `1 + retries` attempts, each within the connect
