@@ -247,7 +247,7 @@ class Env:
                                text=True, timeout=30)
         if check.returncode != 0:
             raise Skip(f"sluice check refuses {template}: {check.stdout}{check.stderr}".strip())
-        env = {"TOKIO_WORKER_THREADS": "1", "RUST_LOG": "warn"}
+        env = {"RUST_LOG": "warn"}  # one worker thread: `threads = 1` in every template
         return Proc(name, [self.sluice, "run", "--config", conf],
                     self.path(name, "stderr.log"), env=env)
 

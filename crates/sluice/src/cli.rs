@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config};
 use crate::reload::{self, PidFile};
-use crate::server::{Server, ServerError};
+use crate::server::{Accept, Server, ServerError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -102,12 +102,6 @@ pub fn check(path: &Path) -> Result<(Config, String), CliError> {
     Ok((cfg, summary))
 }
 
-/// `global.threads` of the configuration at `path`, for sizing the runtime before `run`
-/// starts. A file that does not load gives `None`: `run` reports its error.
-pub fn configured_threads(path: &Path) -> Option<usize> {
-    config::load::load_file(path).ok()?.global.threads
-}
-
 /// `sluice run`: load, bind, write the pid file (when `global.pid_file` is set), tell systemd
 /// READY=1, serve until `shutdown` completes (reloading `path` on each SIGHUP), send
 /// STOPPING=1, drain, return. SIGQUIT returns at once instead: no grace period, every
@@ -115,7 +109,10 @@ pub fn configured_threads(path: &Path) -> Option<usize> {
 pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), CliError> {
     let cfg = config::load::load_file(path)?;
     let pid_path = cfg.global.pid_file.clone();
-    let server = Server::bind(cfg).await?;
+    let threads = cfg.global.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let server = Server::bind_with(cfg, Accept::Threads(threads)).await?;
     let hup = reload::spawn_sighup(path.to_path_buf(), server.reload_handle())
         .map_err(CliError::Signal)?;
     let pid_file = match pid_path {

@@ -58,12 +58,11 @@ fn main() -> anyhow::Result<ExitCode> {
             }
         }
         Command::Run { config } => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            // global.threads (HAProxy's nbthread); unset: one per CPU or TOKIO_WORKER_THREADS.
-            if let Some(n) = cli::configured_threads(&config) {
-                builder.worker_threads(n);
-            }
-            let rt = builder.enable_all().build()?;
+            // The control thread (signals, reloads, health checks, admin); connections run on
+            // the server's own worker threads (global.threads).
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let result = rt.block_on(async {
                 let shutdown = cli::shutdown_signal()?;
                 cli::run(&config, shutdown).await

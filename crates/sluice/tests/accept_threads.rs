@@ -1,6 +1,6 @@
-//! Accepting on every core: each bind gets one SO_REUSEPORT listening socket per worker
-//! thread (`global.threads`, or the runtime's workers in process), every one of them
-//! accepts, and a reload that drops the bind closes the whole group.
+//! Accepting on every core: `sluice run` starts `global.threads` worker threads and each
+//! bind gets one SO_REUSEPORT listening socket per worker (in process: per runtime worker);
+//! every one of them accepts, and a reload that drops the bind closes the whole group.
 
 mod support;
 
@@ -39,6 +39,15 @@ async fn all_answered(fe: SocketAddr, n: usize) {
         let mut c = client(fe).await;
         assert_eq!(read_line(&mut c).await.as_deref(), Some("s1"), "client {i}");
     }
+}
+
+/// Threads of process `pid` named `sluice-worker-*`.
+fn worker_threads(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("sluice-worker-"))
+        .count()
 }
 
 fn config(threads: &str, server: SocketAddr) -> String {
@@ -80,6 +89,11 @@ async fn global_threads_sizes_the_group_and_a_reload_closes_all_of_it() {
     assert!(
         logged.contains("sockets=3"),
         "one listening line per bind: {logged}"
+    );
+    assert_eq!(
+        worker_threads(sl.pid()),
+        3,
+        "threads = 3: three worker threads"
     );
     all_answered(fe, 100).await;
 

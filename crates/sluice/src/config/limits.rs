@@ -99,15 +99,10 @@ fn reach(cfg: &Config) -> BTreeMap<&str, Reach> {
     out
 }
 
-/// Listening sockets per bind address: one per worker thread, `global.threads` or else the
-/// runtime's default (`TOKIO_WORKER_THREADS`, else one per CPU).
+/// Listening sockets per bind address: one per worker thread, `global.threads` or else one
+/// per CPU (what `sluice run` starts).
 fn sockets_per_bind(cfg: &Config) -> u64 {
-    let default = || {
-        std::env::var("TOKIO_WORKER_THREADS")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-    };
+    let default = || std::thread::available_parallelism().map_or(1, |n| n.get());
     cfg.global.threads.unwrap_or_else(default).max(1) as u64
 }
 

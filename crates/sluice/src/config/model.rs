@@ -47,9 +47,9 @@ pub struct Global {
     /// DNS servers ("ip:port") for re-resolving host-name servers; empty = the system
     /// resolver (/etc/resolv.conf, /etc/hosts).
     pub resolvers: Vec<String>,
-    /// Worker threads (HAProxy's `nbthread`); each listening address gets one SO_REUSEPORT
-    /// socket per thread, so accepting runs on every core. Unset: one per CPU (or
-    /// `TOKIO_WORKER_THREADS`). Read at start only.
+    /// Worker threads (HAProxy's `nbthread`), each with its own single-threaded runtime and
+    /// one SO_REUSEPORT socket per listening address, so accepting and serving run on every
+    /// core. Unset: one per CPU. Read at start only.
     pub threads: Option<usize>,
 }
 

@@ -27,6 +27,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Binds a non-blocking listening socket ready for tokio.
 pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(bind_std(addr)?)
+}
+
+/// Binds a non-blocking listening socket, not yet registered with any runtime (the worker
+/// that accepts on it registers it).
+pub fn bind_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
     sock.set_reuse_port(true)?;
@@ -37,19 +43,19 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(BACKLOG)?;
-    TcpListener::from_std(sock.into())
+    Ok(sock.into())
 }
 
 /// Binds `count` (at least 1) SO_REUSEPORT sockets on `addr`, one per accept loop: the kernel
 /// spreads new connections over them, so accepting runs on every worker thread. A port 0
 /// request is resolved by the first socket; the others join its port.
-pub fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
-    let first = bind_listener(addr)?;
+pub fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_std(addr)?;
     let actual = first.local_addr()?;
     let mut group = Vec::with_capacity(count.max(1));
     group.push(first);
     for _ in 1..count {
-        group.push(bind_listener(actual)?);
+        group.push(bind_std(actual)?);
     }
     Ok(group)
 }
@@ -83,7 +89,8 @@ const DRAIN_PERMIT_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Listener {
     pub kind: FrontendSlot,
-    pub listener: TcpListener,
+    /// Registered with the runtime of the accept loop that takes it.
+    pub listener: std::net::TcpListener,
     pub addr: SocketAddr,
     /// Which socket of its bind's SO_REUSEPORT group this is (0 = the first, which logs).
     pub shard: usize,
@@ -120,6 +127,13 @@ pub async fn accept_loop(
         ..
     } = l;
     let name = kind.load().name().to_string();
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot accept on frontend={name} addr={addr}: {e}");
+            return;
+        }
+    };
     let on_conn = |stream, peer, permit| {
         let current = kind.load_full();
         serve_conn(&current, stream, peer, permit, &tracker, &stop);

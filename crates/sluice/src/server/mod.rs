@@ -4,6 +4,7 @@
 //! `global.grace`. Config loading is elsewhere; building and diffing is `crate::reload`.
 
 pub mod listen;
+pub mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +23,8 @@ use crate::log::LogFiles;
 use crate::reload::build::{self, Ctx, Running};
 use crate::reload::{Live, ReloadError, ReloadHandle, ReloadSummary, Request};
 use listen::Listener;
+pub use workers::Accept;
+use workers::Workers;
 
 /// After the grace period, how long force-closed connections get to log and go.
 const FORCE_WAIT: Duration = Duration::from_secs(2);
@@ -68,13 +71,34 @@ pub struct Server {
     reload_rx: mpsc::Receiver<Request>,
     /// Host-name servers: resolved answers, re-resolved while `run` runs.
     discovery: Arc<Discovery>,
+    /// Worker threads for [`Accept::Threads`]; None: accept on the caller's runtime.
+    workers: Option<Workers>,
+    /// Sockets (and accept loops) per bind.
+    sockets_per_bind: usize,
 }
 
 impl Server {
-    /// Binds every listener, builds the pools and starts health checks. Also raises
-    /// RLIMIT_NOFILE to fit `global.max_connections` (a warning when it cannot).
+    /// Binds every listener, builds the pools and starts health checks; connections run on
+    /// the caller's runtime ([`Accept::Inline`]). Also raises RLIMIT_NOFILE to fit
+    /// `global.max_connections` (a warning when it cannot).
     pub async fn bind(cfg: Config) -> Result<Server, ServerError> {
+        Self::bind_with(cfg, Accept::Inline).await
+    }
+
+    /// Like [`Server::bind`], with connections accepted and served where `accept` says.
+    pub async fn bind_with(cfg: Config, accept: Accept) -> Result<Server, ServerError> {
         raise_nofile(&cfg);
+        let (workers, sockets_per_bind) = match accept {
+            Accept::Inline => (None, runtime_workers()),
+            Accept::Threads(n) => {
+                let w = Workers::start(n).map_err(|e| ServerError::Frontend {
+                    frontend: "*".into(),
+                    message: format!("cannot start {n} worker threads: {e}"),
+                })?;
+                let n = w.len();
+                (Some(w), n)
+            }
+        };
         let health = CancellationToken::new();
         let force = CancellationToken::new();
         let stop = CancellationToken::new();
@@ -88,7 +112,7 @@ impl Server {
             stop: &stop,
             discovery: &discovery,
             dns_refresh: false,
-            sockets_per_bind: sockets_per_bind(),
+            sockets_per_bind,
         };
         let prepared = build::prepare(&cfg, &Running::default(), &ctx)?;
         let (running, listeners, _) = prepared.commit();
@@ -121,6 +145,8 @@ impl Server {
             reload_tx,
             reload_rx,
             discovery,
+            workers,
+            sockets_per_bind,
         })
     }
 
@@ -167,14 +193,16 @@ impl Server {
         }
 
         let mut accepts = JoinSet::new();
+        let workers = self.workers.take();
+        // Socket `shard` of a bind goes to worker `shard`: every worker accepts on every bind.
         let spawn_all = |accepts: &mut JoinSet<()>, listeners: Vec<Listener>| {
             for l in listeners {
-                accepts.spawn(listen::accept_loop(
-                    l,
-                    limit.clone(),
-                    tracker.clone(),
-                    stop.clone(),
-                ));
+                let shard = l.shard;
+                let task = listen::accept_loop(l, limit.clone(), tracker.clone(), stop.clone());
+                match &workers {
+                    Some(w) => accepts.spawn_on(task, w.handle(shard)),
+                    None => accepts.spawn(task),
+                };
             }
         };
         spawn_all(&mut accepts, std::mem::take(&mut self.listeners));
@@ -239,6 +267,9 @@ impl Server {
         if let Some(r) = reopen {
             let _ = r.await;
         }
+        if let Some(w) = workers {
+            w.shutdown(FORCE_WAIT).await;
+        }
         tracing::info!("shutdown complete");
         Ok(())
     }
@@ -258,7 +289,7 @@ impl Server {
             stop: &self.stop,
             discovery: &self.discovery,
             dns_refresh,
-            sockets_per_bind: sockets_per_bind(),
+            sockets_per_bind: self.sockets_per_bind,
         };
         let prepared = build::prepare(&cfg, &self.running, &ctx)?;
         if cfg.admin != self.running.cfg.admin {
@@ -300,9 +331,9 @@ impl Server {
     }
 }
 
-/// One SO_REUSEPORT socket per worker thread of the runtime the server runs on (1 on a
-/// current-thread runtime), so every core accepts.
-fn sockets_per_bind() -> usize {
+/// Inline accepting: one SO_REUSEPORT socket per worker thread of the runtime the server
+/// runs on (1 on a current-thread runtime), so every core accepts.
+fn runtime_workers() -> usize {
     tokio::runtime::Handle::current()
         .metrics()
         .num_workers()
