@@ -363,3 +363,45 @@ async fn idle_and_slowloris_proxy_clients_are_cut_at_the_header_timeout() {
     .await;
     assert_eq!(rejected(), IDLE + SLOWLORIS);
 }
+
+/// Threads of process `pid` named `sluice-worker-*`.
+fn workers(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with("sluice-worker-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The descriptors an idle `sluice run` holds (listeners and every worker's event loop, many
+/// workers) fit the fixed part of its budget without eating the spare ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_process_fits_the_fixed_part_of_its_fd_budget() {
+    const THREADS: usize = 16;
+    let echo = echo_server(LOOP).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = echo_config(100, "", echo)
+        .replace("[global]\n", &format!("[global]\nthreads = {THREADS}\n"));
+    let cfg = sluice::config::load_str_with(
+        &text,
+        "t.toml",
+        &sluice::config::LoadOptions::content_only(),
+    )
+    .unwrap();
+    let b = fd_budget(&cfg);
+    let fixed = b.total() - b.clients - b.servers - b.pipes;
+    let path = write_file(dir.path(), "threads.toml", &text);
+    let sl = SluiceProcess::start(&path, 1);
+    let pid = sl.pid();
+    wait_until("every worker thread running", || workers(pid) == THREADS).await;
+    let held = open_fds(pid) as u64;
+    // stdio, the log pipe and the like: a handful, which the spare 64 are for.
+    let misc = 16;
+    eprintln!("{THREADS} workers: {held} descriptors held idle; fixed budget {fixed} ({b:?})");
+    assert!(
+        held + sluice::config::limits::FD_SLACK <= fixed + misc,
+        "{held} descriptors held idle, budget without connections {fixed}: {b:?}"
+    );
+}

@@ -31,8 +31,15 @@ pub struct FdBudget {
     pub checks: u64,
     /// The `[admin]` listener and its connection cap.
     pub admin: u64,
+    /// Each worker thread's event loop (and the control thread's): `RUNTIME_FDS` each.
+    pub runtimes: u64,
     pub slack: u64,
 }
+
+/// Descriptors one tokio runtime holds (measured on `sluice run`: each extra worker thread
+/// adds 5 with one bind address, one of them its listening socket): epoll, eventfds, its
+/// copy of the signal socket.
+pub const RUNTIME_FDS: u64 = 4;
 
 impl FdBudget {
     pub fn total(&self) -> u64 {
@@ -44,6 +51,7 @@ impl FdBudget {
             self.logs,
             self.checks,
             self.admin,
+            self.runtimes,
             self.slack,
         ]
         .iter()
@@ -99,7 +107,7 @@ fn reach(cfg: &Config) -> BTreeMap<&str, Reach> {
     out
 }
 
-/// Listening sockets per bind address: one per worker thread, `global.threads` or else one
+/// Worker threads, hence listening sockets per bind address: `global.threads` or else one
 /// per CPU (what `sluice run` starts).
 fn sockets_per_bind(cfg: &Config) -> u64 {
     let default = || std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -184,6 +192,7 @@ pub fn fd_budget(cfg: &Config) -> FdBudget {
         logs,
         checks,
         admin,
+        runtimes: RUNTIME_FDS.saturating_mul(sockets_per_bind(cfg).saturating_add(1)),
         slack: FD_SLACK,
     }
 }
@@ -404,11 +413,17 @@ mod tests {
         let mut four = c.clone();
         four.global.threads = Some(4);
         assert_eq!(fd_budget(&four).listeners, 2 * 4);
+        assert_eq!(
+            fd_budget(&four).runtimes,
+            RUNTIME_FDS * 5,
+            "4 workers + control"
+        );
         assert_eq!((b.logs, b.checks, b.admin, b.slack), (1, 3, 0, FD_SLACK));
+        assert_eq!(b.runtimes, RUNTIME_FDS * (sockets_per_bind(&c) + 1));
         assert_eq!(fds_needed(&c), b.total());
         assert_eq!(
             b.total(),
-            2000 + b.pipes + 2 * sockets_per_bind(&c) + 1 + 3 + FD_SLACK
+            2000 + b.pipes + 2 * sockets_per_bind(&c) + 1 + 3 + b.runtimes + FD_SLACK
         );
         let mut no_health = c.clone();
         no_health.backends[0].health = None;
@@ -533,6 +548,12 @@ mod tests {
     #[test]
     fn huge_max_connections_saturates_instead_of_overflowing() {
         assert_eq!(fds_needed(&cfg(usize::MAX)), u64::MAX);
+        // Huge per-server limits: the sum saturates, max_connections still caps L4.
+        let huge = l4(i64::MAX as usize); // the largest TOML integer
+        assert_eq!(budget(&huge, 1000).servers, 1000);
+        let edge = edge("uwsgi", i64::MAX as usize);
+        assert_eq!(budget(&edge, 1000).servers, 2 * i64::MAX as u64);
+        assert_eq!(budget(&edge, 1000).total(), u64::MAX);
     }
 
     #[test]
