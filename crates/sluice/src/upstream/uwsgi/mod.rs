@@ -22,7 +22,7 @@ pub use self::response::{framing, parse_response_head, Framing, HeadParse, Respo
 pub use self::stream::CHUNK;
 
 use super::body::{with_progress, AbortOnDrop, IdleTimeout};
-use super::connect::connect;
+use super::connect::connect_send;
 use super::headers::strip_hop_by_hop;
 use super::{Body, BoxError, RequestContext, ServerAddr, UpstreamError};
 
@@ -104,10 +104,10 @@ impl UwsgiClient {
         };
         let packet = packet::build(&parts, ctx, len, &self.opts.document_root)?;
 
-        let conn = connect(addr, self.opts.connect_timeout).await?;
+        let (conn, sent) = connect_send(addr, self.opts.connect_timeout, &packet).await?;
         let (mut rd, mut wr) = tokio::io::split(conn);
         let st = self.opts.send_timeout;
-        write_all(&mut wr, &packet, st).await?;
+        write_all(&mut wr, &packet[sent..], st).await?;
         let progress = Arc::new(Notify::new());
         let writer = match req_body {
             ReqBody::Full(b) => {
