@@ -191,6 +191,43 @@ async fn server_close_reaches_the_client_with_copy() {
     server_closes_first(false).await;
 }
 
+/// Bytes followed by a FIN that both arrived before the pump reads them go out as the last
+/// write before the client's shutdown (or, when the client had already finished, before the
+/// close): they reach the client intact, followed by its EOF.
+async fn last_bytes_with_fin(client_done_first: bool) {
+    let (mut client_app, proxy_client) = tcp_pair().await;
+    let (proxy_server, mut server_app) = tcp_pair().await;
+    if client_done_first {
+        client_app.shutdown().await.expect("client shutdown");
+    }
+    server_app
+        .write_all(b"last words")
+        .await
+        .expect("server writes");
+    drop(server_app);
+    let handle =
+        tokio::spawn(async move { forward(proxy_client, proxy_server, &opts(false), None).await });
+    let mut got = Vec::new();
+    timeout(LIMIT, client_app.read_to_end(&mut got))
+        .await
+        .expect("client sees EOF")
+        .expect("read");
+    assert_eq!(got, b"last words");
+    drop(client_app);
+    let out = outcome(handle).await;
+    assert_eq!((out.to_server, out.to_client), (0, 10));
+}
+
+#[tokio::test]
+async fn last_bytes_before_the_server_fin_reach_the_client_before_its_eof() {
+    last_bytes_with_fin(false).await;
+}
+
+#[tokio::test]
+async fn last_bytes_reach_a_client_that_finished_first() {
+    last_bytes_with_fin(true).await;
+}
+
 fn reset(stream: TcpStream) {
     socket2::SockRef::from(&stream)
         .set_linger(Some(Duration::ZERO))

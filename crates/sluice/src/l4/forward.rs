@@ -4,19 +4,17 @@
 //! end on idle timeout, errors or a forced stop, and report the byte counts and why it ended.
 //! It writes no PROXY header and reads nothing itself: the caller does that beforehand.
 
-use std::future::Future;
 use std::io::{self, Read};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, Interest};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::io::Interest;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::bufpool;
+pub use super::pumpable::Pumpable;
 use super::splice::{is_unsupported, Pipe, PIPE_SIZE};
 
 /// Size of the copy buffer (one per direction while it has bytes in flight, from a
@@ -71,62 +69,6 @@ pub struct Outcome {
     /// Bytes written to the client (read from the server).
     pub to_client: u64,
     pub end: End,
-}
-
-/// A socket `forward` can pump: tokio readiness (`readable`/`writable`/`try_io`) plus the
-/// raw descriptor, so splice(2) can be driven by tokio's reactor. Everything takes `&self`
-/// so both directions share one stream without locks.
-pub trait Pumpable: AsyncRead + AsyncWrite + AsRawFd + AsFd + Send + Sync + Unpin {
-    /// Waits until the stream may be readable (see `TcpStream::readable`).
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
-    /// Waits until the stream may be writable.
-    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
-    /// Runs `f` if the stream is ready for `interest`; clears readiness when `f` returns
-    /// `WouldBlock`.
-    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
-    /// Non-blocking read (readiness-aware).
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
-    /// Non-blocking write (readiness-aware).
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
-    /// Disables Nagle where that means something (TCP); a no-op elsewhere.
-    fn set_nodelay(&self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-macro_rules! impl_pumpable {
-    ($t:ty) => {
-        fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-            <$t>::readable(self)
-        }
-        fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
-            <$t>::writable(self)
-        }
-        fn try_io<R>(
-            &self,
-            interest: Interest,
-            f: impl FnOnce() -> io::Result<R>,
-        ) -> io::Result<R> {
-            <$t>::try_io(self, interest, f)
-        }
-        fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-            <$t>::try_read(self, buf)
-        }
-        fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-            <$t>::try_write(self, buf)
-        }
-    };
-}
-
-impl Pumpable for TcpStream {
-    impl_pumpable!(TcpStream);
-    fn set_nodelay(&self) -> io::Result<()> {
-        TcpStream::set_nodelay(self, true)
-    }
-}
-
-impl Pumpable for UnixStream {
-    impl_pumpable!(UnixStream);
 }
 
 /// Pumps bytes between `client` and `server` until both directions reached end of stream,
@@ -456,10 +398,17 @@ async fn copy_with<R: Pumpable, W: Pumpable>(
 ) -> Result<Copied, Failure> {
     let mut start = 0;
     let mut bulk = false;
+    let mut last = false;
     loop {
         if start < end {
             dst.writable().await.map_err(|e| Failure::Dst(e.kind()))?;
-            match dst.try_write(&held.get()[start..end]) {
+            let out = &held.get()[start..end];
+            let wrote = if last {
+                dst.try_write_last(out)
+            } else {
+                dst.try_write(out)
+            };
+            match wrote {
                 Ok(0) => return Err(Failure::Dst(io::ErrorKind::WriteZero)),
                 Ok(n) => {
                     start += n;
@@ -477,13 +426,20 @@ async fn copy_with<R: Pumpable, W: Pumpable>(
             }
             continue;
         }
-        src.readable().await.map_err(|e| Failure::Src(e.kind()))?;
+        let ready = src
+            .ready(Interest::READABLE)
+            .await
+            .map_err(|e| Failure::Src(e.kind()))?;
         let buf = held.get();
         match read_drained(src, buf) {
             Ok(0) => return Ok(Copied::Eof),
             Ok(n) => {
                 end = n;
                 bulk = stop_on_bulk && n == buf.len();
+                // The source's FIN had arrived and this short read drained what preceded
+                // it: these bytes are the last before shutdown/close, which can carry the
+                // FIN in the same segment (HAProxy's MSG_MORE before shutdown).
+                last = ready.is_read_closed() && n < buf.len();
                 activity.touch();
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => held.release(),
@@ -495,7 +451,9 @@ async fn copy_with<R: Pumpable, W: Pumpable>(
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
 
     /// When splice turns out not to apply mid-stream, bytes already in the pipe are written
     /// out before anything read later: none lost, none reordered.

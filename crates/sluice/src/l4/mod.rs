@@ -1,8 +1,9 @@
 //! Layer 4, the TCP balancer. `forward` pumps bytes between an accepted client and a chosen
-//! server; `splice` holds the splice(2) plumbing it uses (the project's only `unsafe`).
-//! TLS, HTTP and the PROXY codec live elsewhere.
+//! server (any `pumpable` stream); `splice` holds the splice(2) plumbing it uses (the
+//! project's only `unsafe`). TLS, HTTP and the PROXY codec live elsewhere.
 
 pub mod bufpool;
 pub mod forward;
 pub mod frontend;
+pub mod pumpable;
 pub mod splice;
