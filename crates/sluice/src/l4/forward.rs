@@ -81,8 +81,8 @@ pub async fn forward<C: Pumpable, S: Pumpable>(
     opts: &ForwardOpts,
     shutdown: Option<CancellationToken>,
 ) -> Outcome {
-    // Best effort: a failure here (e.g. the peer already left) shows up in the pump.
-    let _ = client.set_nodelay();
+    // Best effort: a failure here (e.g. the peer already left) shows up in the pump. A
+    // client accepted by sluice has TCP_NODELAY already (inherited from the listener).
     let _ = server.set_nodelay();
     let activity = Activity::new();
     let mut up = Dir::new(opts.splice);

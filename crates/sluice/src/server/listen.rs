@@ -41,6 +41,9 @@ pub fn bind_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
         sock.set_only_v6(true)?;
     }
     sock.set_nonblocking(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener: one setsockopt per listener
+    // instead of one per connection (both roles want it: PROXY header, TLS records).
+    sock.set_nodelay(true)?;
     sock.bind(&addr.into())?;
     sock.listen(BACKLOG)?;
     Ok(sock.into())
@@ -320,6 +323,13 @@ mod tests {
         // SO_REUSEPORT: a second socket may bind the same address (multi-process accept).
         let b = bind_listener(addr).unwrap();
         assert_eq!(b.local_addr().unwrap(), addr);
+        // Connections accepted from it have TCP_NODELAY without a setsockopt of their own.
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = a.accept().await.unwrap();
+        assert!(
+            accepted.nodelay().unwrap(),
+            "TCP_NODELAY inherited from the listener"
+        );
         let v6 = bind_listener("[::1]:0".parse().unwrap());
         if let Ok(v6) = v6 {
             assert!(v6.local_addr().unwrap().is_ipv6());
