@@ -4,6 +4,7 @@
 //! `service`; access lines to `access`. Binding and accepting are `server`'s job.
 
 pub mod access;
+pub mod coalesce;
 pub mod conn;
 pub mod rewind;
 mod service;
@@ -29,6 +30,7 @@ use crate::tls::{self, TlsEdge};
 use crate::upstream::{HttpOpts, HttpUpstream, Scheme, UwsgiClient, UwsgiOpts};
 
 pub use access::{AccessLog, AccessRecord};
+pub use coalesce::Coalesce;
 pub use conn::ConnInfo;
 pub use rewind::Rewind;
 
@@ -255,8 +257,10 @@ pub async fn handle(
         serve(&fe, io, info, false, stop).await;
         return;
     };
+    // With h2 the TLS 1.3 ticket leaves with our SETTINGS (one write, one wake-up less).
+    let io = Coalesce::new(io);
     let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, edge.acceptor().accept(io));
-    let tls_stream = tokio::select! {
+    let mut tls_stream = tokio::select! {
         r = handshake => match r {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -274,6 +278,10 @@ pub async fn handle(
         _ = stop.cancelled() => return,
     };
     let info = tls::session_info(tls_stream.get_ref().1);
+    tls_stream
+        .get_mut()
+        .0
+        .release(info.alpn.as_deref() != Some("h2"));
     crate::metrics::global().tls_handshake(&fe.name, info.version, info.resumed);
     let h1_only = info.alpn.as_deref() == Some("http/1.1");
     let info = ConnInfo {
