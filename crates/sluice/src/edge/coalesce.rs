@@ -1,7 +1,7 @@
-//! Sends the TLS 1.3 session ticket together with the server's first HTTP/2 bytes. rustls
-//! writes the NewSessionTicket as soon as the client's Finished arrives, a write (and a peer
-//! wake-up) of its own; this stream holds it so that it leaves with the SETTINGS frame in one
-//! `writev`. It looks only at TLS record headers, never at contents, and buffers nothing else.
+//! Holds the TLS 1.3 session ticket rustls writes after the client's Finished (a write and a
+//! peer wake-up of its own) so that it leaves with the server's first h2 bytes in one `writev`.
+//! Reads TLS record headers only, buffers nothing else; its shutdown leaves the socket to the
+//! `close` that follows (no `shutdown(2)`).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -228,10 +228,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
         }
     }
 
+    /// Sends what is held but leaves the socket's write side open: the edge closes the
+    /// connection as soon as hyper's shutdown returns, and `close` sends the FIN (a
+    /// `shutdown(SHUT_WR)` first is one more syscall per connection; nginx makes none).
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         std::task::ready!(this.poll_write_held(cx))?;
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 }
 
