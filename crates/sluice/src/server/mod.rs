@@ -43,6 +43,11 @@ pub enum ServerError {
     Backend { backend: String, message: String },
     #[error("{0}")]
     Admin(#[from] crate::admin::AdminError),
+    #[error("cannot start {threads} worker threads: {source}")]
+    Workers {
+        threads: usize,
+        source: std::io::Error,
+    },
     #[error("cannot open log file {path}: {source}")]
     LogFile {
         path: String,
@@ -91,10 +96,8 @@ impl Server {
         let (workers, sockets_per_bind) = match accept {
             Accept::Inline => (None, runtime_workers()),
             Accept::Threads(n) => {
-                let w = Workers::start(n).map_err(|e| ServerError::Frontend {
-                    frontend: "*".into(),
-                    message: format!("cannot start {n} worker threads: {e}"),
-                })?;
+                let w = Workers::start(n)
+                    .map_err(|source| ServerError::Workers { threads: n, source })?;
                 let n = w.len();
                 (Some(w), n)
             }
@@ -116,7 +119,7 @@ impl Server {
         };
         let prepared = build::prepare(&cfg, &Running::default(), &ctx)?;
         let (running, listeners, _) = prepared.commit();
-        log_listening(&listeners);
+        log_listening(&listeners, sockets_per_bind);
         let live = Arc::new(Live::default());
         live.set(running.pools(), running.addrs());
 
@@ -305,7 +308,7 @@ impl Server {
         self.resize_limit(limit, cfg.global.max_connections.max(1));
         self.grace = cfg.global.grace.get();
         let (running, listeners, summary) = prepared.commit();
-        log_listening(&listeners);
+        log_listening(&listeners, self.sockets_per_bind);
         self.running = running;
         self.live.set(self.running.pools(), self.running.addrs());
         Ok((summary, listeners))
@@ -340,13 +343,9 @@ fn runtime_workers() -> usize {
         .max(1)
 }
 
-/// Logs each newly bound address once (not once per socket of its group).
-fn log_listening(listeners: &[Listener]) {
+/// Logs each newly bound address once (not once per socket of its group of `sockets`).
+fn log_listening(listeners: &[Listener], sockets: usize) {
     for l in listeners.iter().filter(|l| l.shard == 0) {
-        let sockets = listeners
-            .iter()
-            .filter(|o| o.addr == l.addr && Arc::ptr_eq(&o.kind, &l.kind))
-            .count();
         // Fields, not text: the text log reads "listening frontend=NAME addr=ADDR" as
         // before, and --log-format json gets them as JSON fields.
         tracing::info!(frontend = %l.kind.load().name(), addr = %l.addr, sockets, "listening");

@@ -21,10 +21,7 @@ pub(crate) enum Conn {
 
 /// Connects to `addr` within `timeout` (the whole resolution + all attempts).
 pub(crate) async fn connect(addr: &ServerAddr, timeout: Duration) -> Result<Conn, UpstreamError> {
-    match tokio::time::timeout(timeout, connect_inner(addr)).await {
-        Ok(r) => r.map_err(UpstreamError::Connect),
-        Err(_) => Err(UpstreamError::Timeout),
-    }
+    connect_send(addr, timeout, &[]).await.map(|(c, _)| c)
 }
 
 /// Like [`connect`], and on a unix socket also sends as much of `first` as the socket takes
@@ -38,27 +35,25 @@ pub(crate) async fn connect_send(
     timeout: Duration,
     first: &[u8],
 ) -> Result<(Conn, usize), UpstreamError> {
-    if let ServerAddr::Unix(path) = addr {
-        let r = tokio::time::timeout(timeout, unix(path, first)).await;
-        return match r {
-            Ok(Ok((s, sent))) => Ok((Conn::Unix(s), sent)),
-            Ok(Err(e)) => Err(UpstreamError::Connect(e)),
-            Err(_) => Err(UpstreamError::Timeout),
-        };
+    match tokio::time::timeout(timeout, connect_inner(addr, first)).await {
+        Ok(r) => r.map_err(UpstreamError::Connect),
+        Err(_) => Err(UpstreamError::Timeout),
     }
-    connect(addr, timeout).await.map(|c| (c, 0))
 }
 
-async fn connect_inner(addr: &ServerAddr) -> io::Result<Conn> {
+async fn connect_inner(addr: &ServerAddr, first: &[u8]) -> io::Result<(Conn, usize)> {
     match addr {
-        ServerAddr::Inet(sa) => tcp(*sa).await,
-        ServerAddr::Unix(path) => Ok(Conn::Unix(unix(path, &[]).await?.0)),
+        ServerAddr::Inet(sa) => Ok((tcp(*sa).await?, 0)),
+        ServerAddr::Unix(path) => {
+            let (s, sent) = unix(path, first).await?;
+            Ok((Conn::Unix(s), sent))
+        }
         ServerAddr::Host { host, port } => {
             let mut last = None;
             // lookup_host yields a short, finite list; each attempt is bounded by the timeout.
             for sa in tokio::net::lookup_host((host.as_str(), *port)).await? {
                 match tcp(sa).await {
-                    Ok(c) => return Ok(c),
+                    Ok(c) => return Ok((c, 0)),
                     Err(e) => last = Some(e),
                 }
             }
