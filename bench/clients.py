@@ -5,10 +5,19 @@
                                         one GET / each; prints "RESULT total= resumed= full="
   clients.py idle HOST PORT COUNT SRC   opens COUNT TCP connections from SRC, sends nothing,
                                         prints "READY n", holds them until stdin closes
+  clients.py paced HOST PORT CONNS RATE SECONDS LOG [burst]
+                                        CONNS TLS keep-alive HTTP/1.1 connections share RATE
+                                        requests/s on one evenly spaced schedule (request k at
+                                        k/RATE, on connection k mod CONNS), or with `burst`
+                                        all CONNS send at once every CONNS/RATE s; writes
+                                        h2load's --log-file format (start_us, status,
+                                        latency_us) to LOG and prints
+                                        "RESULT ok= failed= late= secs="
 
 Neither measures the server: bench/compare reads the server's CPU and memory from /proc.
 """
 
+import asyncio
 import resource
 import socket
 import ssl
@@ -86,11 +95,80 @@ def idle(host, port, count, src):
     print("DONE", flush=True)
 
 
+PACED_REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: bench-paced\r\n\r\n"
+MAX_HEAD = 16384  # bytes of response head accepted
+
+
+async def _paced_conn(host, port, ctx, slots, out, stats):
+    """One keep-alive connection: sends at each of its slots (monotonic seconds), never
+    more than one request in flight (HTTP/1.1 without pipelining); a slot missed because
+    the previous response was late is sent at once and counted in `late`."""
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=ctx, server_hostname="localhost"), IO_TIMEOUT)
+    loop = asyncio.get_running_loop()
+    try:
+        for slot in slots:
+            delay = slot - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                stats["late"] += 1
+            start_wall, start = time.time(), time.perf_counter()
+            writer.write(PACED_REQUEST)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT)
+            if len(head) > MAX_HEAD:
+                raise ValueError("response head too large")
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ")[1])
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip())
+            if length > MAX_RESPONSE:
+                raise ValueError("response body too large")
+            await asyncio.wait_for(reader.readexactly(length), IO_TIMEOUT)
+            latency = time.perf_counter() - start
+            out.append(f"{int(start_wall * 1e6)}\t{status}\t{int(latency * 1e6)}\n")
+            stats["ok" if status == 200 else "failed"] += 1
+    finally:
+        writer.close()
+
+
+async def _paced(host, port, conns, rate, seconds, log, burst):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    loop = asyncio.get_running_loop()
+    total = min(int(rate * seconds), 1_000_000)
+    # The schedule starts after every connection had time to be made: whatever the
+    # handshakes cost, request k is due at t0 + k/rate, the same for every implementation.
+    t0 = loop.time() + 1.0
+    slots = [[] for _ in range(conns)]
+    for k in range(total):
+        due = (k - k % conns) if burst else k
+        slots[k % conns].append(t0 + due / rate)
+    out, stats = [], {"ok": 0, "failed": 0, "late": 0}
+    results = await asyncio.gather(
+        *(_paced_conn(host, port, ctx, s, out, stats) for s in slots), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    stats["failed"] += total - stats["ok"] - stats["failed"]
+    with open(log, "w") as f:
+        f.writelines(out)
+    secs = loop.time() - t0
+    print(f"RESULT ok={stats['ok']} failed={stats['failed']} late={stats['late']} "
+          f"secs={secs:.3f} errors={[repr(e) for e in errors][:3]}")
+
+
 def main(argv):
     if len(argv) == 5 and argv[1] == "resume":
         resume(argv[2], int(argv[3]), float(argv[4]))
     elif len(argv) == 6 and argv[1] == "idle":
         idle(argv[2], int(argv[3]), int(argv[4]), argv[5])
+    elif len(argv) in (8, 9) and argv[1] == "paced" and argv[8:] in ([], ["burst"]):
+        asyncio.run(_paced(argv[2], int(argv[3]), int(argv[4]), float(argv[5]),
+                           float(argv[6]), argv[7], burst=len(argv) == 9))
     else:
         sys.exit(__doc__)
 
