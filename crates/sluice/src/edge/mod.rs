@@ -205,19 +205,17 @@ impl HttpFrontend {
 }
 
 /// Serves one accepted connection to its end. `stop` (shutdown began) asks the connection
-/// to finish its requests and close; `fe.force` closes it at once. `local` is the
-/// listener's address when it is not a wildcard (else asked from the kernel).
+/// to finish its requests and close; `fe.force` closes it at once.
 pub async fn handle(
     fe: Arc<HttpFrontend>,
     mut stream: TcpStream,
     peer: SocketAddr,
-    local: Option<SocketAddr>,
     stop: CancellationToken,
 ) {
     let peer = PeerAddr(peer);
     let conn_metrics = crate::metrics::global().conn_opened(&fe.name);
     // TCP_NODELAY comes from the listener (`server::listen::bind_std`), no setsockopt here.
-    let mut local = LocalAddr(local.unwrap_or_else(|| stream.local_addr().unwrap_or(peer.0)));
+    let mut local = LocalAddr(stream.local_addr().unwrap_or(peer.0));
     let mut client = ClientAddr::direct(peer);
     let mut leftover = Vec::new();
     if let Some(policy) = &fe.policy {

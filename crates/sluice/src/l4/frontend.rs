@@ -109,18 +109,12 @@ pub async fn connect_server(addr: &ServerAddr, source: Option<IpAddr>) -> io::Re
     }
 }
 
-/// Serves one accepted connection to the end and logs it. `local` is the listener's address
-/// when it is not a wildcard (then the connection's own is asked from the kernel).
-pub async fn handle(
-    fe: Arc<TcpFrontend>,
-    client: TcpStream,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
-) {
+/// Serves one accepted connection to the end and logs it.
+pub async fn handle(fe: Arc<TcpFrontend>, client: TcpStream, peer: SocketAddr) {
     let start = Instant::now();
     let conn_metrics = fe.metrics.conn_opened();
     let peer = PeerAddr(peer);
-    let local = LocalAddr(local.unwrap_or_else(|| client.local_addr().unwrap_or(peer.0)));
+    let local = LocalAddr(client.local_addr().unwrap_or(peer.0));
     let mut rec = ConnRecord {
         client: ClientAddr::direct(peer),
         peer,

@@ -130,9 +130,6 @@ pub async fn accept_loop(
         ..
     } = l;
     let name = kind.load().name().to_string();
-    // Bound to one address, every accepted connection has it as its local address: pass it
-    // on instead of a getsockname(2) per connection. A wildcard bind must ask each time.
-    let local = (!addr.ip().is_unspecified()).then_some(addr);
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -142,7 +139,7 @@ pub async fn accept_loop(
     };
     let on_conn = |stream, peer, permit| {
         let current = kind.load_full();
-        serve_conn(&current, stream, peer, local, permit, &tracker, &stop);
+        serve_conn(&current, stream, peer, permit, &tracker, &stop);
     };
     run_accept(
         &name,
@@ -161,7 +158,7 @@ pub async fn accept_loop(
     let current = kind.load_full();
     let drained = drain(
         listener,
-        |stream, peer, permit| serve_conn(&current, stream, peer, local, permit, &tracker, &stop),
+        |stream, peer, permit| serve_conn(&current, stream, peer, permit, &tracker, &stop),
         &limit,
     )
     .await;
@@ -175,7 +172,6 @@ fn serve_conn(
     kind: &FrontendKind,
     stream: TcpStream,
     peer: SocketAddr,
-    local: Option<SocketAddr>,
     permit: OwnedSemaphorePermit,
     tracker: &TaskTracker,
     stop: &CancellationToken,
@@ -184,14 +180,14 @@ fn serve_conn(
         FrontendKind::Tcp(fe) => {
             let fe = fe.clone();
             tracker.spawn(async move {
-                frontend::handle(fe, stream, peer, local).await;
+                frontend::handle(fe, stream, peer).await;
                 drop(permit);
             });
         }
         FrontendKind::Http(fe) => {
             let (fe, stop) = (fe.clone(), stop.clone());
             tracker.spawn(async move {
-                edge::handle(fe, stream, peer, local, stop).await;
+                edge::handle(fe, stream, peer, stop).await;
                 drop(permit);
             });
         }
