@@ -3,9 +3,9 @@ send_proxy v1, source 127.0.0.23) + two sluice edges (127.0.0.24/25: PROXY from 
 balancer only, TLS, uwsgi); peer stack = HAProxy + two nginx doing the same. Both stacks
 share two uwsgi Flask apps (examples/seed/app.py). clients.py paced sends requests over 8
 keep-alive connections below saturation, twice per round: on one evenly spaced schedule, and
-in bursts (all 8 at once); it logs each request and p50/p99 come from that log. Not h2load --rps: its per-client timers start when each
-client's handshake ends, so how the 8 clients' requests overlap depended on the stack under
-test (see docs/BENCHMARKS.md, scenario 8).
+in bursts (all 8 at once); it logs each request and p50/p99 come from that log. Not h2load
+--rps: its per-client timers start when each client's handshake ends, so how the 8 clients'
+requests overlapped depended on the stack under test (see docs/BENCHMARKS.md, scenario 8).
 """
 
 import os
@@ -107,7 +107,9 @@ def paced(env, stack, port, rps, log, burst=False):
         os.remove(log)
     secs = env.duration * 2
     cmd = [sys.executable, os.path.join(env.bench, "clients.py"), "paced", "127.0.0.21",
-           str(port), str(CLIENTS), str(rps * CLIENTS), str(secs), log] + (["burst"] if burst else [])
+           str(port), str(CLIENTS), str(rps * CLIENTS), str(secs), log]
+    if burst:
+        cmd.append("burst")
     cpu, out = procs.measured(stack, cmd, timeout=secs + 60)
     m = re.search(r"RESULT ok=(\d+) failed=(\d+) late=(\d+) secs=([\d.]+)", out)
     if not m:
