@@ -6,9 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use sluice::edge::HEADER_READ_TIMEOUT;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `[frontend.timeouts] header` in this test's config (nginx's default is 60s).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn config() -> String {
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
@@ -17,7 +19,8 @@ fn config() -> String {
         .unwrap();
     format!(
         "[global]\nmax_connections = 10\ngrace = \"1s\"\n\n\
-         [[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\nbackend = \"app\"\n\n\
+         [[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\nbackend = \"app\"\n\
+         timeouts = {{ header = \"30s\" }}\n\n\
          [[backend]]\nname = \"app\"\nprotocol = \"uwsgi\"\nretries = 0\n\
          [[backend.servers]]\naddr = \"{dead}\"\n"
     )

@@ -91,13 +91,117 @@ pub struct Frontend {
     /// Edge only (mode = "http"): omit for plain HTTP.
     #[serde(default)]
     pub tls: Option<Tls>,
-    /// Edge only: largest buffered request body of unknown length (413 beyond).
+    /// Edge only: largest request body (nginx `client_max_body_size`): a declared
+    /// Content-Length above it gets 413 before any body byte is read, a body of unknown
+    /// length is cut with 413 when it grows past it.
     #[serde(default = "default_max_body")]
     pub max_body: usize,
+    /// Edge only: read the whole request body before contacting the app server
+    /// (nginx `uwsgi_request_buffering` / `proxy_request_buffering`, on by default).
+    #[serde(default = "yes")]
+    pub request_buffering: bool,
+    /// Edge only: read the app's response as fast as it comes, into memory then a temp file,
+    /// so the app server is released while a slow client reads (nginx `uwsgi_buffering`).
+    #[serde(default = "yes")]
+    pub response_buffering: bool,
+    /// Edge only: request body bytes kept in memory; beyond, an unlinked temp file
+    /// (nginx `client_body_buffer_size`, 16k on 64-bit).
+    #[serde(default = "default_body_buffer_size")]
+    pub body_buffer_size: usize,
+    /// Edge only: response bytes kept in memory per request before spilling to a temp file
+    /// (nginx `uwsgi_buffer_size` + `uwsgi_buffers 8 8k`).
+    #[serde(default = "default_response_buffer_size")]
+    pub response_buffer_size: usize,
+    /// Edge only: largest response temp file; beyond it the response streams at the
+    /// client's pace. 0 = never spill (nginx `uwsgi_max_temp_file_size 1024m`).
+    #[serde(default = "default_max_temp_file_size")]
+    pub max_temp_file_size: u64,
+    /// Edge only: where request/response temp files go (created unlinked). Default: the
+    /// system temp directory ($TMPDIR or /tmp).
+    #[serde(default)]
+    pub temp_dir: Option<String>,
+    /// Edge only: pass header names with `_` to the app (nginx `underscores_in_headers`,
+    /// off: they are dropped, since `X-Forwarded_For` and `X-Forwarded-For` collide in
+    /// CGI-style variables).
+    #[serde(default)]
+    pub underscores_in_headers: bool,
+    /// Edge only: client-side timeouts.
+    #[serde(default)]
+    pub timeouts: FrontendTimeouts,
+    /// Edge only: client-side limits.
+    #[serde(default)]
+    pub limits: FrontendLimits,
 }
 
 fn default_max_body() -> usize {
     1 << 20
+}
+
+fn default_body_buffer_size() -> usize {
+    16 * 1024
+}
+
+fn default_response_buffer_size() -> usize {
+    64 * 1024
+}
+
+fn default_max_temp_file_size() -> u64 {
+    1 << 30
+}
+
+/// `[frontend.timeouts]` (edge): nginx's defaults where nginx has the directive.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrontendTimeouts {
+    /// TLS handshake (nginx `ssl_handshake_timeout` is 60s; 10s here: a handshake is a few
+    /// round trips, and a pending one holds a descriptor).
+    pub handshake: Dur,
+    /// A request head must arrive within this (nginx `client_header_timeout`, 60s).
+    pub header: Dur,
+    /// Between two successful reads of the request body (nginx `client_body_timeout`, 60s).
+    pub body: Dur,
+    /// Between two successful writes to the client (nginx `send_timeout`, 60s).
+    pub send: Dur,
+    /// An idle keep-alive connection is closed after this (nginx `keepalive_timeout`, 75s).
+    pub keepalive: Dur,
+}
+
+impl Default for FrontendTimeouts {
+    fn default() -> Self {
+        FrontendTimeouts {
+            handshake: Dur(Duration::from_secs(10)),
+            header: Dur(Duration::from_secs(60)),
+            body: Dur(Duration::from_secs(60)),
+            send: Dur(Duration::from_secs(60)),
+            keepalive: Dur(Duration::from_secs(75)),
+        }
+    }
+}
+
+/// `[frontend.limits]` (edge).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrontendLimits {
+    /// Largest request head in bytes: HTTP/1 431 beyond, HTTP/2 header list size
+    /// (nginx `large_client_header_buffers 4 8k`: 32k).
+    pub header_bytes: usize,
+    /// Most header fields in an HTTP/1 request (431 beyond).
+    pub headers: usize,
+    /// HTTP/2 concurrent streams per connection (nginx `http2_max_concurrent_streams`).
+    pub h2_streams: u32,
+    /// Requests served on one connection before it is closed (nginx `keepalive_requests`).
+    pub keepalive_requests: u64,
+}
+
+impl Default for FrontendLimits {
+    fn default() -> Self {
+        FrontendLimits {
+            header_bytes: 32 * 1024,
+            headers: 100,
+            h2_streams: 128,
+            keepalive_requests: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -234,7 +338,20 @@ fn default_retries() -> u32 {
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     pub connect: Dur,
+    /// L4 (tcp) backends: a forwarded connection with no bytes either way for this long is
+    /// closed (HAProxy `timeout client`/`timeout server`). Edge backends use `read`/`send`.
     pub idle: Dur,
+    /// Edge backends: longest wait for the app's response head and between two reads of
+    /// its body (nginx `uwsgi_read_timeout` / `proxy_read_timeout`, 60s).
+    pub read: Dur,
+    /// Edge backends: longest wait between two successful writes of the request to the app
+    /// (nginx `uwsgi_send_timeout` / `proxy_send_timeout`, 60s).
+    pub send: Dur,
+    /// How long a request (or an L4 connection) may wait in the backend's queue for a free
+    /// server slot when every server is at `max_connections` (HAProxy `timeout queue`,
+    /// nginx's upstream `queue ... timeout`); 503 when it expires. Default: `connect`,
+    /// which is how long a queued request waited before this key existed.
+    pub queue: Option<Dur>,
 }
 
 impl Default for Timeouts {
@@ -242,6 +359,9 @@ impl Default for Timeouts {
         Timeouts {
             connect: Dur(Duration::from_secs(5)),
             idle: Dur(Duration::from_secs(300)),
+            read: Dur(Duration::from_secs(60)),
+            send: Dur(Duration::from_secs(60)),
+            queue: None,
         }
     }
 }

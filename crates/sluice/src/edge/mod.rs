@@ -8,6 +8,7 @@ pub mod coalesce;
 pub mod conn;
 pub mod rewind;
 mod service;
+pub mod settings;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,19 +34,10 @@ pub use access::{AccessLog, AccessRecord};
 pub use coalesce::Coalesce;
 pub use conn::ConnInfo;
 pub use rewind::Rewind;
+pub use settings::EdgeSettings;
 
-/// A client must complete its TLS handshake within this.
+/// Default TLS handshake timeout (`[frontend.timeouts] handshake`).
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP/1: a request head must arrive within this (also bounds idle keep-alive waits).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// A connection without a request in flight is closed after this (both protocols).
-pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(75);
-/// Largest request head: HTTP/1 read buffer (431 beyond) and HTTP/2 header list.
-pub const MAX_HEADER_BYTES: usize = 32 * 1024;
-/// Most header fields in an HTTP/1 request (431 beyond).
-pub const MAX_HEADERS: usize = 100;
-/// HTTP/2 concurrent streams per connection.
-pub const MAX_CONCURRENT_STREAMS: u32 = 128;
 /// HTTP/2 rapid reset defence: streams reset by the client before we accepted them.
 pub const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// HTTP/2: resets we may send because of client errors before closing the connection.
@@ -72,10 +64,8 @@ pub struct HttpFrontend {
     pub upstream: Upstream,
     pub pool: Arc<Pool>,
     pub retries: u32,
-    pub connect_timeout: Duration,
-    /// Per-frame wait while buffering a request body for uwsgi.
-    pub body_timeout: Duration,
-    pub max_body: usize,
+    /// Timeouts, limits, buffering: the typed `[frontend]` edge keys and backend timeouts.
+    pub settings: EdgeSettings,
     pub log: AccessLog,
     /// Cancelled when the shutdown grace period ends: close whatever is still open.
     pub force: CancellationToken,
@@ -104,20 +94,20 @@ pub enum EdgeError {
     Policy(String),
 }
 
-fn builder() -> auto::Builder<TokioExecutor> {
+fn builder(s: &EdgeSettings) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(s.client.header)
         .keep_alive(true)
-        .max_buf_size(MAX_HEADER_BYTES)
-        .max_headers(MAX_HEADERS);
+        .max_buf_size(s.limits.header_bytes)
+        .max_headers(s.limits.headers);
     b.http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_concurrent_streams(s.limits.h2_streams)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
         .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
-        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_header_list_size(u32::try_from(s.limits.header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
         .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
     b
@@ -164,23 +154,23 @@ impl HttpFrontend {
             .map(Policy::from_config)
             .transpose()
             .map_err(EdgeError::Policy)?;
-        let connect_timeout = b.timeouts.connect.get();
-        let idle = b.timeouts.idle.get();
+        let settings = EdgeSettings::from_config(f, b);
+        let up = settings.upstream;
         let upstream = match b.protocol {
             Protocol::Uwsgi => Upstream::Uwsgi(UwsgiClient::new(UwsgiOpts {
-                connect_timeout,
-                read_timeout: idle,
-                send_timeout: idle,
+                connect_timeout: up.connect,
+                read_timeout: up.read,
+                send_timeout: up.send,
                 max_body: f.max_body,
                 ..UwsgiOpts::default()
             })),
             Protocol::Http => Upstream::Http(Box::new(HttpUpstream::new(HttpOpts {
-                connect_timeout,
-                read_timeout: idle,
+                connect_timeout: up.connect,
+                read_timeout: up.read,
                 ..HttpOpts::default()
             }))),
         };
-        let auto = builder();
+        let auto = builder(&settings);
         let h1 = auto.clone().http1_only();
         Ok(Arc::new(HttpFrontend {
             name: f.name.as_str().into(),
@@ -190,9 +180,7 @@ impl HttpFrontend {
             upstream,
             pool,
             retries: b.retries,
-            connect_timeout,
-            body_timeout: idle,
-            max_body: f.max_body,
+            settings,
             log: AccessLog {
                 file: log_file,
                 json: f.access_log_format == config::AccessLogFormat::Json,
@@ -259,7 +247,10 @@ pub async fn handle(
     };
     // With h2 the TLS 1.3 ticket leaves with our SETTINGS (one write, one wake-up less).
     let io = Coalesce::new(io);
-    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, edge.acceptor().accept(io));
+    let handshake = tokio::time::timeout(
+        fe.settings.client.handshake,
+        edge.acceptor().accept(io),
+    );
     let mut tls_stream = tokio::select! {
         r = handshake => match r {
             Ok(Ok(s)) => s,
@@ -330,7 +321,7 @@ async fn serve<IO>(
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = state.idle_for(KEEPALIVE_IDLE), if !draining => {
+            _ = state.idle_for(fe.settings.client.keepalive), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }

@@ -221,7 +221,7 @@ async fn prepare(fe: &HttpFrontend, req: Request<Incoming>) -> Result<Request<Pr
     let prepared = if body.is_end_stream() {
         Prepared::Full(Bytes::new())
     } else if unknown_len && matches!(fe.upstream, Upstream::Uwsgi(_)) {
-        let b = buffer_body(body, fe.max_body, fe.body_timeout)
+        let b = buffer_body(body, fe.settings.buffering.max_body as usize, fe.settings.client.body)
             .await
             .map_err(Failure::Upstream)?;
         Prepared::Full(b)
@@ -247,7 +247,7 @@ async fn forward(
     let mut tried: Vec<ServerId> = Vec::new();
     let mut last: Option<UpstreamError> = None;
     for _attempt in 0..=fe.retries {
-        let deadline = Instant::now() + fe.connect_timeout;
+        let deadline = Instant::now() + fe.settings.upstream.queue;
         let lease = match fe.pool.acquire(&ctx.client, &tried, deadline).await {
             Ok(l) => l,
             Err(NoServer::Unavailable) if last.is_some() => break,
