@@ -1,6 +1,7 @@
 //! sluice: one binary for both tiers of TLS scale-out. The L4 balancer (accept, pick a
 //! healthy server, forward bytes, send PROXY) and the TLS edge (accept trusted PROXY,
 //! terminate TLS, hand requests to uwsgi/HTTP apps). `main.rs` only parses the command line.
+#![forbid(unsafe_code)]
 
 pub mod addr;
 pub mod admin;

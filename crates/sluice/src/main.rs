@@ -1,5 +1,6 @@
 //! Command line entry point: parses arguments, sets up tracing to stderr and the tokio
 //! runtime, and hands over to the library (`sluice::cli`). No logic of its own.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

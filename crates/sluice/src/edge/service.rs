@@ -221,9 +221,13 @@ async fn prepare(fe: &HttpFrontend, req: Request<Incoming>) -> Result<Request<Pr
     let prepared = if body.is_end_stream() {
         Prepared::Full(Bytes::new())
     } else if unknown_len && matches!(fe.upstream, Upstream::Uwsgi(_)) {
-        let b = buffer_body(body, fe.settings.buffering.max_body as usize, fe.settings.client.body)
-            .await
-            .map_err(Failure::Upstream)?;
+        let b = buffer_body(
+            body,
+            fe.settings.buffering.max_body as usize,
+            fe.settings.client.body,
+        )
+        .await
+        .map_err(Failure::Upstream)?;
         Prepared::Full(b)
     } else {
         Prepared::Shared(SharedBody {

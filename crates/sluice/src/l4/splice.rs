@@ -1,10 +1,10 @@
 //! Zero-copy plumbing for the L4 pump: a non-blocking pipe and the splice(2) calls that move
 //! bytes socket -> pipe -> socket without copying them through user space (Linux only).
 //! It does no waiting and no readiness bookkeeping (that is `forward`'s job, via tokio's
-//! `try_io`); this is the only module of the project with `unsafe`.
+//! `try_io`). The system calls go through rustix's safe wrappers: no `unsafe` here.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Pipe capacity we ask for, and the most bytes we ever keep in one pipe. 64 KiB is the
@@ -71,11 +71,6 @@ pub fn is_unsupported(err: &io::Error) -> bool {
     ) || err.kind() == io::ErrorKind::Unsupported
 }
 
-/// Converts a `ssize_t` syscall result into a byte count or the thread's `errno`.
-fn check(ret: isize) -> io::Result<usize> {
-    usize::try_from(ret).map_err(|_| io::Error::last_os_error())
-}
-
 #[cfg(target_os = "linux")]
 impl Pipe {
     /// Creates a pipe with `O_NONBLOCK | O_CLOEXEC` and asks for `size` bytes of capacity.
@@ -83,36 +78,20 @@ impl Pipe {
     /// kernel gave it, and `capacity()` reports that size (capped at `size`). Fails when
     /// `MAX_PIPES` pipes are open.
     pub fn new(size: usize) -> io::Result<Pipe> {
-        use std::os::fd::FromRawFd;
+        use rustix::pipe::{fcntl_getpipe_size, fcntl_setpipe_size, pipe_with, PipeFlags};
         let slot = PipeSlot::take()?;
-        let mut fds: [libc::c_int; 2] = [-1, -1];
-        // SAFETY: `fds` is a valid, writable array of two c_ints, as pipe2(2) requires.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else;
-        // each is wrapped exactly once, so each is closed exactly once.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let want = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-        // SAFETY: F_SETPIPE_SZ/F_GETPIPE_SZ take an int argument and touch no user memory;
-        // the descriptor is open (owned by `write` above).
-        let got = unsafe {
-            let set = libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, want);
-            if set > 0 {
-                set
-            } else {
-                libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
-            }
+        let (read, write) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+        let got = match fcntl_setpipe_size(&write, size) {
+            Ok(n) if n > 0 => n,
+            _ => fcntl_getpipe_size(&write)?,
         };
-        if got <= 0 {
-            return Err(io::Error::last_os_error());
+        if got == 0 {
+            return Err(io::Error::other("pipe has no capacity"));
         }
-        let capacity = usize::try_from(got).unwrap_or(size).min(size);
         Ok(Pipe {
             read,
             write,
-            capacity,
+            capacity: got.min(size),
             _slot: slot,
         })
     }
@@ -127,46 +106,39 @@ impl Pipe {
     /// stream; `WouldBlock` means the socket has nothing to read (the pipe has room, since
     /// callers respect `capacity()`).
     pub fn fill_from(&self, src: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
-        // SAFETY: both descriptors are open for the duration of the call (borrowed / owned);
-        // null offsets are required for sockets and pipes; no user memory is passed.
-        let ret = unsafe {
-            libc::splice(
-                src.as_raw_fd(),
-                std::ptr::null_mut(),
-                self.write.as_raw_fd(),
-                std::ptr::null_mut(),
-                max,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-            )
-        };
-        check(ret)
+        Ok(rustix::pipe::splice(
+            src,
+            None,
+            &self.write,
+            None,
+            max,
+            splice_flags(),
+        )?)
     }
 
     /// Moves up to `max` bytes from the pipe to the socket `dst`. Callers only call this
     /// with bytes in the pipe, so `WouldBlock` means the socket's send buffer is full.
     pub fn drain_to(&self, dst: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
-        // SAFETY: as in `fill_from`: open descriptors, null offsets, no user memory.
-        let ret = unsafe {
-            libc::splice(
-                self.read.as_raw_fd(),
-                std::ptr::null_mut(),
-                dst.as_raw_fd(),
-                std::ptr::null_mut(),
-                max,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-            )
-        };
-        check(ret)
+        Ok(rustix::pipe::splice(
+            &self.read,
+            None,
+            dst,
+            None,
+            max,
+            splice_flags(),
+        )?)
     }
 
     /// Reads bytes out of the pipe into `buf` (used to rescue bytes already in the pipe when
     /// splicing out turns out to be unsupported and the pump falls back to copying).
     pub fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call, and
-        // the read end is open (owned by `self`).
-        let ret = unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        check(ret)
+        Ok(rustix::io::read(&self.read, buf)?)
     }
+}
+
+#[cfg(target_os = "linux")]
+fn splice_flags() -> rustix::pipe::SpliceFlags {
+    rustix::pipe::SpliceFlags::MOVE | rustix::pipe::SpliceFlags::NONBLOCK
 }
 
 #[cfg(not(target_os = "linux"))]
