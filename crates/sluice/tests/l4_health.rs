@@ -5,6 +5,7 @@
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use sluice::balance::{Pool, ServerState};
 use support::*;
@@ -58,18 +59,25 @@ async fn stopped_server_leaves_rotation_and_returns() {
     sl.shutdown().await;
 }
 
+/// What one connection's PROXY header said: (version, command, the request that followed).
+type SeenHeader = (proxy_header::Version, proxy_header::Command, String);
+
 /// A server that closes any connection not starting with a valid PROXY header; after one, an
-/// HTTP request gets `200`, anything else gets `src=<header source>\n`.
-async fn proxy_only_server() -> SocketAddr {
+/// HTTP request gets `200`, anything else gets `src=<header source>\n`. Every header it
+/// accepted is recorded with the first line of what followed.
+async fn proxy_only_server() -> (SocketAddr, Arc<Mutex<Vec<SeenHeader>>>) {
     let l = TcpListener::bind((LOOP, 0)).await.unwrap();
     let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
+            let log = log.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let mut filled = 0;
                 let opts = proxy_header::DecodeOptions::default();
-                let (source, rest) = loop {
+                let (source, kind, rest) = loop {
                     let n = match s.read(&mut buf[filled..]).await {
                         Ok(n) if n > 0 => n,
                         _ => return,
@@ -77,7 +85,11 @@ async fn proxy_only_server() -> SocketAddr {
                     filled += n;
                     match proxy_header::decode(&buf[..filled], &opts) {
                         Ok(proxy_header::Decoded::Complete { header, consumed }) => {
-                            break (header.source(), buf[consumed..filled].to_vec())
+                            break (
+                                header.source(),
+                                (header.version, header.command),
+                                buf[consumed..filled].to_vec(),
+                            )
                         }
                         Ok(proxy_header::Decoded::Incomplete { .. }) if filled < buf.len() => {}
                         _ => return, // no PROXY header: hang up
@@ -91,6 +103,9 @@ async fn proxy_only_server() -> SocketAddr {
                         _ => return,
                     }
                 }
+                let first = String::from_utf8_lossy(&rest);
+                let first = first.lines().next().unwrap_or("").to_string();
+                log.lock().unwrap().push((kind.0, kind.1, first));
                 let reply = if rest.starts_with(b"GET ") || rest.starts_with(b"HEAD ") {
                     "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
                 } else {
@@ -103,12 +118,12 @@ async fn proxy_only_server() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, seen)
 }
 
 #[tokio::test]
 async fn checks_carry_proxy_headers_when_the_backend_sends_them() {
-    let server = proxy_only_server().await;
+    let (server, seen) = proxy_only_server().await;
     let health = HEALTH.replace("KIND", "http");
     let cfg = format!(
         "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n\
@@ -131,6 +146,18 @@ async fn checks_carry_proxy_headers_when_the_backend_sends_them() {
     })
     .await;
     assert_eq!(state(&with, "s"), ServerState::Up);
+    // Every check spoke for the balancer itself: a v2 LOCAL header, then the HTTP check
+    // (HAProxy's `check-send-proxy` does the same).
+    let checks = seen.lock().unwrap().clone();
+    assert!(checks.len() >= 3, "{checks:?}");
+    for (version, command, first) in &checks {
+        assert_eq!(
+            (*version, *command),
+            (proxy_header::Version::V2, proxy_header::Command::Local),
+            "a check sent {checks:?}"
+        );
+        assert!(first.starts_with("GET / HTTP/1."), "{checks:?}");
+    }
     let mut c = client(sl.addr("with")).await;
     let me = c.local_addr().unwrap();
     c.write_all(b"hello\n").await.unwrap();

@@ -119,6 +119,32 @@ async fn trusted_peer_header_sets_the_client_and_data_follows_untouched() {
     sl.shutdown().await;
 }
 
+/// A v2 LOCAL header (what HAProxy's `check-send-proxy` health checks send): the balancer
+/// speaks for itself, so the client is the peer and the data after it is forwarded.
+#[tokio::test]
+async fn trusted_v2_local_header_keeps_the_peer_as_the_client() {
+    let (server, mut rx) = proxy_capture_server(LOOP).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (fe_extra, log) = with_log(&dir, "proxy_protocol = { trusted = [\"127.0.0.1/32\"] }");
+    let sl = Sluice::start(&config(&fe_extra, "send_proxy = \"v2\"", server)).await;
+    let mut s = within("connect", connect_from(LOOP, sl.addr("fe")))
+        .await
+        .unwrap();
+    let me = s.local_addr().unwrap();
+    // Signature, version 2 + LOCAL, UNSPEC family, no address block.
+    let mut first = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec();
+    first.extend_from_slice(b"ping");
+    s.write_all(&first).await.unwrap();
+    assert_eq!(read_line(&mut s).await.unwrap(), format!("src={me}"));
+    drop(s);
+    let cap = next_capture(&mut rx).await;
+    assert_eq!(cap.source, Some(me), "the peer travels as the client");
+    assert_eq!(cap.data, b"ping");
+    let line = wait_for_log_line(&log, &["frontend=fe"]).await;
+    assert!(line.starts_with(&format!("{me} peer={me}")), "{line}");
+    sl.shutdown().await;
+}
+
 #[tokio::test]
 async fn untrusted_peer_is_rejected_and_never_reaches_a_server() {
     let (server, mut rx) = proxy_capture_server(LOOP).await;
