@@ -39,12 +39,15 @@ async fn slow_client_hellos_are_cut_at_the_handshake_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (c, k, der) = cert(dir.path());
     let cfg = format!(
-        "[global]\nmax_connections = 1000\ngrace = \"1s\"\n\n\
+        "[global]\nmax_connections = {max}\ngrace = \"1s\"\n\n\
          [[frontend]]\nname = \"tls\"\nmode = \"http\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
          tls = {{ cert = \"{}\", key = \"{}\" }}\n\n\
          [[backend]]\nname = \"app\"\nprotocol = \"http\"\n[[backend.servers]]\naddr = \"{app}\"\n",
         c.display(),
-        k.display()
+        k.display(),
+        // Room for the normal client beside the crowd: it must be served while the crowd
+        // is held, not after the crowd is cut.
+        max = SLOW + 10,
     );
     let sl = Sluice::start(&cfg).await;
     let fe = sl.addr("tls");
@@ -59,7 +62,7 @@ async fn slow_client_hellos_are_cut_at_the_handshake_timeout() {
     let mut open = vec![true; SLOW];
     let mut closed_at = vec![None; SLOW];
     let mut sent = 0usize;
-    let mut normal: Option<tokio::task::JoinHandle<String>> = None;
+    let mut normal: Option<tokio::task::JoinHandle<(String, Duration)>> = None;
     // One byte per second to every slow client until all are closed (bounded: 3x timeout).
     while open.iter().any(|o| *o) && start.elapsed() < TLS_HANDSHAKE_TIMEOUT * 3 {
         for (i, s) in slow.iter_mut().enumerate() {
@@ -86,7 +89,7 @@ async fn slow_client_hellos_are_cut_at_the_handshake_timeout() {
             // A normal client, during the attack.
             let der = der.clone();
             normal = Some(tokio::spawn(async move {
-                tls_request(
+                let resp = tls_request(
                     CLIENT_IP,
                     fe,
                     b"",
@@ -94,13 +97,20 @@ async fn slow_client_hellos_are_cut_at_the_handshake_timeout() {
                     "GET /normal HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
                 )
                 .await
-                .unwrap()
+                .unwrap();
+                (resp, start.elapsed())
             }));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let resp = within("normal client", normal.unwrap()).await.unwrap();
+    let (resp, served_at) = within("normal client", normal.unwrap()).await.unwrap();
     assert_eq!(status_of(&resp), "200", "{resp}");
+    let first_cut = closed_at.iter().flatten().min().copied();
+    assert!(
+        first_cut.is_some_and(|cut| served_at < cut),
+        "the normal client was served at {served_at:?}, the first slow client cut at \
+         {first_cut:?}: it must be served while the crowd is held"
+    );
     for (i, at) in closed_at.iter().enumerate() {
         let at = at.unwrap_or_else(|| panic!("slow client {i} never cut"));
         assert!(
