@@ -12,6 +12,8 @@ pub mod v1;
 pub mod v2;
 
 mod crc;
+#[doc(hidden)]
+pub mod fuzz_check;
 
 pub use error::{EncodeError, Invalid};
 pub use model::{Addresses, Command, Header, Transport, Version};

@@ -1,11 +1,10 @@
-//! Replays every file in fuzz/corpus/uwsgi_response/ and fuzz/corpus/config/ (seeds and any
-//! kept crash-* inputs) through the same checks as the cargo-fuzz targets, on stable, in a
-//! normal `cargo test`. It does not fuzz: new inputs come from `cargo fuzz run` (.ci/run).
+//! Replays every file in fuzz/corpus/<target>/ (seeds and any kept crash-* inputs) through
+//! the very checks the cargo-fuzz targets run (`sluice::fuzz_check`), on stable, in a normal
+//! `cargo test`. It does not fuzz: new inputs come from `cargo fuzz run` (.ci/run).
 
 use std::path::{Path, PathBuf};
 
-use sluice::config::load::{load_str_with, LoadOptions};
-use sluice::upstream::uwsgi::{framing, parse_response_head, HeadParse};
+use sluice::fuzz_check;
 
 /// The files of fuzz/corpus/<target>/, at least `min` of them.
 fn corpus(target: &str, min: usize) -> Vec<(PathBuf, Vec<u8>)> {
@@ -28,38 +27,6 @@ fn corpus(target: &str, min: usize) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-/// The assertions of fuzz/fuzz_targets/uwsgi_response.rs.
-fn check_uwsgi(data: &[u8]) {
-    let (limit, buf) = match data.split_first() {
-        Some((&b, rest)) => ((b as usize + 1) * 256, rest),
-        None => (65536, data),
-    };
-    match parse_response_head(buf, limit) {
-        HeadParse::Complete(head) => {
-            assert!(head.len <= buf.len() && head.len <= limit);
-            let _ = framing(&head, false);
-            let _ = framing(&head, true);
-        }
-        HeadParse::Incomplete => assert!(buf.len() <= limit),
-        HeadParse::Invalid(_) => {}
-    }
-}
-
-/// The assertions of fuzz/fuzz_targets/config.rs.
-fn check_config(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    if let Err(e) = load_str_with(text, "fuzz.toml", &LoadOptions::content_only()) {
-        assert!(
-            e.line <= text.lines().count() + 1,
-            "line {} out of range",
-            e.line
-        );
-        let _ = e.to_string();
-    }
-}
-
 fn replay(target: &str, min: usize, check: fn(&[u8])) {
     for (path, data) in corpus(target, min) {
         let outcome = std::panic::catch_unwind(|| check(&data));
@@ -69,10 +36,23 @@ fn replay(target: &str, min: usize, check: fn(&[u8])) {
 
 #[test]
 fn every_uwsgi_response_corpus_file_replays_without_panic() {
-    replay("uwsgi_response", 2, check_uwsgi);
+    replay("uwsgi_response", 2, fuzz_check::uwsgi_response);
 }
 
 #[test]
 fn every_config_corpus_file_replays_without_panic() {
-    replay("config", 2, check_config);
+    replay("config", 2, fuzz_check::config);
+}
+
+#[test]
+fn every_dns_response_corpus_file_replays_and_the_seed_parses() {
+    replay("dns_response", 1, |d| {
+        fuzz_check::dns_response(d);
+    });
+    let parsed: usize = corpus("dns_response", 1)
+        .iter()
+        .filter(|(p, _)| p.file_name().is_some_and(|n| n == "a_record"))
+        .map(|(_, d)| fuzz_check::dns_response(d))
+        .sum();
+    assert!(parsed >= 1, "the seed answer parses");
 }

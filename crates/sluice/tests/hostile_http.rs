@@ -339,7 +339,10 @@ async fn h2_rapid_reset_and_continuation_floods_are_cut() {
     let (sent, goaway) = flood(web, resets).await;
     let forwarded = seen.lock().unwrap().len();
     eprintln!("rapid reset: {sent} frames written, GOAWAY: {goaway}, forwarded: {forwarded}");
-    assert!(goaway, "a rapid-reset flood must end with GOAWAY, not a bare close");
+    assert!(
+        goaway,
+        "a rapid-reset flood must end with GOAWAY, not a bare close"
+    );
     assert!(
         forwarded <= sluice::edge::MAX_PENDING_ACCEPT_RESETS,
         "{forwarded} reset streams reached the app (limit {})",

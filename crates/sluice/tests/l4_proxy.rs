@@ -248,7 +248,7 @@ async fn chained_sluices_carry_the_original_client() {
 #[tokio::test]
 async fn ipv6_clients_travel_as_inet6_on_every_bound_address() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("SKIP: no IPv6 loopback on this machine");
+        skip("IPv6 loopback ([::1])");
         return;
     }
     let (server, mut rx) = proxy_capture_server(LOOP).await;

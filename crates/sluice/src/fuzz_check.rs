@@ -1,0 +1,58 @@
+//! The properties the cargo-fuzz targets check (fuzz/fuzz_targets/*.rs), one function per
+//! target, shared with the corpus replay test (tests/fuzz_corpus.rs) so the two never drift
+//! apart. Each panics when the parser breaks a property. Not part of the supported API.
+
+use crate::config::load::{load_str_with, LoadOptions};
+use crate::discovery::dns::{parse_response, TYPE_A, TYPE_AAAA};
+use crate::upstream::uwsgi::{framing, parse_response_head, HeadParse};
+
+/// uwsgi response heads: Complete/Incomplete/Invalid, never a panic; a Complete head lies
+/// within the input and the limit; framing never panics. The first byte picks the limit, so
+/// small limits (the "too large" path) get exercised.
+pub fn uwsgi_response(data: &[u8]) {
+    let (limit, buf) = match data.split_first() {
+        Some((&b, rest)) => ((b as usize + 1) * 256, rest),
+        None => (65536, data),
+    };
+    match parse_response_head(buf, limit) {
+        HeadParse::Complete(head) => {
+            assert!(head.len <= buf.len() && head.len <= limit);
+            let _ = framing(&head, false);
+            let _ = framing(&head, true);
+        }
+        HeadParse::Incomplete => assert!(buf.len() <= limit),
+        HeadParse::Invalid(_) => {}
+    }
+}
+
+/// Configuration text: loads, or gives an error whose line lies inside the text. File and
+/// fd-limit checks are off (no I/O).
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(e) = load_str_with(text, "fuzz.toml", &LoadOptions::content_only()) {
+        assert!(
+            e.line <= text.lines().count() + 1,
+            "line {} out of range",
+            e.line
+        );
+        let _ = e.to_string();
+    }
+}
+
+/// DNS answers: parse or error, never a panic; what parses matches the question's family.
+/// Returns how many addresses parsed (the corpus test checks its seed parses).
+pub fn dns_response(data: &[u8]) -> usize {
+    let id = data
+        .first()
+        .map_or(0, |&b| (u16::from(b) << 8) | u16::from(b));
+    let mut parsed = 0;
+    for qtype in [TYPE_A, TYPE_AAAA] {
+        if let Ok(ips) = parse_response(data, id, "app.test", qtype) {
+            assert!(ips.iter().all(|ip| ip.is_ipv4() == (qtype == TYPE_A)));
+            parsed += ips.len();
+        }
+    }
+    parsed
+}
