@@ -6,6 +6,9 @@
 mod edge_support;
 mod support;
 
+#[path = "shield/strict_http.rs"]
+mod strict_http;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
