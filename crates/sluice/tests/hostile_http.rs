@@ -6,6 +6,8 @@
 mod edge_support;
 mod support;
 
+#[path = "shield/client_gone.rs"]
+mod client_gone;
 #[path = "shield/strict_http.rs"]
 mod strict_http;
 
