@@ -1,10 +1,11 @@
-//! Replays every file in fuzz/corpus/uwsgi_response/ and fuzz/corpus/config/ (seeds and any
+//! Replays every file in fuzz/corpus/{uwsgi_response,config,host_authority}/ (seeds and any
 //! kept crash-* inputs) through the same checks as the cargo-fuzz targets, on stable, in a
 //! normal `cargo test`. It does not fuzz: new inputs come from `cargo fuzz run` (.ci/run).
 
 use std::path::{Path, PathBuf};
 
 use sluice::config::load::{load_str_with, LoadOptions};
+use sluice::edge::strict::valid_authority;
 use sluice::upstream::uwsgi::{framing, parse_response_head, HeadParse};
 
 /// The files of fuzz/corpus/<target>/, at least `min` of them.
@@ -70,6 +71,22 @@ fn replay(target: &str, min: usize, check: fn(&[u8])) {
 #[test]
 fn every_uwsgi_response_corpus_file_replays_without_panic() {
     replay("uwsgi_response", 2, check_uwsgi);
+}
+
+/// The assertions of fuzz/fuzz_targets/host_authority.rs.
+fn check_host(data: &[u8]) {
+    if valid_authority(data).is_ok() {
+        assert!(!data.is_empty());
+        assert!(data.iter().all(|&b| b.is_ascii_graphic()));
+        assert!(!data
+            .iter()
+            .any(|&b| matches!(b, b'@' | b'/' | b'\\' | b'?' | b'#')));
+    }
+}
+
+#[test]
+fn every_host_authority_corpus_file_replays_without_panic() {
+    replay("host_authority", 4, check_host);
 }
 
 #[test]

@@ -8,6 +8,8 @@ mod support;
 
 #[path = "shield/client_gone.rs"]
 mod client_gone;
+#[path = "shield/h2spec.rs"]
+mod h2spec;
 #[path = "shield/strict_http.rs"]
 mod strict_http;
 

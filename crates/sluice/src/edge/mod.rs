@@ -9,7 +9,7 @@ pub mod conn;
 pub mod rewind;
 mod service;
 pub mod settings;
-mod strict;
+pub mod strict;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

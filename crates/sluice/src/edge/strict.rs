@@ -1,7 +1,7 @@
-//! Strict HTTP at the edge, checked before anything goes upstream: Host present once on
-//! HTTP/1.1 (RFC 9112 §3.2), a valid authority without userinfo (RFC 9113 §8.3.1), 405 for
-//! CONNECT and TRACE (as nginx); then the target's authority replaces Host (RFC 9112 §3.2.2).
-//! Pure: looks at and rewrites the request head; answering and logging are `service`'s job.
+//! Strict HTTP at the edge, before anything goes upstream: Host once on HTTP/1.1 (RFC 9112
+//! §3.2), a valid authority without userinfo (RFC 9113 §8.3.1), 405 for CONNECT and TRACE
+//! (nginx); then the target's authority replaces Host (RFC 9112 §3.2.2). Pure: it checks and
+//! rewrites the request head; answering and logging are `service`'s (pub only for fuzzing).
 
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
@@ -69,10 +69,11 @@ pub(crate) fn refuse(refusal: Refusal, version: Version) -> Response<Body> {
 }
 
 /// A Host value or request authority: `host[:port]` where host is a reg-name (RFC 3986
-/// unreserved, sub-delims, pct-encoded; no `..`) or a bracketed IP literal and the port is
-/// digits. Userinfo (`user@`), paths, spaces and non-ASCII bytes are refused; so is an empty
-/// value (nginx: "client sent invalid host header").
-pub(crate) fn valid_authority(b: &[u8]) -> Result<(), &'static str> {
+/// unreserved and sub-delims; no `..`) or a bracketed IP literal and the port is digits, and
+/// the `http` crate parses it as an authority too (so later steps see the same host).
+/// Userinfo (`user@`), paths, spaces, `%` and non-ASCII bytes are refused; so is an empty
+/// value (nginx: "client sent invalid host header"). Never panics (fuzzed: `host_authority`).
+pub fn valid_authority(b: &[u8]) -> Result<(), &'static str> {
     if b.is_empty() {
         return Err("empty Host");
     }
@@ -115,11 +116,12 @@ pub(crate) fn valid_authority(b: &[u8]) -> Result<(), &'static str> {
         if host.windows(2).any(|w| w == b"..") {
             return Err("'..' in the host");
         }
-        let reg_name = |c: &u8| c.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(c);
+        let reg_name = |c: &u8| c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(c);
         if !host.iter().all(reg_name) {
             return Err("bad character in the host");
         }
     }
+    hyper::http::uri::Authority::try_from(b).map_err(|_| "not an authority")?;
     Ok(())
 }
 
@@ -220,6 +222,7 @@ mod tests {
             "a/b",
             "a b",
             "a..b",
+            "a%41",
             "[::1",
             "[]",
             "[zz]",
