@@ -50,11 +50,11 @@ pub(crate) async fn handle(
     fe: Arc<HttpFrontend>,
     conn: Arc<ConnInfo>,
     state: Arc<ConnState>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Response<LogBody> {
     let start = Instant::now();
     let guard = state.begin();
-    let checked = super::strict::check(&mut req);
+    let checked = super::strict::check(&req);
     let mut rec = AccessRecord::for_request(
         conn.client,
         fe.name.clone(),
