@@ -1,7 +1,7 @@
-//! Hostile HTTP at the edge over real sockets: smuggling shapes (CL+TE, duplicate
-//! Content-Length, obs-fold, bare LF/CR), oversized heads, bad methods/URIs, truncated
-//! bodies, HTTP/2 rapid reset and CONTINUATION floods, invalid TLS records. Each gets a clean
-//! 4xx or a close; the app never sees a request twice or half; the edge keeps serving.
+//! Hostile HTTP at the edge over real sockets: smuggling shapes, oversized heads, bad
+//! methods/URIs, truncated bodies, HTTP/2 floods, invalid TLS records (clean 4xx or a close,
+//! the app never sees a request twice or half); in `shield/`: strict HTTP, clients gone
+//! before their response (499), h2spec.
 
 mod edge_support;
 mod support;
