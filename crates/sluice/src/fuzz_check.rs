@@ -4,6 +4,7 @@
 
 use crate::config::load::{load_str_with, LoadOptions};
 use crate::discovery::dns::{parse_response, TYPE_A, TYPE_AAAA};
+use crate::edge::strict::valid_authority;
 use crate::upstream::uwsgi::{framing, parse_response_head, HeadParse};
 
 /// uwsgi response heads: Complete/Incomplete/Invalid, never a panic; a Complete head lies
@@ -55,4 +56,16 @@ pub fn dns_response(data: &[u8]) -> usize {
         }
     }
     parsed
+}
+
+/// Host / :authority values: accepted or refused, never a panic; what is accepted has no
+/// userinfo, no whitespace or control bytes, no path, and is ASCII.
+pub fn host_authority(data: &[u8]) {
+    if valid_authority(data).is_ok() {
+        assert!(!data.is_empty());
+        assert!(data.iter().all(|&b| b.is_ascii_graphic()));
+        assert!(!data
+            .iter()
+            .any(|&b| matches!(b, b'@' | b'/' | b'\\' | b'?' | b'#')));
+    }
 }

@@ -40,6 +40,11 @@ fn every_uwsgi_response_corpus_file_replays_without_panic() {
 }
 
 #[test]
+fn every_host_authority_corpus_file_replays_without_panic() {
+    replay("host_authority", 4, fuzz_check::host_authority);
+}
+
+#[test]
 fn every_config_corpus_file_replays_without_panic() {
     replay("config", 2, fuzz_check::config);
 }

@@ -1,10 +1,17 @@
-//! Hostile HTTP at the edge over real sockets: smuggling shapes (CL+TE, duplicate
-//! Content-Length, obs-fold, bare LF/CR), oversized heads, bad methods/URIs, truncated
-//! bodies, HTTP/2 rapid reset and CONTINUATION floods, invalid TLS records. Each gets a clean
-//! 4xx or a close; the app never sees a request twice or half; the edge keeps serving.
+//! Hostile HTTP at the edge over real sockets: smuggling shapes, oversized heads, bad
+//! methods/URIs, truncated bodies, HTTP/2 floods, invalid TLS records (clean 4xx or a close,
+//! the app never sees a request twice or half); in `shield/`: strict HTTP, clients gone
+//! before their response (499), h2spec.
 
 mod edge_support;
 mod support;
+
+#[path = "shield/client_gone.rs"]
+mod client_gone;
+#[path = "shield/h2spec.rs"]
+mod h2spec;
+#[path = "shield/strict_http.rs"]
+mod strict_http;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,7 @@
 //! The edge's access log: one record per request, written when the response body ends or is
-//! dropped, as nginx's `combined` line or one JSON object, to tracing and the frontend's
-//! file. Also the response body wrapper that counts bytes sent. No request handling here.
+//! dropped (499 when no response was started), as nginx's `combined` line or one JSON object,
+//! to tracing and the frontend's file. Also the response body wrapper that counts bytes
+//! sent. No request handling here.
 
 use std::fmt::Write as _;
 use std::pin::Pin;
@@ -91,8 +92,12 @@ pub fn protocol_name(v: Version) -> &'static str {
     }
 }
 
-/// The request line as nginx logs it: origin-form target for HTTP/2 too.
+/// The request line as nginx logs it: origin-form target for HTTP/2 too; a CONNECT's
+/// authority-form target as sent.
 pub fn request_line(method: &Method, uri: &Uri, version: Version) -> String {
+    if let (None, Some(a), None) = (uri.scheme(), uri.authority(), uri.path_and_query()) {
+        return format!("{method} {a} {}", protocol_name(version));
+    }
     let target = if version == Version::HTTP_2 || uri.scheme().is_none() {
         uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
     } else {
@@ -112,7 +117,11 @@ impl AccessRecord {
         headers: &HeaderMap,
     ) -> AccessRecord {
         let field = |n: header::HeaderName| headers.get(n).map(|v| v.as_bytes().to_vec());
-        let host = field(header::HOST).or_else(|| uri.authority().map(|a| a.as_str().into()));
+        // The target's authority wins over Host (RFC 9112 §3.2.2, RFC 9113 §8.3.1).
+        let host = uri
+            .authority()
+            .map(|a| a.as_str().into())
+            .or_else(|| field(header::HOST));
         AccessRecord {
             client,
             time: SystemTime::now(),
@@ -257,18 +266,49 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// nginx's status for a client that closed the connection before the response.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// One request's access line, written exactly once: when it is dropped. It says 499 until
+/// the handler sets the response status, so a request whose service future hyper dropped
+/// (the client closed, reset or half-closed before the response) is logged as nginx does.
+pub struct RequestLog {
+    rec: AccessRecord,
+    log: AccessLog,
+    start: Instant,
+}
+
+impl RequestLog {
+    pub fn new(mut rec: AccessRecord, log: AccessLog, start: Instant) -> RequestLog {
+        rec.status = CLIENT_CLOSED;
+        RequestLog { rec, log, start }
+    }
+
+    /// The record, to fill in (server, status) before it is written.
+    pub fn rec(&mut self) -> &mut AccessRecord {
+        &mut self.rec
+    }
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        self.rec.request_time = self.start.elapsed();
+        self.log.emit(&self.rec);
+    }
+}
+
 /// The response body as sent to the client: counts data bytes, keeps the app server's
 /// lease and the connection's request count until it ends, then logs the request once
-/// (at the end of the body, on an error, or when hyper drops it early).
+/// (at the end of the body, on an error, or when hyper drops it early: then with the
+/// status already sent and fewer bytes, as nginx does).
 pub struct LogBody {
     inner: Body,
     pending: Option<Pending>,
 }
 
 struct Pending {
-    rec: AccessRecord,
-    log: AccessLog,
-    start: Instant,
+    // Dropped in this order: the line is written before the lease and the guard end.
+    line: RequestLog,
     _lease: Option<Lease>,
     _guard: RequestGuard,
 }
@@ -276,18 +316,14 @@ struct Pending {
 impl LogBody {
     pub fn new(
         inner: Body,
-        rec: AccessRecord,
-        log: AccessLog,
-        start: Instant,
+        line: RequestLog,
         lease: Option<Lease>,
         guard: RequestGuard,
     ) -> LogBody {
         LogBody {
             inner,
             pending: Some(Pending {
-                rec,
-                log,
-                start,
+                line,
                 _lease: lease,
                 _guard: guard,
             }),
@@ -295,10 +331,7 @@ impl LogBody {
     }
 
     fn finish(&mut self) {
-        if let Some(mut p) = self.pending.take() {
-            p.rec.request_time = p.start.elapsed();
-            p.log.emit(&p.rec);
-        }
+        self.pending = None;
     }
 }
 
@@ -315,7 +348,7 @@ impl HttpBody for LogBody {
         match &r {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(p)) = (frame.data_ref(), this.pending.as_mut()) {
-                    p.rec.body_bytes_sent += data.len() as u64;
+                    p.line.rec.body_bytes_sent += data.len() as u64;
                 }
                 if this.inner.is_end_stream() {
                     this.finish();
@@ -337,12 +370,6 @@ impl HttpBody for LogBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-impl Drop for LogBody {
-    fn drop(&mut self) {
-        self.finish();
     }
 }
 
@@ -418,6 +445,14 @@ mod tests {
                 Version::HTTP_2
             ),
             "GET /x?y HTTP/2.0"
+        );
+        assert_eq!(
+            request_line(
+                &Method::CONNECT,
+                &"a.example:443".parse().unwrap(),
+                Version::HTTP_11
+            ),
+            "CONNECT a.example:443 HTTP/1.1"
         );
     }
 }

@@ -9,6 +9,7 @@ pub mod conn;
 pub mod rewind;
 mod service;
 pub mod settings;
+pub mod strict;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -73,6 +74,8 @@ pub struct HttpFrontend {
     auto: auto::Builder<TokioExecutor>,
     /// HTTP/1 only (ALPN http/1.1).
     h1: auto::Builder<TokioExecutor>,
+    /// HTTP/2 only (ALPN h2): anything but the HTTP/2 preface ends the connection.
+    h2: auto::Builder<TokioExecutor>,
 }
 
 impl std::fmt::Debug for HttpFrontend {
@@ -162,16 +165,19 @@ impl HttpFrontend {
                 read_timeout: up.read,
                 send_timeout: up.send,
                 max_body: f.max_body,
+                underscores_in_headers: settings.underscores_in_headers,
                 ..UwsgiOpts::default()
             })),
             Protocol::Http => Upstream::Http(Box::new(HttpUpstream::new(HttpOpts {
                 connect_timeout: up.connect,
                 read_timeout: up.read,
+                underscores_in_headers: settings.underscores_in_headers,
                 ..HttpOpts::default()
             }))),
         };
         let auto = builder(&settings);
         let h1 = auto.clone().http1_only();
+        let h2 = auto.clone().http2_only();
         Ok(Arc::new(HttpFrontend {
             name: f.name.as_str().into(),
             backend: b.name.as_str().into(),
@@ -188,6 +194,7 @@ impl HttpFrontend {
             force,
             auto,
             h1,
+            h2,
         }))
     }
 }
@@ -242,7 +249,7 @@ pub async fn handle(
             scheme: Scheme::Http,
             tls: None,
         };
-        serve(&fe, io, info, false, stop).await;
+        serve(&fe, io, info, Versions::Any, stop).await;
         return;
     };
     // With h2 the TLS 1.3 ticket leaves with our SETTINGS (one write, one wake-up less).
@@ -271,7 +278,11 @@ pub async fn handle(
         .0
         .release(info.alpn.as_deref() != Some("h2"));
     crate::metrics::global().tls_handshake(&fe.name, info.version, info.resumed);
-    let h1_only = info.alpn.as_deref() == Some("http/1.1");
+    let versions = match info.alpn.as_deref() {
+        Some("http/1.1") => Versions::H1,
+        Some("h2") => Versions::H2,
+        _ => Versions::Any,
+    };
     let info = ConnInfo {
         client,
         peer,
@@ -279,7 +290,15 @@ pub async fn handle(
         scheme: Scheme::Https,
         tls: Some(info),
     };
-    serve(&fe, tls_stream, info, h1_only, stop).await;
+    serve(&fe, tls_stream, info, versions, stop).await;
+}
+
+/// The HTTP versions a connection may speak: what ALPN chose, else either (by preface).
+#[derive(Debug, Clone, Copy)]
+enum Versions {
+    Any,
+    H1,
+    H2,
 }
 
 /// Runs hyper on `io` until the connection ends, is idle too long, or shutdown closes it.
@@ -287,7 +306,7 @@ async fn serve<IO>(
     fe: &Arc<HttpFrontend>,
     io: IO,
     info: ConnInfo,
-    h1_only: bool,
+    versions: Versions,
     stop: CancellationToken,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -301,7 +320,11 @@ async fn serve<IO>(
             async move { Ok::<_, Infallible>(service::handle(fe, info, state, req).await) }
         })
     };
-    let builder = if h1_only { &fe.h1 } else { &fe.auto };
+    let builder = match versions {
+        Versions::Any => &fe.auto,
+        Versions::H1 => &fe.h1,
+        Versions::H2 => &fe.h2,
+    };
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let mut draining = false;

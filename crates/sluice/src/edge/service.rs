@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::balance::{Lease, NoServer, ServerId};
 use crate::upstream::{Body, RequestContext, UpstreamError};
 
-use super::access::{AccessRecord, LogBody};
+use super::access::{AccessRecord, LogBody, RequestLog};
 use super::conn::{ConnInfo, ConnState};
 use super::{HttpFrontend, Upstream};
 
@@ -44,6 +44,8 @@ impl Failure {
 }
 
 /// Handles one request to the end of its response head; the body streams afterwards.
+/// Strict HTTP checks (`strict`) come first: a refused request never goes upstream.
+/// If hyper drops this future (the client went away first), `line` logs 499.
 pub(crate) async fn handle(
     fe: Arc<HttpFrontend>,
     conn: Arc<ConnInfo>,
@@ -52,6 +54,7 @@ pub(crate) async fn handle(
 ) -> Response<LogBody> {
     let start = Instant::now();
     let guard = state.begin();
+    let checked = super::strict::check(&req);
     let mut rec = AccessRecord::for_request(
         conn.client,
         fe.name.clone(),
@@ -64,27 +67,37 @@ pub(crate) async fn handle(
         rec.tls_version = Some(tls.version).filter(|v| !v.is_empty());
         rec.tls_resumed = tls.resumed;
     }
-    let ctx = context(&conn, &req);
-    let (resp, lease) = match forward(&fe, &ctx, req, &mut rec).await {
-        Ok((resp, lease)) => (resp, Some(lease)),
-        Err(f) => {
-            if let Failure::Upstream(e) = &f {
-                tracing::info!(
-                    frontend = %fe.name,
-                    client = %conn.client,
-                    server = rec.upstream.as_deref().unwrap_or("-"),
-                    "request failed: {e}"
-                );
+    let mut line = RequestLog::new(rec, fe.log.clone(), start);
+    let (resp, lease) = match checked {
+        Err(refusal) => {
+            tracing::debug!(frontend = %fe.name, client = %conn.client, "refused: {}", refusal.reason);
+            (super::strict::refuse(refusal, req.version()), None)
+        }
+        Ok(()) => {
+            let ctx = context(&conn, &req);
+            match forward(&fe, &ctx, req, line.rec()).await {
+                Ok((resp, lease)) => (resp, Some(lease)),
+                Err(f) => {
+                    if let Failure::Upstream(e) = &f {
+                        tracing::info!(
+                            frontend = %fe.name,
+                            client = %conn.client,
+                            server = line.rec().upstream.as_deref().unwrap_or("-"),
+                            "request failed: {e}"
+                        );
+                    }
+                    (error_response(f.status()), None)
+                }
             }
-            (error_response(f.status()), None)
         }
     };
+    let rec = line.rec();
     rec.upstream_time = rec.upstream.as_ref().map(|_| start.elapsed());
     if let Some(took) = rec.upstream_time {
         crate::metrics::global().upstream_response(&fe.backend, took);
     }
     rec.status = resp.status().as_u16();
-    resp.map(|b| LogBody::new(b, rec, fe.log.clone(), start, lease, guard))
+    resp.map(|b| LogBody::new(b, line, lease, guard))
 }
 
 /// The upstream request context: the real client, the reached address, SNI or Host.

@@ -1,7 +1,7 @@
 //! Header rules shared by the upstream clients: hop-by-hop removal (RFC 9110 §7.6.1 plus
-//! the legacy Keep-Alive/Proxy-Connection), forwarding headers (X-Forwarded-For appended,
-//! X-Real-IP, X-Forwarded-Proto) and joining repeated fields. Pure functions over HeaderMap;
-//! no I/O and no decisions about which server gets the request.
+//! the legacy Keep-Alive/Proxy-Connection), names with `_` (nginx `underscores_in_headers`),
+//! forwarding headers (X-Forwarded-For appended, X-Real-IP, X-Forwarded-Proto) and joining
+//! repeated fields. Pure functions over HeaderMap; no I/O, no choice of server.
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -67,6 +67,29 @@ pub fn hop_by_hop_names(headers: &HeaderMap) -> Vec<HeaderName> {
         .filter(|n| is_hop_by_hop(n, &listed))
         .cloned()
         .collect()
+}
+
+/// True for a field name containing `_`. Such names are dropped on the way to any app
+/// unless `underscores_in_headers = true` (nginx's default): `X-Forwarded_For` would
+/// otherwise alias `X-Forwarded-For` in CGI/WSGI variables (both become
+/// HTTP_X_FORWARDED_FOR) and in frameworks that normalise names.
+pub fn has_underscore(name: &HeaderName) -> bool {
+    name.as_str().contains('_')
+}
+
+/// Removes every field whose name contains `_` (see [`has_underscore`]).
+pub fn drop_underscored(headers: &mut HeaderMap) {
+    if !headers.keys().any(has_underscore) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| has_underscore(n))
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(&n);
+    }
 }
 
 /// All values of `name` joined into one: "; " for Cookie (HTTP/2 splits cookies, RFC 9113
@@ -174,6 +197,18 @@ mod tests {
         let mut h = HeaderMap::new();
         add_forwarding(&mut h, &ctx());
         assert_eq!(h["x-forwarded-for"], "127.0.0.2");
+    }
+
+    #[test]
+    fn underscored_names_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded_for", HeaderValue::from_static("9.9.9.9"));
+        h.append("x-forwarded_for", HeaderValue::from_static("8.8.8.8"));
+        h.append("a_b", HeaderValue::from_static("1"));
+        h.append("x-keep", HeaderValue::from_static("yes"));
+        drop_underscored(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
     }
 
     #[test]

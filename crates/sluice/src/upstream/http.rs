@@ -1,7 +1,8 @@
 //! HTTP upstream client: HTTP/1.1 to TCP or unix-socket servers through a keep-alive pool
 //! (hyper-util's legacy Client with a connector that understands `ServerAddr`). Requests
-//! lose their hop-by-hop headers and gain X-Forwarded-For/X-Real-IP/X-Forwarded-Proto for
-//! the real client; HTTP/2 requests go out as HTTP/1.1 with Host from :authority.
+//! lose their hop-by-hop headers (and names with `_` unless allowed) and gain X-Forwarded-For/
+//! X-Real-IP/X-Forwarded-Proto for the real client; HTTP/2 requests go out as HTTP/1.1; Host
+//! is the target's authority when there is one.
 
 use std::future::Future;
 use std::io;
@@ -22,7 +23,7 @@ use tokio::sync::Notify;
 
 use super::body::{with_progress, IdleTimeout, Progress};
 use super::connect::{connect, Conn};
-use super::headers::{add_forwarding, join_cookies, strip_hop_by_hop};
+use super::headers::{add_forwarding, drop_underscored, join_cookies, strip_hop_by_hop};
 use super::{Body, BoxError, RequestContext, ServerAddr, UpstreamError};
 
 /// Pool and timeout settings of the HTTP client.
@@ -38,6 +39,8 @@ pub struct HttpOpts {
     /// (h2 clients multiplex many requests): a connection beyond it is closed when its
     /// response ends, and the next request to that server pays a new connect.
     pub max_idle_per_server: usize,
+    /// Pass header names containing `_` (nginx `underscores_in_headers`); dropped if false.
+    pub underscores_in_headers: bool,
 }
 
 impl Default for HttpOpts {
@@ -47,6 +50,7 @@ impl Default for HttpOpts {
             read_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(90),
             max_idle_per_server: 256,
+            underscores_in_headers: false,
         }
     }
 }
@@ -93,19 +97,18 @@ impl HttpUpstream {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = req.into_parts();
-        // HTTP/2: :authority wins over a Host field (RFC 9113 §8.3.1); HTTP/1: Host.
-        let authority = parts
+        // The target's authority (HTTP/2 :authority, HTTP/1 absolute-form) wins over a Host
+        // field (RFC 9113 §8.3.1, RFC 9112 §3.2.2).
+        let host = parts
             .uri
             .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-        let host_field = parts.headers.get(header::HOST).cloned();
-        let host = if parts.version == Version::HTTP_2 {
-            authority.or(host_field)
-        } else {
-            host_field.or(authority)
-        }
-        .or_else(|| HeaderValue::from_str(&ctx.server_name).ok());
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| parts.headers.get(header::HOST).cloned())
+            .or_else(|| HeaderValue::from_str(&ctx.server_name).ok());
         strip_hop_by_hop(&mut parts.headers);
+        if !self.opts.underscores_in_headers {
+            drop_underscored(&mut parts.headers);
+        }
         join_cookies(&mut parts.headers);
         add_forwarding(&mut parts.headers, ctx);
         if let Some(h) = host {

@@ -44,6 +44,8 @@ pub struct UwsgiOpts {
     pub max_response_head: usize,
     /// Sent as DOCUMENT_ROOT (nginx sends its `root`); empty by default.
     pub document_root: String,
+    /// Pass header names containing `_` as HTTP_* (nginx `underscores_in_headers`).
+    pub underscores_in_headers: bool,
 }
 
 impl Default for UwsgiOpts {
@@ -55,6 +57,7 @@ impl Default for UwsgiOpts {
             max_body: 1 << 20,
             max_response_head: 64 * 1024,
             document_root: String::new(),
+            underscores_in_headers: false,
         }
     }
 }
@@ -102,7 +105,13 @@ impl UwsgiClient {
             ReqBody::Full(b) => b.len() as u64,
             ReqBody::Stream(_, n) => *n,
         };
-        let packet = packet::build(&parts, ctx, len, &self.opts.document_root)?;
+        let packet = packet::build(
+            &parts,
+            ctx,
+            len,
+            &self.opts.document_root,
+            self.opts.underscores_in_headers,
+        )?;
 
         let (conn, sent) = connect_send(addr, self.opts.connect_timeout, &packet).await?;
         let (mut rd, mut wr) = tokio::io::split(conn);

@@ -6,7 +6,7 @@ use hyper::header::{self, HeaderMap};
 use hyper::http::request::Parts;
 use hyper::{Method, Version};
 
-use crate::upstream::headers::{hop_by_hop_names, joined};
+use crate::upstream::headers::{has_underscore, hop_by_hop_names, joined};
 use crate::upstream::{RequestContext, Scheme, UpstreamError};
 
 /// Largest variable block a uwsgi packet can carry (datasize is a u16).
@@ -36,12 +36,14 @@ impl Vars {
 /// Builds the whole packet (header + vars) for a request whose body is `content_length`
 /// bytes. Header fields become HTTP_<NAME> (repeated fields joined, cookies with "; ");
 /// skipped: hop-by-hop fields, Content-Type/Content-Length (they are CONTENT_*), `Proxy`
-/// (httpoxy) and names containing '_' (they would alias a dashed name, as nginx refuses).
+/// (httpoxy) and, unless `underscores`, names containing '_' (they would alias a dashed
+/// name; nginx drops them by default). HTTP_HOST is the target's authority when there is one.
 pub fn build(
     parts: &Parts,
     ctx: &RequestContext,
     content_length: u64,
     document_root: &str,
+    underscores: bool,
 ) -> Result<Vec<u8>, UpstreamError> {
     let mut v = Vars {
         buf: Vec::with_capacity(1024),
@@ -87,10 +89,9 @@ pub fn build(
     v.push(b"SERVER_NAME", ctx.server_name.as_bytes())?;
 
     let hop = hop_by_hop_names(&parts.headers);
-    // HTTP/2 carries the host in :authority, which wins over a Host field (RFC 9113 §8.3.1).
-    let authority = uri
-        .authority()
-        .filter(|_| parts.version == Version::HTTP_2 || !parts.headers.contains_key(header::HOST));
+    // The target's authority (HTTP/2 :authority, HTTP/1 absolute-form) wins over a Host
+    // field (RFC 9113 §8.3.1, RFC 9112 §3.2.2).
+    let authority = uri.authority();
     if let Some(auth) = authority {
         v.push(b"HTTP_HOST", auth.as_str().as_bytes())?;
     }
@@ -101,7 +102,7 @@ pub fn build(
             || name == header::CONTENT_TYPE
             || name == header::CONTENT_LENGTH
             || n == "proxy"
-            || n.contains('_')
+            || (!underscores && has_underscore(name))
         {
             continue;
         }
