@@ -2,9 +2,20 @@
 //! Content-Length, obs-fold, bare LF/CR), oversized heads, bad methods/URIs, truncated
 //! bodies, HTTP/2 rapid reset and CONTINUATION floods, invalid TLS records. Each gets a clean
 //! 4xx or a close; the app never sees a request twice or half; the edge keeps serving.
+//! The `shield_*` modules are issue #12's attacks on the app behind the edge (slow POST,
+//! bodyless HTTP/2 streams, huge declared lengths) with the real uWSGI and an HTTP app.
 
 mod edge_support;
 mod support;
+
+#[path = "shield/declared_length.rs"]
+mod shield_declared_length;
+#[path = "shield/h2_streams.rs"]
+mod shield_h2_streams;
+#[path = "shield/peers.rs"]
+mod shield_peers;
+#[path = "shield/slow_post.rs"]
+mod shield_slow_post;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
