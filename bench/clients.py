@@ -13,8 +13,14 @@
                                         h2load's --log-file format (start_us, status,
                                         latency_us) to LOG and prints
                                         "RESULT ok= failed= late= secs="
+  clients.py slowread HOST PORT COUNT PATH SECONDS
+                                        COUNT TLS connections each send one GET PATH, read
+                                        the response head and stop reading (an 8 KiB
+                                        receive buffer); prints "READY ok= other= failed="
+                                        when every one got its head or after SECONDS, holds
+                                        them until stdin closes
 
-Neither measures the server: bench/compare reads the server's CPU and memory from /proc.
+None measures the server: bench/compare reads the server's CPU and memory from /proc.
 """
 
 import asyncio
@@ -161,6 +167,69 @@ async def _paced(host, port, conns, rate, seconds, log, burst):
           f"secs={secs:.3f} errors={[repr(e) for e in errors][:3]}")
 
 
+SLOW_RCVBUF = 8192  # bytes of receive buffer of a slow reader (the kernel doubles it)
+
+
+def _slow_reader(host, port, path, deadline, ctx, ready, release, results, i):
+    """One slow client: GET `path`, read until the response head is in, then hold the
+    connection without reading until `release` is set."""
+    s = None
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
+        s.settimeout(max(0.1, deadline - time.monotonic()))
+        s.connect((host, port))
+        s = ctx.wrap_socket(s, server_hostname="localhost")
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < MAX_HEAD:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+        status = head.split(b" ", 2)[1].decode() if head.count(b" ") >= 2 else "none"
+        results[i] = "ok" if status == "200" else "other"
+    except (OSError, ValueError, IndexError):
+        results[i] = "failed"
+    ready.release()
+    release.wait()
+    if s is not None:
+        s.close()
+
+
+def slowread(host, port, count, path, seconds):
+    import threading
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    deadline = time.monotonic() + seconds
+    ready, release = threading.Semaphore(0), threading.Event()
+    results = [None] * count
+    threads = [threading.Thread(target=_slow_reader, daemon=True,
+                                args=(host, port, path, deadline, ctx, ready, release,
+                                      results, i), name=f"slow-{i}")
+               for i in range(count)]
+    for t in threads:
+        t.start()
+    for _ in range(count):
+        # Each client gives up by `deadline` on its own; this only bounds the wait for it.
+        if not ready.acquire(timeout=max(0.1, deadline - time.monotonic()) + 5):
+            break
+    done = [r for r in results if r is not None]
+    print(f"READY ok={done.count('ok')} other={done.count('other')} "
+          f"failed={count - done.count('ok') - done.count('other')}", flush=True)
+    sys.stdin.read()  # the parent closes our stdin when it has measured
+    release.set()
+    for t in threads:
+        t.join(timeout=5)
+    print("DONE", flush=True)
+
+
 def main(argv):
     if len(argv) == 5 and argv[1] == "resume":
         resume(argv[2], int(argv[3]), float(argv[4]))
@@ -169,6 +238,8 @@ def main(argv):
     elif len(argv) in (8, 9) and argv[1] == "paced" and argv[8:] in ([], ["burst"]):
         asyncio.run(_paced(argv[2], int(argv[3]), int(argv[4]), float(argv[5]),
                            float(argv[6]), argv[7], burst=len(argv) == 9))
+    elif len(argv) == 7 and argv[1] == "slowread":
+        slowread(argv[2], int(argv[3]), int(argv[4]), argv[5], float(argv[6]))
     else:
         sys.exit(__doc__)
 

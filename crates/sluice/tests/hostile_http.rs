@@ -1,7 +1,10 @@
-//! Hostile HTTP at the edge over real sockets: smuggling shapes, oversized heads, bad
-//! methods/URIs, truncated bodies, HTTP/2 floods, invalid TLS records (clean 4xx or a close,
-//! the app never sees a request twice or half); in `shield/`: strict HTTP, clients gone
-//! before their response (499), h2spec.
+//! Hostile HTTP at the edge over real sockets: smuggling shapes (CL+TE, duplicate
+//! Content-Length, obs-fold, bare LF/CR), oversized heads, bad methods/URIs, truncated
+//! bodies, HTTP/2 rapid reset and CONTINUATION floods, invalid TLS records. Each gets a clean
+//! 4xx or a close; the app never sees a request twice or half; the edge keeps serving.
+//! In `shield/` (issue #12): strict HTTP, clients gone before their response (499), h2spec,
+//! and the attacks on the app behind the edge (slow POST, bodyless HTTP/2 streams, huge
+//! declared lengths) with the real uWSGI and an HTTP app.
 
 mod edge_support;
 mod support;
@@ -10,6 +13,14 @@ mod support;
 mod client_gone;
 #[path = "shield/h2spec.rs"]
 mod h2spec;
+#[path = "shield/declared_length.rs"]
+mod shield_declared_length;
+#[path = "shield/h2_streams.rs"]
+mod shield_h2_streams;
+#[path = "shield/peers.rs"]
+mod shield_peers;
+#[path = "shield/slow_post.rs"]
+mod shield_slow_post;
 #[path = "shield/strict_http.rs"]
 mod strict_http;
 
