@@ -253,6 +253,11 @@ impl Pool {
             .collect()
     }
 
+    /// Requests or connections waiting in the queue for a free server slot right now.
+    pub fn queued(&self) -> usize {
+        self.queue.waiting.load(Ordering::Relaxed)
+    }
+
     /// True when at least one server can be selected (an up primary, else an up backup).
     pub fn any_up(&self) -> bool {
         !self.snap.load().eligible.is_empty()

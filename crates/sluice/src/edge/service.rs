@@ -65,7 +65,8 @@ pub(crate) async fn handle(
         rec.tls_resumed = tls.resumed;
     }
     let ctx = context(&conn, &req);
-    let (resp, lease) = match forward(&fe, &ctx, req, &mut rec).await {
+    let version = req.version();
+    let (mut resp, lease) = match forward(&fe, &ctx, req, &mut rec).await {
         Ok((resp, lease)) => (resp, Some(lease)),
         Err(f) => {
             if let Failure::Upstream(e) = &f {
@@ -84,6 +85,11 @@ pub(crate) async fn handle(
         crate::metrics::global().upstream_response(&fe.backend, took);
     }
     rec.status = resp.status().as_u16();
+    if guard.is_last() && version < hyper::Version::HTTP_2 {
+        // `keepalive_requests` reached: hyper closes after a response that says so.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp.map(|b| LogBody::new(b, rec, fe.log.clone(), start, lease, guard))
 }
 
@@ -221,9 +227,13 @@ async fn prepare(fe: &HttpFrontend, req: Request<Incoming>) -> Result<Request<Pr
     let prepared = if body.is_end_stream() {
         Prepared::Full(Bytes::new())
     } else if unknown_len && matches!(fe.upstream, Upstream::Uwsgi(_)) {
-        let b = buffer_body(body, fe.settings.buffering.max_body as usize, fe.settings.client.body)
-            .await
-            .map_err(Failure::Upstream)?;
+        let b = buffer_body(
+            body,
+            fe.settings.buffering.max_body as usize,
+            fe.settings.client.body,
+        )
+        .await
+        .map_err(Failure::Upstream)?;
         Prepared::Full(b)
     } else {
         Prepared::Shared(SharedBody {
