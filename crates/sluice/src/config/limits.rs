@@ -233,7 +233,7 @@ pub fn edge_sockets(cfg: &Config) -> Vec<(String, u64)> {
         .filter(|(_, r)| r.http > 0)
         .map(|(name, r)| (name.to_string(), r.edge))
         .collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
     v
 }
 
