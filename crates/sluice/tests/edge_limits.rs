@@ -1,8 +1,16 @@
 //! Edge timers under paused tokio time: a client that never finishes its request head
 //! (slowloris) is cut off after the header read timeout, while one that finishes in time is
-//! answered. Real loopback sockets; no wall-clock waiting.
+//! answered. Real loopback sockets; no wall-clock waiting. The modules under `edge_limits/`
+//! cover the other settable limits and bounded upstream use.
 
 mod support;
+
+#[path = "edge_limits/apps.rs"]
+mod apps;
+#[path = "edge_limits/bounded.rs"]
+mod bounded;
+#[path = "edge_limits/client.rs"]
+mod client_limits;
 
 use std::time::Duration;
 

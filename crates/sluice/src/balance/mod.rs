@@ -27,8 +27,9 @@ pub use reconfigure::PoolDiff;
 use server::{ServerEntry, Transition};
 use snapshot::Snapshot;
 
-/// Most connections waiting for a free slot per backend; beyond it `acquire` fails at once.
-pub const QUEUE_LIMIT: usize = 1024;
+/// Default of the most connections waiting for a free slot per backend (`backend.max_queue`);
+/// beyond it `acquire` fails at once.
+pub const QUEUE_LIMIT: usize = config::DEFAULT_MAX_QUEUE;
 
 /// A server's position in its backend's configuration (0-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,6 +97,8 @@ pub struct ServerSnapshot {
 struct WaitQueue {
     notify: Notify,
     waiting: AtomicUsize,
+    /// Most waiters (`backend.max_queue`).
+    limit: usize,
 }
 
 /// One backend: its servers, algorithm, live snapshot and counters.
@@ -134,13 +137,7 @@ impl Pool {
             .enumerate()
             .map(|(i, (s, addr))| {
                 let name = s.name.clone().unwrap_or_else(|| format!("srv{}", i + 1));
-                Arc::new(ServerEntry::new(
-                    name,
-                    addr,
-                    s.weight,
-                    s.backup,
-                    s.max_connections,
-                ))
+                Arc::new(ServerEntry::new(name, addr, s.weight, s.backup, s.cap()))
             })
             .collect();
         Pool::from_entries(cfg, entries)
@@ -159,7 +156,10 @@ impl Pool {
             rebuild: Mutex::new(()),
             rr: AtomicUsize::new(0),
             rise_fall: cfg.health.as_ref().map(|h| (h.rise, h.fall)),
-            queue: WaitQueue::default(),
+            queue: WaitQueue {
+                limit: cfg.max_queue,
+                ..WaitQueue::default()
+            },
         })
     }
 
@@ -191,7 +191,7 @@ impl Pool {
     }
 
     /// Like `select`, but when servers are up and all are full, wait in a bounded FIFO queue
-    /// (at most [`QUEUE_LIMIT`] waiters) until a slot frees or `deadline` passes.
+    /// (at most `backend.max_queue` waiters) until a slot frees or `deadline` passes.
     pub async fn acquire(
         &self,
         client: &ClientAddr,
@@ -204,7 +204,8 @@ impl Pool {
         if !self.has_candidate(tried) {
             return Err(NoServer::Unavailable);
         }
-        let _waiting = WaitingGuard::enter(&self.queue.waiting).ok_or(NoServer::QueueFull)?;
+        let _waiting = WaitingGuard::enter(&self.queue.waiting, self.queue.limit)
+            .ok_or(NoServer::QueueFull)?;
         loop {
             let notified = self.queue.notify.notified();
             tokio::pin!(notified);
@@ -250,6 +251,11 @@ impl Pool {
                 last_error: s.last_error(),
             })
             .collect()
+    }
+
+    /// Requests or connections waiting in the queue for a free server slot right now.
+    pub fn queued(&self) -> usize {
+        self.queue.waiting.load(Ordering::Relaxed)
     }
 
     /// True when at least one server can be selected (an up primary, else an up backup).
@@ -364,13 +370,13 @@ pub(crate) fn subscribe(entries: &[Arc<ServerEntry>], me: &Weak<Pool>) -> Weak<P
     me.clone()
 }
 
-/// Counts a waiter in the queue for as long as it lives; refuses beyond [`QUEUE_LIMIT`].
+/// Counts a waiter in the queue for as long as it lives; refuses beyond `limit`.
 struct WaitingGuard<'a>(&'a AtomicUsize);
 
 impl<'a> WaitingGuard<'a> {
-    fn enter(counter: &'a AtomicUsize) -> Option<Self> {
+    fn enter(counter: &'a AtomicUsize, limit: usize) -> Option<Self> {
         let guard = WaitingGuard(counter);
-        if counter.fetch_add(1, Ordering::SeqCst) >= QUEUE_LIMIT {
+        if counter.fetch_add(1, Ordering::SeqCst) >= limit {
             return None; // the guard's drop undoes the increment
         }
         Some(guard)

@@ -72,9 +72,9 @@ impl Pool {
         let mut entries = Vec::with_capacity(servers.len());
         for (i, (s, addr)) in servers.into_iter().enumerate() {
             let name = server_name(&s, i);
-            let reuse = old.get(name.as_str()).filter(|e| {
-                e.addr == addr && e.backup == s.backup && e.max_connections == s.max_connections
-            });
+            let reuse = old
+                .get(name.as_str())
+                .filter(|e| e.addr == addr && e.backup == s.backup && e.max_connections == s.cap());
             match reuse {
                 Some(e) => {
                     e.weight.store(s.weight, Ordering::Relaxed);
@@ -96,7 +96,7 @@ impl Pool {
                 None => {
                     diff.added.push(name.clone());
                     let down = cfg.health.is_some() && start_down.contains(&name);
-                    let entry = ServerEntry::new(name, addr, s.weight, s.backup, s.max_connections);
+                    let entry = ServerEntry::new(name, addr, s.weight, s.backup, s.cap());
                     if down {
                         entry.up.store(false, Ordering::Release);
                     }

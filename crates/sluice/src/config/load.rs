@@ -133,7 +133,7 @@ pub fn load_str_with(text: &str, origin: &str, opts: &LoadOptions) -> Result<Con
         };
         at(offset, key, e.message().trim().to_string())
     })?;
-    let issues = validate::check(&cfg, opts);
+    let issues = validate::check(&cfg, opts, Some(&doc));
     let first = issues
         .into_iter()
         .map(|i| (doc.offset_of(&i.path, i.at), i))
@@ -145,8 +145,10 @@ pub fn load_str_with(text: &str, origin: &str, opts: &LoadOptions) -> Result<Con
     Ok(cfg)
 }
 
-/// Defaults that depend on position: unnamed servers become "srvN".
+/// Defaults that depend on position: unnamed servers become "srvN"; servers get the
+/// `max_connections` of their backend's role when unset (`config::edge`).
 fn fill_defaults(cfg: &mut Config) {
+    super::edge::fill_caps(cfg);
     for b in &mut cfg.backends {
         for (j, s) in b.servers.iter_mut().enumerate() {
             if s.name.is_none() {
@@ -159,3 +161,7 @@ fn fill_defaults(cfg: &mut Config) {
 #[cfg(test)]
 #[path = "load_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "load_edge_tests.rs"]
+mod edge_tests;

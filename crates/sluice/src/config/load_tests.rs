@@ -70,7 +70,11 @@ fn base_loads_and_fills_defaults() {
     assert!(b.health.is_none());
     assert_eq!(b.servers[1].weight, 1);
     assert!(!b.servers[1].backup);
-    assert_eq!(b.servers[1].max_connections, 0);
+    assert_eq!(
+        b.servers[1].max_connections,
+        Some(0),
+        "L4: unlimited unless set"
+    );
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! Configuration: the TOML model (`model`), duration strings (`duration`), typed address values
-//! (`parsed`), loading with file:line:col errors (`load`, `validate`, `spans`) and the
-//! file-descriptor budget (`limits`). No runtime state lives here.
+//! (`parsed`), loading with file:line:col errors (`load`, `validate`, `spans`), the edge's
+//! role-dependent rules (`edge`) and the file-descriptor budget (`limits`). No runtime state
+//! lives here.
 
 pub mod duration;
+pub mod edge;
 pub mod limits;
 pub mod load;
 pub mod model;

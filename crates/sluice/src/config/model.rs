@@ -319,7 +319,18 @@ pub struct Backend {
     /// How often host-name servers are re-resolved (issue #7, servers from DNS).
     #[serde(default = "default_resolve_interval")]
     pub resolve_interval: Dur,
+    /// Most requests (edge) or connections (L4) waiting for a free server slot when every
+    /// server is at `max_connections` (HAProxy `maxqueue`); beyond it 503 (edge) or a close.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
     pub servers: Vec<Server>,
+}
+
+/// Default `backend.max_queue`.
+pub const DEFAULT_MAX_QUEUE: usize = 1024;
+
+fn default_max_queue() -> usize {
+    DEFAULT_MAX_QUEUE
 }
 
 fn default_resolve_interval() -> Dur {
@@ -415,10 +426,28 @@ pub struct Server {
     pub weight: u32,
     #[serde(default)]
     pub backup: bool,
-    /// 0 = unlimited.
+    /// Requests (edge) or connections (L4) to this server at once; 0 = unlimited (L4 only).
+    /// Unset: unlimited on L4 backends; on http-mode backends [`UWSGI_MAX_CONNECTIONS`] or
+    /// [`HTTP_MAX_CONNECTIONS`] (`config::load` fills it in; see `config::edge`).
     #[serde(default)]
-    pub max_connections: usize,
+    pub max_connections: Option<usize>,
 }
+
+impl Server {
+    /// The configured limit, 0 (unlimited) when unset. After `config::load` it is always set.
+    pub fn cap(&self) -> usize {
+        self.max_connections.unwrap_or(0)
+    }
+}
+
+/// Default `max_connections` of a server of an http-mode backend with `protocol = "uwsgi"`:
+/// uWSGI's default `listen` backlog, so one edge never overflows it (beyond it a connect
+/// fails and the client gets 502).
+pub const UWSGI_MAX_CONNECTIONS: usize = 100;
+
+/// Default `max_connections` of a server of an http-mode backend with `protocol = "http"`:
+/// the keep-alive pool's idle limit per server (`upstream::HttpOpts::max_idle_per_server`).
+pub const HTTP_MAX_CONNECTIONS: usize = 256;
 
 fn default_weight() -> u32 {
     1

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::limits;
 use super::model::{Config, HealthKind, Mode, Protocol, SendProxy};
 use super::parsed::{parse_bind, parse_cidr, parse_server_addr, parse_source, ServerAddr};
-use super::spans::{At, KeyPath};
+use super::spans::{At, KeyPath, Located};
 use super::LoadOptions;
 
 /// One thing wrong with the configuration.
@@ -45,9 +45,12 @@ pub fn default_server_name(index: usize) -> String {
     format!("srv{}", index + 1)
 }
 
-/// Every problem found, in no particular order (the caller sorts by position).
-pub fn check(cfg: &Config, opts: &LoadOptions) -> Vec<Issue> {
+/// Every problem found, in no particular order (the caller sorts by position). `doc`, the
+/// parsed file, tells keys written in it from defaults (for keys refused where they do not
+/// apply); without it only values are checked.
+pub fn check(cfg: &Config, opts: &LoadOptions, doc: Option<&Located<'_>>) -> Vec<Issue> {
     let mut out = Issues(Vec::new());
+    super::edge::check(cfg, doc, &mut out.0);
     check_global(cfg, opts, &mut out);
     check_admin(cfg, &mut out);
     check_frontends(cfg, opts, &mut out);

@@ -1,6 +1,7 @@
 //! Per-connection state of the edge: what is known about the client connection (real
-//! client, TLS session) and the count of requests in flight, which drives the keep-alive
-//! idle timeout. No I/O and no HTTP handling here.
+//! client, TLS session), the count of requests in flight, which drives the keep-alive
+//! idle timeout, and the count of requests served, which ends the connection after
+//! `keepalive_requests`. No I/O and no HTTP handling here.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,37 +27,63 @@ pub struct ConnInfo {
     pub tls: Option<SessionInfo>,
 }
 
-/// Requests in flight on a connection and since when it has been idle.
+/// Requests in flight on a connection, since when it has been idle, and how many it served.
 #[derive(Debug)]
 pub struct ConnState {
-    inner: Mutex<(usize, Instant)>,
+    /// (in flight, idle since, started so far).
+    inner: Mutex<(usize, Instant, u64)>,
     changed: Notify,
+    /// Requests a connection serves before it is closed (`keepalive_requests`).
+    limit: u64,
+    /// Signalled (once, with a stored permit) when the request number `limit` starts.
+    spent: Notify,
 }
 
 impl Default for ConnState {
+    /// No limit on requests per connection.
     fn default() -> Self {
-        ConnState {
-            inner: Mutex::new((0, Instant::now())),
-            changed: Notify::new(),
-        }
+        ConnState::new(u64::MAX)
     }
 }
 
 impl ConnState {
+    /// State of a new connection that serves at most `keepalive_requests` requests.
+    pub fn new(keepalive_requests: u64) -> Self {
+        ConnState {
+            inner: Mutex::new((0, Instant::now(), 0)),
+            changed: Notify::new(),
+            limit: keepalive_requests.max(1),
+            spent: Notify::new(),
+        }
+    }
+
     /// Marks a request as started; dropping the guard marks it done.
     /// Only the step from idle to busy wakes the idle timer: waking it (and with it the
     /// connection task that polls it) for every request costs a task poll and a timer
     /// re-arm per request on a busy HTTP/2 connection.
     pub fn begin(self: &Arc<Self>) -> RequestGuard {
-        let was_idle = {
+        let (was_idle, last) = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             g.0 += 1;
-            g.0 == 1
+            g.2 = g.2.saturating_add(1);
+            (g.0 == 1, g.2 == self.limit)
         };
         if was_idle {
             self.changed.notify_waiters();
         }
-        RequestGuard(self.clone())
+        if last {
+            self.spent.notify_one();
+        }
+        RequestGuard {
+            state: self.clone(),
+            last,
+        }
+    }
+
+    /// Completes once the request number `keepalive_requests` has started: the connection
+    /// should then close gracefully (HTTP/1: after that response; HTTP/2: GOAWAY).
+    pub async fn spent(&self) {
+        self.spent.notified().await
     }
 
     /// Number of requests in flight.
@@ -71,7 +98,7 @@ impl ConnState {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (active, since) = *self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let (active, since, _) = *self.inner.lock().unwrap_or_else(|p| p.into_inner());
             if active > 0 {
                 notified.await;
                 continue;
@@ -86,13 +113,24 @@ impl ConnState {
 
 /// One request in flight; its drop ends it (when the response body is done).
 #[derive(Debug)]
-pub struct RequestGuard(Arc<ConnState>);
+pub struct RequestGuard {
+    state: Arc<ConnState>,
+    last: bool,
+}
+
+impl RequestGuard {
+    /// This is the connection's last request (`keepalive_requests`): its HTTP/1 response
+    /// says `Connection: close`.
+    pub fn is_last(&self) -> bool {
+        self.last
+    }
+}
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         // Only the last request ending starts the idle period (and wakes the timer).
         let now_idle = {
-            let mut g = self.0.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = self.state.inner.lock().unwrap_or_else(|p| p.into_inner());
             g.0 = g.0.saturating_sub(1);
             if g.0 == 0 {
                 g.1 = Instant::now();
@@ -100,7 +138,7 @@ impl Drop for RequestGuard {
             g.0 == 0
         };
         if now_idle {
-            self.0.changed.notify_waiters();
+            self.state.changed.notify_waiters();
         }
     }
 }
@@ -146,5 +184,32 @@ mod tests {
         drop(c);
         waiter.await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(38));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_request_number_keepalive_requests_is_the_last() {
+        let st = Arc::new(ConnState::new(3));
+        let a = st.begin();
+        let b = st.begin();
+        assert!(!a.is_last() && !b.is_last());
+        let waiter = {
+            let st = st.clone();
+            tokio::spawn(async move { st.spent().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop((a, b));
+        let c = st.begin();
+        assert!(c.is_last());
+        waiter.await.unwrap();
+        // Signalled once; a waiter that comes later still sees it (stored permit).
+        let d = st.begin();
+        assert!(!d.is_last(), "beyond the limit is not 'the last' again");
+        let st2 = Arc::new(ConnState::new(1));
+        let only = st2.begin();
+        assert!(only.is_last());
+        tokio::time::timeout(Duration::from_secs(1), st2.spent())
+            .await
+            .expect("the permit was stored");
     }
 }

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod coalesce;
 pub mod conn;
+pub mod deadline;
 pub mod rewind;
 mod service;
 pub mod settings;
@@ -29,7 +30,7 @@ use crate::config::{self, Protocol};
 use crate::log::LogFile;
 use crate::proxy::{self, Policy};
 use crate::tls::{self, TlsEdge};
-use crate::upstream::{HttpOpts, HttpUpstream, Scheme, UwsgiClient, UwsgiOpts};
+use crate::upstream::{HttpOpts, HttpUpstream, Scheme, SocketCaps, UwsgiClient, UwsgiOpts};
 
 pub use access::{AccessLog, AccessRecord};
 pub use coalesce::Coalesce;
@@ -168,12 +169,27 @@ impl HttpFrontend {
                 underscores_in_headers: settings.underscores_in_headers,
                 ..UwsgiOpts::default()
             })),
-            Protocol::Http => Upstream::Http(Box::new(HttpUpstream::new(HttpOpts {
-                connect_timeout: up.connect,
-                read_timeout: up.read,
-                underscores_in_headers: settings.underscores_in_headers,
-                ..HttpOpts::default()
-            }))),
+            Protocol::Http => {
+                // Each server's sockets stay within its max_connections (the lease bounds
+                // requests; this bounds the pool's idle and background-connecting sockets).
+                let caps = SocketCaps::new(
+                    pool.servers()
+                        .into_iter()
+                        .map(|s| (s.addr, s.max_connections)),
+                );
+                let defaults = HttpOpts::default();
+                Upstream::Http(Box::new(HttpUpstream::new(HttpOpts {
+                    connect_timeout: up.connect,
+                    read_timeout: up.read,
+                    max_idle_per_server: match caps.largest() {
+                        0 => defaults.max_idle_per_server,
+                        n => n.min(defaults.max_idle_per_server),
+                    },
+                    socket_caps: Arc::new(caps),
+                    underscores_in_headers: settings.underscores_in_headers,
+                    ..defaults
+                })))
+            }
         };
         let auto = builder(&settings);
         let h1 = auto.clone().http1_only();
@@ -301,7 +317,9 @@ enum Versions {
     H2,
 }
 
-/// Runs hyper on `io` until the connection ends, is idle too long, or shutdown closes it.
+/// Runs hyper on `io` until the connection ends, is idle too long, has served
+/// `keepalive_requests`, or shutdown closes it. Writes to a client that stops reading fail
+/// after the send timeout (`deadline`).
 async fn serve<IO>(
     fe: &Arc<HttpFrontend>,
     io: IO,
@@ -312,7 +330,8 @@ async fn serve<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let info = Arc::new(info);
-    let state = Arc::new(conn::ConnState::default());
+    let state = Arc::new(conn::ConnState::new(fe.settings.limits.keepalive_requests));
+    let io = deadline::SendDeadline::new(io, fe.settings.client.send);
     let svc = {
         let (fe, info, state) = (fe.clone(), info.clone(), state.clone());
         service_fn(move |req| {
@@ -342,6 +361,11 @@ async fn serve<IO>(
                 conn.as_mut().graceful_shutdown();
             }
             _ = state.idle_for(fe.settings.client.keepalive), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            // HTTP/1: no keep-alive after the response in flight; HTTP/2: GOAWAY.
+            _ = state.spent(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }

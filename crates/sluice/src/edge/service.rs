@@ -68,7 +68,8 @@ pub(crate) async fn handle(
         rec.tls_resumed = tls.resumed;
     }
     let mut line = RequestLog::new(rec, fe.log.clone(), start);
-    let (resp, lease) = match checked {
+    let version = req.version();
+    let (mut resp, lease) = match checked {
         Err(refusal) => {
             tracing::debug!(frontend = %fe.name, client = %conn.client, "refused: {}", refusal.reason);
             (super::strict::refuse(refusal, req.version()), None)
@@ -97,6 +98,11 @@ pub(crate) async fn handle(
         crate::metrics::global().upstream_response(&fe.backend, took);
     }
     rec.status = resp.status().as_u16();
+    if guard.is_last() && version < hyper::Version::HTTP_2 {
+        // `keepalive_requests` reached: hyper closes after a response that says so.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp.map(|b| LogBody::new(b, line, lease, guard))
 }
 

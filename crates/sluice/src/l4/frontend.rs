@@ -32,6 +32,8 @@ pub struct L4Backend {
     pub source: Option<IpAddr>,
     pub retries: u32,
     pub connect_timeout: Duration,
+    /// Longest wait in the backend queue for a free server slot (`timeouts.queue`).
+    pub queue_timeout: Duration,
     pub idle: Duration,
 }
 
@@ -48,6 +50,10 @@ impl L4Backend {
             source,
             retries: cfg.retries,
             connect_timeout: cfg.timeouts.connect.get(),
+            queue_timeout: cfg
+                .timeouts
+                .queue
+                .map_or(cfg.timeouts.connect.get(), |q| q.get()),
             idle: cfg.timeouts.idle.get(),
         })
     }
@@ -277,19 +283,21 @@ async fn write_first(
     res
 }
 
-/// Picks servers and connects, at most `1 + retries` attempts, each within the connect
-/// timeout; failed servers are reported to the pool and not tried again.
+/// Picks servers and connects, at most `1 + retries` attempts, each waiting at most the
+/// queue timeout for a server slot and then the connect timeout to connect; failed servers
+/// are reported to the pool and not tried again.
 async fn connect_any(be: &L4Backend, rec: &mut ConnRecord) -> Result<(Lease, ServerStream), End> {
     let mut tried: Vec<ServerId> = Vec::new();
     let mut last_err: Option<String> = None;
     for _attempt in 0..=be.retries {
-        let deadline = Instant::now() + be.connect_timeout;
-        let lease = match be.pool.acquire(&rec.client, &tried, deadline).await {
+        let queued_by = Instant::now() + be.queue_timeout;
+        let lease = match be.pool.acquire(&rec.client, &tried, queued_by).await {
             Ok(lease) => lease,
             Err(NoServer::Unavailable) if last_err.is_some() => break,
             Err(_) => return Err(End::NoServer),
         };
         rec.server = Some(lease.name().to_string());
+        let deadline = Instant::now() + be.connect_timeout;
         match tokio::time::timeout_at(deadline, connect_server(lease.addr(), be.source)).await {
             Ok(Ok(stream)) => {
                 lease.connected();

@@ -2,7 +2,8 @@
 //! (hyper-util's legacy Client with a connector that understands `ServerAddr`). Requests
 //! lose their hop-by-hop headers (and names with `_` unless allowed) and gain X-Forwarded-For/
 //! X-Real-IP/X-Forwarded-Proto for the real client; HTTP/2 requests go out as HTTP/1.1; Host
-//! is the target's authority when there is one.
+//! is the target's authority when there is one. Sockets per server stay within its cap
+//! (`sockets.rs`), whether in use, idle or connecting.
 
 use std::future::Future;
 use std::io;
@@ -22,8 +23,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::Notify;
 
 use super::body::{with_progress, IdleTimeout, Progress};
-use super::connect::{connect, Conn};
+use super::connect::connect;
 use super::headers::{add_forwarding, drop_underscored, join_cookies, strip_hop_by_hop};
+use super::sockets::{Capped, SocketCaps};
 use super::{Body, BoxError, RequestContext, ServerAddr, UpstreamError};
 
 /// Pool and timeout settings of the HTTP client.
@@ -41,6 +43,9 @@ pub struct HttpOpts {
     pub max_idle_per_server: usize,
     /// Pass header names containing `_` (nginx `underscores_in_headers`); dropped if false.
     pub underscores_in_headers: bool,
+    /// Most sockets per server (its `max_connections`): a pool miss waits for a slot (within
+    /// `connect_timeout`) instead of opening one more.
+    pub socket_caps: Arc<SocketCaps>,
 }
 
 impl Default for HttpOpts {
@@ -51,6 +56,7 @@ impl Default for HttpOpts {
             idle_timeout: Duration::from_secs(90),
             max_idle_per_server: 256,
             underscores_in_headers: false,
+            socket_caps: Arc::default(),
         }
     }
 }
@@ -81,6 +87,7 @@ impl HttpUpstream {
             .set_host(false)
             .build(Connector {
                 timeout: opts.connect_timeout,
+                caps: opts.socket_caps.clone(),
             });
         HttpUpstream { client, opts }
     }
@@ -192,16 +199,17 @@ fn server_of(uri: &Uri) -> io::Result<ServerAddr> {
     })
 }
 
-/// Connects pool misses to the server named by the pool URI.
+/// Connects pool misses to the server named by the pool URI, within its socket cap.
 #[derive(Clone)]
 struct Connector {
     timeout: Duration,
+    caps: Arc<SocketCaps>,
 }
 
 impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<Conn>;
+    type Response = TokioIo<Capped>;
     type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<Conn>>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<Capped>>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
@@ -209,10 +217,23 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let timeout = self.timeout;
+        let caps = self.caps.clone();
         Box::pin(async move {
             let addr = server_of(&uri)?;
-            match connect(&addr, timeout).await {
-                Ok(c) => Ok(TokioIo::new(c)),
+            // The pool races this connect against an idle socket coming back: when that
+            // wins, this future still runs in the background and pools its socket. Taking
+            // the slot first keeps both within the cap; the whole wait counts as connecting.
+            let start = tokio::time::Instant::now();
+            let permit = tokio::time::timeout(timeout, caps.acquire(&addr))
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "all sockets to the server busy")
+                })??;
+            match connect(&addr, timeout.saturating_sub(start.elapsed())).await {
+                Ok(conn) => Ok(TokioIo::new(Capped {
+                    conn,
+                    _permit: permit,
+                })),
                 Err(UpstreamError::Connect(e)) => Err(e),
                 Err(UpstreamError::Timeout) => {
                     Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))

@@ -7,6 +7,7 @@ mod body;
 mod connect;
 pub mod headers;
 pub mod http;
+mod sockets;
 pub mod uwsgi;
 
 #[cfg(test)]
@@ -22,6 +23,7 @@ use hyper::StatusCode;
 use crate::addr::{ClientAddr, LocalAddr};
 
 pub use self::http::{HttpOpts, HttpUpstream};
+pub use self::sockets::SocketCaps;
 pub use self::uwsgi::{UwsgiClient, UwsgiOpts};
 
 /// The response body both clients return: streamed from the app server, never collected.

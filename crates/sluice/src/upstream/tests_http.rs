@@ -258,3 +258,35 @@ async fn silent_http_server_is_504() {
     assert!(matches!(err, UpstreamError::Timeout), "{err:?}");
     assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
 }
+
+#[tokio::test]
+async fn sockets_per_server_stay_within_its_cap() {
+    // 16 requests at once to a server capped at 2 sockets (no lease here: the cap alone
+    // makes the pool wait for a socket instead of connecting), then 16 one after another,
+    // each sent as soon as the previous response ended: the pool's background connects
+    // (racing a socket that is about to come back) stay within the cap too.
+    for srv in [tcp_server().await, unix_server().await] {
+        let up = HttpUpstream::new(HttpOpts {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            socket_caps: Arc::new(SocketCaps::new([(srv.addr.clone(), 2)])),
+            ..HttpOpts::default()
+        });
+        let mut sends = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let req = Request::get(format!("/c/{i}"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let (up, addr) = (up.clone(), srv.addr.clone());
+            sends.spawn(async move { text(up.send(&addr, req, &ctx()).await.unwrap()).await });
+        }
+        assert_eq!(sends.join_all().await.len(), 16);
+        for i in 0..16 {
+            let req = Request::get(format!("/s/{i}"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            text(up.send(&srv.addr, req, &ctx()).await.unwrap()).await;
+        }
+        assert_eq!(srv.accepted.load(Ordering::SeqCst), 2, "{:?}", srv.addr);
+    }
+}
