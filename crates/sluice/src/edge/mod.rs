@@ -4,6 +4,7 @@
 //! `service`; access lines to `access`. Binding and accepting are `server`'s job.
 
 pub mod access;
+pub mod buffer;
 pub mod coalesce;
 pub mod conn;
 pub mod rewind;
@@ -247,10 +248,7 @@ pub async fn handle(
     };
     // With h2 the TLS 1.3 ticket leaves with our SETTINGS (one write, one wake-up less).
     let io = Coalesce::new(io);
-    let handshake = tokio::time::timeout(
-        fe.settings.client.handshake,
-        edge.acceptor().accept(io),
-    );
+    let handshake = tokio::time::timeout(fe.settings.client.handshake, edge.acceptor().accept(io));
     let mut tls_stream = tokio::select! {
         r = handshake => match r {
             Ok(Ok(s)) => s,
