@@ -33,6 +33,8 @@ pub struct FdBudget {
     pub admin: u64,
     /// Each worker thread's event loop (and the control thread's): `RUNTIME_FDS` each.
     pub runtimes: u64,
+    /// Edge temp files (buffered bodies): `global.max_temp_files` when an edge exists.
+    pub temp_files: u64,
     pub slack: u64,
 }
 
@@ -52,6 +54,7 @@ impl FdBudget {
             self.checks,
             self.admin,
             self.runtimes,
+            self.temp_files,
             self.slack,
         ]
         .iter()
@@ -193,6 +196,11 @@ pub fn fd_budget(cfg: &Config) -> FdBudget {
         checks,
         admin,
         runtimes: RUNTIME_FDS.saturating_mul(sockets_per_bind(cfg).saturating_add(1)),
+        temp_files: if cfg.frontends.iter().any(|f| f.mode == Mode::Http) {
+            cfg.global.max_temp_files as u64
+        } else {
+            0
+        },
         slack: FD_SLACK,
     }
 }
@@ -494,6 +502,19 @@ mod tests {
         let text = format!("{}\n{}", l4(0), edge("uwsgi", 50));
         let b = budget(&text, 1000);
         assert_eq!(b.servers, 1000 + 100);
+    }
+
+    #[test]
+    fn edge_temp_files_are_counted() {
+        let mut c: Config = toml::from_str(&edge("uwsgi", 10)).unwrap();
+        c.global.max_temp_files = 300;
+        let b = fd_budget(&c);
+        assert_eq!(b.temp_files, 300);
+        let mut without = c.clone();
+        without.global.max_temp_files = 1;
+        assert_eq!(b.total(), fds_needed(&without) + 299);
+        // No edge, no temp files.
+        assert_eq!(budget(&l4(10), 100).temp_files, 0);
     }
 
     #[test]
