@@ -73,7 +73,10 @@ pub(crate) async fn handle(
         rec.tls_resumed = tls.resumed;
     }
     let ctx = context(&conn, &req);
-    let (resp, lease) = match forward(&fe, &ctx, req, &mut rec).await {
+    // From when the request (and a buffered body) is ready for the app, as nginx's
+    // $upstream_response_time: a slow upload is not the app's time.
+    let mut upstream_start = start;
+    let (resp, lease) = match forward(&fe, &ctx, req, &mut rec, &mut upstream_start).await {
         Ok((resp, lease)) => buffer_response(&fe, resp, lease),
         Err(f) => {
             match &f {
@@ -93,7 +96,7 @@ pub(crate) async fn handle(
             (error_response(f.status()), None)
         }
     };
-    rec.upstream_time = rec.upstream.as_ref().map(|_| start.elapsed());
+    rec.upstream_time = rec.upstream.as_ref().map(|_| upstream_start.elapsed());
     if let Some(took) = rec.upstream_time {
         crate::metrics::global().upstream_response(&fe.backend, took);
     }
@@ -271,8 +274,12 @@ async fn forward(
     ctx: &RequestContext,
     req: Request<Incoming>,
     rec: &mut AccessRecord,
+    upstream_start: &mut Instant,
 ) -> Result<(Response<Body>, Lease), Failure> {
     let req = prepare(fe, req).await?;
+    if !matches!(req.body(), Prepared::Full(_)) {
+        *upstream_start = Instant::now();
+    }
     let (parts, body) = req.into_parts();
     let mut tried: Vec<ServerId> = Vec::new();
     let mut last: Option<UpstreamError> = None;
