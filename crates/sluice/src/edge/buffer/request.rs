@@ -12,7 +12,7 @@ use hyper::header::{self, HeaderMap};
 use hyper::StatusCode;
 
 use super::spool::{SpoolWriter, Spooled};
-use super::{TempFile, TempFiles};
+use super::TempFiles;
 
 /// Why a request body could not be buffered.
 #[derive(Debug, thiserror::Error)]
@@ -112,13 +112,13 @@ where
             return Err(BodyError::TooLarge(limits.max_body));
         }
         if w.needs_file(data.len()) {
-            let slot = match slots.try_acquire() {
-                Some(s) => s,
-                None => tokio::time::timeout(t, slots.acquire())
+            let file = match slots.try_open(limits.temp_dir) {
+                Some(f) => f,
+                None => tokio::time::timeout(t, slots.open(limits.temp_dir))
                     .await
                     .map_err(|_| BodyError::NoSlot(t))?,
-            };
-            let file = TempFile::create(limits.temp_dir, slot).map_err(BodyError::Io)?;
+            }
+            .map_err(BodyError::Io)?;
             w.attach(file).map_err(BodyError::Io)?;
             if let Some(f) = spilled.take() {
                 f();
@@ -283,7 +283,7 @@ mod tests {
     async fn a_spill_waits_for_a_slot_without_reading_more() {
         let dir = tempfile::tempdir().unwrap();
         let cap = TempFiles::new(1);
-        let held = cap.try_acquire().unwrap();
+        let held = cap.try_open(dir.path()).unwrap().unwrap();
         let (tx, body) = chan();
         tx.send(Ok(Frame::data(Bytes::from(vec![1; 150]))))
             .await
@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(task.await.unwrap().unwrap(), 160);
 
         // Nobody releases: 503 after the body timeout.
-        let _held = cap.try_acquire().unwrap();
+        let _held = cap.try_open(dir.path()).unwrap().unwrap();
         let (tx, body) = chan();
         tx.send(Ok(Frame::data(Bytes::from(vec![1; 150]))))
             .await

@@ -227,16 +227,14 @@ impl State {
             return true;
         }
         let Some(sp) = &self.spill else { return false };
-        let Some(slot) = sp.slots.try_acquire() else {
-            return false;
-        };
-        match TempFile::create(&sp.dir, slot) {
-            Ok(f) => {
+        match sp.slots.try_open(&sp.dir) {
+            None => false,
+            Some(Ok(f)) => {
                 (sp.spilled)();
                 self.file = Some(f);
                 true
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(
                     "cannot create a response temp file in {}: {e}; streaming",
                     sp.dir.display()

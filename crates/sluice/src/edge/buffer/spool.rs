@@ -241,7 +241,7 @@ mod tests {
         // 90 + 30 > 100: the file takes the memory part, then everything else.
         let p = part(30);
         assert!(w.needs_file(p.len()));
-        w.attach(TempFile::create(dir.path(), cap.try_acquire().unwrap()).unwrap())
+        w.attach(cap.try_open(dir.path()).unwrap().unwrap())
             .unwrap();
         assert!(!w.needs_file(1 << 30));
         for p in [p, part(200_000), part(1)] {
