@@ -143,7 +143,7 @@ fn error_config(dir: &Path, uw: std::net::SocketAddr, json: bool) -> String {
          access_log = \"{d}/ok.log\"\naccess_log_format = \"{fmt}\"\nmax_body = 1024\n\n\
          [[frontend]]\nname = \"dead\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\nbackend = \"dead\"\n\n\
          [[frontend]]\nname = \"down\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\nbackend = \"down\"\n\n\
-         [[backend]]\nname = \"app\"\nprotocol = \"uwsgi\"\ntimeouts = {{ connect = \"1s\", idle = \"300ms\" }}\n\
+         [[backend]]\nname = \"app\"\nprotocol = \"uwsgi\"\ntimeouts = {{ connect = \"1s\", read = \"300ms\" }}\n\
          [[backend.servers]]\naddr = \"{uw}\"\n\n\
          [[backend]]\nname = \"dead\"\nprotocol = \"uwsgi\"\nretries = 1\n\
          [[backend.servers]]\naddr = \"{dead}\"\n\n\
