@@ -5,6 +5,9 @@
 mod edge_support;
 mod support;
 
+#[path = "edge_buffering/mod.rs"]
+mod buffering;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 

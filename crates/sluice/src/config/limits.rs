@@ -33,6 +33,8 @@ pub struct FdBudget {
     pub admin: u64,
     /// Each worker thread's event loop (and the control thread's): `RUNTIME_FDS` each.
     pub runtimes: u64,
+    /// Edge temp files (buffered bodies): `global.max_temp_files` when an edge exists.
+    pub temp_files: u64,
     pub slack: u64,
 }
 
@@ -52,6 +54,7 @@ impl FdBudget {
             self.checks,
             self.admin,
             self.runtimes,
+            self.temp_files,
             self.slack,
         ]
         .iter()
@@ -206,6 +209,11 @@ pub fn fd_budget(cfg: &Config) -> FdBudget {
         checks,
         admin,
         runtimes: RUNTIME_FDS.saturating_mul(sockets_per_bind(cfg).saturating_add(1)),
+        temp_files: if cfg.frontends.iter().any(|f| f.mode == Mode::Http) {
+            cfg.global.max_temp_files as u64
+        } else {
+            0
+        },
         slack: FD_SLACK,
     }
 }

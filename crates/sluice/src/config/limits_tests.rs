@@ -268,3 +268,16 @@ fn raise_is_a_no_op_below_the_soft_limit_and_fails_beyond_hard() {
     assert_eq!(Some(got), soft.or(Some(u64::MAX)));
     assert!(raise_nofile(u64::MAX).is_err());
 }
+
+#[test]
+fn edge_temp_files_are_counted() {
+    let mut c: Config = toml::from_str(&edge("uwsgi", 10)).unwrap();
+    c.global.max_temp_files = 300;
+    let b = fd_budget(&c);
+    assert_eq!(b.temp_files, 300);
+    let mut without = c.clone();
+    without.global.max_temp_files = 1;
+    assert_eq!(b.total(), fds_needed(&without) + 299);
+    // No edge, no temp files.
+    assert_eq!(budget(&l4(10), 100).temp_files, 0);
+}

@@ -51,6 +51,9 @@ pub struct Global {
     /// one SO_REUSEPORT socket per listening address, so accepting and serving run on every
     /// core. Unset: one per CPU. Read at start only.
     pub threads: Option<usize>,
+    /// Edge: temp files (buffered request and response bodies) open at once in the whole
+    /// process; a request body that must spill waits for a slot, a response streams.
+    pub max_temp_files: usize,
 }
 
 impl Default for Global {
@@ -61,6 +64,7 @@ impl Default for Global {
             pid_file: None,
             resolvers: Vec::new(),
             threads: None,
+            max_temp_files: crate::edge::buffer::DEFAULT_MAX_TEMP_FILES,
         }
     }
 }

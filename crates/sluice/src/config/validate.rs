@@ -84,6 +84,10 @@ fn check_global(cfg: &Config, opts: &LoadOptions, out: &mut Issues) {
             );
         }
     }
+    if cfg.global.max_temp_files == 0 {
+        let p = KeyPath::root().key("global").key("max_temp_files");
+        out.value(p, "must be at least 1");
+    }
     let p = KeyPath::root().key("global").key("max_connections");
     if cfg.global.max_connections == 0 {
         out.value(p, "must be at least 1");

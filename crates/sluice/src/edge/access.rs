@@ -74,7 +74,8 @@ pub struct AccessRecord {
     pub frontend: Arc<str>,
     /// The app server that answered (or the last one tried).
     pub upstream: Option<String>,
-    /// From the request until the response head arrived from the app.
+    /// From the request (once its body is read, when buffered) until the response head
+    /// arrived from the app.
     pub upstream_time: Option<Duration>,
     /// From the request until the response body ended.
     pub request_time: Duration,

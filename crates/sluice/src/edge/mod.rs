@@ -4,6 +4,7 @@
 //! `service`; access lines to `access`. Binding and accepting are `server`'s job.
 
 pub mod access;
+pub mod buffer;
 pub mod coalesce;
 pub mod conn;
 pub mod deadline;

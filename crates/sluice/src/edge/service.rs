@@ -1,14 +1,16 @@
-//! One HTTP request on the edge: build the upstream context from the connection, pick an
-//! app server from the backend pool, send over uwsgi or HTTP (another server on a connect
-//! failure while the body is untouched), map failures to 400/413/431/502/503/504, and wrap
-//! the response for the access log. Connection setup (PROXY, TLS, hyper) is in `edge`.
+//! One HTTP request on the edge: build the upstream context from the connection, check the
+//! declared body length, buffer the body (`buffer::request`) unless `request_buffering` is
+//! off, pick an app server from the backend pool, send over uwsgi or HTTP (another server on
+//! a connect failure while the body can be replayed), buffer the response
+//! (`buffer::response`), map failures to 400/408/413/431/502/503/504, and wrap the response
+//! for the access log. Connection setup (PROXY, TLS, hyper) is in `edge`.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
@@ -20,6 +22,9 @@ use crate::balance::{Lease, NoServer, ServerId};
 use crate::upstream::{Body, RequestContext, UpstreamError};
 
 use super::access::{AccessRecord, LogBody, RequestLog};
+use super::buffer::request::{self as reqbuf, BodyError};
+use super::buffer::spool::Spooled;
+use super::buffer::{response as respbuf, TempFiles};
 use super::conn::{ConnInfo, ConnState};
 use super::{HttpFrontend, Upstream};
 
@@ -32,6 +37,8 @@ enum Failure {
     /// No server up (or all full until the connect timeout): 503.
     NoServer,
     Upstream(UpstreamError),
+    /// The request body could not be taken (413, 408, 400, 503, 500).
+    Body(BodyError),
 }
 
 impl Failure {
@@ -39,6 +46,7 @@ impl Failure {
         match self {
             Failure::NoServer => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Upstream(e) => e.status(),
+            Failure::Body(e) => e.status(),
         }
     }
 }
@@ -69,6 +77,9 @@ pub(crate) async fn handle(
     }
     let mut line = RequestLog::new(rec, fe.log.clone(), start);
     let version = req.version();
+    // From when the request (and a buffered body) is ready for the app, as nginx's
+    // $upstream_response_time: a slow upload is not the app's time.
+    let mut upstream_start = start;
     let (mut resp, lease) = match checked {
         Err(refusal) => {
             tracing::debug!(frontend = %fe.name, client = %conn.client, "refused: {}", refusal.reason);
@@ -76,16 +87,22 @@ pub(crate) async fn handle(
         }
         Ok(()) => {
             let ctx = context(&conn, &req);
-            match forward(&fe, &ctx, req, line.rec()).await {
-                Ok((resp, lease)) => (resp, Some(lease)),
+            match forward(&fe, &ctx, req, line.rec(), &mut upstream_start).await {
+                Ok((resp, lease)) => buffer_response(&fe, resp, lease),
                 Err(f) => {
-                    if let Failure::Upstream(e) = &f {
-                        tracing::info!(
+                    match &f {
+                        Failure::Upstream(e) => tracing::info!(
                             frontend = %fe.name,
                             client = %conn.client,
                             server = line.rec().upstream.as_deref().unwrap_or("-"),
                             "request failed: {e}"
-                        );
+                        ),
+                        Failure::Body(e) => tracing::info!(
+                            frontend = %fe.name,
+                            client = %conn.client,
+                            "request refused: {e}"
+                        ),
+                        Failure::NoServer => {}
                     }
                     (error_response(f.status()), None)
                 }
@@ -93,7 +110,7 @@ pub(crate) async fn handle(
         }
     };
     let rec = line.rec();
-    rec.upstream_time = rec.upstream.as_ref().map(|_| start.elapsed());
+    rec.upstream_time = rec.upstream.as_ref().map(|_| upstream_start.elapsed());
     if let Some(took) = rec.upstream_time {
         crate::metrics::global().upstream_response(&fe.backend, took);
     }
@@ -104,6 +121,26 @@ pub(crate) async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp.map(|b| LogBody::new(b, line, lease, guard))
+}
+
+/// Response buffering (`buffer::response`): the lease comes back only when the response
+/// streams, so `LogBody` holds it until the client is done.
+fn buffer_response(
+    fe: &HttpFrontend,
+    resp: Response<Body>,
+    lease: Lease,
+) -> (Response<Body>, Option<Lease>) {
+    let b = &fe.settings.buffering;
+    let limits = respbuf::Limits {
+        enabled: b.response,
+        mem: b.response_buffer_size,
+        max_file: b.max_temp_file_size,
+        temp_dir: &b.temp_dir,
+    };
+    let name = fe.name.clone();
+    respbuf::buffer(resp, lease, &limits, TempFiles::global(), move || {
+        crate::metrics::global().body_spilled(&name, "response")
+    })
 }
 
 /// The upstream request context: the real client, the reached address, SNI or Host.
@@ -149,8 +186,10 @@ pub(crate) fn error_response(status: StatusCode) -> Response<Body> {
 
 /// The request body, in a form that can be offered to a second server.
 enum Prepared {
-    /// Fully in memory (empty, or buffered for uwsgi because its length is unknown).
+    /// Empty.
     Full(Bytes),
+    /// Read whole before contacting the app (memory or temp file); replayable.
+    Buffered(Spooled),
     /// Streamed from the client; retryable only while nobody has read from it.
     Shared(SharedBody),
 }
@@ -162,13 +201,14 @@ impl Prepared {
                 Empty::new().map_err(|e| match e {}).boxed_unsync()
             }
             Prepared::Full(b) => Full::new(b.clone()).map_err(|e| match e {}).boxed_unsync(),
+            Prepared::Buffered(s) => s.body().boxed_unsync(),
             Prepared::Shared(s) => s.clone().boxed_unsync(),
         }
     }
 
     fn touched(&self) -> bool {
         match self {
-            Prepared::Full(_) => false,
+            Prepared::Full(_) | Prepared::Buffered(_) => false,
             Prepared::Shared(s) => s.touched.load(Ordering::SeqCst),
         }
     }
@@ -208,46 +248,35 @@ impl HttpBody for SharedBody {
     }
 }
 
-/// Reads a body of unknown length into memory for uwsgi (which needs CONTENT_LENGTH),
-/// at most `max` bytes (413 beyond), each frame within `timeout`.
-async fn buffer_body(
-    mut body: Incoming,
-    max: usize,
-    timeout: std::time::Duration,
-) -> Result<Bytes, UpstreamError> {
-    let mut buf = BytesMut::new();
-    // Bounded by `max` bytes and `timeout` per frame.
-    loop {
-        let frame = tokio::time::timeout(timeout, body.frame())
-            .await
-            .map_err(|_| UpstreamError::Timeout)?;
-        let Some(frame) = frame else { break };
-        let frame = frame.map_err(|e| UpstreamError::BadRequest(e.to_string()))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > max {
-                return Err(UpstreamError::BodyTooLarge);
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf.freeze())
-}
-
+/// Checks the declared length (413 before reading anything), then reads the whole body
+/// (`request_buffering`, and always for uwsgi when the length is unknown: uwsgi needs
+/// CONTENT_LENGTH), or leaves it to stream.
 async fn prepare(fe: &HttpFrontend, req: Request<Incoming>) -> Result<Request<Prepared>, Failure> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let b = &fe.settings.buffering;
+    reqbuf::check_declared(&parts.headers, &body, b.max_body).map_err(Failure::Body)?;
     let unknown_len =
         !parts.headers.contains_key(header::CONTENT_LENGTH) && body.size_hint().exact().is_none();
     let prepared = if body.is_end_stream() {
         Prepared::Full(Bytes::new())
-    } else if unknown_len && matches!(fe.upstream, Upstream::Uwsgi(_)) {
-        let b = buffer_body(
-            body,
-            fe.settings.buffering.max_body as usize,
-            fe.settings.client.body,
-        )
+    } else if b.request || (unknown_len && matches!(fe.upstream, Upstream::Uwsgi(_))) {
+        let limits = reqbuf::Limits {
+            max_body: b.max_body,
+            mem: b.body_buffer_size,
+            temp_dir: &b.temp_dir,
+            timeout: fe.settings.client.body,
+        };
+        let spooled = reqbuf::read_body(body, &limits, TempFiles::global(), || {
+            crate::metrics::global().body_spilled(&fe.name, "request")
+        })
         .await
-        .map_err(Failure::Upstream)?;
-        Prepared::Full(b)
+        .map_err(Failure::Body)?;
+        // The app gets the length read, never chunked coding.
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(spooled.len()));
+        Prepared::Buffered(spooled)
     } else {
         Prepared::Shared(SharedBody {
             slot: Arc::new(Mutex::new(Some(body))),
@@ -264,8 +293,12 @@ async fn forward(
     ctx: &RequestContext,
     req: Request<Incoming>,
     rec: &mut AccessRecord,
+    upstream_start: &mut Instant,
 ) -> Result<(Response<Body>, Lease), Failure> {
     let req = prepare(fe, req).await?;
+    if !matches!(req.body(), Prepared::Full(_)) {
+        *upstream_start = Instant::now();
+    }
     let (parts, body) = req.into_parts();
     let mut tried: Vec<ServerId> = Vec::new();
     let mut last: Option<UpstreamError> = None;

@@ -50,6 +50,12 @@ struct FeClass {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeDirection {
+    frontend: String,
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Be {
     backend: String,
 }
@@ -138,6 +144,7 @@ pub struct Metrics {
     tls_handshakes: Family<FeTls, Counter>,
     tls_failures: Family<Fe, Counter>,
     http_responses: Family<FeClass, Counter>,
+    spilled_bodies: Family<FeDirection, Counter>,
     upstream_duration: HistFamily<Be>,
     health_duration: HistFamily<Srv>,
     pools: scrape::PoolFamilies,
@@ -168,6 +175,7 @@ impl Metrics {
             tls_handshakes: Family::default(),
             tls_failures: Family::default(),
             http_responses: Family::default(),
+            spilled_bodies: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             health_duration: Family::new_with_constructor(latency_histogram),
             pools: scrape::PoolFamilies::default(),
@@ -208,6 +216,11 @@ impl Metrics {
             HTTP_RESPONSES,
             HTTP_RESPONSES_HELP,
             m.http_responses.clone(),
+        );
+        r.register(
+            SPILLED_BODIES,
+            SPILLED_BODIES_HELP,
+            m.spilled_bodies.clone(),
         );
         r.register(
             UPSTREAM_DURATION,
@@ -300,6 +313,17 @@ impl Metrics {
             .get_or_create(&FeClass {
                 frontend: frontend.to_string(),
                 class: status_class(status).to_string(),
+            })
+            .inc();
+    }
+
+    /// A request or response body of `frontend` went to a temp file (`direction`:
+    /// "request" or "response").
+    pub fn body_spilled(&self, frontend: &str, direction: &'static str) {
+        self.spilled_bodies
+            .get_or_create(&FeDirection {
+                frontend: frontend.to_string(),
+                direction: direction.to_string(),
             })
             .inc();
     }

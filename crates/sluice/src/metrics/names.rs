@@ -43,6 +43,9 @@ pub const TLS_HANDSHAKE_FAILURES: &str = "sluice_tls_handshake_failures";
 pub const TLS_HANDSHAKE_FAILURES_HELP: &str = "TLS handshakes that failed or timed out";
 pub const HTTP_RESPONSES: &str = "sluice_http_responses";
 pub const HTTP_RESPONSES_HELP: &str = "HTTP responses sent to clients, by status class";
+pub const SPILLED_BODIES: &str = "sluice_spilled_bodies";
+pub const SPILLED_BODIES_HELP: &str =
+    "Request or response bodies buffered to a temp file, by direction (request, response)";
 pub const UPSTREAM_DURATION: &str = "sluice_upstream_response_duration_seconds";
 pub const UPSTREAM_DURATION_HELP: &str =
     "Time from the request to the app server's response head (or the failure)";

@@ -93,6 +93,7 @@ impl Server {
     /// Like [`Server::bind`], with connections accepted and served where `accept` says.
     pub async fn bind_with(cfg: Config, accept: Accept) -> Result<Server, ServerError> {
         raise_nofile(&cfg);
+        crate::edge::buffer::TempFiles::global().set_limit(cfg.global.max_temp_files);
         let (workers, sockets_per_bind) = match accept {
             Accept::Inline => (None, runtime_workers()),
             Accept::Threads(n) => {
@@ -305,6 +306,7 @@ impl Server {
             tracing::warn!("reload: global.threads changes need a restart");
         }
         raise_nofile(&cfg);
+        crate::edge::buffer::TempFiles::global().set_limit(cfg.global.max_temp_files);
         self.resize_limit(limit, cfg.global.max_connections.max(1));
         self.grace = cfg.global.grace.get();
         let (running, listeners, summary) = prepared.commit();
