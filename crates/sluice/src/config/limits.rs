@@ -308,6 +308,13 @@ pub fn advice(cfg: &Config, ceiling: u64) -> String {
             edges.join(", ")
         ));
     }
+    let temp = fd_budget(cfg).temp_files;
+    if temp > 0 {
+        out.push_str(&format!(
+            "; edge request/response temp files take up to global.max_temp_files ({temp}) \
+             descriptors: lower it where descriptors are scarce"
+        ));
+    }
     out
 }
 

