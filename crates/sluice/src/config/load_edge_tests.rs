@@ -249,3 +249,31 @@ fn unlimited_servers_are_refused_on_an_edge_only() {
         Some(0)
     );
 }
+
+#[test]
+fn temp_dir_must_take_a_temp_file_when_files_are_checked() {
+    let files = LoadOptions {
+        check_files: true,
+        check_fd_limit: false,
+    };
+    let ok = tempfile::tempdir().unwrap();
+    let good = text(
+        &format!("temp_dir = \"{}\"", ok.path().display()),
+        "",
+        "",
+        "",
+    );
+    assert!(load_str_with(&good, "t.toml", &files).is_ok());
+    let bad = text("temp_dir = \"/nonexistent/sluice-tmp\"", "", "", "");
+    assert!(
+        load_str_with(&bad, "t.toml", &LoadOptions::content_only()).is_ok(),
+        "content-only loading touches no files"
+    );
+    let err = load_str_with(&bad, "t.toml", &files).unwrap_err();
+    assert_eq!(
+        (err.line, err.key.as_str()),
+        (9, "frontend[0].temp_dir"),
+        "{err}"
+    );
+    assert!(err.message.contains("cannot create a temp file"), "{err}");
+}

@@ -322,6 +322,9 @@ fn check_files_of(f: &super::model::Frontend, p: &KeyPath, out: &mut Issues) {
             readable(t, tp.key("ticket_keys").index(j), out);
         }
     }
+    if let Some(dir) = f.temp_dir.as_deref().filter(|_| f.mode == Mode::Http) {
+        writable_temp_dir(dir, p.key("temp_dir"), out);
+    }
     if let Some(log) = &f.access_log {
         let dir = Path::new(log)
             .parent()
@@ -333,6 +336,14 @@ fn check_files_of(f: &super::model::Frontend, p: &KeyPath, out: &mut Issues) {
                 format!("directory {} does not exist", dir.display()),
             );
         }
+    }
+}
+
+/// An edge's `temp_dir` must take a temp file: spilled request bodies would get 500 and
+/// responses would stream otherwise. Tried for real (the file is created unlinked).
+fn writable_temp_dir(dir: &str, at: KeyPath, out: &mut Issues) {
+    if let Err(e) = tempfile::tempfile_in(dir) {
+        out.value(at, format!("cannot create a temp file in {dir:?}: {e}"));
     }
 }
 
