@@ -1,6 +1,10 @@
 //! L4 connection log: one line per connection (first field: the real client address) to
 //! tracing at info and, when a frontend sets `access_log`, appended to that file. Files are
-//! opened once, flushed per line and reopened on demand (SIGUSR1). No HTTP access log here.
+//! opened once, flushed per line and reopened on demand (SIGUSR1). `LogFile` and the field
+//! escaping (`escape`) also serve the edge's access log, whose lines `edge::access` builds.
+
+mod escape;
+pub(crate) use escape::{json_str, nginx_escape_into};
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
@@ -159,23 +163,6 @@ impl ConnRecord {
         s.push('}');
         s
     }
-}
-
-fn json_str(v: &str) -> String {
-    let mut out = String::with_capacity(v.len() + 2);
-    out.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// An append-only log file, flushed after every line, reopenable for rotation.

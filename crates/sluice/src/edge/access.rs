@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::addr::ClientAddr;
 use crate::balance::Lease;
-use crate::log::LogFile;
+use crate::log::{json_str, nginx_escape_into, LogFile};
 use crate::upstream::{Body, UpstreamError};
 
 use super::conn::RequestGuard;
@@ -153,11 +153,11 @@ impl AccessRecord {
             self.client.0.ip(),
             time_local(self.time)
         );
-        escape_into(&mut s, self.request.as_bytes());
+        nginx_escape_into(&mut s, self.request.as_bytes());
         let _ = write!(s, "\" {} {} \"", self.status, self.body_bytes_sent);
-        escape_into(&mut s, self.referer.as_deref().unwrap_or(b"-"));
+        nginx_escape_into(&mut s, self.referer.as_deref().unwrap_or(b"-"));
         s.push_str("\" \"");
-        escape_into(&mut s, self.user_agent.as_deref().unwrap_or(b"-"));
+        nginx_escape_into(&mut s, self.user_agent.as_deref().unwrap_or(b"-"));
         s.push('"');
         s
     }
@@ -203,33 +203,6 @@ impl AccessRecord {
         );
         s
     }
-}
-
-fn escape_into(out: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
-            let _ = write!(out, "\\x{b:02X}");
-        } else {
-            out.push(b as char);
-        }
-    }
-}
-
-fn json_str(v: &str) -> String {
-    let mut out = String::with_capacity(v.len() + 2);
-    out.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 const MONTHS: [&str; 12] = [
