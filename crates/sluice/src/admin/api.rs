@@ -210,7 +210,7 @@ async fn set_server(state: &State, req: Request<Incoming>, backend: &str, server
                 }),
             )
         }
-        Err(e @ crate::balance::AdminError::NoServer { .. }) => {
+        Err(e @ crate::balance::ChangeRefused::NoServer { .. }) => {
             error(StatusCode::NOT_FOUND, e.to_string())
         }
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),

@@ -41,7 +41,7 @@ pub type PoolSource = Arc<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>;
 
 /// Why the admin endpoint could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub enum AdminStartError {
     #[error("admin.bind: {0}")]
     Addr(String),
     #[error("admin: cannot bind {addr}: {source}")]
@@ -76,13 +76,13 @@ impl std::fmt::Debug for AdminListener {
 impl AdminListener {
     /// Binds `cfg.bind` (port 0 picks a free port; see [`AdminListener::local_addr`]). Must
     /// run inside a tokio runtime. Logs `listening admin addr=...`.
-    pub fn bind(cfg: &config::Admin, pools: PoolSource) -> Result<AdminListener, AdminError> {
-        let addr = config::parsed::parse_bind(&cfg.bind).map_err(AdminError::Addr)?;
+    pub fn bind(cfg: &config::Admin, pools: PoolSource) -> Result<AdminListener, AdminStartError> {
+        let addr = config::parsed::parse_bind(&cfg.bind).map_err(AdminStartError::Addr)?;
         let std = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|source| AdminError::Bind { addr, source })?;
+            .map_err(|source| AdminStartError::Bind { addr, source })?;
         let listener =
-            TcpListener::from_std(std).map_err(|source| AdminError::Bind { addr, source })?;
+            TcpListener::from_std(std).map_err(|source| AdminStartError::Bind { addr, source })?;
         let addr = listener.local_addr().unwrap_or(addr);
         tracing::info!("listening admin addr={addr}");
         Ok(AdminListener {

@@ -67,7 +67,7 @@ impl fmt::Display for AdminMode {
 
 /// Why an admin change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AdminError {
+pub enum ChangeRefused {
     #[error("backend {backend:?} has no server {server:?}")]
     NoServer { backend: String, server: String },
     #[error("weight {0} is out of range 0..={MAX_ADMIN_WEIGHT}")]
@@ -93,15 +93,15 @@ impl Pool {
         server: &str,
         mode: Option<AdminMode>,
         weight: Option<u32>,
-    ) -> Result<ServerId, AdminError> {
+    ) -> Result<ServerId, ChangeRefused> {
         let Some(i) = self.servers.iter().position(|s| s.name == server) else {
-            return Err(AdminError::NoServer {
+            return Err(ChangeRefused::NoServer {
                 backend: self.name.clone(),
                 server: server.to_string(),
             });
         };
         if let Some(w) = weight.filter(|&w| w > MAX_ADMIN_WEIGHT) {
-            return Err(AdminError::Weight(w));
+            return Err(ChangeRefused::Weight(w));
         }
         let s = &self.servers[i];
         if let Some(w) = weight {
@@ -212,14 +212,14 @@ mod tests {
         assert!(p.in_maint(ServerId(0)));
         assert_eq!(
             p.set_admin("nope", None, None),
-            Err(AdminError::NoServer {
+            Err(ChangeRefused::NoServer {
                 backend: "be".into(),
                 server: "nope".into()
             })
         );
         assert_eq!(
             p.set_admin("s1", None, Some(999)),
-            Err(AdminError::Weight(999))
+            Err(ChangeRefused::Weight(999))
         );
     }
 }

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use crate::addr::ClientAddr;
 pub use crate::config::parsed::ServerAddr;
 use crate::config::{self, Balance};
-pub use admin::{AdminError, AdminMode};
+pub use admin::{AdminMode, ChangeRefused};
 pub use reconfigure::PoolDiff;
 use server::{ServerEntry, Transition};
 use snapshot::Snapshot;

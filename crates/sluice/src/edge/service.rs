@@ -28,7 +28,7 @@ use super::buffer::{response as respbuf, TempFiles};
 use super::conn::{ConnInfo, ConnState};
 use super::{HttpFrontend, Upstream};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::upstream::BoxError;
 type SendBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Why no app server answered.

@@ -42,7 +42,7 @@ pub enum ServerError {
     #[error("backend {backend}: {message}")]
     Backend { backend: String, message: String },
     #[error("{0}")]
-    Admin(#[from] crate::admin::AdminError),
+    Admin(#[from] crate::admin::AdminStartError),
     #[error("cannot start {threads} worker threads: {source}")]
     Workers {
         threads: usize,

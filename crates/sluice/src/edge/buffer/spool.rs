@@ -12,7 +12,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{TempFile, READ_CHUNK};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::upstream::BoxError;
 
 /// Collects a body: memory while it fits `mem_limit`, a temp file once attached.
 #[derive(Debug)]
