@@ -2,9 +2,9 @@
 //! edge), the JSON API (drain keeps open connections and takes no new ones, ready restores,
 //! maint, errors), the bearer token on writes, and refusing a public bind without a token.
 
-use crate::support;
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::support;
 use crate::support::admin::*;
 use crate::support::*;
 use tokio::io::AsyncWriteExt;

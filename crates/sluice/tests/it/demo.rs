@@ -17,6 +17,8 @@ use rustls::{ClientConfig, HandshakeKind, RootCertStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
+use crate::support::interop_required;
+
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -342,10 +344,6 @@ fn taken_ports_are_named_with_the_flag_to_change_them() {
     let mut demo = Demo::start(&["--edge-port", "0"]);
     assert!(!demo.wait_exit().success());
     assert!(demo.stderr().contains("--edge-port 0"), "{}", demo.stderr());
-}
-
-fn interop_required() -> bool {
-    std::env::var("SLUICE_REQUIRE_INTEROP").is_ok_and(|v| v == "1")
 }
 
 /// The banner's curl commands do what it says they do.

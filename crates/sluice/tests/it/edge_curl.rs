@@ -2,10 +2,10 @@
 //! download, h2load for a quick throughput observation, and SIGUSR1 log reopening on the
 //! real binary. Skips loudly without curl/h2load unless SLUICE_REQUIRE_INTEROP=1.
 
-use crate::support;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::support;
 use crate::support::edge::*;
 use crate::support::*;
 

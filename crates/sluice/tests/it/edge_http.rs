@@ -15,17 +15,6 @@ const BALANCER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10));
 const PROXY_LINE: &[u8] = b"PROXY TCP4 127.0.0.2 127.0.0.1 40000 443\r\n";
 const GET: &str = "GET /hello?x=1 HTTP/1.1\r\nHost: app.test\r\nUser-Agent: edge-test\r\nX-Forwarded-For: 10.9.9.9\r\nConnection: close\r\n\r\n";
 
-/// The `tls = {..}` line for a fresh certificate, and the certificate's DER.
-fn tls_table(dir: &Path) -> (String, Vec<u8>) {
-    let (c, k, der) = cert(dir);
-    let line = format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}",
-        c.display(),
-        k.display()
-    );
-    (line, der)
-}
-
 /// Two TLS frontends behind a trusted balancer at 127.0.0.10: `uw` (uwsgi app) and `ht`
 /// (HTTP app), each with its own access log.
 fn proxied_config(

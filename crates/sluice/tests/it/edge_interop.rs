@@ -3,46 +3,13 @@
 //! uWSGI running the seed Flask app. Both edges serve in turn and everyone sees 127.0.0.2.
 //! Skips loudly without haproxy/uwsgi/Flask/curl unless SLUICE_REQUIRE_INTEROP=1.
 
-use crate::support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use crate::support;
 use crate::support::edge::*;
 use crate::support::*;
 
 const LOOP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-/// Starts uWSGI with the seed app on `<dir>/app.sock`; None after a SKIP line when the
-/// plugin or Flask is missing.
-fn start_uwsgi(uwsgi: &Path, dir: &Path) -> Option<(ChildGuard, PathBuf)> {
-    if !seed_app_available() {
-        return None;
-    }
-    let sock = dir.join("app.sock");
-    let args = seed_uwsgi_args(&sock);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Some((spawn_peer(uwsgi, &args, &dir.join("uwsgi.log")), sock))
-}
-
-async fn wait_unix(sock: &Path, uwsgi: &mut ChildGuard, dir: &Path) {
-    let end = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::net::UnixStream::connect(sock).await.is_ok() {
-            return;
-        }
-        let log = || std::fs::read_to_string(dir.join("uwsgi.log")).unwrap_or_default();
-        if let Ok(Some(st)) = uwsgi.0.try_wait() {
-            panic!("uwsgi exited ({st}):\n{}", log());
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "uwsgi not ready within 30s:\n{}",
-            log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_two_edges_real_uwsgi_flask() {
@@ -56,7 +23,7 @@ async fn haproxy_two_edges_real_uwsgi_flask() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let Some((mut uw, sock)) = start_uwsgi(&uwsgi, dir.path()) else {
+    let Some((mut uw, sock)) = start_seed_uwsgi(&uwsgi, dir.path()) else {
         return;
     };
     wait_unix(&sock, &mut uw, dir.path()).await;

@@ -45,12 +45,6 @@ const SERVER_MAX: usize = 200;
 /// proxy_protocol.timeout of the slowloris test.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(8);
 
-fn open_fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 fn rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

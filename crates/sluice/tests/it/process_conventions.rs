@@ -3,7 +3,6 @@
 //! a socket in a temp dir and to an abstract one, SIGQUIT stops at once even with a
 //! connection open, and `--log-format json` writes one JSON object per stderr line.
 
-use crate::support;
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -11,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+use crate::support;
 use crate::support::{echo_server, parse_listening, sluice_bin, write_file, ChildGuard, DEADLINE};
 use rustix::process::Signal;
 

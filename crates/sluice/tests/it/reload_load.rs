@@ -3,13 +3,13 @@
 //! echoing, while the config is reloaded 20 times (weights changed, a server added and
 //! removed, the certificate swapped). Zero failed connections, zero broken streams.
 
-use crate::support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support;
 use crate::support::*;
 use sluice::reload::BackendChange;
 use sluice::server::Server;

@@ -17,6 +17,8 @@ use rustls::{HandshakeKind, SupportedProtocolVersion};
 use sluice::config::Tls;
 use sluice::tls::{spawn_watcher, TlsEdge};
 use tls_support::*;
+
+use crate::support::{tool, wait_until};
 use tokio_util::sync::CancellationToken;
 
 // ---------- certificates ----------
@@ -70,7 +72,7 @@ async fn certificate_is_chosen_by_sni_with_first_as_default() {
 
 #[tokio::test]
 async fn ip_literal_sni_from_openssl_gets_the_default_certificate() {
-    if !have_tool("openssl") {
+    if tool("openssl", &["/usr/bin/openssl", "openssl"]).is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -108,7 +110,7 @@ async fn ecdsa_ed25519_and_openssl_rsa_keys_load_and_serve() {
             &rcgen::PKCS_ECDSA_P384_SHA384,
         ),
     ];
-    if have_tool("openssl") {
+    if tool("openssl", &["/usr/bin/openssl", "openssl"]).is_some() {
         // PKCS#8 RSA, PKCS#1 ("RSA PRIVATE KEY") RSA and SEC1 ("EC PRIVATE KEY") keys.
         let rsa8 = "genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out KEY";
         let rsa1 = "genrsa -traditional -out KEY 2048";
@@ -336,7 +338,7 @@ async fn rotation_by_rewriting_key_files_is_picked_up_by_the_watcher() {
     // Files become [K2, K1]: K2 encrypts, K1 still decrypts.
     write_key(dir.path(), "previous.key", 1);
     write_key(dir.path(), "current.key", 2);
-    wait_for("K2 to encrypt", || {
+    wait_until("K2 to encrypt", || {
         edge.ticketer().current_name() == key_name(2)
     })
     .await;
@@ -348,7 +350,7 @@ async fn rotation_by_rewriting_key_files_is_picked_up_by_the_watcher() {
 
     // Files become [K2, K3]: K1 tickets no longer resume.
     write_key(dir.path(), "previous.key", 3);
-    wait_for("K1 to be dropped", || {
+    wait_until("K1 to be dropped", || {
         edge.ticketer().decrypt(&probe_k1).is_none()
     })
     .await;
@@ -365,7 +367,7 @@ async fn rotation_by_rewriting_key_files_is_picked_up_by_the_watcher() {
 
 #[tokio::test]
 async fn openssl_s_client_resumes_across_edges_tls12_and_tls13() {
-    if !have_tool("openssl") {
+    if tool("openssl", &["/usr/bin/openssl", "openssl"]).is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -5,11 +5,8 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -18,99 +15,7 @@ use hyper::{Request, StatusCode};
 use sluice::addr::{ClientAddr, LocalAddr};
 use sluice::upstream::{RequestContext, Scheme, ServerAddr, UwsgiClient, UwsgiOpts};
 
-fn required() -> bool {
-    std::env::var("SLUICE_REQUIRE_INTEROP").is_ok_and(|v| v == "1")
-}
-
-fn skip(what: &str) {
-    if required() {
-        panic!("{what} not found and SLUICE_REQUIRE_INTEROP=1");
-    }
-    eprintln!("\n========== SKIP: {what} not found ==========\n");
-}
-
-/// Kills and reaps uwsgi when the test ends, however it ends.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn find_uwsgi() -> Option<PathBuf> {
-    let fixed = Path::new("/usr/bin/uwsgi");
-    if fixed.exists() {
-        return Some(fixed.to_path_buf());
-    }
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|d| d.join("uwsgi"))
-        .find(|p| p.exists())
-}
-
-/// Starts uwsgi with the seed app on `<dir>/app.sock`; None (after a SKIP line) when a
-/// piece is missing.
-fn start_uwsgi(dir: &Path) -> Option<(Peer, PathBuf)> {
-    let Some(uwsgi) = find_uwsgi() else {
-        skip("uwsgi");
-        return None;
-    };
-    if !Path::new("/usr/lib/uwsgi/plugins/python3_plugin.so").exists() {
-        skip("uwsgi python3 plugin (/usr/lib/uwsgi/plugins/python3_plugin.so)");
-        return None;
-    }
-    // The plugin embeds the system python: Flask must import there.
-    let flask = Command::new("/usr/bin/python3")
-        .args(["-c", "import flask"])
-        .status();
-    if !flask.is_ok_and(|s| s.success()) {
-        skip("Flask for /usr/bin/python3 (python3-flask)");
-        return None;
-    }
-    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed/app.py");
-    let sock = dir.join("app.sock");
-    let log = std::fs::File::create(dir.join("uwsgi.log")).unwrap();
-    let child = Command::new(uwsgi)
-        .args(["--plugin", "python3", "--socket"])
-        .arg(&sock)
-        .arg("--wsgi-file")
-        .arg(&app)
-        .args([
-            "--processes",
-            "1",
-            "--threads",
-            "2",
-            "--need-app",
-            "--die-on-term",
-        ])
-        .args(["--buffer-size", "32768"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("spawn uwsgi");
-    Some((Peer(child), sock))
-}
-
-/// Waits (bounded) until the socket accepts; panics with uwsgi's log if it dies or stalls.
-async fn wait_ready(peer: &mut Peer, sock: &Path, dir: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::net::UnixStream::connect(sock).await.is_ok() {
-            return;
-        }
-        let log = || std::fs::read_to_string(dir.join("uwsgi.log")).unwrap_or_default();
-        if let Ok(Some(st)) = peer.0.try_wait() {
-            panic!("uwsgi exited ({st}):\n{}", log());
-        }
-        if Instant::now() > deadline {
-            panic!("uwsgi socket not ready within 30s:\n{}", log());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use crate::support::{start_seed_uwsgi, tool, wait_unix};
 
 fn ctx() -> RequestContext {
     RequestContext {
@@ -144,10 +49,13 @@ impl HttpBody for Unsized {
 #[tokio::test]
 async fn real_uwsgi_sees_the_context_client_and_streams() {
     let dir = tempfile::tempdir().unwrap();
-    let Some((mut peer, sock)) = start_uwsgi(dir.path()) else {
+    let Some(uwsgi) = tool("uwsgi", &["/usr/bin/uwsgi", "uwsgi"]) else {
         return;
     };
-    wait_ready(&mut peer, &sock, dir.path()).await;
+    let Some((mut peer, sock)) = start_seed_uwsgi(&uwsgi, dir.path()) else {
+        return;
+    };
+    wait_unix(&sock, &mut peer, dir.path()).await;
     let addr = ServerAddr::Unix(sock);
     let client = UwsgiClient::new(UwsgiOpts::default());
 

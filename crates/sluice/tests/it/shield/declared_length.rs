@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use super::shield_peers::*;
-use crate::support::edge::{raw_request, status_of};
+use crate::support::edge::{raw_request, status_of, tls_table};
 use crate::support::Sluice;
 
 const HUGE: u64 = 10_000_000_000;

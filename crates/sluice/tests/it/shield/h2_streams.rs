@@ -15,8 +15,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::shield_peers::*;
+use crate::support::edge::tls_table;
 use crate::support::{
-    parse_listening, sluice_bin, tool, write_file, ChildGuard, Sluice, SluiceProcess, DEADLINE,
+    open_fds, parse_listening, sluice_bin, tool, write_file, ChildGuard, Sluice, SluiceProcess,
+    DEADLINE,
 };
 
 const CONNS: usize = 9;
@@ -133,12 +135,6 @@ async fn bodyless_h2_streams_leave_room_http_app() {
 }
 
 // ---------------------------------------------------------------- the real process
-
-fn open_fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
 
 /// `prlimit --nofile=N -- sluice run --config <path>` (prlimit execs sluice, so the pid is
 /// sluice's); waits for `listeners` listening lines like `SluiceProcess::start`.

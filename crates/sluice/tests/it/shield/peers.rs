@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 
-use crate::support::edge::{cert, tls_connector, HOST};
+use crate::support::edge::{tls_connector, HOST};
 use crate::support::{
     connect_from, seed_app_available, seed_uwsgi_args, spawn_peer, tool, ChildGuard, CLIENT_IP,
     DEADLINE,
@@ -190,17 +190,6 @@ pub async fn counting_listener() -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 // ---------------------------------------------------------------- configs
-
-/// The `tls = {..}` table for a fresh certificate in `dir`, and the certificate's DER.
-pub fn tls_table(dir: &Path) -> (String, Vec<u8>) {
-    let (c, k, der) = cert(dir);
-    let line = format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}",
-        c.display(),
-        k.display()
-    );
-    (line, der)
-}
 
 /// `[global]` with the issue's `max_connections = 100`.
 pub fn global() -> String {

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 use super::shield_peers::*;
-use crate::support::edge::{raw_request, read_all, status_of};
+use crate::support::edge::{raw_request, read_all, status_of, tls_table};
 use crate::support::{client, wait_until, Sluice};
 
 const SLOW_CLIENTS: usize = 4;

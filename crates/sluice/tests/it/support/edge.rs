@@ -219,3 +219,14 @@ pub fn dead_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
 }
+
+/// The `tls = {..}` table for a fresh certificate in `dir`, and the certificate's DER.
+pub fn tls_table(dir: &Path) -> (String, Vec<u8>) {
+    let (c, k, der) = cert(dir);
+    let line = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}",
+        c.display(),
+        k.display()
+    );
+    (line, der)
+}

@@ -1,10 +1,14 @@
 //! Shared helpers for sluice's black-box tests: run sluice in-process or as the real binary
 //! from a TOML text, learn its bound addresses, tiny loopback servers (named, echo, PROXY
 //! capture), clients bound to 127.0.0.2, free ports, condition polling, peer-tool skip logic.
-//! `edge` adds TLS and HTTP app helpers, `admin` the admin API client.
+//! `edge` adds TLS and HTTP app helpers, `admin` the admin API client, `seed` runs uWSGI
+//! with the seed Flask app.
 
 pub mod admin;
 pub mod edge;
+mod seed;
+
+pub use seed::*;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -44,50 +48,6 @@ pub fn skip(what: &str) {
     eprintln!("\n========== SKIP: {what} not found ==========\n");
 }
 
-/// Whether uWSGI's python3 plugin and Flask (for /usr/bin/python3) are installed, as the
-/// seed app needs; false after a `skip` line.
-pub fn seed_app_available() -> bool {
-    if !Path::new("/usr/lib/uwsgi/plugins/python3_plugin.so").exists() {
-        skip("uwsgi python3 plugin (/usr/lib/uwsgi/plugins/python3_plugin.so)");
-        return false;
-    }
-    let flask = Command::new("/usr/bin/python3")
-        .args(["-c", "import flask"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !flask.is_ok_and(|s| s.success()) {
-        skip("Flask for /usr/bin/python3 (python3-flask)");
-        return false;
-    }
-    true
-}
-
-/// uWSGI arguments serving the seed app (examples/seed/app.py) on the unix socket `sock`.
-pub fn seed_uwsgi_args(sock: &Path) -> Vec<String> {
-    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed/app.py");
-    let mut args: Vec<String> = ["--plugin", "python3", "--socket"]
-        .map(String::from)
-        .to_vec();
-    args.push(sock.display().to_string());
-    args.push("--wsgi-file".into());
-    args.push(app.display().to_string());
-    args.extend(
-        [
-            "--processes",
-            "1",
-            "--threads",
-            "4",
-            "--need-app",
-            "--die-on-term",
-            "--buffer-size",
-            "32768",
-        ]
-        .map(String::from),
-    );
-    args
-}
-
 /// The first existing path among `candidates` (absolute paths, or names looked up in PATH).
 /// Missing: prints a loud SKIP line and returns None, or panics when interop is required.
 pub fn tool(name: &str, candidates: &[&str]) -> Option<PathBuf> {
@@ -117,6 +77,13 @@ pub fn tool(name: &str, candidates: &[&str]) -> Option<PathBuf> {
 pub fn free_port(ip: IpAddr) -> u16 {
     let l = std::net::TcpListener::bind((ip, 0)).expect("bind port 0");
     l.local_addr().unwrap().port()
+}
+
+/// Open descriptors of process `pid` (0 once it is gone).
+pub fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Kills and reaps a child process when dropped.

@@ -193,35 +193,6 @@ pub async fn connect(addr: SocketAddr, cfg: Arc<ClientConfig>, name: &str) -> Ou
     }
 }
 
-/// Polls `cond` every 20 ms for up to 10 s.
-pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// True when `tool` runs; otherwise a loud SKIP (or a panic under SLUICE_REQUIRE_INTEROP=1).
-pub fn have_tool(tool: &str) -> bool {
-    let ok = std::process::Command::new(tool)
-        .arg("version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        if std::env::var("SLUICE_REQUIRE_INTEROP").as_deref() == Ok("1") {
-            panic!("{tool} not found and SLUICE_REQUIRE_INTEROP=1");
-        }
-        eprintln!("SKIP: {tool} not found");
-    }
-    ok
-}
-
 pub fn openssl_cert(dir: &Path, name: &str, keygen: &[&str], expect_pem: &str) -> CertFiles {
     let key = path_str(dir.join(format!("{name}.key")));
     let cert = path_str(dir.join(format!("{name}.crt")));
