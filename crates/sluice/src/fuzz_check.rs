@@ -1,5 +1,5 @@
 //! The properties the cargo-fuzz targets check (fuzz/fuzz_targets/*.rs), one function per
-//! target, shared with the corpus replay test (tests/fuzz_corpus.rs) so the two never drift
+//! target, shared with the corpus replay test (tests/it/fuzz_corpus.rs) so the two never drift
 //! apart. Each panics when the parser breaks a property. Not part of the supported API.
 
 use crate::config::load::{load_str_with, LoadOptions};

@@ -1,0 +1,155 @@
+//! Connection lifecycle details: per-server max_connections queues until a slot frees, the
+//! idle timeout ends quiet connections, the grace deadline force-closes what is left, and
+//! SIGUSR1 reopens access_log files (rotation); the JSON log format.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LOOP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn config(
+    global: &str,
+    frontend: &str,
+    backend: &str,
+    server: SocketAddr,
+    server_extra: &str,
+) -> String {
+    format!(
+        "[global]\nmax_connections = 100\n{global}\n\n\
+         [[frontend]]\nname = \"fe\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"be\"\n{frontend}\n\n\
+         [[backend]]\nname = \"be\"\n{backend}\n\
+         [[backend.servers]]\nname = \"s1\"\naddr = \"{server}\"\n{server_extra}\n"
+    )
+}
+
+#[tokio::test]
+async fn full_server_queues_the_next_client_until_a_slot_frees() {
+    let srv = NamedServer::start(LOOP, "s1").await;
+    let cfg = config(
+        "grace = \"1s\"",
+        "",
+        "timeouts = { connect = \"5s\" }",
+        srv.addr,
+        "max_connections = 1",
+    );
+    let sl = Sluice::start(&cfg).await;
+    let mut c1 = client(sl.addr("fe")).await;
+    assert_eq!(read_line(&mut c1).await.unwrap(), "s1");
+    let mut c2 = client(sl.addr("fe")).await;
+    let mut b = [0u8; 4];
+    let early = tokio::time::timeout(Duration::from_millis(300), c2.read(&mut b)).await;
+    assert!(early.is_err(), "server above its max_connections");
+    assert_eq!(srv.accepted(), 1);
+    drop(c1);
+    assert_eq!(read_line(&mut c2).await.unwrap(), "s1");
+    sl.shutdown().await;
+}
+
+#[tokio::test]
+async fn full_server_past_the_connect_timeout_closes_the_client() {
+    let srv = NamedServer::start(LOOP, "s1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("c.log");
+    let cfg = config(
+        "grace = \"1s\"",
+        &format!("access_log = \"{}\"", log.display()),
+        "timeouts = { connect = \"200ms\" }",
+        srv.addr,
+        "max_connections = 1",
+    );
+    let sl = Sluice::start(&cfg).await;
+    let mut c1 = client(sl.addr("fe")).await;
+    assert_eq!(read_line(&mut c1).await.unwrap(), "s1");
+    let mut c2 = client(sl.addr("fe")).await;
+    assert!(closed_without_data(&mut c2).await);
+    let line = wait_for_log_line(&log, &["end=no_server"]).await;
+    assert!(line.starts_with("127.0.0.2:"), "{line}");
+    drop(c1);
+    sl.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_logged_as_timeout() {
+    let echo = echo_server(LOOP).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("c.log");
+    let cfg = config(
+        "grace = \"1s\"",
+        &format!("access_log = \"{}\"", log.display()),
+        "timeouts = { idle = \"300ms\" }",
+        echo,
+        "",
+    );
+    let sl = Sluice::start(&cfg).await;
+    let mut c = client(sl.addr("fe")).await;
+    c.write_all(b"ping\n").await.unwrap();
+    assert_eq!(read_line(&mut c).await.unwrap(), "ping");
+    // Then silence: sluice closes after the idle timeout.
+    assert!(closed_without_data(&mut c).await);
+    let line = wait_for_log_line(&log, &["end=timeout"]).await;
+    assert!(line.contains("bytes_in=5 bytes_out=5"), "{line}");
+    sl.shutdown().await;
+}
+
+#[tokio::test]
+async fn grace_deadline_force_closes_remaining_connections() {
+    let echo = echo_server(LOOP).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("c.log");
+    let cfg = config(
+        "grace = \"300ms\"",
+        &format!(
+            "access_log = \"{}\"\naccess_log_format = \"json\"",
+            log.display()
+        ),
+        "",
+        echo,
+        "",
+    );
+    let sl = Sluice::start(&cfg).await;
+    let mut c = client(sl.addr("fe")).await;
+    c.write_all(b"x\n").await.unwrap();
+    assert_eq!(read_line(&mut c).await.unwrap(), "x");
+    // shutdown() returns only after run() has: stopped accepting, waited 300ms, forced.
+    sl.shutdown().await;
+    assert!(closed_without_data(&mut c).await);
+    let line = wait_for_log_line(&log, &["\"end\":\"shutdown\""]).await;
+    assert!(line.starts_with("{\"client\":\"127.0.0.2:"), "{line}");
+}
+
+#[test]
+fn sigusr1_reopens_access_logs() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let srv = rt.block_on(NamedServer::start(LOOP, "s1"));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("conn.log");
+    let cfg = config(
+        "grace = \"1s\"",
+        &format!("access_log = \"{}\"", log.display()),
+        "",
+        srv.addr,
+        "",
+    );
+    let path = write_file(dir.path(), "sluice.toml", &cfg);
+    let proc = SluiceProcess::start(&path, 1);
+    let fe = proc.addr("fe");
+    let rotated = dir.path().join("conn.log.1");
+    rt.block_on(async {
+        let mut c = client(fe).await;
+        assert_eq!(read_line(&mut c).await.unwrap(), "s1");
+        drop(c);
+        wait_for_log_line(&log, &["server=s1"]).await;
+        std::fs::rename(&log, &rotated).unwrap();
+        proc.signal(rustix::process::Signal::USR1).unwrap();
+        wait_until("sluice to recreate the log file", || log.exists()).await;
+        let mut c = client(fe).await;
+        assert_eq!(read_line(&mut c).await.unwrap(), "s1");
+        drop(c);
+        wait_for_log_line(&log, &["server=s1"]).await;
+    });
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert_eq!(old.lines().count(), 1, "rotated file got new lines: {old}");
+}

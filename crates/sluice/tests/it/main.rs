@@ -1,0 +1,37 @@
+//! sluice's black-box integration tests in one binary (one link of the library, one
+//! `support` tree): one module per area, each the former `tests/<name>.rs`. Tests run as
+//! threads of one process, so none may assert on process-wide state another test changes
+//! (`tests/config_check.rs`, which sets this process's RLIMIT_NOFILE, stays its own binary).
+
+mod support;
+
+mod accept_threads;
+mod admin;
+mod admin_browser;
+mod demo;
+mod dns_discovery;
+mod edge_curl;
+mod edge_http;
+mod edge_interop;
+mod edge_limits;
+mod fault_down;
+mod fault_exhaustion;
+mod fault_servers;
+mod fault_tls_slowloris;
+mod forward;
+mod fuzz_corpus;
+mod hostile_config;
+mod hostile_http;
+mod hostile_proxy;
+mod interop_l4;
+mod interop_matrix;
+mod l4_forward;
+mod l4_health;
+mod l4_lifecycle;
+mod l4_limits;
+mod l4_proxy;
+mod process_conventions;
+mod reload;
+mod reload_load;
+mod tls_resume;
+mod upstream_uwsgi_interop;

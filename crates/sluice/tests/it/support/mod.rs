@@ -1,0 +1,569 @@
+//! Shared helpers for sluice's black-box tests: run sluice in-process or as the real binary
+//! from a TOML text, learn its bound addresses, tiny loopback servers (named, echo, PROXY
+//! capture), clients bound to 127.0.0.2, free ports, condition polling, peer-tool skip logic.
+//! `edge` adds TLS and HTTP app helpers, `admin` the admin API client, `seed` runs uWSGI
+//! with the seed Flask app.
+
+pub mod admin;
+pub mod edge;
+mod seed;
+
+pub use seed::*;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice::balance::Pool;
+use sluice::server::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// The address every test client connects from, to prove the real client travels.
+pub const CLIENT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+/// Generous upper bound for anything a test waits for.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- peers and tools
+
+/// True when interop peers are mandatory (CI).
+pub fn interop_required() -> bool {
+    std::env::var("SLUICE_REQUIRE_INTEROP")
+        .map(|v| v == "1")
+        .unwrap_or(false)
+}
+
+/// A missing prerequisite: a loud SKIP line, or a panic when interop is required.
+pub fn skip(what: &str) {
+    if interop_required() {
+        panic!("{what} not found and SLUICE_REQUIRE_INTEROP=1");
+    }
+    eprintln!("\n========== SKIP: {what} not found ==========\n");
+}
+
+/// The first existing path among `candidates` (absolute paths, or names looked up in PATH).
+/// Missing: prints a loud SKIP line and returns None, or panics when interop is required.
+pub fn tool(name: &str, candidates: &[&str]) -> Option<PathBuf> {
+    for c in candidates {
+        let p = Path::new(c);
+        if p.is_absolute() {
+            if p.exists() {
+                return Some(p.to_path_buf());
+            }
+        } else if let Some(paths) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&paths) {
+                let full = dir.join(c);
+                if full.exists() {
+                    return Some(full);
+                }
+            }
+        }
+    }
+    if interop_required() {
+        panic!("{name} not found (looked for {candidates:?}) and SLUICE_REQUIRE_INTEROP=1");
+    }
+    eprintln!("\n========== SKIP: {name} not found (looked for {candidates:?}) ==========\n");
+    None
+}
+
+/// A port that was free a moment ago on `ip` (for peers that cannot bind port 0).
+pub fn free_port(ip: IpAddr) -> u16 {
+    let l = std::net::TcpListener::bind((ip, 0)).expect("bind port 0");
+    l.local_addr().unwrap().port()
+}
+
+/// Open descriptors of process `pid` (0 once it is gone).
+pub fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Kills and reaps a child process when dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// ---------------------------------------------------------------- polling
+
+/// Polls `cond` every 20ms until it holds; panics with `what` after `DEADLINE`.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Awaits `fut` for at most `DEADLINE`.
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// Waits until `path` contains a line with every one of `parts`; returns that line.
+pub async fn wait_for_log_line(path: &Path, parts: &[&str]) -> String {
+    let mut found = None;
+    wait_until(
+        &format!("a line with {parts:?} in {}", path.display()),
+        || {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            found = text
+                .lines()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+                .map(str::to_owned);
+            found.is_some()
+        },
+    )
+    .await;
+    found.unwrap()
+}
+
+// ---------------------------------------------------------------- clients
+
+/// Connects to `to` from `from` (port chosen by the kernel).
+pub async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = if from.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // Thousands of test connections from one source address leave their ports in
+    // TIME_WAIT; SO_REUSEADDR lets bind(port 0) pick such a port again (connect still
+    // refuses a 4-tuple that is really in use), so the port range is not exhausted.
+    sock.set_reuseaddr(true)?;
+    sock.bind(SocketAddr::new(from, 0))?;
+    sock.connect(to).await
+}
+
+/// Connects from 127.0.0.2.
+pub async fn client(to: SocketAddr) -> TcpStream {
+    within("connect", connect_from(CLIENT_IP, to))
+        .await
+        .expect("connect to sluice")
+}
+
+/// Reads one '\n'-terminated line (at most 4 KiB); None on EOF before any byte.
+pub async fn read_line(s: &mut TcpStream) -> Option<String> {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while out.len() < 4096 {
+        match within("read_line", s.read(&mut b)).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) if b[0] == b'\n' => return Some(String::from_utf8_lossy(&out).into_owned()),
+            Ok(_) => out.push(b[0]),
+        }
+    }
+    if out.is_empty() {
+        None
+    } else {
+        Some(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+/// True when the peer closes `s` (EOF or reset) within `DEADLINE` without sending data.
+pub async fn closed_without_data(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 64];
+    matches!(within("close", s.read(&mut b)).await, Ok(0) | Err(_))
+}
+
+// ---------------------------------------------------------------- sluice in-process
+
+/// A sluice `Server` running on the test's runtime.
+pub struct Sluice {
+    pub addrs: Vec<(String, SocketAddr)>,
+    pub pools: HashMap<String, Arc<Pool>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Sluice {
+    /// Loads `toml` (as config::load would a file) and runs it.
+    pub async fn start(toml: &str) -> Sluice {
+        let cfg = sluice::config::load::load_str(toml, "test.toml")
+            .unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"));
+        let backends: Vec<String> = cfg.backends.iter().map(|b| b.name.clone()).collect();
+        let server = Server::bind(cfg).await.expect("Server::bind");
+        let addrs = server.local_addrs();
+        let pools = backends
+            .iter()
+            .filter_map(|b| Some((b.clone(), server.pool(b)?)))
+            .collect();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("Server::run");
+        });
+        Sluice {
+            addrs,
+            pools,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// The first address bound by `frontend`.
+    pub fn addr(&self, frontend: &str) -> SocketAddr {
+        self.addrs
+            .iter()
+            .find(|(f, _)| f == frontend)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no frontend {frontend} in {:?}", self.addrs))
+    }
+
+    pub fn pool(&self, backend: &str) -> Arc<Pool> {
+        self.pools
+            .get(backend)
+            .cloned()
+            .unwrap_or_else(|| panic!("no backend {backend}"))
+    }
+
+    /// Triggers the graceful shutdown and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            within("sluice shutdown", task).await.expect("sluice task");
+        }
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- sluice binary
+
+/// `sluice run` as a child process; stderr is collected line by line.
+pub struct SluiceProcess {
+    pub child: ChildGuard,
+    pub addrs: Vec<(String, SocketAddr)>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// Parses `listening frontend=NAME addr=ADDR` from a log line.
+pub fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
+    let rest = &line[line.find("listening frontend=")? + "listening frontend=".len()..];
+    let (name, rest) = rest.split_once(' ')?;
+    let addr = rest.strip_prefix("addr=")?.split_whitespace().next()?;
+    Some((name.to_string(), addr.parse().ok()?))
+}
+
+/// Path of the sluice binary under test.
+pub fn sluice_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sluice")
+}
+
+impl SluiceProcess {
+    /// Starts `sluice run --config <path>` and waits until `listeners` listening lines appear.
+    pub fn start(config: &Path, listeners: usize) -> SluiceProcess {
+        let mut child = Command::new(sluice_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sluice");
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[sluice] {line}");
+                if let Some(l) = parse_listening(&line) {
+                    let _ = tx.send(l);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let guard = ChildGuard(child);
+        let mut addrs = Vec::new();
+        while addrs.len() < listeners {
+            match rx.recv_timeout(DEADLINE) {
+                Ok(a) => addrs.push(a),
+                Err(_) => panic!(
+                    "sluice did not report {listeners} listeners: {:?}",
+                    lines.lock().unwrap()
+                ),
+            }
+        }
+        SluiceProcess {
+            child: guard,
+            addrs,
+            stderr: lines,
+        }
+    }
+
+    pub fn addr(&self, frontend: &str) -> SocketAddr {
+        self.addrs
+            .iter()
+            .find(|(f, _)| f == frontend)
+            .map(|(_, a)| *a)
+            .expect("frontend")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.0.id() as i32
+    }
+
+    /// Sends `sig` (e.g. `Signal::TERM`, `Signal::USR1`) to the process. The pid is our own
+    /// unreaped child, so it cannot have been recycled.
+    pub fn signal(&self, sig: rustix::process::Signal) -> std::io::Result<()> {
+        let pid = rustix::process::Pid::from_raw(self.pid()).expect("child pid is positive");
+        rustix::process::kill_process(pid, sig).map_err(std::io::Error::from)
+    }
+
+    /// Polls for exit; None if still running after `DEADLINE`.
+    pub fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let end = std::time::Instant::now() + DEADLINE;
+        while std::time::Instant::now() < end {
+            if let Some(st) = self.child.0.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write file");
+    p
+}
+
+// ---------------------------------------------------------------- backend servers
+
+/// A loopback server that answers every connection with `"<name>\n"` and then holds the
+/// connection open until the client closes it. Counts accepted and currently open.
+pub struct NamedServer {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    pub open: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NamedServer {
+    pub async fn start(ip: IpAddr, name: &str) -> NamedServer {
+        Self::start_on(SocketAddr::new(ip, 0), name).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, name: &str) -> NamedServer {
+        let l = TcpListener::bind(addr).await.expect("bind named server");
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (acc, op, line) = (accepted.clone(), open.clone(), format!("{name}\n"));
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                acc.fetch_add(1, Ordering::SeqCst);
+                op.fetch_add(1, Ordering::SeqCst);
+                let (op, line) = (op.clone(), line.clone());
+                tokio::spawn(async move {
+                    let _ = s.write_all(line.as_bytes()).await;
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    op.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        NamedServer {
+            addr,
+            accepted,
+            open,
+            task,
+        }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Stops listening (existing connections keep going until their client closes).
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// A loopback echo server that honours half-close: after EOF it shuts down its write side.
+pub async fn echo_server(ip: IpAddr) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).await.expect("bind echo");
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// What a PROXY-expecting test server saw on one connection.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub version: Option<proxy_header::Version>,
+    pub source: Option<SocketAddr>,
+    pub destination: Option<SocketAddr>,
+    pub unique_id: Option<Vec<u8>>,
+    pub crc32c: bool,
+    /// Error text when the connection did not start with a valid header.
+    pub error: Option<String>,
+    /// Application bytes after the header, up to the client's EOF (at most 1 MiB).
+    pub data: Vec<u8>,
+}
+
+/// A server that decodes a PROXY header with `proxy_header`, replies `"src=<source>\n"`,
+/// then collects the rest and reports everything on the channel when the client closes.
+/// A connection without a valid header is closed at once and reported with `error` set.
+pub async fn proxy_capture_server(ip: IpAddr) -> (SocketAddr, mpsc::UnboundedReceiver<Captured>) {
+    let l = TcpListener::bind((ip, 0)).await.expect("bind capture");
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(capture_one(s).await);
+            });
+        }
+    });
+    (addr, rx)
+}
+
+async fn capture_one(mut s: TcpStream) -> Captured {
+    let mut cap = Captured {
+        version: None,
+        source: None,
+        destination: None,
+        unique_id: None,
+        crc32c: false,
+        error: None,
+        data: Vec::new(),
+    };
+    let mut buf = vec![0u8; 8192];
+    let mut filled = 0;
+    let opts = proxy_header::DecodeOptions::default();
+    loop {
+        let n = match tokio::time::timeout(DEADLINE, s.read(&mut buf[filled..])).await {
+            Ok(Ok(n)) => n,
+            _ => 0,
+        };
+        if n == 0 {
+            cap.error = Some(format!(
+                "closed after {filled} bytes without a complete header"
+            ));
+            return cap;
+        }
+        filled += n;
+        match proxy_header::decode(&buf[..filled], &opts) {
+            Ok(proxy_header::Decoded::Complete { header, consumed }) => {
+                cap.version = Some(header.version);
+                cap.source = header.source();
+                cap.destination = header.destination();
+                cap.unique_id = header.tlvs.unique_id().map(|u| u.to_vec());
+                cap.crc32c = header.tlvs.crc32c().is_some();
+                cap.data.extend_from_slice(&buf[consumed..filled]);
+                break;
+            }
+            Ok(proxy_header::Decoded::Incomplete { .. }) if filled < buf.len() => continue,
+            Ok(_) => {
+                cap.error = Some("header too long".into());
+                return cap;
+            }
+            Err(e) => {
+                cap.error = Some(e.to_string());
+                return cap;
+            }
+        }
+    }
+    let src = cap
+        .source
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "-".into());
+    let _ = s.write_all(format!("src={src}\n").as_bytes()).await;
+    let mut chunk = [0u8; 4096];
+    while cap.data.len() < (1 << 20) {
+        match tokio::time::timeout(DEADLINE, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => cap.data.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    cap
+}
+
+/// Receives the next capture within `DEADLINE`.
+pub async fn next_capture(rx: &mut mpsc::UnboundedReceiver<Captured>) -> Captured {
+    within("a connection at the capture server", rx.recv())
+        .await
+        .expect("capture channel")
+}
+
+/// Waits until something accepts TCP connections on `addr` (a peer process starting up).
+/// The probe connection is closed at once without sending anything.
+pub async fn wait_port(addr: SocketAddr) {
+    let end = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "nothing listening on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `program args` as a child process killed on drop; stdout/stderr go to `log`.
+pub fn spawn_peer(program: &Path, args: &[&str], log: &Path) -> ChildGuard {
+    let out = std::fs::File::create(log).expect("peer log file");
+    let err = out.try_clone().expect("dup peer log");
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+    ChildGuard(child)
+}
