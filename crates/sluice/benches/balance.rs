@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use sluice::addr::ClientAddr;
+use sluice::addr::{ClientAddr, PeerAddr};
 use sluice::balance::{Pool, ServerAddr};
 use sluice::config::Backend;
 
@@ -41,7 +41,8 @@ fn select(c: &mut Criterion) {
             g.bench_with_input(BenchmarkId::new(balance, n), &n, |b, _| {
                 b.iter(|| {
                     k = k.wrapping_add(0x9e37_79b9);
-                    let client = ClientAddr(SocketAddr::from((k.to_be_bytes(), 40000)));
+                    let client =
+                        ClientAddr::direct(PeerAddr(SocketAddr::from((k.to_be_bytes(), 40000))));
                     black_box(p.select(&client, &[]).expect("a server"));
                 })
             });

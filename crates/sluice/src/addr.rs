@@ -12,7 +12,7 @@ pub struct PeerAddr(pub SocketAddr);
 
 /// The real client: from a trusted PROXY header, or the peer itself when it is the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientAddr(pub SocketAddr);
+pub struct ClientAddr(SocketAddr);
 
 /// The local address the connection reached (the frontend's bound address, or the PROXY
 /// header's destination when one was accepted).
@@ -23,6 +23,17 @@ impl ClientAddr {
     /// The peer is the client: no PROXY header was expected or accepted.
     pub fn direct(peer: PeerAddr) -> Self {
         ClientAddr(peer.0)
+    }
+
+    /// The source a trusted PROXY header asserted (`proxy::expect`, after the peer was
+    /// checked against the trusted CIDRs). The only other way to make a `ClientAddr`.
+    pub(crate) fn from_trusted_header(src: SocketAddr) -> Self {
+        ClientAddr(src)
+    }
+
+    /// The client's socket address.
+    pub fn addr(self) -> SocketAddr {
+        self.0
     }
 }
 

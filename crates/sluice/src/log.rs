@@ -278,7 +278,7 @@ mod tests {
 
     fn record(end: End) -> ConnRecord {
         ConnRecord {
-            client: ClientAddr("127.0.0.2:5000".parse().unwrap()),
+            client: ClientAddr::direct(PeerAddr("127.0.0.2:5000".parse().unwrap())),
             peer: PeerAddr("127.0.0.1:6000".parse().unwrap()),
             local: LocalAddr("127.0.0.1:443".parse().unwrap()),
             frontend: "fe".into(),

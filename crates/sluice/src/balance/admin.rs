@@ -146,7 +146,7 @@ impl ServerEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::addr::ClientAddr;
+    use crate::addr::{ClientAddr, PeerAddr};
     use crate::config;
 
     fn pool(n: usize) -> std::sync::Arc<Pool> {
@@ -170,7 +170,7 @@ mod tests {
     }
 
     fn client() -> ClientAddr {
-        ClientAddr("127.0.0.2:5000".parse().unwrap())
+        ClientAddr::direct(PeerAddr("127.0.0.2:5000".parse().unwrap()))
     }
 
     #[test]

@@ -94,7 +94,7 @@ fn leastconn(pool: &Pool, snap: &Snapshot, tried: &[ServerId]) -> Option<usize> 
 fn source(pool: &Pool, snap: &Snapshot, client: &ClientAddr, tried: &[ServerId]) -> Option<usize> {
     let ring = &snap.ring;
     let n = ring.len();
-    let h = client_hash(client.0.ip());
+    let h = client_hash(client.addr().ip());
     let start = ring.partition_point(|p| p.0 < h);
     let mut last_rejected = usize::MAX;
     for k in 0..n {

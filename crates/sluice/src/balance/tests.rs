@@ -9,6 +9,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::addr::PeerAddr;
 use crate::config::{Backend, Server};
 
 /// Builds a pool from a TOML backend; servers get fake addresses 127.0.0.10:(8000+i).
@@ -27,7 +28,7 @@ fn pool(toml_src: &str) -> Arc<Pool> {
 }
 
 fn client(last: u8) -> ClientAddr {
-    ClientAddr(SocketAddr::from(([127, 0, 0, last], 40000)))
+    ClientAddr::direct(PeerAddr(SocketAddr::from(([127, 0, 0, last], 40000))))
 }
 
 fn pick_name(p: &Pool) -> String {
@@ -159,7 +160,7 @@ fn random_ips(n: usize) -> Vec<ClientAddr> {
     (0..n)
         .map(|_| {
             let ip = Ipv4Addr::from(rng.gen::<u32>());
-            ClientAddr(SocketAddr::new(IpAddr::V4(ip), rng.gen()))
+            ClientAddr::direct(PeerAddr(SocketAddr::new(IpAddr::V4(ip), rng.gen())))
         })
         .collect()
 }
@@ -180,7 +181,7 @@ fn source_hash_is_consistent_when_a_server_goes() {
     };
     let before = place(&p);
     // Same client, other port: same server.
-    let again = ClientAddr(SocketAddr::new(ips[0].0.ip(), 1));
+    let again = ClientAddr::direct(PeerAddr(SocketAddr::new(ips[0].addr().ip(), 1)));
     assert_eq!(p.select(&again, &[]).unwrap().id().0, before[0]);
     // Every server gets a fair share (10 000 / 5 = 2 000, within 30%).
     let mut counts: HashMap<usize, usize> = HashMap::new();

@@ -150,7 +150,7 @@ impl AccessRecord {
         let _ = write!(
             s,
             "{} - - [{}] \"",
-            self.client.0.ip(),
+            self.client.addr().ip(),
             time_local(self.time)
         );
         nginx_escape_into(&mut s, self.request.as_bytes());
@@ -177,8 +177,8 @@ impl AccessRecord {
              \"http_user_agent\":{},\"host\":{},\"protocol\":\"{}\",\"tls_version\":{},\
              \"tls_resumed\":{},\"frontend\":{},\"upstream\":{},\"upstream_response_time\":{},\
              \"request_time\":{}}}",
-            self.client.0.ip(),
-            self.client.0.port(),
+            self.client.addr().ip(),
+            self.client.addr().port(),
             time_local(self.time),
             json_str(&self.request),
             self.status,
@@ -350,13 +350,14 @@ impl HttpBody for LogBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::PeerAddr;
 
     fn rec() -> AccessRecord {
         let mut h = HeaderMap::new();
         h.insert(header::USER_AGENT, "curl/8 \"x\"".parse().unwrap());
         h.insert(header::HOST, "app.test".parse().unwrap());
         let mut r = AccessRecord::for_request(
-            ClientAddr("127.0.0.2:40000".parse().unwrap()),
+            ClientAddr::direct(PeerAddr("127.0.0.2:40000".parse().unwrap())),
             "web".into(),
             &Method::GET,
             &"/a?b=1".parse().unwrap(),

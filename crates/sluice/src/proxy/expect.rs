@@ -147,7 +147,7 @@ async fn read_header<S: AsyncRead + Unpin>(
                 // A v1 TCP6 line or v2 INET6 block may carry IPv4-mapped addresses (HAProxy
                 // promotes mixed families that way): the client is the plain IPv4 address.
                 let client = match header.source() {
-                    Some(src) => ClientAddr(canonical(src)),
+                    Some(src) => ClientAddr::from_trusted_header(canonical(src)),
                     None => ClientAddr::direct(peer),
                 };
                 let local = header
@@ -218,7 +218,10 @@ mod tests {
         .await
         .unwrap();
         let _a = task.await.unwrap();
-        assert_eq!(got.client, ClientAddr(sa("127.0.0.2:5555")));
+        assert_eq!(
+            got.client,
+            ClientAddr::from_trusted_header(sa("127.0.0.2:5555"))
+        );
         assert_eq!(got.local, LocalAddr(sa("127.0.0.1:443")));
         assert!(got.header_received);
         // Anything after the header that arrived in the same reads is application data.
@@ -245,7 +248,10 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(got.client, ClientAddr(sa("127.0.0.2:5555")));
+        assert_eq!(
+            got.client,
+            ClientAddr::from_trusted_header(sa("127.0.0.2:5555"))
+        );
         assert_eq!(got.local, LocalAddr(sa("127.0.0.1:443")));
     }
 
@@ -261,7 +267,10 @@ mod tests {
         let ok = expect_header(&mut b, peer, local, &policy(Untrusted::Direct))
             .await
             .unwrap();
-        assert_eq!(ok.client, ClientAddr(sa("127.0.0.2:1234")));
+        assert_eq!(
+            ok.client,
+            ClientAddr::from_trusted_header(sa("127.0.0.2:1234"))
+        );
         assert!(!ok.header_received && ok.leftover.is_empty());
     }
 

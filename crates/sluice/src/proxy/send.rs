@@ -57,9 +57,9 @@ pub fn build_header(
 ) -> Result<usize, EncodeError> {
     match opts.version {
         SendProxy::None => Ok(0),
-        SendProxy::V1 => proxy_header::v1::encode(client.0, local.0, out),
+        SendProxy::V1 => proxy_header::v1::encode(client.addr(), local.0, out),
         SendProxy::V2 => {
-            let addresses = addresses(client.0, local.0);
+            let addresses = addresses(client.addr(), local.0);
             let mut enc = V2Encoder::new(out, Command::Proxy, Transport::Stream, &addresses)?;
             if opts.unique_id {
                 if let Some(id) = unique_id {
@@ -94,11 +94,12 @@ fn to_v6(a: SocketAddr) -> std::net::SocketAddrV6 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::PeerAddr;
     use proxy_header::{DecodeOptions, Decoded, Version};
 
     fn ends(c: &str, l: &str) -> (ClientAddr, LocalAddr) {
         (
-            ClientAddr(c.parse().unwrap()),
+            ClientAddr::direct(PeerAddr(c.parse().unwrap())),
             LocalAddr(l.parse().unwrap()),
         )
     }

@@ -124,7 +124,7 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 /// X-Forwarded-For gets ", <ip>" appended to whatever the request carried (all values
 /// joined), X-Real-IP and X-Forwarded-Proto are set, replacing client-sent values.
 pub fn add_forwarding(headers: &mut HeaderMap, ctx: &RequestContext) {
-    let ip = ctx.client.0.ip().to_string();
+    let ip = ctx.client.addr().ip().to_string();
     let xff_name = HeaderName::from_static("x-forwarded-for");
     let xff = match joined(headers, &xff_name) {
         Some(mut prev) if !prev.is_empty() => {
@@ -156,12 +156,12 @@ mod tests {
         let names: Vec<&str> = HOP_BY_HOP_NAMES.iter().map(|n| n.as_str()).collect();
         assert_eq!(names, HOP_BY_HOP);
     }
-    use crate::addr::{ClientAddr, LocalAddr};
+    use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
     use crate::upstream::Scheme;
 
     fn ctx() -> RequestContext {
         RequestContext {
-            client: ClientAddr("127.0.0.2:40000".parse().unwrap()),
+            client: ClientAddr::direct(PeerAddr("127.0.0.2:40000".parse().unwrap())),
             local: LocalAddr("127.0.0.1:443".parse().unwrap()),
             scheme: Scheme::Https,
             server_name: "example.test".into(),

@@ -18,11 +18,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 
 use super::*;
-use crate::addr::{ClientAddr, LocalAddr};
+use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 
 pub(super) fn ctx() -> RequestContext {
     RequestContext {
-        client: ClientAddr("127.0.0.2:40000".parse().unwrap()),
+        client: ClientAddr::direct(PeerAddr("127.0.0.2:40000".parse().unwrap())),
         local: LocalAddr("127.0.0.1:8443".parse().unwrap()),
         scheme: Scheme::Https,
         server_name: "app.test".into(),

@@ -82,8 +82,14 @@ pub fn build(
             if ctx.tls_resumed { b"r" } else { b"." },
         )?;
     }
-    v.push(b"REMOTE_ADDR", ctx.client.0.ip().to_string().as_bytes())?;
-    v.push(b"REMOTE_PORT", ctx.client.0.port().to_string().as_bytes())?;
+    v.push(
+        b"REMOTE_ADDR",
+        ctx.client.addr().ip().to_string().as_bytes(),
+    )?;
+    v.push(
+        b"REMOTE_PORT",
+        ctx.client.addr().port().to_string().as_bytes(),
+    )?;
     v.push(b"SERVER_ADDR", ctx.local.0.ip().to_string().as_bytes())?;
     v.push(b"SERVER_PORT", ctx.server_port.to_string().as_bytes())?;
     v.push(b"SERVER_NAME", ctx.server_name.as_bytes())?;
