@@ -113,7 +113,7 @@ pub struct Frontend {
     #[serde(default = "default_body_buffer_size")]
     pub body_buffer_size: usize,
     /// Edge only: response bytes kept in memory per request before spilling to a temp file
-    /// (nginx `uwsgi_buffer_size` + `uwsgi_buffers 8 8k`).
+    /// (nginx `uwsgi_buffer_size` + `uwsgi_buffers`: 36 KiB on x86_64; 64 KiB here).
     #[serde(default = "default_response_buffer_size")]
     pub response_buffer_size: usize,
     /// Edge only: largest response temp file; beyond it the response streams at the
