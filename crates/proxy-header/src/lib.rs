@@ -1,5 +1,5 @@
 //! Strict, incremental PROXY protocol v1/v2 codec (HAProxy `doc/proxy-protocol.txt`).
-//! Pure functions over byte slices: no I/O, no async, no `unsafe`, never panics on input.
+//! Pure functions over byte slices: no I/O, no async, safe Rust only, never panics on input.
 //! The caller reads bytes and asks [`decode`]; it alone decides that a header is required.
 
 #![forbid(unsafe_code)]

@@ -1,7 +1,7 @@
 //! Zero-copy plumbing for the L4 pump: a non-blocking pipe and the splice(2) calls that move
 //! bytes socket -> pipe -> socket without copying them through user space (Linux only).
 //! It does no waiting and no readiness bookkeeping (that is `forward`'s job, via tokio's
-//! `try_io`). The system calls go through rustix's safe wrappers: no `unsafe` here.
+//! `try_io`). The system calls go through rustix's safe wrappers.
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
