@@ -178,6 +178,33 @@ pub async fn read_line(s: &mut TcpStream) -> Option<String> {
 }
 
 /// True when the peer closes `s` (EOF or reset) within `DEADLINE` without sending data.
+/// Connections waiting in the kernel's accept queue of the IPv4 listening socket(s) bound to
+/// `addr` (the `rx_queue` of LISTEN rows in /proc/net/tcp): handshakes completed that
+/// nobody has accepted yet. Lets a test see "not accepted" as a positive fact.
+pub fn accept_queue(addr: SocketAddr) -> usize {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("accept_queue: IPv4 only, got {addr}");
+    };
+    let want = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // local_address, state 0A = LISTEN, tx_queue:rx_queue
+            (f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A"))
+                .then(|| f.get(4)?.split(':').nth(1))
+                .flatten()
+                .and_then(|rx| usize::from_str_radix(rx, 16).ok())
+        })
+        .sum()
+}
+
 pub async fn closed_without_data(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 64];
     matches!(within("close", s.read(&mut b)).await, Ok(0) | Err(_))
