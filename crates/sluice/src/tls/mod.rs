@@ -4,9 +4,9 @@
 //! HTTP: the edge server calls [`TlsEdge::acceptor`] and [`session_info`].
 
 mod certs;
-pub mod san;
 #[cfg(test)]
-mod tests_edge;
+mod edge_tests;
+pub mod san;
 pub mod tickets;
 mod watch;
 

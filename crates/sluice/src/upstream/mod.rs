@@ -11,9 +11,9 @@ mod sockets;
 pub mod uwsgi;
 
 #[cfg(test)]
-mod tests_http;
+mod http_tests;
 #[cfg(test)]
-mod tests_uwsgi;
+mod uwsgi_tests;
 
 use std::io;
 

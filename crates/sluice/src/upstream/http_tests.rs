@@ -15,7 +15,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, UnixListener};
 
-use super::tests_uwsgi::{ctx, Chunks};
+use super::uwsgi_tests::{ctx, Chunks};
 use super::*;
 
 async fn echo(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
