@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,10 +16,7 @@ use bytes::Bytes;
 
 use super::shield_peers::*;
 use crate::support::edge::tls_table;
-use crate::support::{
-    open_fds, parse_listening, sluice_bin, tool, write_file, ChildGuard, Sluice, SluiceProcess,
-    DEADLINE,
-};
+use crate::support::{open_fds, sluice_bin, tool, write_file, Sluice, SluiceProcess, DEADLINE};
 
 const CONNS: usize = 9;
 const STREAMS: usize = 128;
@@ -137,48 +134,15 @@ async fn bodyless_h2_streams_leave_room_http_app() {
 // ---------------------------------------------------------------- the real process
 
 /// `prlimit --nofile=N -- sluice run --config <path>` (prlimit execs sluice, so the pid is
-/// sluice's); waits for `listeners` listening lines like `SluiceProcess::start`.
+/// sluice's); waits for its listening line like `SluiceProcess::start`.
 fn start_limited(prlimit: &std::path::Path, config: &std::path::Path) -> SluiceProcess {
-    let mut child = Command::new(prlimit)
-        .arg(format!("--nofile={NOFILE}"))
+    let mut cmd = Command::new(prlimit);
+    cmd.arg(format!("--nofile={NOFILE}"))
         .arg("--")
         .arg(sluice_bin())
         .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn prlimit sluice");
-    let stderr = child.stderr.take().unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(l) = parse_listening(&line) {
-                let _ = tx.send(l);
-            }
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let guard = ChildGuard(child);
-    let addr = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
-        panic!(
-            "sluice under prlimit did not start: {:?}",
-            lines.lock().unwrap()
-        )
-    });
-    SluiceProcess {
-        child: guard,
-        addrs: vec![addr],
-        stderr: lines,
-    }
+        .arg(config);
+    SluiceProcess::start_with(cmd, 1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -309,9 +309,15 @@ pub fn sluice_bin() -> &'static str {
 impl SluiceProcess {
     /// Starts `sluice run --config <path>` and waits until `listeners` listening lines appear.
     pub fn start(config: &Path, listeners: usize) -> SluiceProcess {
-        let mut child = Command::new(sluice_bin())
-            .args(["run", "--config"])
-            .arg(config)
+        let mut cmd = Command::new(sluice_bin());
+        cmd.args(["run", "--config"]).arg(config);
+        SluiceProcess::start_with(cmd, listeners)
+    }
+
+    /// Runs `cmd` (sluice itself, or a wrapper that execs it, such as prlimit), stderr
+    /// captured, and waits until `listeners` listening lines appear.
+    pub fn start_with(mut cmd: Command, listeners: usize) -> SluiceProcess {
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
