@@ -17,6 +17,7 @@ pub mod health;
 pub mod l4;
 pub mod log;
 pub mod metrics;
+pub mod net;
 pub mod process;
 pub mod proxy;
 pub mod reload;

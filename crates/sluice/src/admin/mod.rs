@@ -1,6 +1,6 @@
 //! The admin endpoint (`[admin]`, issue #7): an HTTP/1.1 listener serving Prometheus metrics,
-//! the JSON backends API and the embedded stats page. Binding, accepting and per-connection
-//! limits live here; routing in `api`, the page in `page`. Metric recording is `metrics`'.
+//! the JSON backends API and the embedded stats page. Its limits and serving one connection
+//! live here (binding and the accept loop are `net`'s); routing in `api`, the page in `page`. Metric recording is `metrics`'.
 //! Off unless configured; the config check refuses a public bind without a token.
 
 mod api;
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balance::Pool;
 use crate::config;
+use crate::net;
 
 pub use api::RUNTIME_ONLY_NOTE;
 
@@ -78,11 +79,8 @@ impl AdminListener {
     /// run inside a tokio runtime. Logs `listening admin addr=...`.
     pub fn bind(cfg: &config::Admin, pools: PoolSource) -> Result<AdminListener, AdminStartError> {
         let addr = config::parsed::parse_bind(&cfg.bind).map_err(AdminStartError::Addr)?;
-        let std = std::net::TcpListener::bind(addr)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|source| AdminStartError::Bind { addr, source })?;
         let listener =
-            TcpListener::from_std(std).map_err(|source| AdminStartError::Bind { addr, source })?;
+            net::bind_single(addr).map_err(|source| AdminStartError::Bind { addr, source })?;
         let addr = listener.local_addr().unwrap_or(addr);
         tracing::info!("listening admin addr={addr}");
         Ok(AdminListener {
@@ -102,33 +100,16 @@ impl AdminListener {
     /// Serves until `shutdown` is cancelled; open admin connections end with it.
     pub async fn serve(self, shutdown: CancellationToken) {
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let permit = tokio::select! {
-                p = limit.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-                _ = shutdown.cancelled() => return,
-            };
-            let (stream, peer) = tokio::select! {
-                r = self.listener.accept() => match r {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!("admin accept failed: {e}");
-                        // Out of fds or similar: back off instead of spinning.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                _ = shutdown.cancelled() => return,
-            };
+        let label = format!("admin addr={}", self.addr);
+        let on_conn = |stream, peer, permit| {
             let state = self.state.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 serve_conn(stream, peer, state, shutdown).await;
             });
-        }
+        };
+        net::accept_loop(&label, || self.listener.accept(), on_conn, limit, &shutdown).await;
     }
 }
 

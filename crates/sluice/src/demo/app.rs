@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -242,27 +242,8 @@ pub async fn serve(listener: UnixListener, id: AppIdentity, stop: CancellationTo
     let id = Arc::new(id);
     let limit = Arc::new(Semaphore::new(MAX_CONCURRENT));
     let tracker = TaskTracker::new();
-    loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = stop.cancelled() => break,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.cancelled() => break,
-        };
-        let mut stream = match accepted {
-            Ok((s, _)) => s,
-            Err(e) => {
-                tracing::warn!(app = %id.name, "accept failed: {e}");
-                // Out of descriptors and the like: back off a little instead of spinning.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let label = format!("demo app={}", id.name);
+    let on_conn = |mut stream: UnixStream, _peer, permit| {
         let id = id.clone();
         tracker.spawn(async move {
             let _permit = permit;
@@ -272,7 +253,8 @@ pub async fn serve(listener: UnixListener, id: AppIdentity, stop: CancellationTo
                 Err(e) => tracing::debug!(app = %id.name, "request failed: {e}"),
             }
         });
-    }
+    };
+    crate::net::accept_loop(&label, || listener.accept(), on_conn, limit, &stop).await;
     tracker.close();
     tracker.wait().await;
 }

@@ -226,7 +226,7 @@ pub async fn handle(
 ) {
     let peer = PeerAddr(peer);
     let conn_metrics = crate::metrics::global().conn_opened(&fe.name);
-    // TCP_NODELAY comes from the listener (`server::listen::bind_std`), no setsockopt here.
+    // TCP_NODELAY comes from the listener (`net::bind_std`), no setsockopt here.
     let mut local = LocalAddr(stream.local_addr().unwrap_or(peer.0));
     let mut client = ClientAddr::direct(peer);
     let mut leftover = Vec::new();

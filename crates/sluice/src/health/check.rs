@@ -12,10 +12,10 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpSocket, UnixStream};
 
 use crate::balance::ServerAddr;
 use crate::config::{Backend, HealthKind, SendProxy};
+use crate::net;
 
 /// Most bytes read looking for the HTTP status line.
 const MAX_STATUS_LINE: usize = 4096;
@@ -72,9 +72,16 @@ pub(crate) async fn run(addr: &ServerAddr, spec: &CheckSpec) -> Result<(), Strin
 }
 
 async fn check(addr: &ServerAddr, spec: &CheckSpec) -> Result<(), String> {
-    let source = spec.source.clone()?;
-    let (mut io, ends) = connect(addr, source).await.map_err(|e| short(&e))?;
-    send_proxy(&mut *io, spec.send_proxy, ends).await?;
+    let source = spec.source.clone()?.map(|s| s.ip());
+    let mut io = net::connect(addr, source, spec.timeout)
+        .await
+        .map_err(|e| connect_failed(&e, spec.timeout))?;
+    // For a v1 header: (local, peer) of a TCP check connection.
+    let ends = io.tcp_addrs().map_err(|e| short(&e))?;
+    if ends.is_some() {
+        let _ = io.set_nodelay(true);
+    }
+    send_proxy(&mut io, spec.send_proxy, ends).await?;
     let host = match addr {
         ServerAddr::Inet(sa) => sa.ip().to_string(),
         ServerAddr::Host { host, .. } => host.clone(),
@@ -85,7 +92,7 @@ async fn check(addr: &ServerAddr, spec: &CheckSpec) -> Result<(), String> {
             let _ = io.shutdown().await;
             Ok(())
         }
-        HealthKind::Http => http_get(&mut *io, &host, &spec.path, spec.expect_status).await,
+        HealthKind::Http => http_get(&mut io, &host, &spec.path, spec.expect_status).await,
         HealthKind::Tls | HealthKind::Https => {
             let name = server_name(addr)?;
             let connector = tokio_rustls::TlsConnector::from(spec.tls.clone());
@@ -103,6 +110,16 @@ async fn check(addr: &ServerAddr, spec: &CheckSpec) -> Result<(), String> {
     }
 }
 
+/// Why the connect failed: running out of the check's time reads as the whole check timing
+/// out (the same budget), anything else as its short reason.
+fn connect_failed(e: &io::Error, timeout: Duration) -> String {
+    if net::is_connect_timeout(e) {
+        format!("timeout after {timeout:?}")
+    } else {
+        short(e)
+    }
+}
+
 /// A short lowercase reason for logs: "connection refused", not "Connection refused (os error 111)".
 fn short(e: &io::Error) -> String {
     match e.kind() {
@@ -115,38 +132,6 @@ fn short(e: &io::Error) -> String {
         io::ErrorKind::UnexpectedEof => "connection closed".into(),
         _ => e.to_string(),
     }
-}
-
-/// Connects; for TCP also returns (local, peer) for a v1 header.
-async fn connect(
-    addr: &ServerAddr,
-    source: Option<SocketAddr>,
-) -> io::Result<(Box<dyn Io>, Option<(SocketAddr, SocketAddr)>)> {
-    let target = match addr {
-        ServerAddr::Unix(path) => return Ok((Box::new(UnixStream::connect(path).await?), None)),
-        ServerAddr::Inet(sa) => *sa,
-        ServerAddr::Host { host, port } => {
-            let mut found = tokio::net::lookup_host((host.as_str(), *port)).await?;
-            let want_v4 = source.map(|s| s.is_ipv4());
-            found
-                .find(|a| want_v4.is_none_or(|v4| v4 == a.is_ipv4()))
-                .ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))
-                })?
-        }
-    };
-    let socket = if target.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if let Some(src) = source {
-        socket.bind(src)?;
-    }
-    let stream = socket.connect(target).await?;
-    let _ = stream.set_nodelay(true);
-    let ends = (stream.local_addr()?, stream.peer_addr()?);
-    Ok((Box::new(stream), Some(ends)))
 }
 
 /// Writes the PROXY header a strict receiver expects from a check: v2 LOCAL, or a v1 line

@@ -4,22 +4,22 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream, UnixStream};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
-use crate::balance::{Lease, NoServer, Pool, ServerAddr, ServerId};
+use crate::balance::{Lease, NoServer, Pool, ServerId};
 use crate::config::{self, SendProxy};
 use crate::l4::bufpool;
 use crate::l4::forward::{self, ForwardOpts};
 use crate::log::{ConnLog, ConnRecord, End};
 use crate::metrics::FrontendHandles;
+use crate::net::{self, Stream};
 use crate::proxy::{self, Policy, SendOpts, HEADER_BUF};
 
 /// A backend as the L4 path uses it.
@@ -72,47 +72,6 @@ pub struct TcpFrontend {
     pub splice: bool,
     /// This frontend's counters, resolved once when it is built.
     pub metrics: FrontendHandles,
-}
-
-/// A connected server socket.
-pub enum ServerStream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl ServerStream {
-    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            ServerStream::Tcp(s) => s.write_all(buf).await,
-            ServerStream::Unix(s) => s.write_all(buf).await,
-        }
-    }
-}
-
-/// Connects to `addr` (binding `source` first for TCP).
-pub async fn connect_server(addr: &ServerAddr, source: Option<IpAddr>) -> io::Result<ServerStream> {
-    match addr {
-        ServerAddr::Inet(sa) => {
-            let sock = if sa.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            if let Some(ip) = source {
-                sock.bind(SocketAddr::new(ip, 0))?;
-            }
-            // TCP_NODELAY is set once by `forward`, not here too: the PROXY header is the
-            // first segment on an idle connection, which Nagle never delays.
-            Ok(ServerStream::Tcp(sock.connect(*sa).await?))
-        }
-        ServerAddr::Unix(path) => Ok(ServerStream::Unix(
-            UnixStream::connect(Path::new(path)).await?,
-        )),
-        ServerAddr::Host { host, port } => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("unresolved server address {host}:{port}"),
-        )),
-    }
 }
 
 /// Serves one accepted connection to the end and logs it.
@@ -212,8 +171,8 @@ async fn serve(
     };
     let token = Some(fe.force.clone());
     let out = match server {
-        ServerStream::Tcp(s) => forward::forward(client, s, &opts, token).await,
-        ServerStream::Unix(s) => forward::forward(client, s, &opts, token).await,
+        Stream::Tcp(s) => forward::forward(client, s, &opts, token).await,
+        Stream::Unix(s) => forward::forward(client, s, &opts, token).await,
     };
     drop(lease);
     rec.to_server = out.to_server + leftover.len() as u64 + early as u64;
@@ -241,7 +200,7 @@ fn map_end(end: forward::End) -> End {
 async fn write_first(
     fe: &TcpFrontend,
     client: &TcpStream,
-    server: &mut ServerStream,
+    server: &mut Stream,
     hdr: &[u8],
     leftover: &[u8],
 ) -> Result<usize, End> {
@@ -286,7 +245,7 @@ async fn write_first(
 /// Picks servers and connects, at most `1 + retries` attempts, each waiting at most the
 /// queue timeout for a server slot and then the connect timeout to connect; failed servers
 /// are reported to the pool and not tried again.
-async fn connect_any(be: &L4Backend, rec: &mut ConnRecord) -> Result<(Lease, ServerStream), End> {
+async fn connect_any(be: &L4Backend, rec: &mut ConnRecord) -> Result<(Lease, Stream), End> {
     let mut tried: Vec<ServerId> = Vec::new();
     let mut last_err: Option<String> = None;
     for _attempt in 0..=be.retries {
@@ -297,13 +256,14 @@ async fn connect_any(be: &L4Backend, rec: &mut ConnRecord) -> Result<(Lease, Ser
             Err(_) => return Err(End::NoServer),
         };
         rec.server = Some(lease.name().to_string());
-        let deadline = Instant::now() + be.connect_timeout;
-        match tokio::time::timeout_at(deadline, connect_server(lease.addr(), be.source)).await {
-            Ok(Ok(stream)) => {
+        // TCP_NODELAY is set once by `forward`, not at connect too: the PROXY header is the
+        // first segment on an idle connection, which Nagle never delays.
+        match net::connect(lease.addr(), be.source, be.connect_timeout).await {
+            Ok(stream) => {
                 lease.connected();
                 return Ok((lease, stream));
             }
-            Ok(Err(e)) => {
+            Err(e) if !net::is_connect_timeout(&e) => {
                 let why = format!("{}: {e}", lease.name());
                 lease.connect_failed(&why);
                 last_err = Some(why);

@@ -17,8 +17,9 @@ use crate::config::{self, AccessLogFormat, Config, Mode};
 use crate::edge::HttpFrontend;
 use crate::l4::frontend::{L4Backend, TcpFrontend};
 use crate::log::{ConnLog, LogFile, LogFiles};
+use crate::net;
 use crate::proxy::Policy;
-use crate::server::listen::{self, FrontendKind, FrontendSlot, Listener};
+use crate::server::listen::{FrontendKind, FrontendSlot, Listener};
 use crate::server::ServerError;
 use crate::tls::{self, TlsEdge};
 
@@ -328,7 +329,7 @@ pub(crate) fn prepare(
                 summary.listeners_kept.push(old.addr);
                 continue;
             }
-            let group = listen::bind_group(bind, ctx.sockets_per_bind).map_err(|source| {
+            let group = net::bind_group(bind, ctx.sockets_per_bind).map_err(|source| {
                 ServerError::Bind {
                     frontend: f.name.clone(),
                     addr: b.clone(),

@@ -2,7 +2,7 @@
 //! connector takes a permit of the server's semaphore (sized by its `max_connections`), and
 //! the socket holds it until it closes. So sockets in use, idle in the pool, or connecting in
 //! the background after their request was served on another socket never exceed the cap.
-//! No connecting or pooling here (`connect.rs`, `http.rs`).
+//! No connecting or pooling here (`net`, `connect.rs`, `http.rs`).
 
 use std::collections::HashMap;
 use std::io;
@@ -13,7 +13,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::connect::Conn;
+use crate::net::Stream;
+
 use super::ServerAddr;
 
 /// The socket cap of each server address; addresses not listed are not capped.
@@ -72,7 +73,7 @@ impl SocketCaps {
 /// A pooled upstream socket holding its slot of the server's cap until it is dropped.
 #[derive(Debug)]
 pub(crate) struct Capped {
-    pub(crate) conn: Conn,
+    pub(crate) conn: Stream,
     pub(crate) _permit: Option<OwnedSemaphorePermit>,
 }
 

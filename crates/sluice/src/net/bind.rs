@@ -1,0 +1,59 @@
+//! Binding listening sockets: the frontends' SO_REUSEPORT groups (SO_REUSEADDR, backlog
+//! 1024, IPV6_V6ONLY on [::], TCP_NODELAY inherited by accepted sockets) and the admin
+//! endpoint's single socket. Nothing here accepts (`accept`) or knows what a frontend is.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+
+/// Listen backlog of every frontend socket.
+pub const BACKLOG: i32 = 1024;
+
+/// Binds a non-blocking listening socket ready for tokio.
+pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(bind_std(addr)?)
+}
+
+/// Binds a non-blocking listening socket, not yet registered with any runtime (the worker
+/// that accepts on it registers it).
+pub fn bind_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        // "[::]:443" means IPv6 only; "0.0.0.0:443" is listed separately when wanted.
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener: one setsockopt per listener
+    // instead of one per connection (both roles want it: PROXY header, TLS records).
+    sock.set_nodelay(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(BACKLOG)?;
+    Ok(sock.into())
+}
+
+/// Binds `count` (at least 1) SO_REUSEPORT sockets on `addr`, one per accept loop: the kernel
+/// spreads new connections over them, so accepting runs on every worker thread. A port 0
+/// request is resolved by the first socket; the others join its port.
+pub fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_std(addr)?;
+    let actual = first.local_addr()?;
+    let mut group = Vec::with_capacity(count.max(1));
+    group.push(first);
+    for _ in 1..count {
+        group.push(bind_std(actual)?);
+    }
+    Ok(group)
+}
+
+/// Binds one plain listening socket (std's defaults: SO_REUSEADDR, no SO_REUSEPORT, so a
+/// port already taken is an error) registered with the current tokio runtime. The admin
+/// endpoint listens this way.
+pub fn bind_single(addr: SocketAddr) -> io::Result<TcpListener> {
+    let std = std::net::TcpListener::bind(addr)?;
+    std.set_nonblocking(true)?;
+    TcpListener::from_std(std)
+}
