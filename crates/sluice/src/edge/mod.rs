@@ -31,7 +31,9 @@ use crate::config::{self, Protocol};
 use crate::log::LogFile;
 use crate::proxy::{self, Policy};
 use crate::tls::{self, TlsEdge};
-use crate::upstream::{HttpOpts, HttpUpstream, Scheme, SocketCaps, UwsgiClient, UwsgiOpts};
+use crate::upstream::{
+    HttpOpts, HttpUpstream, Scheme, SocketCaps, Upstream, UwsgiClient, UwsgiOpts,
+};
 
 pub use access::{AccessLog, AccessRecord};
 pub use coalesce::Coalesce;
@@ -51,20 +53,14 @@ pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often TLS files are checked for changes.
 pub const TLS_WATCH_EVERY: Duration = Duration::from_secs(5);
 
-/// How requests reach the app servers.
-#[derive(Debug, Clone)]
-pub enum Upstream {
-    Uwsgi(UwsgiClient),
-    Http(Box<HttpUpstream>),
-}
-
 /// Everything a `mode = "http"` frontend's connections share.
 pub struct HttpFrontend {
     pub name: Arc<str>,
     pub backend: Arc<str>,
     pub policy: Option<Policy>,
     pub tls: Option<Arc<TlsEdge>>,
-    pub upstream: Upstream,
+    /// How requests reach the app servers (uwsgi or HTTP, chosen when this is built).
+    pub upstream: Arc<dyn Upstream>,
     pub pool: Arc<Pool>,
     pub retries: u32,
     /// Timeouts, limits, buffering: the typed `[frontend]` edge keys and backend timeouts.
@@ -161,8 +157,8 @@ impl HttpFrontend {
             .map_err(EdgeError::Policy)?;
         let settings = EdgeSettings::from_config(f, b);
         let up = settings.upstream;
-        let upstream = match b.protocol {
-            Protocol::Uwsgi => Upstream::Uwsgi(UwsgiClient::new(UwsgiOpts {
+        let upstream: Arc<dyn Upstream> = match b.protocol {
+            Protocol::Uwsgi => Arc::new(UwsgiClient::new(UwsgiOpts {
                 connect_timeout: up.connect,
                 read_timeout: up.read,
                 send_timeout: up.send,
@@ -179,7 +175,7 @@ impl HttpFrontend {
                         .map(|s| (s.addr, s.max_connections)),
                 );
                 let defaults = HttpOpts::default();
-                Upstream::Http(Box::new(HttpUpstream::new(HttpOpts {
+                Arc::new(HttpUpstream::new(HttpOpts {
                     connect_timeout: up.connect,
                     read_timeout: up.read,
                     max_idle_per_server: match caps.largest() {
@@ -189,7 +185,7 @@ impl HttpFrontend {
                     socket_caps: Arc::new(caps),
                     underscores_in_headers: settings.underscores_in_headers,
                     ..defaults
-                })))
+                }))
             }
         };
         let auto = builder(&settings);

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
@@ -19,17 +18,16 @@ use hyper::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use crate::balance::{Lease, NoServer, ServerId};
-use crate::upstream::{Body, RequestContext, UpstreamError};
+use crate::upstream::{Body, RequestBody, RequestContext, UpstreamError};
 
 use super::access::{AccessRecord, LogBody, RequestLog};
 use super::buffer::request::{self as reqbuf, BodyError};
 use super::buffer::spool::Spooled;
 use super::buffer::{response as respbuf, TempFiles};
 use super::conn::{ConnInfo, ConnState};
-use super::{HttpFrontend, Upstream};
+use super::HttpFrontend;
 
 use crate::upstream::BoxError;
-type SendBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Why no app server answered.
 #[derive(Debug)]
@@ -195,7 +193,7 @@ enum Prepared {
 }
 
 impl Prepared {
-    fn attempt(&self) -> SendBody {
+    fn attempt(&self) -> RequestBody {
         match self {
             Prepared::Full(b) if b.is_empty() => {
                 Empty::new().map_err(|e| match e {}).boxed_unsync()
@@ -259,7 +257,7 @@ async fn prepare(fe: &HttpFrontend, req: Request<Incoming>) -> Result<Request<Pr
         !parts.headers.contains_key(header::CONTENT_LENGTH) && body.size_hint().exact().is_none();
     let prepared = if body.is_end_stream() {
         Prepared::Full(Bytes::new())
-    } else if b.request || (unknown_len && matches!(fe.upstream, Upstream::Uwsgi(_))) {
+    } else if b.request || (unknown_len && fe.upstream.needs_length()) {
         let limits = reqbuf::Limits {
             max_body: b.max_body,
             mem: b.body_buffer_size,
@@ -311,11 +309,7 @@ async fn forward(
         };
         rec.upstream = Some(lease.name().to_string());
         let attempt = Request::from_parts(parts.clone(), body.attempt());
-        let sent = match &fe.upstream {
-            Upstream::Uwsgi(c) => c.send(lease.addr(), attempt, ctx).await,
-            Upstream::Http(c) => c.send(lease.addr(), attempt, ctx).await,
-        };
-        match sent {
+        match fe.upstream.send(lease.addr(), attempt, ctx).await {
             Ok(resp) => {
                 lease.connected();
                 return Ok((resp, lease));

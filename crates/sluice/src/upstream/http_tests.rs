@@ -290,3 +290,16 @@ async fn sockets_per_server_stay_within_its_cap() {
         assert_eq!(srv.accepted.load(Ordering::SeqCst), 2, "{:?}", srv.addr);
     }
 }
+
+#[tokio::test]
+async fn works_through_the_upstream_trait_without_a_length() {
+    let srv = unix_server().await;
+    let up: Arc<dyn Upstream> = Arc::new(upstream());
+    assert!(!up.needs_length(), "HTTP can send a body chunked");
+    let body: RequestBody = Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync();
+    let req = Request::get("/via/trait")
+        .header("host", "app.test")
+        .body(body);
+    let t = text(up.send(&srv.addr, req.unwrap(), &ctx()).await.unwrap()).await;
+    assert!(t.starts_with("GET /via/trait HTTP/1.1"), "{t}");
+}

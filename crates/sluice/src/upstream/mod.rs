@@ -1,6 +1,7 @@
 //! The edge's upstream clients: one request in, one response out, to an app server over
-//! uwsgi (`uwsgi`) or HTTP/1.1 with a keep-alive pool (`http`). Shared here: the request
-//! context, the error type (with its HTTP status) and the response body type.
+//! uwsgi (`uwsgi`) or HTTP/1.1 with a keep-alive pool (`http`), both behind the [`Upstream`]
+//! trait. Shared here: the request context, the error type (with its HTTP status) and the
+//! body types.
 //! Choosing and health-checking the app server is `balance`'s job, not this module's.
 
 mod body;
@@ -15,10 +16,13 @@ mod http_tests;
 #[cfg(test)]
 mod uwsgi_tests;
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 
 use bytes::Bytes;
-use hyper::StatusCode;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::{Request, Response, StatusCode};
 
 use crate::addr::{ClientAddr, LocalAddr};
 
@@ -30,6 +34,64 @@ pub use self::uwsgi::{UwsgiClient, UwsgiOpts};
 /// Errors are [`UpstreamError`] (a read timeout mid-body, the server closing early, ...);
 /// it implements `std::error::Error + Send + Sync`, so hyper's server accepts this body.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, UpstreamError>;
+
+/// The request body an [`Upstream`] takes: whatever the edge forwards (empty, buffered,
+/// streamed from the client), boxed once by the edge.
+pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// What [`Upstream::send`] returns: the response head with its body still streaming.
+pub type SendFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'a>>;
+
+/// An app-server protocol client, as the edge uses it: send one request to the server the
+/// balancer picked, get its response. Limits, timeouts, pooling and error mapping are the
+/// client's own ([`UwsgiClient`], [`HttpUpstream`]); the edge only picks and retries.
+pub trait Upstream: Send + Sync + std::fmt::Debug {
+    /// Sends `req` to the server at `addr` for the client described by `ctx`. An
+    /// [`UpstreamError::Connect`] means nothing reached the server: the caller may try
+    /// another one if the body was not read. Errors before the head map to a status via
+    /// [`UpstreamError::status`].
+    fn send<'a>(
+        &'a self,
+        addr: &'a ServerAddr,
+        req: Request<RequestBody>,
+        ctx: &'a RequestContext,
+    ) -> SendFuture<'a>;
+
+    /// Whether a request body of unknown length must be read whole before sending (uwsgi
+    /// needs CONTENT_LENGTH; HTTP can send it chunked).
+    fn needs_length(&self) -> bool;
+}
+
+impl Upstream for UwsgiClient {
+    fn send<'a>(
+        &'a self,
+        addr: &'a ServerAddr,
+        req: Request<RequestBody>,
+        ctx: &'a RequestContext,
+    ) -> SendFuture<'a> {
+        Box::pin(UwsgiClient::send(self, addr, req, ctx))
+    }
+
+    fn needs_length(&self) -> bool {
+        true
+    }
+}
+
+impl Upstream for HttpUpstream {
+    fn send<'a>(
+        &'a self,
+        addr: &'a ServerAddr,
+        req: Request<RequestBody>,
+        ctx: &'a RequestContext,
+    ) -> SendFuture<'a> {
+        Box::pin(HttpUpstream::send(self, addr, req, ctx))
+    }
+
+    fn needs_length(&self) -> bool {
+        false
+    }
+}
 
 /// Scheme the client used to reach the edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

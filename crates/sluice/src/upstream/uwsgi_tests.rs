@@ -445,3 +445,20 @@ async fn variables_over_the_packet_limit_are_431() {
     assert!(matches!(err, UpstreamError::HeadersTooLarge), "{err:?}");
     assert_eq!(err.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
 }
+
+#[tokio::test]
+async fn works_through_the_upstream_trait_and_needs_a_length() {
+    let srv = unix_server(Mode::Echo).await;
+    let up: Arc<dyn Upstream> = Arc::new(client());
+    assert!(up.needs_length(), "uwsgi needs CONTENT_LENGTH");
+    let body: RequestBody = http_body_util::Full::new(Bytes::from_static(b"abc"))
+        .map_err(|e| match e {})
+        .boxed_unsync();
+    let req = Request::post("/t").header("content-length", "3").body(body);
+    let resp = up.send(&srv.addr, req.unwrap(), &ctx()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let out = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("REQUEST_URI=/t\n"), "{text}");
+    assert!(text.contains("BODY-LEN=3\n"), "{text}");
+}
