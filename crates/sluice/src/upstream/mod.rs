@@ -67,7 +67,7 @@ pub struct RequestContext {
 
 /// Where an app server listens (the config's parsed address; `Host` is resolved at
 /// connect time).
-pub use crate::config::parsed::ServerAddr;
+pub use crate::addr::ServerAddr;
 
 /// Why a request to an app server failed; [`UpstreamError::status`] is what the client sees.
 #[derive(Debug, thiserror::Error)]
