@@ -32,8 +32,10 @@ proxy_protocol = { trusted = ["10.0.0.0/8", "::1"], timeout = "2s" }
 name = "b"
 source = "127.0.0.1"
 timeouts = { connect = "3s" }
-servers = [{ addr = "127.0.0.1:80" }, { name = "app", addr = "app.internal:8080" },
-           { addr = "unix:/tmp/app.sock" }]
+servers = [{ addr = "127.0.0.1:80" }, { name = "app", addr = "app.internal:8080" }]
+[[backend]]
+name = "u"
+servers = [{ addr = "unix:/tmp/app.sock" }]
 "#,
     );
     let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
@@ -54,7 +56,7 @@ servers = [{ addr = "127.0.0.1:80" }, { name = "app", addr = "app.internal:8080"
         "queue defaults to connect"
     );
     let names: Vec<&str> = b.servers.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["srv1", "app", "srv3"]);
+    assert_eq!(names, ["srv1", "app"]);
     assert_eq!(b.servers[0].addr, ServerAddr::Inet(sa("127.0.0.1:80")));
     assert_eq!(
         b.servers[1].addr,
@@ -63,7 +65,11 @@ servers = [{ addr = "127.0.0.1:80" }, { name = "app", addr = "app.internal:8080"
             port: 8080
         }
     );
-    assert_eq!(b.servers[2].addr, ServerAddr::Unix("/tmp/app.sock".into()));
+    let u = &s.backends[1].servers[0];
+    assert_eq!(
+        (u.name.as_str(), &u.addr),
+        ("srv1", &ServerAddr::Unix("/tmp/app.sock".into()))
+    );
 }
 
 #[test]
