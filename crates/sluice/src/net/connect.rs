@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream, UnixStream};
 
-use crate::config::parsed::ServerAddr;
+use crate::addr::ServerAddr;
 
 /// A connected stream to a server.
 #[derive(Debug)]

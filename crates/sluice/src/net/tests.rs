@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::config::parsed::ServerAddr;
+use crate::addr::ServerAddr;
 
 #[tokio::test]
 async fn port_zero_binds_a_real_port_twice_with_reuseport() {
