@@ -149,6 +149,19 @@ pub async fn hold_until(what: &str, mut cond: impl FnMut() -> bool) {
     .await;
 }
 
+/// `sluice_proxy_rejected` of `frontend` (the process-wide metrics: use a frontend name no
+/// other test uses) whose reason starts with `reason` ("" for every reason).
+pub fn proxy_rejections(frontend: &str, reason: &str) -> u64 {
+    let fe = format!("frontend=\"{frontend}\"");
+    let why = format!("reason=\"{reason}");
+    sluice::metrics::global()
+        .encode(&[])
+        .lines()
+        .filter(|l| l.starts_with("sluice_proxy_rejected") && l.contains(&fe) && l.contains(&why))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Waits until `path` contains a line with every one of `parts`; returns that line.
 pub async fn wait_for_log_line(path: &Path, parts: &[&str]) -> String {
     let mut found = None;
