@@ -2,14 +2,17 @@
 //! from a TOML text, learn its bound addresses, tiny loopback servers (named, echo, PROXY
 //! capture), clients bound to 127.0.0.2, free ports, condition polling, peer-tool skip logic.
 //! `edge` adds TLS and HTTP app helpers, `admin` the admin API client, `seed` runs uWSGI
-//! with the seed Flask app, `capture` the server that decodes what sluice sends.
+//! with the seed Flask app, `capture` the server that decodes what sluice sends, `peers`
+//! starts peer programs (haproxy, nginx, uwsgi) and waits until they are ready.
 
 pub mod admin;
 mod capture;
 pub mod edge;
+mod peers;
 mod seed;
 
 pub use capture::*;
+pub use peers::*;
 pub use seed::*;
 
 use std::collections::HashMap;
@@ -514,34 +517,4 @@ pub async fn echo_server(ip: IpAddr) -> SocketAddr {
         }
     });
     addr
-}
-
-/// Waits until something accepts TCP connections on `addr` (a peer process starting up).
-/// The probe connection is closed at once without sending anything.
-pub async fn wait_port(addr: SocketAddr) {
-    let end = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "nothing listening on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Runs `program args` as a child process killed on drop; stdout/stderr go to `log`.
-pub fn spawn_peer(program: &Path, args: &[&str], log: &Path) -> ChildGuard {
-    let out = std::fs::File::create(log).expect("peer log file");
-    let err = out.try_clone().expect("dup peer log");
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-    ChildGuard(child)
 }
