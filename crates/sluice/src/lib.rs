@@ -20,5 +20,6 @@ pub mod process;
 pub mod proxy;
 pub mod reload;
 pub mod server;
+pub mod spec;
 pub mod tls;
 pub mod upstream;

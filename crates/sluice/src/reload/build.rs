@@ -13,20 +13,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::summary::{BackendChange, ReloadSummary};
 use crate::balance::{Pool, ServerAddr};
-use crate::config::{self, AccessLogFormat, Config, Mode};
 use crate::edge::HttpFrontend;
 use crate::l4::frontend::{L4Backend, TcpFrontend};
 use crate::log::{ConnLog, LogFile, LogFiles};
 use crate::proxy::Policy;
 use crate::server::listen::{self, FrontendKind, FrontendSlot, Listener};
 use crate::server::ServerError;
+use crate::spec::{self, AccessLogFormat, Mode, Spec};
 use crate::tls::{self, TlsEdge};
 
 /// One running backend.
 pub(crate) struct BackendRt {
-    pub cfg: config::Backend,
+    pub cfg: spec::Backend,
     /// `cfg` with host-name servers expanded to one named server per address (discovery).
-    pub expanded: config::Backend,
+    pub expanded: spec::Backend,
     /// Resolved server addresses, in configuration order.
     pub resolved: Vec<ServerAddr>,
     pub pool: Arc<Pool>,
@@ -44,7 +44,7 @@ pub(crate) struct TlsRt {
 
 /// One running frontend.
 pub(crate) struct FrontendRt {
-    pub cfg: config::Frontend,
+    pub cfg: spec::Frontend,
     pub kind: FrontendKind,
     pub tls: Option<TlsRt>,
 }
@@ -63,7 +63,7 @@ pub(crate) struct ListenerRt {
 /// Everything the running configuration consists of.
 #[derive(Default)]
 pub(crate) struct Running {
-    pub cfg: Config,
+    pub cfg: Spec,
     pub backends: HashMap<String, BackendRt>,
     pub frontends: HashMap<String, FrontendRt>,
     pub listeners: Vec<ListenerRt>,
@@ -121,14 +121,14 @@ pub(crate) struct Prepared {
     pub summary: ReloadSummary,
 }
 
-fn backend_err(b: &config::Backend, message: impl Into<String>) -> ServerError {
+fn backend_err(b: &spec::Backend, message: impl Into<String>) -> ServerError {
     ServerError::Backend {
         backend: b.name.clone(),
         message: message.into(),
     }
 }
 
-fn frontend_err(f: &config::Frontend, message: impl Into<String>) -> ServerError {
+fn frontend_err(f: &spec::Frontend, message: impl Into<String>) -> ServerError {
     ServerError::Frontend {
         frontend: f.name.clone(),
         message: message.into(),
@@ -137,7 +137,7 @@ fn frontend_err(f: &config::Frontend, message: impl Into<String>) -> ServerError
 
 /// The servers of `b`, host names expanded to one server per resolved address.
 fn resolve_servers(
-    b: &config::Backend,
+    b: &spec::Backend,
     ctx: &Ctx<'_>,
 ) -> Result<crate::discovery::Expanded, ServerError> {
     ctx.discovery.expand(b).map_err(|e| backend_err(b, e))
@@ -159,11 +159,7 @@ fn open_log(logs: &LogFiles, path: &Option<String>) -> Result<Option<Arc<LogFile
 /// Builds and binds `cfg` next to `prev` (empty at start), reusing what did not change.
 /// Nothing running is touched, except that TLS edges kept from `prev` re-read their files
 /// (all or nothing per edge, as SIGHUP always did). On error, whatever was bound is dropped.
-pub(crate) fn prepare(
-    cfg: &Config,
-    prev: &Running,
-    ctx: &Ctx<'_>,
-) -> Result<Prepared, ServerError> {
+pub(crate) fn prepare(cfg: &Spec, prev: &Running, ctx: &Ctx<'_>) -> Result<Prepared, ServerError> {
     let mut summary = ReloadSummary::default();
     let mut stop_tokens = Vec::new();
     let mut start_checks = Vec::new();
@@ -172,8 +168,8 @@ pub(crate) fn prepare(
     // pool sharing the kept servers' state.
     let mut backends = HashMap::new();
     for b in &cfg.backends {
-        let (expanded, servers, from_dns) = resolve_servers(b, ctx)?;
-        let resolved: Vec<ServerAddr> = servers.iter().map(|(_, a)| a.clone()).collect();
+        let (expanded, from_dns) = resolve_servers(b, ctx)?;
+        let resolved: Vec<ServerAddr> = expanded.servers.iter().map(|s| s.addr.clone()).collect();
         let old = prev.backends.get(&b.name);
         if let Some(old) = old.filter(|o| o.cfg == *b && o.resolved == resolved) {
             backends.insert(
@@ -192,12 +188,9 @@ pub(crate) fn prepare(
         let pool = match old {
             Some(old) => {
                 // Addresses that appear in DNS wait for a passing check before use.
-                let (pool, diff) = old.pool.reconfigure_starting_down(
-                    &old.expanded,
-                    &expanded,
-                    servers,
-                    &from_dns,
-                );
+                let (pool, diff) =
+                    old.pool
+                        .reconfigure_starting_down(&old.expanded, &expanded, &from_dns);
                 stop_tokens.push(old.checks.clone());
                 summary
                     .backends
@@ -210,10 +203,10 @@ pub(crate) fn prepare(
                         .backends
                         .push((b.name.clone(), BackendChange::Added));
                 }
-                Pool::new(&expanded, servers)
+                Pool::new(&expanded)
             }
         };
-        let l4 = Arc::new(L4Backend::new(&expanded, pool.clone()).map_err(|e| backend_err(b, e))?);
+        let l4 = Arc::new(L4Backend::new(&expanded, pool.clone()));
         start_checks.push(b.name.clone());
         backends.insert(
             b.name.clone(),
@@ -310,8 +303,7 @@ pub(crate) fn prepare(
     let mut kept = Vec::new();
     for f in &cfg.frontends {
         let kind = &frontends[&f.name].kind;
-        for b in &f.bind {
-            let bind = config::parsed::parse_bind(b).map_err(|e| frontend_err(f, e))?;
+        for &bind in &f.bind {
             let found = unmatched
                 .iter_mut()
                 .find(|l| l.is_some_and(|l| l.bind == bind))
@@ -331,7 +323,7 @@ pub(crate) fn prepare(
             let group = listen::bind_group(bind, ctx.sockets_per_bind).map_err(|source| {
                 ServerError::Bind {
                     frontend: f.name.clone(),
-                    addr: b.clone(),
+                    addr: bind.to_string(),
                     source,
                 }
             })?;
@@ -398,7 +390,7 @@ fn backend_of(kind: &FrontendKind) -> Option<&Arc<Pool>> {
 }
 
 fn build_kind(
-    f: &config::Frontend,
+    f: &spec::Frontend,
     be: &BackendRt,
     tls: Option<Arc<TlsEdge>>,
     ctx: &Ctx<'_>,
@@ -406,12 +398,7 @@ fn build_kind(
     let file = open_log(ctx.logs, &f.access_log)?;
     Ok(match f.mode {
         Mode::Tcp => {
-            let policy = f
-                .proxy_protocol
-                .as_ref()
-                .map(Policy::from_config)
-                .transpose()
-                .map_err(|e| frontend_err(f, e))?;
+            let policy = f.proxy_protocol.as_ref().map(Policy::new);
             FrontendKind::Tcp(Arc::new(TcpFrontend {
                 name: f.name.as_str().into(),
                 backend: be.l4.clone(),

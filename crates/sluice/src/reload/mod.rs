@@ -1,4 +1,5 @@
-//! Hot reload (issue #7): a running `Server` takes a new `Config` through a [`ReloadHandle`];
+//! Hot reload (issue #7): a running `Server` takes a new `Config` (as its `Spec`) through a
+//! [`ReloadHandle`];
 //! SIGHUP re-reads the config file and reloads (an invalid file is refused and logged with
 //! file:line, the old config keeps serving); `sluice reload` signals a running process via
 //! its pid file. Building and diffing live in `build`; accepting stays in `server::listen`.
@@ -18,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::balance::Pool;
 use crate::config::{self, Config};
 use crate::server::ServerError;
+use crate::spec::Spec;
 
 pub use pidfile::{read_pid, send_reload_signal, PidFile};
 pub use summary::{BackendChange, ReloadSummary};
@@ -72,7 +74,7 @@ impl Live {
 }
 
 /// One reload request: the new configuration and where to send the outcome.
-pub(crate) type Request = (Config, oneshot::Sender<Result<ReloadSummary, ReloadError>>);
+pub(crate) type Request = (Spec, oneshot::Sender<Result<ReloadSummary, ReloadError>>);
 
 /// Asks a running `Server` to switch to a new configuration. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -85,9 +87,10 @@ impl ReloadHandle {
     /// Applies `cfg` (already loaded and validated) and waits for the outcome. Reloads are
     /// applied one at a time, in order. Waits until `Server::run` is running.
     pub async fn reload(&self, cfg: Config) -> Result<ReloadSummary, ReloadError> {
+        let spec = cfg.spec()?;
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send((cfg, tx))
+            .send((spec, tx))
             .await
             .map_err(|_| ReloadError::NotRunning)?;
         rx.await.map_err(|_| ReloadError::NotRunning)?

@@ -17,11 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balance::Pool;
-use crate::config::{self, Config};
+use crate::config::{Config, ConfigError};
 use crate::discovery::Discovery;
 use crate::log::LogFiles;
 use crate::reload::build::{self, Ctx, Running};
 use crate::reload::{Live, ReloadError, ReloadHandle, ReloadSummary, Request};
+use crate::spec::Spec;
 use listen::Listener;
 pub use workers::Accept;
 use workers::Workers;
@@ -31,6 +32,9 @@ const FORCE_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// A hand-built `Config` with a value that does not parse (loading refuses those).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
     #[error("frontend {frontend}: cannot bind {addr}: {source}")]
     Bind {
         frontend: String,
@@ -92,6 +96,7 @@ impl Server {
 
     /// Like [`Server::bind`], with connections accepted and served where `accept` says.
     pub async fn bind_with(cfg: Config, accept: Accept) -> Result<Server, ServerError> {
+        let cfg = cfg.spec()?;
         raise_nofile(&cfg);
         crate::edge::buffer::TempFiles::global().set_limit(cfg.global.max_temp_files);
         let (workers, sockets_per_bind) = match accept {
@@ -140,7 +145,7 @@ impl Server {
             running,
             listeners,
             max_connections: cfg.global.max_connections,
-            grace: cfg.global.grace.get(),
+            grace: cfg.global.grace,
             logs,
             health,
             force,
@@ -282,7 +287,7 @@ impl Server {
     /// sockets. On error nothing changed.
     fn apply(
         &mut self,
-        cfg: Config,
+        cfg: Spec,
         limit: &Arc<Semaphore>,
         dns_refresh: bool,
     ) -> Result<(ReloadSummary, Vec<Listener>), ReloadError> {
@@ -308,7 +313,7 @@ impl Server {
         raise_nofile(&cfg);
         crate::edge::buffer::TempFiles::global().set_limit(cfg.global.max_temp_files);
         self.resize_limit(limit, cfg.global.max_connections.max(1));
-        self.grace = cfg.global.grace.get();
+        self.grace = cfg.global.grace;
         let (running, listeners, summary) = prepared.commit();
         log_listening(&listeners, self.sockets_per_bind);
         self.running = running;
@@ -355,9 +360,9 @@ fn log_listening(listeners: &[Listener], sockets: usize) {
 }
 
 /// Raises RLIMIT_NOFILE for `cfg` (a warning when it cannot).
-fn raise_nofile(cfg: &Config) {
-    let needed = config::limits::fds_needed(cfg);
-    match config::limits::raise_nofile(needed) {
+fn raise_nofile(cfg: &Spec) {
+    let needed = cfg.global.fds_needed;
+    match crate::config::limits::raise_nofile(needed) {
         Ok(limit) => tracing::debug!("RLIMIT_NOFILE is {limit} ({needed} needed)"),
         Err(why) => tracing::warn!(
             "cannot raise RLIMIT_NOFILE to {needed} for max_connections={}: {why}",
