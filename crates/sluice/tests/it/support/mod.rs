@@ -379,10 +379,12 @@ impl SluiceProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[sluice] {line}");
-                if let Some(l) = parse_listening(&line) {
+                let listening = parse_listening(&line);
+                // Recorded before it is reported: once `start` returns, `stderr` has it.
+                sink.lock().unwrap().push(line);
+                if let Some(l) = listening {
                     let _ = tx.send(l);
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         let guard = ChildGuard(child);
