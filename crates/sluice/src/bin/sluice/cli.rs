@@ -1,16 +1,16 @@
 //! The `sluice` command line: `run --config FILE` (until SIGTERM/SIGINT; SIGHUP reloads),
 //! `check --config FILE`, `reload --config FILE [--pid PID]` (check, then SIGHUP the running
-//! process) and `demo` (whose logic lives in `crate::demo`); `--version` comes from clap.
-//! `main.rs` only sets up tracing and the runtime.
+//! process) and, with the `demo` feature, `demo` (whose logic lives in `crate::demo`);
+//! `--version` comes from clap. `main.rs` only sets up tracing and the runtime.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, Config};
-use crate::reload::{self, PidFile};
-use crate::server::{Accept, Server, ServerError};
+use sluice::config::{self, Config};
+use sluice::reload::{self, PidFile};
+use sluice::server::{Accept, Server, ServerError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,6 +60,7 @@ pub enum Command {
     },
     /// Both tiers in one process on loopback: a balancer in front of two TLS edges in front of
     /// a built-in app. No files needed; Ctrl-C stops it.
+    #[cfg(feature = "demo")]
     Demo(crate::demo::DemoOpts),
 }
 
@@ -122,16 +123,16 @@ pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), 
         ),
         None => None,
     };
-    let quit = crate::process::sigquit().map_err(CliError::Signal)?;
-    crate::process::notify::ready();
+    let quit = sluice::process::sigquit().map_err(CliError::Signal)?;
+    sluice::process::notify::ready();
     let shutdown = async move {
         shutdown.await;
-        crate::process::notify::stopping();
+        sluice::process::notify::stopping();
     };
     let result = tokio::select! {
         r = server.run(shutdown) => r,
         () = quit => {
-            crate::process::notify::stopping();
+            sluice::process::notify::stopping();
             Ok(())
         }
     };
@@ -169,11 +170,11 @@ pub fn reload(path: &Path, pid: Option<i32>) -> Result<String, CliError> {
 }
 
 /// Completes on the first SIGTERM or SIGINT. Installs the handlers at once, so a signal
-/// arriving before the future is polled is not lost.
-pub fn shutdown_signal() -> Result<impl Future<Output = ()>, CliError> {
+/// arriving before the future is polled is not lost. `sluice run` and `sluice demo` share it.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(CliError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(CliError::Signal)?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     Ok(async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received"),
