@@ -254,7 +254,7 @@ pub async fn serve(listener: UnixListener, id: AppIdentity, stop: CancellationTo
             }
         });
     };
-    crate::net::accept_loop(&label, || listener.accept(), on_conn, limit, &stop).await;
+    sluice::net::accept_loop(&label, || listener.accept(), on_conn, limit, &stop).await;
     tracker.close();
     tracker.wait().await;
 }
