@@ -1,7 +1,8 @@
-//! Reload support for pools: builds the successor of a pool for a new backend configuration,
-//! sharing the live entry (health state, counters, active connections) of every server whose
-//! name and address stay; admin-API changes (drain/maint, weight) give way to the config. It does not decide when to reload, start health
-//! checks or move connections: leases taken on the old pool finish on it.
+//! Changing a pool's servers: `reconfigure` builds the successor of a pool for a new backend
+//! configuration (reload; admin-API changes give way to the config), `update` replaces the
+//! server set of the pool itself (DNS answers; pingora's `LoadBalancer::update`). Both share
+//! the live entry (health state, counters, active connections) of every server whose name and
+//! address stay. It does not decide when to change, start health checks or move connections.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -52,7 +53,7 @@ impl Pool {
 
     /// [`Pool::reconfigure`], except that added servers named in `start_down` start down
     /// when `cfg` has health checks: they need `rise` passing checks before use (servers
-    /// appearing in DNS answers, see `crate::discovery`).
+    /// appearing in DNS answers).
     pub fn reconfigure_starting_down(
         &self,
         prev: &config::Backend,
@@ -60,8 +61,42 @@ impl Pool {
         servers: Vec<(config::Server, ServerAddr)>,
         start_down: &HashSet<String>,
     ) -> (Arc<Pool>, PoolDiff) {
+        let (entries, diff) = self.carry(prev, cfg, servers, start_down, true);
+        (Pool::from_entries(cfg, entries), diff)
+    }
+
+    /// Replaces this pool's servers in place with `servers` (the backend's configuration is
+    /// the same; `prev` and `cfg` list the servers before and after, e.g. a host name that
+    /// now resolves to other addresses). Kept servers keep their entry, admin-API state and
+    /// weight included; added ones named in `start_down` start down when `cfg` has health
+    /// checks; removed ones get no new connections while their leases finish. Whoever holds
+    /// this pool sees the new set from the next selection.
+    pub fn update(
+        &self,
+        prev: &config::Backend,
+        cfg: &config::Backend,
+        servers: Vec<(config::Server, ServerAddr)>,
+        start_down: &HashSet<String>,
+    ) -> PoolDiff {
+        let (entries, diff) = self.carry(prev, cfg, servers, start_down, false);
+        self.replace_members(entries);
+        diff
+    }
+
+    /// The entries of a pool serving `servers`: this pool's entry for each server whose
+    /// name, address, `backup` and `max_connections` stay (its configured weight re-applied
+    /// and admin state reset when `reset` is set), a new one for every other server.
+    fn carry(
+        &self,
+        prev: &config::Backend,
+        cfg: &config::Backend,
+        servers: Vec<(config::Server, ServerAddr)>,
+        start_down: &HashSet<String>,
+        reset: bool,
+    ) -> (Vec<Arc<ServerEntry>>, PoolDiff) {
+        let members = self.members();
         let old: HashMap<&str, &Arc<ServerEntry>> =
-            self.servers.iter().map(|e| (e.name.as_str(), e)).collect();
+            members.iter().map(|e| (e.name.as_str(), e)).collect();
         let prev_weight: HashMap<String, u32> = prev
             .servers
             .iter()
@@ -77,8 +112,11 @@ impl Pool {
                 .filter(|e| e.addr == addr && e.backup == s.backup && e.max_connections == s.cap());
             match reuse {
                 Some(e) => {
-                    e.weight.store(s.weight, Ordering::Relaxed);
-                    if let Some(mode) = e.reset_admin() {
+                    if reset {
+                        e.weight.store(s.weight, Ordering::Relaxed);
+                    }
+                    let was = if reset { e.reset_admin() } else { None };
+                    if let Some(mode) = was {
                         tracing::info!(
                             backend = %cfg.name, server = %name,
                             "server {}/{}: admin state {} reset to ready by the reload \
@@ -104,12 +142,12 @@ impl Pool {
                 }
             }
         }
-        for e in &self.servers {
+        for e in members.iter() {
             if !entries.iter().any(|n| Arc::ptr_eq(n, e)) {
                 diff.removed.push(e.name.clone());
             }
         }
-        (Pool::from_entries(cfg, entries), diff)
+        (entries, diff)
     }
 }
 
@@ -206,6 +244,54 @@ servers = [{ name = "a", addr = "127.0.0.10:80", weight = 5 },
         assert!(!diff.is_unchanged());
         let (_, same) = next.reconfigure(&cfg2, &cfg2, backend(&moved).1);
         assert!(same.is_unchanged());
+    }
+
+    #[test]
+    fn update_in_place_keeps_state_starts_new_servers_down_and_drains_removed() {
+        let (cfg1, s1) = backend(V1);
+        let pool = Pool::new(&cfg1, s1);
+        let client = ClientAddr::direct(crate::addr::PeerAddr("127.0.0.2:1000".parse().unwrap()));
+        let held = pool.select(&client, &[ServerId(0), ServerId(2)]).unwrap();
+        assert_eq!(held.name(), "b");
+        pool.set_admin("a", Some(AdminMode::Drain), Some(7))
+            .unwrap();
+        // "b" vanishes, "d" appears (from DNS: starts down), "a" and "c" stay.
+        let (cfg2, s2) = backend(&V1.replace(
+            r#"{ name = "b", addr = "127.0.0.11:80" }"#,
+            r#"{ name = "d", addr = "127.0.0.13:80" }"#,
+        ));
+        let start_down: HashSet<String> = ["d".to_string()].into();
+        let diff = pool.update(&cfg1, &cfg2, s2, &start_down);
+        assert_eq!(diff.kept, vec!["a", "c"]);
+        assert_eq!(diff.added, vec!["d"]);
+        assert_eq!(diff.removed, vec!["b"]);
+        let snap = pool.servers();
+        let names: Vec<&str> = snap.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "d", "c"], "the same pool serves the new set");
+        assert_eq!(
+            snap[1].state,
+            ServerState::Down,
+            "new from DNS: down until checked"
+        );
+        assert_eq!(
+            snap[0].admin,
+            AdminMode::Drain,
+            "no reload: admin state stays"
+        );
+        assert_eq!(snap[0].weight, 7);
+        // Only "c" is selectable: "a" drained, "d" down, "b" gone.
+        for _ in 0..6 {
+            assert_eq!(pool.select(&client, &[]).unwrap().name(), "c");
+        }
+        // The lease on the removed server still works and frees its slot.
+        assert_eq!(held.name(), "b");
+        drop(held);
+        // A passing check (by name) brings "d" in.
+        pool.record_check_named(ServerId(1), "d", Ok(std::time::Duration::from_millis(1)));
+        assert!((0..12).any(|_| pool.select(&client, &[]).unwrap().name() == "d"));
+        // A check result for a server no longer in the pool goes nowhere.
+        pool.record_check_named(ServerId(1), "b", Err("refused".into()));
+        assert_eq!(pool.servers()[1].state, ServerState::Up);
     }
 
     #[test]
