@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config};
 use crate::reload::{self, PidFile};
-use crate::server::{Accept, Server, ServerError};
+use crate::runtime::{BuildError, Server};
+use crate::server::Accept;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,7 +72,7 @@ pub enum CliError {
     #[error("{0}")]
     Limits(String),
     #[error(transparent)]
-    Server(#[from] ServerError),
+    Server(#[from] BuildError),
     #[error("cannot install signal handlers: {0}")]
     Signal(std::io::Error),
     #[error("{0}")]
@@ -122,7 +123,7 @@ pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), 
         ),
         None => None,
     };
-    let quit = crate::process::sigquit().map_err(CliError::Signal)?;
+    let quit = crate::process::signals::quit().map_err(CliError::Signal)?;
     crate::process::notify::ready();
     let shutdown = async move {
         shutdown.await;
@@ -171,15 +172,7 @@ pub fn reload(path: &Path, pid: Option<i32>) -> Result<String, CliError> {
 /// Completes on the first SIGTERM or SIGINT. Installs the handlers at once, so a signal
 /// arriving before the future is polled is not lost.
 pub fn shutdown_signal() -> Result<impl Future<Output = ()>, CliError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(CliError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(CliError::Signal)?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
-    })
+    crate::process::signals::terminate().map_err(CliError::Signal)
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ pub mod metrics;
 pub mod process;
 pub mod proxy;
 pub mod reload;
+pub mod runtime;
 pub mod server;
 pub mod tls;
 pub mod upstream;
+
+pub use runtime::Server;

@@ -14,7 +14,7 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, ConfigError};
-use crate::server::{Server, ServerError};
+use crate::runtime::{BuildError, Server};
 use app::AppIdentity;
 use topology::{Files, Topology, BALANCER, EDGES};
 
@@ -62,7 +62,7 @@ pub enum DemoError {
     #[error("{0}")]
     Bind(String),
     #[error(transparent)]
-    Server(ServerError),
+    Server(BuildError),
     #[error("cannot install signal handlers: {0}")]
     Signal(io::Error),
 }
@@ -72,16 +72,8 @@ pub const READY: &str = "sluice demo ready:";
 
 /// `sluice demo` as the command line runs it: stops on the first SIGINT (Ctrl-C) or SIGTERM.
 pub async fn run_until_signal(opts: &DemoOpts) -> Result<(), DemoError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(DemoError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DemoError::Signal)?;
-    run(opts, async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
-    })
-    .await
+    let stop = crate::process::signals::terminate().map_err(DemoError::Signal)?;
+    run(opts, stop).await
 }
 
 /// Runs the demo until `shutdown` completes, then drains like `sluice run`, stops the apps
@@ -163,9 +155,9 @@ pub async fn run(opts: &DemoOpts, shutdown: impl Future<Output = ()>) -> Result<
 }
 
 /// A bind failure says which address and which flag changes it.
-fn explain_bind(e: ServerError) -> DemoError {
+fn explain_bind(e: BuildError) -> DemoError {
     match e {
-        ServerError::Bind {
+        BuildError::Bind {
             frontend,
             addr,
             source,

@@ -1,8 +1,8 @@
 //! Listening sockets and the accept loop: socket2 binding (SO_REUSEADDR, SO_REUSEPORT,
 //! backlog 1024, IPV6_V6ONLY on [::]), the global connection limit, back-off on resource
 //! errors (EMFILE/ENFILE/ENOBUFS), and the frontend slot a reload swaps (each accept reads
-//! it; a removed listener drains its queue before closing). What a connection does is up
-//! to its frontend.
+//! it; a removed listener drains its queue before closing). Each connection goes to its
+//! frontend through the `Frontend` trait: what it does with it is not known here.
 
 use std::future::Future;
 use std::io;
@@ -10,15 +10,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::edge::{self, HttpFrontend};
-use crate::l4::frontend::{self, TcpFrontend};
+use super::frontend::{Conn, Frontend, FrontendSlot};
 
 /// Listen backlog of every frontend socket.
 pub const BACKLOG: i32 = 1024;
@@ -62,26 +60,6 @@ pub fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::Tc
     }
     Ok(group)
 }
-
-/// What serves the connections of one listener. The HTTP edge adds its variant here.
-#[derive(Debug, Clone)]
-pub enum FrontendKind {
-    Tcp(Arc<TcpFrontend>),
-    Http(Arc<HttpFrontend>),
-}
-
-impl FrontendKind {
-    pub fn name(&self) -> &str {
-        match self {
-            FrontendKind::Tcp(fe) => &fe.name,
-            FrontendKind::Http(fe) => &fe.name,
-        }
-    }
-}
-
-/// The frontend a listener serves: each accepted connection takes the current one and
-/// keeps it to its end; a reload stores a new one for the connections after it.
-pub type FrontendSlot = Arc<ArcSwap<FrontendKind>>;
 
 /// Most connections taken from a removed listener's queue before it closes.
 const DRAIN_MAX: usize = 4 * BACKLOG as usize;
@@ -138,8 +116,8 @@ pub async fn accept_loop(
         }
     };
     let on_conn = |stream, peer, permit| {
-        let current = kind.load_full();
-        serve_conn(&current, stream, peer, permit, &tracker, &stop);
+        let current: Arc<dyn Frontend> = Arc::clone(&kind.load());
+        serve_conn(current, stream, peer, permit, &tracker, &stop);
     };
     run_accept(
         &name,
@@ -155,10 +133,10 @@ pub async fn accept_loop(
         tracing::info!("stopped accepting frontend={name} addr={addr}");
         return;
     }
-    let current = kind.load_full();
+    let current: Arc<dyn Frontend> = Arc::clone(&kind.load());
     let drained = drain(
         listener,
-        |stream, peer, permit| serve_conn(&current, stream, peer, permit, &tracker, &stop),
+        |stream, peer, permit| serve_conn(current.clone(), stream, peer, permit, &tracker, &stop),
         &limit,
     )
     .await;
@@ -167,31 +145,22 @@ pub async fn accept_loop(
     );
 }
 
-/// Hands one accepted connection to its frontend on a tracked task.
+/// Hands one accepted connection to its frontend (which serves it on a tracked task).
 fn serve_conn(
-    kind: &FrontendKind,
+    fe: Arc<dyn Frontend>,
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     tracker: &TaskTracker,
     stop: &CancellationToken,
 ) {
-    match kind {
-        FrontendKind::Tcp(fe) => {
-            let fe = fe.clone();
-            tracker.spawn(async move {
-                frontend::handle(fe, stream, peer).await;
-                drop(permit);
-            });
-        }
-        FrontendKind::Http(fe) => {
-            let (fe, stop) = (fe.clone(), stop.clone());
-            tracker.spawn(async move {
-                edge::handle(fe, stream, peer, stop).await;
-                drop(permit);
-            });
-        }
-    }
+    fe.serve(Conn::new(
+        stream,
+        peer,
+        permit,
+        tracker.clone(),
+        stop.clone(),
+    ));
 }
 
 /// Accepts everything queued on `listener` (until the kernel says EAGAIN, at most
