@@ -1,7 +1,7 @@
-//! The `sluice` command line: `run --config FILE` (until SIGTERM/SIGINT; SIGHUP reloads),
-//! `check --config FILE`, `reload --config FILE [--pid PID]` (check, then SIGHUP the running
-//! process) and `demo` (whose logic lives in `crate::demo`); `--version` comes from clap.
-//! `main.rs` only sets up tracing and the runtime.
+//! The `sluice` command line: `run --config FILE` (until SIGTERM/SIGINT; SIGHUP reloads;
+//! handlers in `process::signals`), `check --config FILE`, `reload --config FILE [--pid PID]`
+//! (check, then SIGHUP the running process) and `demo` (logic in `crate::demo`); `--version`
+//! comes from clap. `main.rs` only sets up tracing and the runtime.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -167,12 +167,6 @@ pub fn reload(path: &Path, pid: Option<i32>) -> Result<String, CliError> {
         "{}: OK; sent SIGHUP to pid {pid} (it logs the outcome of the reload)",
         path.display()
     ))
-}
-
-/// Completes on the first SIGTERM or SIGINT. Installs the handlers at once, so a signal
-/// arriving before the future is polled is not lost.
-pub fn shutdown_signal() -> Result<impl Future<Output = ()>, CliError> {
-    crate::process::signals::terminate().map_err(CliError::Signal)
 }
 
 #[cfg(test)]

@@ -65,7 +65,8 @@ fn main() -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             let result = rt.block_on(async {
-                let shutdown = cli::shutdown_signal()?;
+                let shutdown =
+                    sluice::process::signals::terminate().map_err(cli::CliError::Signal)?;
                 cli::run(&config, shutdown).await
             });
             match result {
