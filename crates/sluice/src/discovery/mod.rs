@@ -200,6 +200,12 @@ impl Discovery {
         Ok((expanded, out, from_dns))
     }
 
+    /// Stores `ips` as the answer for `host`, as a look-up would (tests of the callers).
+    #[cfg(test)]
+    pub(crate) fn set_answer(&self, host: &str, ips: Vec<IpAddr>) {
+        self.state().cache.insert(host.to_string(), ips);
+    }
+
     /// Re-resolves the host names that are due. Returns true when an answer changed (a
     /// failure keeps the last good answer, logged once per failure streak).
     pub async fn refresh_due(&self) -> bool {

@@ -12,6 +12,8 @@ mod prepare;
 mod run;
 mod running;
 mod summary;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
