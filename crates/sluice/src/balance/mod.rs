@@ -1,9 +1,7 @@
 //! Server selection for one backend (after pingora-load-balancing): roundrobin (smooth
 //! weighted), leastconn, source (consistent hash ring) and random (two choices), honouring
-//! health, backup, weight and per-server max_connections, plus a bounded FIFO wait queue.
-//! The selection path is lock-free (ArcSwap snapshot + atomics). A pool's server set can be
-//! replaced in place (`update`, for DNS answers) or succeeded by a new pool (`reconfigure`,
-//! for reloads). Health checks live in `health`.
+//! health, backup, weight, per-server max_connections and a bounded FIFO wait queue. Lock-free
+//! selection (ArcSwap snapshot of the server set + atomics); health checks live in `health`.
 
 mod admin;
 mod algo;

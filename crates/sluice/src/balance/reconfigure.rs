@@ -1,8 +1,7 @@
-//! Changing a pool's servers: `reconfigure` builds the successor of a pool for a new backend
-//! configuration (reload; admin-API changes give way to the config), `update` replaces the
-//! server set of the pool itself (DNS answers; pingora's `LoadBalancer::update`). Both share
-//! the live entry (health state, counters, active connections) of every server whose name and
-//! address stay. It does not decide when to change, start health checks or move connections.
+//! Changing a pool's servers, sharing the live entry (health, counters, active connections)
+//! of each server whose name and address stay: `reconfigure` builds a successor pool for a
+//! reload (admin-API changes give way to the config), `update` replaces the set in place for
+//! DNS answers (pingora's `LoadBalancer::update`). When to change is the runtime's call.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;

@@ -1,8 +1,7 @@
-//! Hot reload (issue #7): a running `Server` takes a new `Config` through a [`ReloadHandle`];
-//! SIGHUP re-reads the config file and reloads (an invalid file is refused and logged with
-//! file:line, the old config keeps serving); `sluice reload` signals a running process via
-//! its pid file. Building and swapping are `crate::runtime`'s; this module only loads files
-//! and carries requests over the runtime's `Control` channel.
+//! Hot reload (issue #7): a [`ReloadHandle`] hands a new `Config` to a running `Server`;
+//! SIGHUP re-reads the config file (an invalid file is refused and logged with file:line, the
+//! old config keeps serving); `sluice reload` signals a running process via its pid file.
+//! Building and swapping are `crate::runtime`'s, reached over its `Control` channel.
 
 pub mod pidfile;
 

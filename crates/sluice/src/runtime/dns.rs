@@ -1,8 +1,7 @@
-//! A DNS answer changed (discovery's refresh loop said so): each backend whose resolved
-//! addresses differ gets its pool's server set replaced in place (`Pool::update`: new
-//! addresses start down until a check passes, vanished ones drain) and its health checks
-//! restarted over the new set. Frontends keep the same pool; listeners, TLS and the
-//! configuration are not touched. Reloads are `prepare`'s.
+//! A DNS answer changed: each backend whose resolved addresses differ gets its pool's server
+//! set replaced in place (`Pool::update`: new addresses down until a check passes, vanished
+//! ones drain) and its health checks restarted over the new set. Frontends keep the pool;
+//! listeners, TLS and the configuration are untouched (reloads are `prepare`'s).
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,8 +1,7 @@
-//! The running balancer: building and swapping the running state. `Server::bind` primes DNS,
-//! builds backends, frontends and listeners (`prepare`), starts health checks and the admin
-//! endpoint; `Server::run` (`run`) hands the listeners to `server`'s acceptor and applies
-//! reloads (`Control`) and DNS changes (`dns`, pools updated in place) until shutdown, then
-//! drains. Config loading is `config`'s; SIGHUP and `ReloadHandle` are `reload`'s.
+//! The running balancer, built and swapped: `Server::bind` primes DNS, builds backends,
+//! frontends and listeners (`prepare`) and starts health checks and admin; `Server::run`
+//! (`run`) hands listeners to `server`'s acceptor, applies reloads (`Control`) and DNS changes
+//! (`dns`) until shutdown, then drains. Config loading, SIGHUP and `ReloadHandle` live elsewhere.
 
 mod control;
 mod dns;

@@ -1,8 +1,7 @@
-//! Turning a `Config` into running pieces, at start and on every reload, in three steps:
-//! backends (pools, health-check tokens), frontends (`frontends`: TCP or HTTP, TLS edges)
-//! and listeners keyed by bind address. `prepare` does every fallible step (resolve, TLS
-//! load, log open, bind) before anything changes; `Prepared::commit` then swaps. Accepting
-//! is `server`'s; a DNS change updates pools in place instead (`dns`).
+//! Turning a `Config` into running pieces, at start and on every reload: backends (pools,
+//! health tokens), frontends (`frontends`) and listeners keyed by bind address. `prepare`
+//! does every fallible step (resolve, TLS load, log open, bind) before anything changes;
+//! `Prepared::commit` then swaps. Accepting is `server`'s; DNS changes are `dns`'s.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,8 +1,7 @@
 //! Accepting and draining (mini-redis shape): an [`Acceptor`] runs one accept loop per
-//! listening socket (on the caller's runtime or on worker threads), holds the global
-//! connection limit, tracks every connection and, at shutdown, stops accepting, waits up to
-//! the grace period and force-closes the rest. It dispatches each connection through the
-//! [`Frontend`] trait; building frontends, reloads and config are the runtime's.
+//! socket (inline or on worker threads), holds the global connection limit and tracks every
+//! connection; at shutdown it stops accepting, waits the grace period, force-closes the rest.
+//! Connections go out through the [`Frontend`] trait; what serves them is the runtime's.
 
 pub mod frontend;
 pub mod listen;
