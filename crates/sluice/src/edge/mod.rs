@@ -221,8 +221,8 @@ impl crate::server::Frontend for HttpFrontend {
         &self.name
     }
 
-    fn serve(self: Arc<Self>, conn: crate::server::Conn) {
-        conn.spawn(|stream, peer, stop| handle(self, stream, peer, stop));
+    fn serve(self: Arc<Self>, conn: crate::server::Conn<'_>) {
+        conn.spawn(|stream, peer, stop| handle(self, stream, peer, stop.clone()));
     }
 }
 

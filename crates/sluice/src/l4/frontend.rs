@@ -81,7 +81,7 @@ impl crate::server::Frontend for TcpFrontend {
     }
 
     /// Shutdown does not interrupt a TCP connection; only `force` (end of grace) closes it.
-    fn serve(self: Arc<Self>, conn: crate::server::Conn) {
+    fn serve(self: Arc<Self>, conn: crate::server::Conn<'_>) {
         conn.spawn(|stream, peer, _stop| handle(self, stream, peer));
     }
 }

@@ -18,7 +18,7 @@ pub trait Frontend: Send + Sync + fmt::Debug + 'static {
     /// The configured name (logs, metrics).
     fn name(&self) -> &str;
     /// Takes one accepted connection; normally `conn.spawn(|stream, peer, stop| ...)`.
-    fn serve(self: Arc<Self>, conn: Conn);
+    fn serve(self: Arc<Self>, conn: Conn<'_>);
 }
 
 /// The frontend a listener serves: each accepted connection takes the current one and
@@ -30,23 +30,24 @@ pub fn slot(fe: Arc<dyn Frontend>) -> FrontendSlot {
     Arc::new(ArcSwap::from_pointee(fe))
 }
 
-/// One accepted connection with its slot of the global connection limit.
-pub struct Conn {
+/// One accepted connection with its slot of the global connection limit. It borrows the
+/// accept loop's tracker and token: nothing is cloned that the frontend does not ask for.
+pub struct Conn<'a> {
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
-    tracker: TaskTracker,
-    stop_accepting: CancellationToken,
+    tracker: &'a TaskTracker,
+    stop_accepting: &'a CancellationToken,
 }
 
-impl Conn {
+impl<'a> Conn<'a> {
     pub(super) fn new(
         stream: TcpStream,
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
-        tracker: TaskTracker,
-        stop_accepting: CancellationToken,
-    ) -> Conn {
+        tracker: &'a TaskTracker,
+        stop_accepting: &'a CancellationToken,
+    ) -> Conn<'a> {
         Conn {
             stream,
             peer,
@@ -59,7 +60,7 @@ impl Conn {
     /// Runs `serve(stream, peer, stop_accepting)` on a task the drain waits for; the
     /// connection holds its slot of `global.max_connections` until the task ends.
     /// `stop_accepting` is cancelled when shutdown begins (finish up and close).
-    pub fn spawn<F>(self, serve: impl FnOnce(TcpStream, SocketAddr, CancellationToken) -> F)
+    pub fn spawn<F>(self, serve: impl FnOnce(TcpStream, SocketAddr, &CancellationToken) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {

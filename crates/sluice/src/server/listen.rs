@@ -154,13 +154,7 @@ fn serve_conn(
     tracker: &TaskTracker,
     stop: &CancellationToken,
 ) {
-    fe.serve(Conn::new(
-        stream,
-        peer,
-        permit,
-        tracker.clone(),
-        stop.clone(),
-    ));
+    fe.serve(Conn::new(stream, peer, permit, tracker, stop));
 }
 
 /// Accepts everything queued on `listener` (until the kernel says EAGAIN, at most
