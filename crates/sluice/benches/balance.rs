@@ -3,42 +3,59 @@
 
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use sluice::addr::{ClientAddr, PeerAddr};
 use sluice::balance::{Pool, ServerAddr};
-use sluice::config::Backend;
+use sluice::spec::{Backend, Balance, Server, Timeouts};
 
-fn pool(balance: &str, n: usize) -> std::sync::Arc<Pool> {
-    let servers: Vec<String> = (0..n)
-        .map(|i| format!("{{ addr = \"x\", weight = {} }}", 1 + i % 3))
-        .collect();
-    let cfg: Backend = toml::from_str(&format!(
-        "name = \"bench\"\nbalance = \"{balance}\"\nservers = [{}]",
-        servers.join(", ")
-    ))
-    .expect("backend toml");
-    let resolved = cfg
-        .servers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            (
-                s.clone(),
-                ServerAddr::Inet(SocketAddr::from(([127, 0, 0, 10], 9000 + i as u16))),
-            )
+fn pool(balance: Balance, n: usize) -> std::sync::Arc<Pool> {
+    let connect = Duration::from_secs(5);
+    let servers = (0..n)
+        .map(|i| Server {
+            name: format!("srv{}", i + 1),
+            addr: ServerAddr::Inet(SocketAddr::from(([127, 0, 0, 10], 9000 + i as u16))),
+            weight: 1 + i as u32 % 3,
+            backup: false,
+            max_connections: 0,
         })
         .collect();
-    Pool::new(&cfg, resolved)
+    Pool::new(&Backend {
+        name: "bench".into(),
+        balance,
+        send_proxy: Default::default(),
+        proxy_v2_unique_id: false,
+        proxy_v2_crc32c: true,
+        source: None,
+        retries: 3,
+        timeouts: Timeouts {
+            connect,
+            idle: Duration::from_secs(300),
+            read: Duration::from_secs(60),
+            send: Duration::from_secs(60),
+            queue: connect,
+        },
+        health: None,
+        protocol: Default::default(),
+        resolve_interval: Duration::from_secs(30),
+        max_queue: sluice::spec::DEFAULT_MAX_QUEUE,
+        servers,
+    })
 }
 
 fn select(c: &mut Criterion) {
     let mut g = c.benchmark_group("select");
-    for balance in ["roundrobin", "leastconn", "source", "random"] {
+    for (balance, name) in [
+        (Balance::Roundrobin, "roundrobin"),
+        (Balance::Leastconn, "leastconn"),
+        (Balance::Source, "source"),
+        (Balance::Random, "random"),
+    ] {
         for n in [2usize, 50] {
             let p = pool(balance, n);
             let mut k: u32 = 0;
-            g.bench_with_input(BenchmarkId::new(balance, n), &n, |b, _| {
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
                 b.iter(|| {
                     k = k.wrapping_add(0x9e37_79b9);
                     let client =

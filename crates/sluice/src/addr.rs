@@ -2,9 +2,11 @@
 //! `PeerAddr` is whoever opened the TCP connection; `ClientAddr` is who we believe the client
 //! is (a trusted PROXY header's source, else the peer). Nothing converts one into the other
 //! implicitly: the only way to a `ClientAddr` from a peer is `ClientAddr::direct`.
+//! `ServerAddr` is where a backend server listens; parsing it from text is `config::parsed`'s.
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// The TCP peer of an accepted connection: possibly a trusted load balancer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,5 +54,26 @@ impl fmt::Display for ClientAddr {
 impl fmt::Display for LocalAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// Where a backend server listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServerAddr {
+    /// "10.0.0.11:443", "[::1]:8080".
+    Inet(SocketAddr),
+    /// "unix:/tmp/app.sock".
+    Unix(PathBuf),
+    /// "app.internal:8080": resolved at start (`config::parsed::resolve`, `discovery`).
+    Host { host: String, port: u16 },
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerAddr::Inet(a) => a.fmt(f),
+            ServerAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            ServerAddr::Host { host, port } => write!(f, "{host}:{port}"),
+        }
     }
 }

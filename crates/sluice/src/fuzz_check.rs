@@ -26,19 +26,27 @@ pub fn uwsgi_response(data: &[u8]) {
     }
 }
 
-/// Configuration text: loads, or gives an error whose line lies inside the text. File and
-/// fd-limit checks are off (no I/O).
+/// Configuration text: loads and converts into its runtime spec (validation proved every
+/// string parses), or gives an error whose line lies inside the text. File and fd-limit
+/// checks are off (no I/O).
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Err(e) = load_str_with(text, "fuzz.toml", &LoadOptions::content_only()) {
-        assert!(
-            e.line <= text.lines().count() + 1,
-            "line {} out of range",
-            e.line
-        );
-        let _ = e.to_string();
+    match load_str_with(text, "fuzz.toml", &LoadOptions::content_only()) {
+        Ok(cfg) => {
+            if let Err(e) = cfg.spec() {
+                panic!("a loaded config does not convert: {e}");
+            }
+        }
+        Err(e) => {
+            assert!(
+                e.line <= text.lines().count() + 1,
+                "line {} out of range",
+                e.line
+            );
+            let _ = e.to_string();
+        }
     }
 }
 

@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod spec;
 pub mod tls;
 pub mod upstream;
 

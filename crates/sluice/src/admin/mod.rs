@@ -18,12 +18,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::Pool;
-use crate::config;
+use crate::spec;
 
 pub use api::RUNTIME_ONLY_NOTE;
 
 /// Admin connections served at once; more wait in the kernel backlog.
-pub const MAX_CONNECTIONS: usize = 64;
+pub use crate::spec::ADMIN_MAX_CONNECTIONS as MAX_CONNECTIONS;
 /// A request head must arrive within this.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head.
@@ -42,8 +42,6 @@ pub type PoolSource = Arc<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>;
 /// Why the admin endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminStartError {
-    #[error("admin.bind: {0}")]
-    Addr(String),
     #[error("admin: cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -76,8 +74,8 @@ impl std::fmt::Debug for AdminListener {
 impl AdminListener {
     /// Binds `cfg.bind` (port 0 picks a free port; see [`AdminListener::local_addr`]). Must
     /// run inside a tokio runtime. Logs `listening admin addr=...`.
-    pub fn bind(cfg: &config::Admin, pools: PoolSource) -> Result<AdminListener, AdminStartError> {
-        let addr = config::parsed::parse_bind(&cfg.bind).map_err(AdminStartError::Addr)?;
+    pub fn bind(cfg: &spec::Admin, pools: PoolSource) -> Result<AdminListener, AdminStartError> {
+        let addr = cfg.bind;
         let std = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|source| AdminStartError::Bind { addr, source })?;

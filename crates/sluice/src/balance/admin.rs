@@ -148,7 +148,6 @@ impl ServerEntry {
 mod tests {
     use super::*;
     use crate::addr::{ClientAddr, PeerAddr};
-    use crate::config;
 
     fn pool(n: usize) -> std::sync::Arc<Pool> {
         let toml = format!(
@@ -158,16 +157,7 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let cfg: config::Backend = toml::from_str(&toml).expect("backend toml");
-        let servers = cfg
-            .servers
-            .iter()
-            .map(|s| {
-                let addr = super::super::ServerAddr::Inet(s.addr.parse().expect("addr"));
-                (s.clone(), addr)
-            })
-            .collect();
-        Pool::new(&cfg, servers)
+        Pool::new(&super::super::tests::backend_spec(&toml))
     }
 
     fn client() -> ClientAddr {

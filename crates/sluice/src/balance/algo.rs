@@ -9,7 +9,7 @@ use rand::Rng;
 use super::snapshot::{client_hash, Snapshot};
 use super::{Pool, ServerId};
 use crate::addr::ClientAddr;
-use crate::config::Balance;
+use crate::spec::Balance;
 
 /// Attempts when a chosen server fills up between the load read and the slot grab.
 const RACE_RETRIES: usize = 4;

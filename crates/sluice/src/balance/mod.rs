@@ -20,8 +20,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 use crate::addr::ClientAddr;
-pub use crate::config::parsed::ServerAddr;
-use crate::config::{self, Balance};
+pub use crate::addr::ServerAddr;
+use crate::spec::{self, Balance};
 pub use admin::{AdminMode, ChangeRefused};
 pub use reconfigure::PoolDiff;
 use server::{ServerEntry, Transition};
@@ -29,7 +29,7 @@ use snapshot::Snapshot;
 
 /// Default of the most connections waiting for a free slot per backend (`backend.max_queue`);
 /// beyond it `acquire` fails at once.
-pub const QUEUE_LIMIT: usize = config::DEFAULT_MAX_QUEUE;
+pub const QUEUE_LIMIT: usize = spec::DEFAULT_MAX_QUEUE;
 
 /// A server's position in its backend's configuration (0-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -130,15 +130,20 @@ impl fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Builds the pool. `servers` pairs each configured server with its resolved address,
-    /// in configuration order; an unnamed server is called `srvN` (1-based position).
-    pub fn new(cfg: &config::Backend, servers: Vec<(config::Server, ServerAddr)>) -> Arc<Pool> {
-        let entries: Vec<Arc<ServerEntry>> = servers
-            .into_iter()
-            .enumerate()
-            .map(|(i, (s, addr))| {
-                let name = s.name.clone().unwrap_or_else(|| format!("srv{}", i + 1));
-                Arc::new(ServerEntry::new(name, addr, s.weight, s.backup, s.cap()))
+    /// Builds the pool over the servers of `cfg`, in configuration order (host names already
+    /// expanded, see `discovery`).
+    pub fn new(cfg: &spec::Backend) -> Arc<Pool> {
+        let entries: Vec<Arc<ServerEntry>> = cfg
+            .servers
+            .iter()
+            .map(|s| {
+                Arc::new(ServerEntry::new(
+                    s.name.clone(),
+                    s.addr.clone(),
+                    s.weight,
+                    s.backup,
+                    s.max_connections,
+                ))
             })
             .collect();
         Pool::from_entries(cfg, entries)
@@ -146,7 +151,7 @@ impl Pool {
 
     /// A pool over already-built (possibly shared) server entries, registered with each of
     /// them so a state change seen through any pool refreshes every pool holding the server.
-    pub(crate) fn from_entries(cfg: &config::Backend, entries: Vec<Arc<ServerEntry>>) -> Arc<Pool> {
+    pub(crate) fn from_entries(cfg: &spec::Backend, entries: Vec<Arc<ServerEntry>>) -> Arc<Pool> {
         Arc::new_cyclic(|me| Pool {
             me: subscribe(&entries, me),
             name: cfg.name.clone(),

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::server::ServerEntry;
-use crate::config::Balance;
+use crate::spec::Balance;
 
 /// Longest SWRR schedule; larger weight sums are scaled down proportionally.
 const MAX_SCHEDULE: u64 = 4096;

@@ -10,21 +10,21 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::addr::PeerAddr;
-use crate::config::{Backend, Server};
+use crate::config::Backend;
+
+/// The spec of a `[backend]` table written in TOML (as a loaded configuration converts it).
+pub(super) fn backend_spec(toml_src: &str) -> spec::Backend {
+    let cfg: Backend = toml::from_str(toml_src).expect("backend toml");
+    cfg.spec().expect("backend spec")
+}
 
 /// Builds a pool from a TOML backend; servers get fake addresses 127.0.0.10:(8000+i).
 fn pool(toml_src: &str) -> Arc<Pool> {
-    let cfg: Backend = toml::from_str(toml_src).expect("backend toml");
-    let servers: Vec<(Server, ServerAddr)> = cfg
-        .servers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let addr = SocketAddr::from(([127, 0, 0, 10], 8000 + i as u16));
-            (s.clone(), ServerAddr::Inet(addr))
-        })
-        .collect();
-    Pool::new(&cfg, servers)
+    let mut cfg: Backend = toml::from_str(toml_src).expect("backend toml");
+    for (i, s) in cfg.servers.iter_mut().enumerate() {
+        s.addr = SocketAddr::from(([127, 0, 0, 10], 8000 + i as u16)).to_string();
+    }
+    Pool::new(&cfg.spec().expect("backend spec"))
 }
 
 fn client(last: u8) -> ClientAddr {

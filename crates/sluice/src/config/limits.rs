@@ -22,7 +22,7 @@ pub struct FdBudget {
     /// Server-side sockets: one per forwarded connection, at most `max_connections`, fewer
     /// when every server has a `max_connections` (see `fd_budget`).
     pub servers: u64,
-    /// splice(2) pipes of L4 connections, two descriptors each (`l4::splice::MAX_PIPES`).
+    /// splice(2) pipes of L4 connections, two descriptors each (`spec::MAX_PIPES`).
     pub pipes: u64,
     /// Listening sockets: one per bind address per worker thread (SO_REUSEPORT shards).
     pub listeners: u64,
@@ -176,7 +176,7 @@ pub fn fd_budget(cfg: &Config) -> FdBudget {
     let servers = l4.saturating_add(edge);
     let pipes = l4
         .saturating_mul(2)
-        .min(crate::l4::splice::MAX_PIPES as u64)
+        .min(crate::spec::MAX_PIPES as u64)
         .saturating_mul(2);
     let listeners = cfg
         .frontends
@@ -196,7 +196,7 @@ pub fn fd_budget(cfg: &Config) -> FdBudget {
         .map(|b| b.servers.len() as u64)
         .sum();
     let admin = if cfg.admin.is_some() {
-        1 + crate::admin::MAX_CONNECTIONS as u64
+        1 + crate::spec::ADMIN_MAX_CONNECTIONS as u64
     } else {
         0
     };

@@ -92,7 +92,7 @@ fn counts_connections_listeners_checks_logs_and_slack() {
     assert_eq!(fds_needed(&no_health), fds_needed(&c) - 3);
 }
 
-const MAX_PIPES_U64: u64 = crate::l4::splice::MAX_PIPES as u64;
+const MAX_PIPES_U64: u64 = crate::spec::MAX_PIPES as u64;
 
 #[test]
 fn servers_with_limits_bound_the_server_side() {
@@ -184,7 +184,7 @@ fn admin_endpoint_is_counted() {
     let text = format!("{}\n[admin]\nbind = \"127.0.0.1:0\"\n", l4(10));
     assert_eq!(
         budget(&text, 100).admin,
-        1 + crate::admin::MAX_CONNECTIONS as u64
+        1 + crate::spec::ADMIN_MAX_CONNECTIONS as u64
     );
 }
 

@@ -1,8 +1,9 @@
-//! Configuration: the TOML model (`model`), duration strings (`duration`), typed address values
-//! (`parsed`), loading with file:line:col errors (`load`, `validate`, `spans`), the edge's
-//! role-dependent rules (`edge`) and the file-descriptor budget (`limits`). No runtime state
-//! lives here.
+//! Configuration: the TOML model (`model`), duration strings (`duration`), parsing address
+//! strings (`parsed`), loading with file:line:col errors (`load`, `validate`, `spans`), the
+//! edge's role-dependent rules (`edge`), the file-descriptor budget (`limits`) and the
+//! conversion into the runtime's `spec` (`convert`). Imports only `spec` and `addr`.
 
+pub mod convert;
 pub mod duration;
 pub mod edge;
 pub mod limits;

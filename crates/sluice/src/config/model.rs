@@ -1,11 +1,16 @@
 //! The configuration as users write it (TOML, contract keys of issues #3 and #4).
-//! Plain serde data with defaults; loading, spans and cross-checks live in `config::load`.
+//! Plain serde data with defaults; loading, spans and cross-checks live in `config::load`, the
+//! conversion into the runtime's typed `spec` in `config::convert`. The enums are `spec`'s.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::duration::Dur;
+pub use crate::spec::{
+    AccessLogFormat, Balance, HealthKind, Mode, Protocol, SendProxy, Untrusted, DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_TEMP_FILES, HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
+};
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,17 +69,9 @@ impl Default for Global {
             pid_file: None,
             resolvers: Vec::new(),
             threads: None,
-            max_temp_files: crate::edge::buffer::DEFAULT_MAX_TEMP_FILES,
+            max_temp_files: DEFAULT_MAX_TEMP_FILES,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    #[default]
-    Tcp,
-    Http,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -208,14 +205,6 @@ impl Default for FrontendLimits {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum AccessLogFormat {
-    #[default]
-    Combined,
-    Json,
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyProtocol {
@@ -230,16 +219,6 @@ pub struct ProxyProtocol {
 
 fn default_pp_timeout() -> Dur {
     Dur(Duration::from_secs(5))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Untrusted {
-    /// Close connections from untrusted addresses at once.
-    #[default]
-    Reject,
-    /// Treat them as direct clients that send no header.
-    Direct,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -264,34 +243,6 @@ fn default_session_cache() -> usize {
 pub struct CertPair {
     pub cert: String,
     pub key: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Balance {
-    #[default]
-    Roundrobin,
-    Leastconn,
-    Source,
-    Random,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SendProxy {
-    #[default]
-    None,
-    V1,
-    V2,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// L4 backends (tcp frontends) ignore this.
-    #[default]
-    Http,
-    Uwsgi,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -329,9 +280,6 @@ pub struct Backend {
     pub max_queue: usize,
     pub servers: Vec<Server>,
 }
-
-/// Default `backend.max_queue`.
-pub const DEFAULT_MAX_QUEUE: usize = 1024;
 
 fn default_max_queue() -> usize {
     DEFAULT_MAX_QUEUE
@@ -379,16 +327,6 @@ impl Default for Timeouts {
             queue: None,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum HealthKind {
-    #[default]
-    Tcp,
-    Tls,
-    Http,
-    Https,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -443,15 +381,6 @@ impl Server {
         self.max_connections.unwrap_or(0)
     }
 }
-
-/// Default `max_connections` of a server of an http-mode backend with `protocol = "uwsgi"`:
-/// uWSGI's default `listen` backlog, so one edge never overflows it (beyond it a connect
-/// fails and the client gets 502).
-pub const UWSGI_MAX_CONNECTIONS: usize = 100;
-
-/// Default `max_connections` of a server of an http-mode backend with `protocol = "http"`:
-/// the keep-alive pool's idle limit per server (`upstream::HttpOpts::max_idle_per_server`).
-pub const HTTP_MAX_CONNECTIONS: usize = 256;
 
 fn default_weight() -> u32 {
     1

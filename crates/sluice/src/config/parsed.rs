@@ -1,9 +1,8 @@
-//! Typed values behind the configuration's strings: server addresses, bind addresses, CIDRs and
-//! source addresses. Pure parsing (plus `resolve`, which asks the system resolver for
-//! `host:port`); validation in `config::load` has already proved the strings of a loaded
-//! `Config` parse, so the runtime may call these and expect `Ok`.
+//! Parsing the configuration's strings into typed values (`crate::addr::ServerAddr`, bind
+//! addresses, CIDRs, source addresses). Pure parsing (plus `resolve`, which asks the system
+//! resolver for `host:port`); validation in `config::load` proves the strings of a loaded
+//! `Config` parse, and `config::convert` turns them into `spec` values once.
 
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -11,26 +10,7 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
-/// Where a backend server listens.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ServerAddr {
-    /// "10.0.0.11:443", "[::1]:8080".
-    Inet(SocketAddr),
-    /// "unix:/tmp/app.sock".
-    Unix(PathBuf),
-    /// "app.internal:8080": resolved at start with `resolve`.
-    Host { host: String, port: u16 },
-}
-
-impl fmt::Display for ServerAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ServerAddr::Inet(a) => a.fmt(f),
-            ServerAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-            ServerAddr::Host { host, port } => write!(f, "{host}:{port}"),
-        }
-    }
-}
+pub use crate::addr::ServerAddr;
 
 /// Longest host name accepted (RFC 1035 limit on the presentation form).
 const MAX_HOST_LEN: usize = 253;

@@ -259,7 +259,7 @@ mod tests {
             check_fd_limit: false,
         };
         config::load_str_with(&config_toml(&t), "demo", &opts).unwrap();
-        crate::tls::TlsEdge::load(&config::Tls {
+        crate::tls::TlsEdge::load(&crate::spec::Tls {
             cert: t.files.cert.display().to_string(),
             key: t.files.key.display().to_string(),
             certs: vec![],

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::ServerAddr;
-use crate::config::{self, Config};
+use crate::spec::{self, Spec};
 
 /// A host name of a backend's server could not be resolved (and no answer is known).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,37 +54,27 @@ pub struct Discovery {
 }
 
 /// The host names of a backend's servers.
-fn hosts_of(b: &config::Backend) -> Vec<(String, u16)> {
+fn hosts_of(b: &spec::Backend) -> Vec<(String, u16)> {
     b.servers
         .iter()
-        .filter_map(|s| match config::parsed::parse_server_addr(&s.addr) {
-            Ok(ServerAddr::Host { host, port }) => Some((host, port)),
+        .filter_map(|s| match &s.addr {
+            ServerAddr::Host { host, port } => Some((host.clone(), *port)),
             _ => None,
         })
         .collect()
 }
 
-fn resolver_of(cfg: &Config) -> Resolver {
-    let servers: Vec<SocketAddr> = cfg
-        .global
-        .resolvers
-        .iter()
-        .filter_map(|r| r.parse().ok())
-        .collect();
-    if servers.is_empty() {
+fn resolver_of(cfg: &Spec) -> Resolver {
+    if cfg.global.resolvers.is_empty() {
         Resolver::System
     } else {
-        Resolver::Servers(servers)
+        Resolver::Servers(cfg.global.resolvers.clone())
     }
 }
 
-/// A backend's configuration with every server named and host names expanded, each server
-/// with its address, and the names of the servers that came from a host name.
-pub type Expanded = (
-    config::Backend,
-    Vec<(config::Server, ServerAddr)>,
-    HashSet<String>,
-);
+/// A backend's spec with host names expanded (one server per address), and the names of the
+/// servers that came from a host name.
+pub type Expanded = (spec::Backend, HashSet<String>);
 
 /// A server expanded from `host:port` gets this name: the configured (or positional) name,
 /// a dash and the address.
@@ -93,7 +83,7 @@ pub fn expanded_name(base: &str, ip: IpAddr) -> String {
 }
 
 impl Discovery {
-    pub fn new(cfg: &Config) -> Discovery {
+    pub fn new(cfg: &Spec) -> Discovery {
         Discovery {
             resolver: Mutex::new(resolver_of(cfg)),
             state: Mutex::new(State::default()),
@@ -131,12 +121,12 @@ impl Discovery {
     /// Before `cfg` goes into effect (start, reload): takes its resolvers and resolution
     /// intervals, and resolves every host name not resolved yet. Fails (naming the server)
     /// when a host name has no address and none is known from before.
-    pub async fn prime(&self, cfg: &Config) -> Result<(), DiscoveryError> {
+    pub async fn prime(&self, cfg: &Spec) -> Result<(), DiscoveryError> {
         *self.resolver.lock().unwrap_or_else(|e| e.into_inner()) = resolver_of(cfg);
         let now = tokio::time::Instant::now();
         let mut watch: Vec<(String, Duration, tokio::time::Instant)> = Vec::new();
         for b in &cfg.backends {
-            let every = b.resolve_interval.get();
+            let every = b.resolve_interval;
             for (host, port) in hosts_of(b) {
                 let known = self.state().cache.contains_key(&host);
                 if !known {
@@ -164,40 +154,36 @@ impl Discovery {
         Ok(())
     }
 
-    /// The servers of `b` with host names expanded from the cache (call `prime` first):
-    /// the configuration to build the pool from (every server named explicitly) and each
-    /// server with its address. Also the names of servers that came from a host name.
-    pub fn expand(&self, b: &config::Backend) -> Result<Expanded, String> {
+    /// `b` with host-name servers expanded from the cache (call `prime` first) into one
+    /// `Inet` server per address, named `NAME-IP`: the spec to build the pool from. Also the
+    /// names of servers that came from a host name.
+    pub fn expand(&self, b: &spec::Backend) -> Result<Expanded, String> {
         let st = self.state();
         let mut out = Vec::with_capacity(b.servers.len());
         let mut from_dns = HashSet::new();
-        for (i, s) in b.servers.iter().enumerate() {
-            let base = s.name.clone().unwrap_or_else(|| format!("srv{}", i + 1));
-            match config::parsed::parse_server_addr(&s.addr)? {
+        for s in &b.servers {
+            match &s.addr {
                 ServerAddr::Host { host, port } => {
                     let ips = st
                         .cache
-                        .get(&host)
+                        .get(host)
                         .ok_or_else(|| format!("{} has not been resolved", s.addr))?;
                     for ip in ips {
-                        let name = expanded_name(&base, *ip);
+                        let name = expanded_name(&s.name, *ip);
                         from_dns.insert(name.clone());
-                        let mut one = s.clone();
-                        one.name = Some(name);
-                        one.addr = SocketAddr::new(*ip, port).to_string();
-                        out.push((one, ServerAddr::Inet(SocketAddr::new(*ip, port))));
+                        out.push(spec::Server {
+                            name,
+                            addr: ServerAddr::Inet(SocketAddr::new(*ip, *port)),
+                            ..s.clone()
+                        });
                     }
                 }
-                addr => {
-                    let mut one = s.clone();
-                    one.name = Some(base);
-                    out.push((one, addr));
-                }
+                _ => out.push(s.clone()),
             }
         }
         let mut expanded = b.clone();
-        expanded.servers = out.iter().map(|(s, _)| s.clone()).collect();
-        Ok((expanded, out, from_dns))
+        expanded.servers = out;
+        Ok((expanded, from_dns))
     }
 
     /// Stores `ips` as the answer for `host`, as a look-up would (tests of the callers).

@@ -3,13 +3,15 @@
 
 use super::*;
 
-fn cfg(toml: &str) -> Config {
+fn cfg(toml: &str) -> Spec {
     crate::config::load::load_str_with(
         toml,
         "t.toml",
         &crate::config::load::LoadOptions::content_only(),
     )
     .expect("config")
+    .spec()
+    .expect("spec")
 }
 
 #[test]
@@ -30,22 +32,21 @@ servers = [{ addr = "127.0.0.10:80" }, { addr = "app.test:8080", weight = 3 }, {
         "app.test".into(),
         vec!["127.0.0.21".parse().unwrap(), "127.0.0.22".parse().unwrap()],
     );
-    let (expanded, servers, from_dns) = d.expand(b).unwrap();
-    let names: Vec<_> = expanded
-        .servers
-        .iter()
-        .map(|s| s.name.clone().unwrap())
-        .collect();
+    let (expanded, from_dns) = d.expand(b).unwrap();
+    let names: Vec<_> = expanded.servers.iter().map(|s| s.name.clone()).collect();
     assert_eq!(names, ["srv1", "srv2-127.0.0.21", "srv2-127.0.0.22", "x"]);
-    assert_eq!(expanded.servers[2].addr, "127.0.0.22:8080");
+    assert_eq!(
+        expanded.servers[2].addr,
+        ServerAddr::Inet("127.0.0.22:8080".parse().unwrap())
+    );
     assert_eq!(expanded.servers[2].weight, 3);
     assert_eq!(
-        servers[1].1,
+        expanded.servers[1].addr,
         ServerAddr::Inet("127.0.0.21:8080".parse().unwrap())
     );
     assert_eq!(from_dns.len(), 2);
     assert!(from_dns.contains("srv2-127.0.0.22"));
-    assert_eq!(b.resolve_interval.get(), Duration::from_secs(30));
+    assert_eq!(b.resolve_interval, Duration::from_secs(30));
 }
 
 #[tokio::test]
@@ -62,10 +63,11 @@ servers = [{ addr = "localhost:8080" }]
 "#);
     let d = Discovery::new(&c);
     d.prime(&c).await.unwrap();
-    let (_, servers, _) = d.expand(&c.backends[0]).unwrap();
-    assert!(!servers.is_empty());
-    assert!(servers
+    let (expanded, _) = d.expand(&c.backends[0]).unwrap();
+    assert!(!expanded.servers.is_empty());
+    assert!(expanded
+        .servers
         .iter()
-        .all(|(_, a)| matches!(a, ServerAddr::Inet(sa) if sa.ip().is_loopback())));
+        .all(|s| matches!(s.addr, ServerAddr::Inet(sa) if sa.ip().is_loopback())));
     assert!(d.next_due().is_some());
 }

@@ -27,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::balance::Pool;
-use crate::config::{self, Protocol};
 use crate::log::LogFile;
 use crate::proxy::{self, Policy};
+use crate::spec::{self, Protocol};
 use crate::tls::{self, TlsEdge};
 use crate::upstream::{HttpOpts, HttpUpstream, Scheme, SocketCaps, UwsgiClient, UwsgiOpts};
 
@@ -95,8 +95,6 @@ impl std::fmt::Debug for HttpFrontend {
 pub enum EdgeError {
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
-    #[error("proxy_protocol: {0}")]
-    Policy(String),
 }
 
 fn builder(s: &EdgeSettings) -> auto::Builder<TokioExecutor> {
@@ -124,8 +122,8 @@ impl HttpFrontend {
     /// (the runtime's reload), which re-reads TLS along with the whole configuration.
     /// Must run inside a tokio runtime.
     pub fn new(
-        f: &config::Frontend,
-        b: &config::Backend,
+        f: &spec::Frontend,
+        b: &spec::Backend,
         pool: Arc<Pool>,
         log_file: Option<Arc<LogFile>>,
         force: CancellationToken,
@@ -146,27 +144,22 @@ impl HttpFrontend {
     /// Like [`HttpFrontend::new`] over an already loaded TLS edge (None = plain HTTP); starts
     /// nothing. A reload uses it to keep a frontend's edge (sessions, ticket keys).
     pub fn with_tls(
-        f: &config::Frontend,
-        b: &config::Backend,
+        f: &spec::Frontend,
+        b: &spec::Backend,
         pool: Arc<Pool>,
         log_file: Option<Arc<LogFile>>,
         force: CancellationToken,
         tls: Option<Arc<TlsEdge>>,
     ) -> Result<Arc<HttpFrontend>, EdgeError> {
-        let policy = f
-            .proxy_protocol
-            .as_ref()
-            .map(Policy::from_config)
-            .transpose()
-            .map_err(EdgeError::Policy)?;
-        let settings = EdgeSettings::from_config(f, b);
+        let policy = f.proxy_protocol.as_ref().map(Policy::new);
+        let settings = EdgeSettings::new(f, b);
         let up = settings.upstream;
         let upstream = match b.protocol {
             Protocol::Uwsgi => Upstream::Uwsgi(UwsgiClient::new(UwsgiOpts {
                 connect_timeout: up.connect,
                 read_timeout: up.read,
                 send_timeout: up.send,
-                max_body: f.max_body,
+                max_body: f.edge.max_body,
                 underscores_in_headers: settings.underscores_in_headers,
                 ..UwsgiOpts::default()
             })),
@@ -206,7 +199,7 @@ impl HttpFrontend {
             settings,
             log: AccessLog {
                 file: log_file,
-                json: f.access_log_format == config::AccessLogFormat::Json,
+                json: f.access_log_format == spec::AccessLogFormat::Json,
             },
             force,
             auto,

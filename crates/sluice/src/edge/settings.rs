@@ -1,40 +1,13 @@
 //! The edge's knobs as typed values: client timeouts and limits, body and response
 //! buffering, where temp files go, header-name policy, upstream read/send timeouts.
-//! Built once from the validated config (`EdgeSettings::from_config`); runtime code reads
-//! these, never the TOML model. No I/O here.
+//! Built from a frontend's and its backend's spec (`EdgeSettings::new`); the edge reads
+//! these. No I/O here.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config;
-
-/// Client-side timeouts of one edge frontend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientTimeouts {
-    /// TLS handshake.
-    pub handshake: Duration,
-    /// Request head (nginx `client_header_timeout`).
-    pub header: Duration,
-    /// Between two successful reads of the request body (nginx `client_body_timeout`).
-    pub body: Duration,
-    /// Between two successful writes to the client (nginx `send_timeout`).
-    pub send: Duration,
-    /// Idle keep-alive connection (nginx `keepalive_timeout`).
-    pub keepalive: Duration,
-}
-
-/// Client-side limits of one edge frontend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientLimits {
-    /// Request head bytes (HTTP/1 read buffer, HTTP/2 header list).
-    pub header_bytes: usize,
-    /// Header fields in an HTTP/1 request.
-    pub headers: usize,
-    /// HTTP/2 concurrent streams per connection.
-    pub h2_streams: u32,
-    /// Requests on one connection before it is closed.
-    pub keepalive_requests: u64,
-}
+use crate::spec;
+pub use crate::spec::{ClientLimits, ClientTimeouts};
 
 /// Request and response buffering.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,48 +52,28 @@ pub struct EdgeSettings {
 }
 
 impl EdgeSettings {
-    /// From a validated frontend `f` and its backend `b`.
-    pub fn from_config(f: &config::Frontend, b: &config::Backend) -> Self {
-        let t = &f.timeouts;
-        let l = &f.limits;
+    /// From frontend `f` and its backend `b`.
+    pub fn new(f: &spec::Frontend, b: &spec::Backend) -> Self {
+        let e = &f.edge;
         EdgeSettings {
-            client: ClientTimeouts {
-                handshake: t.handshake.get(),
-                header: t.header.get(),
-                body: t.body.get(),
-                send: t.send.get(),
-                keepalive: t.keepalive.get(),
-            },
-            limits: ClientLimits {
-                header_bytes: l.header_bytes,
-                headers: l.headers,
-                h2_streams: l.h2_streams,
-                keepalive_requests: l.keepalive_requests,
-            },
+            client: e.timeouts,
+            limits: e.limits,
             buffering: Buffering {
-                max_body: f.max_body as u64,
-                request: f.request_buffering,
-                response: f.response_buffering,
-                body_buffer_size: f.body_buffer_size,
-                response_buffer_size: f.response_buffer_size,
-                max_temp_file_size: f.max_temp_file_size,
-                temp_dir: f
-                    .temp_dir
-                    .as_ref()
-                    .map(PathBuf::from)
-                    .unwrap_or_else(std::env::temp_dir),
+                max_body: e.max_body as u64,
+                request: e.request_buffering,
+                response: e.response_buffering,
+                body_buffer_size: e.body_buffer_size,
+                response_buffer_size: e.response_buffer_size,
+                max_temp_file_size: e.max_temp_file_size,
+                temp_dir: e.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
             },
             upstream: UpstreamTimeouts {
-                connect: b.timeouts.connect.get(),
-                read: b.timeouts.read.get(),
-                send: b.timeouts.send.get(),
-                queue: b
-                    .timeouts
-                    .queue
-                    .map(|q| q.get())
-                    .unwrap_or(b.timeouts.connect.get()),
+                connect: b.timeouts.connect,
+                read: b.timeouts.read,
+                send: b.timeouts.send,
+                queue: b.timeouts.queue,
             },
-            underscores_in_headers: f.underscores_in_headers,
+            underscores_in_headers: e.underscores_in_headers,
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, UnixStream};
 
 use crate::balance::ServerAddr;
-use crate::config::{Backend, HealthKind, SendProxy};
+use crate::spec::{Backend, HealthKind, SendProxy};
 
 /// Most bytes read looking for the HTTP status line.
 const MAX_STATUS_LINE: usize = 4096;
@@ -28,8 +28,8 @@ pub(crate) struct CheckSpec {
     pub path: String,
     pub expect_status: u16,
     pub send_proxy: SendProxy,
-    /// Local address to bind before connecting; Err = unparsable `source` (every check fails).
-    pub source: Result<Option<SocketAddr>, String>,
+    /// Local address to bind before connecting (`backend.source`, port 0).
+    pub source: Option<SocketAddr>,
     pub tls: Arc<ClientConfig>,
 }
 
@@ -39,7 +39,7 @@ impl CheckSpec {
         let h = cfg.health.as_ref()?;
         Some(CheckSpec {
             kind: h.kind,
-            timeout: h.timeout.get(),
+            timeout: h.timeout,
             path: if h.path.starts_with('/') {
                 h.path.clone()
             } else {
@@ -47,17 +47,10 @@ impl CheckSpec {
             },
             expect_status: h.expect_status,
             send_proxy: cfg.send_proxy,
-            source: parse_source(cfg.source.as_deref()),
+            source: cfg.source.map(|ip| SocketAddr::new(ip, 0)),
             tls: no_verify_client_config(),
         })
     }
-}
-
-/// `backend.source` (a bare IP, see `config::parse_source`) -> a bind address with port 0.
-pub(crate) fn parse_source(source: Option<&str>) -> Result<Option<SocketAddr>, String> {
-    source
-        .map(|s| crate::config::parse_source(s).map(|ip| SocketAddr::new(ip, 0)))
-        .transpose()
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -72,8 +65,7 @@ pub(crate) async fn run(addr: &ServerAddr, spec: &CheckSpec) -> Result<(), Strin
 }
 
 async fn check(addr: &ServerAddr, spec: &CheckSpec) -> Result<(), String> {
-    let source = spec.source.clone()?;
-    let (mut io, ends) = connect(addr, source).await.map_err(|e| short(&e))?;
+    let (mut io, ends) = connect(addr, spec.source).await.map_err(|e| short(&e))?;
     send_proxy(&mut *io, spec.send_proxy, ends).await?;
     let host = match addr {
         ServerAddr::Inet(sa) => sa.ip().to_string(),

@@ -14,7 +14,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::{Pool, ServerId};
-use crate::config;
+use crate::spec;
 use check::CheckSpec;
 
 /// Starts health checking every server of `pool` until `shutdown` is cancelled. Must be called
@@ -25,19 +25,11 @@ use check::CheckSpec;
 /// consecutive successes bring it back. Failures from live traffic count as failed checks.
 pub fn spawn(
     pool: Arc<Pool>,
-    cfg: &config::Backend,
+    cfg: &spec::Backend,
     shutdown: CancellationToken,
 ) -> Option<JoinHandle<()>> {
     let spec = Arc::new(CheckSpec::from_backend(cfg)?);
-    let interval = cfg
-        .health
-        .as_ref()?
-        .interval
-        .get()
-        .max(Duration::from_millis(10));
-    if let Err(why) = &spec.source {
-        tracing::error!(backend = %pool.name(), "health checks will fail: {why}");
-    }
+    let interval = cfg.health.as_ref()?.interval.max(Duration::from_millis(10));
     Some(tokio::spawn(async move {
         let n = pool.len().max(1) as u32;
         let mut tasks = JoinSet::new();

@@ -13,12 +13,21 @@ use tokio_util::sync::CancellationToken;
 use super::check::{self, parse_status_line, CheckSpec};
 use crate::balance::{Pool, ServerAddr, ServerState};
 use crate::config::Backend;
+use crate::spec;
+
+/// The spec of a `[backend]` table; a server address "x" stands for one the test sets.
+fn backend(toml: &str) -> spec::Backend {
+    let mut cfg: Backend = toml::from_str(toml).expect("toml");
+    for s in cfg.servers.iter_mut().filter(|s| s.addr == "x") {
+        s.addr = "127.0.0.1:9".into();
+    }
+    cfg.spec().expect("backend spec")
+}
 
 fn spec(extra: &str, health: &str) -> CheckSpec {
-    let cfg: Backend = toml::from_str(&format!(
+    let cfg = backend(&format!(
         "name = \"be\"\n{extra}\nservers = [{{ addr = \"x\" }}]\n[health]\ntimeout = \"2s\"\n{health}"
-    ))
-    .expect("toml");
+    ));
     CheckSpec::from_backend(&cfg).expect("health configured")
 }
 
@@ -313,12 +322,12 @@ async fn tls_and_https_checks_against_self_signed_server() {
 async fn spawned_checker_takes_server_down_and_up() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let cfg: Backend = toml::from_str(
+    let mut cfg = backend(
         "name = \"be\"\nservers = [{ name = \"s1\", addr = \"x\" }]\n\
          [health]\nkind = \"tcp\"\ninterval = \"20ms\"\ntimeout = \"1s\"\nfall = 2\nrise = 2\n",
-    )
-    .unwrap();
-    let pool = Pool::new(&cfg, vec![(cfg.servers[0].clone(), ServerAddr::Inet(addr))]);
+    );
+    cfg.servers[0].addr = ServerAddr::Inet(addr);
+    let pool = Pool::new(&cfg);
     let shutdown = CancellationToken::new();
     let task = super::spawn(pool.clone(), &cfg, shutdown.clone()).expect("checks configured");
 
@@ -361,10 +370,8 @@ async fn spawned_checker_takes_server_down_and_up() {
 
 #[tokio::test]
 async fn no_health_section_means_no_checker() {
-    let cfg: Backend = toml::from_str("name = \"be\"\nservers = [{ addr = \"x\" }]").unwrap();
-    let pool = Pool::new(
-        &cfg,
-        vec![(cfg.servers[0].clone(), ServerAddr::Inet(closed_port()))],
-    );
+    let mut cfg = backend("name = \"be\"\nservers = [{ addr = \"x\" }]");
+    cfg.servers[0].addr = ServerAddr::Inet(closed_port());
+    let pool = Pool::new(&cfg);
     assert!(super::spawn(pool, &cfg, CancellationToken::new()).is_none());
 }

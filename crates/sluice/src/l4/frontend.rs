@@ -16,12 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::balance::{Lease, NoServer, Pool, ServerAddr, ServerId};
-use crate::config::{self, SendProxy};
 use crate::l4::bufpool;
 use crate::l4::forward::{self, ForwardOpts};
 use crate::log::{ConnLog, ConnRecord, End};
 use crate::metrics::FrontendHandles;
 use crate::proxy::{self, Policy, SendOpts, HEADER_BUF};
+use crate::spec::{self, SendProxy};
 
 /// A backend as the L4 path uses it.
 #[derive(Debug)]
@@ -39,24 +39,17 @@ pub struct L4Backend {
 }
 
 impl L4Backend {
-    pub fn new(cfg: &config::Backend, pool: Arc<Pool>) -> Result<L4Backend, String> {
-        let source = match &cfg.source {
-            Some(s) => Some(config::parsed::parse_source(s)?),
-            None => None,
-        };
-        Ok(L4Backend {
+    pub fn new(cfg: &spec::Backend, pool: Arc<Pool>) -> L4Backend {
+        L4Backend {
             name: cfg.name.as_str().into(),
             pool,
             send: SendOpts::from_backend(cfg),
-            source,
+            source: cfg.source,
             retries: cfg.retries,
-            connect_timeout: cfg.timeouts.connect.get(),
-            queue_timeout: cfg
-                .timeouts
-                .queue
-                .map_or(cfg.timeouts.connect.get(), |q| q.get()),
-            idle: cfg.timeouts.idle.get(),
-        })
+            connect_timeout: cfg.timeouts.connect,
+            queue_timeout: cfg.timeouts.queue,
+            idle: cfg.timeouts.idle,
+        }
     }
 }
 

@@ -16,7 +16,7 @@ pub const PIPE_SIZE: usize = 64 * 1024;
 /// Most pipes open at once in the process (HAProxy's `maxpipes`). Beyond it a bulk direction
 /// copies instead of splicing, so pipes cannot take the descriptors budgeted for
 /// connections; `config::limits` budgets two descriptors for each.
-pub const MAX_PIPES: usize = 1024;
+pub use crate::spec::MAX_PIPES;
 
 /// Pipes open now (slots taken by `PipeSlot`).
 static OPEN_PIPES: AtomicUsize = AtomicUsize::new(0);

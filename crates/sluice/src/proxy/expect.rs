@@ -11,7 +11,7 @@ use proxy_header::{DecodeOptions, Decoded, DEFAULT_MAX_V2_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
-use crate::config::{self, Untrusted};
+use crate::spec::{self, Untrusted};
 
 /// Who may send a PROXY header, how long they get, and what to do with everyone else.
 #[derive(Debug, Clone)]
@@ -24,19 +24,14 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Builds the policy of a frontend's `proxy_protocol` table.
-    pub fn from_config(cfg: &config::ProxyProtocol) -> Result<Policy, String> {
-        let trusted = cfg
-            .trusted
-            .iter()
-            .map(|s| config::parsed::parse_cidr(s))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Policy {
-            trusted,
-            timeout: cfg.timeout.get(),
+    /// The policy of a frontend's `proxy_protocol` spec.
+    pub fn new(cfg: &spec::ProxyProtocol) -> Policy {
+        Policy {
+            trusted: cfg.trusted.clone(),
+            timeout: cfg.timeout,
             untrusted: cfg.untrusted,
             max_v2_len: DEFAULT_MAX_V2_LEN,
-        })
+        }
     }
 
     /// Whether `ip` falls in a trusted CIDR (IPv4-mapped IPv6 peers count as IPv4).

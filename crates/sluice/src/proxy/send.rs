@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use proxy_header::{Addresses, Command, EncodeError, Transport, V2Encoder};
 
 use crate::addr::{ClientAddr, LocalAddr};
-use crate::config::{self, SendProxy};
+use crate::spec::{self, SendProxy};
 
 /// Big enough for any header built here: v1 is at most 107 bytes; v2 is 16 fixed + 36
 /// (INET6 addresses) + 3+32 (UNIQUE_ID) + 3+4 (CRC32C) = 94 bytes.
@@ -25,7 +25,7 @@ pub struct SendOpts {
 }
 
 impl SendOpts {
-    pub fn from_backend(b: &config::Backend) -> Self {
+    pub fn from_backend(b: &spec::Backend) -> Self {
         SendOpts {
             version: b.send_proxy,
             crc32c: b.proxy_v2_crc32c,

@@ -53,7 +53,8 @@ impl ReloadHandle {
     /// Applies `cfg` (already loaded and validated) and waits for the outcome. Reloads are
     /// applied one at a time, in order. Waits until `Server::run` is running.
     pub async fn reload(&self, cfg: Config) -> Result<ReloadSummary, ReloadError> {
-        match self.control.apply(cfg).await {
+        let spec = cfg.spec()?;
+        match self.control.apply(spec).await {
             Ok(outcome) => Ok(outcome?),
             Err(_) => Err(ReloadError::NotRunning),
         }

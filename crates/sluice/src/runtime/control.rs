@@ -6,10 +6,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::summary::ReloadSummary;
 use super::BuildError;
-use crate::config::Config;
+use crate::spec::Spec;
 
 /// One request: the new configuration and where to send the outcome.
-pub(crate) type Request = (Config, oneshot::Sender<Result<ReloadSummary, BuildError>>);
+pub(crate) type Request = (Spec, oneshot::Sender<Result<ReloadSummary, BuildError>>);
 
 /// Sends configurations to a running server. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -30,10 +30,7 @@ impl Control {
 
     /// Puts `cfg` in effect and waits for the outcome. Requests are applied one at a time,
     /// in order; waits until the server's `run` is running.
-    pub async fn apply(
-        &self,
-        cfg: Config,
-    ) -> Result<Result<ReloadSummary, BuildError>, NotRunning> {
+    pub async fn apply(&self, cfg: Spec) -> Result<Result<ReloadSummary, BuildError>, NotRunning> {
         let (tx, rx) = oneshot::channel();
         self.tx.send((cfg, tx)).await.map_err(|_| NotRunning)?;
         rx.await.map_err(|_| NotRunning)

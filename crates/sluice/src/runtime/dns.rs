@@ -12,13 +12,12 @@ use super::running::{Ctx, Running};
 use super::summary::{BackendChange, ReloadSummary};
 use super::BuildError;
 use crate::balance::ServerAddr;
-use crate::config::{self, Mode, Protocol};
+use crate::spec::{self, Mode, Protocol};
 
 /// One backend's new server set.
 struct Update {
     name: String,
-    expanded: config::Backend,
-    servers: Vec<(config::Server, ServerAddr)>,
+    expanded: spec::Backend,
     from_dns: HashSet<String>,
     resolved: Vec<ServerAddr>,
 }
@@ -34,14 +33,12 @@ pub(super) fn update_pools(
         let Some(rt) = running.backends.get(&b.name) else {
             continue;
         };
-        let (expanded, servers, from_dns) =
-            ctx.discovery.expand(b).map_err(|e| backend_err(b, e))?;
-        let resolved: Vec<ServerAddr> = servers.iter().map(|(_, a)| a.clone()).collect();
+        let (expanded, from_dns) = ctx.discovery.expand(b).map_err(|e| backend_err(b, e))?;
+        let resolved: Vec<ServerAddr> = expanded.servers.iter().map(|s| s.addr.clone()).collect();
         if resolved != rt.resolved {
             updates.push(Update {
                 name: b.name.clone(),
                 expanded,
-                servers,
                 from_dns,
                 resolved,
             });
@@ -64,9 +61,7 @@ fn update_one(running: &mut Running, u: Update, ctx: &Ctx<'_>, summary: &mut Rel
     };
     // Old checks stop first: none of them records a result on the new set.
     rt.checks.cancel();
-    let diff = rt
-        .pool
-        .update(&rt.expanded, &u.expanded, u.servers, &u.from_dns);
+    let diff = rt.pool.update(&rt.expanded, &u.expanded, &u.from_dns);
     rt.expanded = u.expanded;
     rt.resolved = u.resolved;
     rt.checks = ctx.shutdown.stop_background.child_token();

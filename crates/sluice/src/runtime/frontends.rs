@@ -10,18 +10,18 @@ use std::sync::Arc;
 use super::prepare::{frontend_err, Changes};
 use super::running::{BackendRt, Ctx, FrontendRt, Running, TlsRt};
 use super::BuildError;
-use crate::config::{self, AccessLogFormat, Config, Mode};
 use crate::edge::HttpFrontend;
 use crate::l4::frontend::TcpFrontend;
 use crate::log::{ConnLog, LogFile, LogFiles};
 use crate::proxy::Policy;
 use crate::server::Frontend;
+use crate::spec::{self, AccessLogFormat, Mode, Spec};
 use crate::tls::TlsEdge;
 
 /// Frontends of `cfg` over `backends` (already prepared), reusing `prev`'s where nothing
 /// they depend on changed. Watchers of TLS edges not carried over stop at commit.
 pub(super) fn prepare_frontends(
-    cfg: &Config,
+    cfg: &Spec,
     prev: &Running,
     backends: &HashMap<String, BackendRt>,
     ctx: &Ctx<'_>,
@@ -68,7 +68,7 @@ pub(super) fn prepare_frontends(
 /// The TLS edge of `f`: `old`'s, re-read, while the section is unchanged; else a new one
 /// whose watcher starts at commit (and `old`'s watcher stops).
 fn prepare_tls(
-    f: &config::Frontend,
+    f: &spec::Frontend,
     old: Option<&FrontendRt>,
     ctx: &Ctx<'_>,
     ch: &mut Changes,
@@ -119,7 +119,7 @@ fn open_log(logs: &LogFiles, path: &Option<String>) -> Result<Option<Arc<LogFile
 
 /// Builds what serves frontend `f`'s connections over backend `be`.
 pub(super) fn build(
-    f: &config::Frontend,
+    f: &spec::Frontend,
     be: &BackendRt,
     tls: Option<Arc<TlsEdge>>,
     ctx: &Ctx<'_>,
@@ -128,12 +128,7 @@ pub(super) fn build(
     let force = ctx.shutdown.force_close.clone();
     Ok(match f.mode {
         Mode::Tcp => {
-            let policy = f
-                .proxy_protocol
-                .as_ref()
-                .map(Policy::from_config)
-                .transpose()
-                .map_err(|e| frontend_err(f, e))?;
+            let policy = f.proxy_protocol.as_ref().map(Policy::new);
             Arc::new(TcpFrontend {
                 name: f.name.as_str().into(),
                 backend: be.l4.clone(),

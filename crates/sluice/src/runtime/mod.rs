@@ -21,10 +21,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::balance::Pool;
-use crate::config::{self, Config};
+use crate::config::{Config, ConfigError};
 use crate::discovery::{Discovery, DiscoveryError};
 use crate::log::LogFiles;
 use crate::server::{self, Accept, Acceptor, Listener, Shutdown};
+use crate::spec::Spec;
 use control::Request;
 pub use control::{Control, NotRunning};
 pub use live::Live;
@@ -34,6 +35,9 @@ pub use summary::{BackendChange, ReloadSummary};
 /// Why a configuration could not be put in place (at start or on reload).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// A hand-built `Config` with a value that does not parse (loading refuses those).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
     #[error("frontend {frontend}: cannot bind {addr}: {source}")]
     Bind {
         frontend: String,
@@ -112,6 +116,7 @@ impl Server {
 
     /// Like [`Server::bind`], with connections accepted and served where `accept` says.
     pub async fn bind_with(cfg: Config, accept: Accept) -> Result<Server, BuildError> {
+        let cfg = cfg.spec()?;
         raise_nofile(&cfg);
         crate::edge::buffer::TempFiles::global().set_limit(cfg.global.max_temp_files);
         let shutdown = Shutdown::new();
@@ -150,7 +155,7 @@ impl Server {
             parts,
             acceptor,
             listeners,
-            grace: cfg.global.grace.get(),
+            grace: cfg.global.grace,
             admin,
             live,
             control,
@@ -187,9 +192,9 @@ impl Server {
 }
 
 /// Raises RLIMIT_NOFILE for `cfg` (a warning when it cannot).
-fn raise_nofile(cfg: &Config) {
-    let needed = config::limits::fds_needed(cfg);
-    match config::limits::raise_nofile(needed) {
+fn raise_nofile(cfg: &Spec) {
+    let needed = cfg.global.fds_needed;
+    match crate::config::limits::raise_nofile(needed) {
         Ok(limit) => tracing::debug!("RLIMIT_NOFILE is {limit} ({needed} needed)"),
         Err(why) => tracing::warn!(
             "cannot raise RLIMIT_NOFILE to {needed} for max_connections={}: {why}",

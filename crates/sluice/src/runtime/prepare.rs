@@ -14,10 +14,10 @@ use super::running::{BackendRt, Ctx, FrontendRt, ListenerRt, Running, TlsRt};
 use super::summary::{BackendChange, ReloadSummary};
 use super::BuildError;
 use crate::balance::{Pool, ServerAddr};
-use crate::config::{self, Config};
 use crate::l4::frontend::L4Backend;
 use crate::server::listen::{self, Listener};
 use crate::server::{frontend, Frontend, FrontendSlot};
+use crate::spec::{self, Spec};
 use crate::tls;
 
 /// A new configuration, fully built and bound, not yet in effect.
@@ -43,14 +43,14 @@ pub(super) struct Changes {
     pub stop_tokens: Vec<CancellationToken>,
 }
 
-pub(super) fn backend_err(b: &config::Backend, message: impl Into<String>) -> BuildError {
+pub(super) fn backend_err(b: &spec::Backend, message: impl Into<String>) -> BuildError {
     BuildError::Backend {
         backend: b.name.clone(),
         message: message.into(),
     }
 }
 
-pub(super) fn frontend_err(f: &config::Frontend, message: impl Into<String>) -> BuildError {
+pub(super) fn frontend_err(f: &spec::Frontend, message: impl Into<String>) -> BuildError {
     BuildError::Frontend {
         frontend: f.name.clone(),
         message: message.into(),
@@ -60,7 +60,7 @@ pub(super) fn frontend_err(f: &config::Frontend, message: impl Into<String>) -> 
 /// Builds and binds `cfg` next to `prev` (empty at start), reusing what did not change.
 /// Nothing running is touched, except that TLS edges kept from `prev` re-read their files
 /// (all or nothing per edge, as SIGHUP always did). On error, whatever was bound is dropped.
-pub(crate) fn prepare(cfg: &Config, prev: &Running, ctx: &Ctx<'_>) -> Result<Prepared, BuildError> {
+pub(crate) fn prepare(cfg: &Spec, prev: &Running, ctx: &Ctx<'_>) -> Result<Prepared, BuildError> {
     let mut changes = Changes::default();
     let backends = prepare_backends(cfg, prev, ctx, &mut changes)?;
     let frontends = prepare_frontends(cfg, prev, &backends, ctx, &mut changes)?;
@@ -82,7 +82,7 @@ pub(crate) fn prepare(cfg: &Config, prev: &Running, ctx: &Ctx<'_>) -> Result<Pre
 /// Backends: unchanged ones keep pool, health task and all; changed ones get a successor
 /// pool sharing the kept servers' state; removed ones stop their checks at commit.
 fn prepare_backends(
-    cfg: &Config,
+    cfg: &Spec,
     prev: &Running,
     ctx: &Ctx<'_>,
     ch: &mut Changes,
@@ -106,14 +106,14 @@ fn prepare_backends(
 
 /// One backend of the new configuration; `old` is its running predecessor, if any.
 fn prepare_backend(
-    b: &config::Backend,
+    b: &spec::Backend,
     old: Option<&BackendRt>,
     starting: bool,
     ctx: &Ctx<'_>,
     ch: &mut Changes,
 ) -> Result<BackendRt, BuildError> {
-    let (expanded, servers, from_dns) = ctx.discovery.expand(b).map_err(|e| backend_err(b, e))?;
-    let resolved: Vec<ServerAddr> = servers.iter().map(|(_, a)| a.clone()).collect();
+    let (expanded, from_dns) = ctx.discovery.expand(b).map_err(|e| backend_err(b, e))?;
+    let resolved: Vec<ServerAddr> = expanded.servers.iter().map(|s| s.addr.clone()).collect();
     if let Some(old) = old.filter(|o| o.cfg == *b && o.resolved == resolved) {
         return Ok(BackendRt {
             cfg: b.clone(),
@@ -129,7 +129,7 @@ fn prepare_backend(
             // Addresses that appear in DNS wait for a passing check before use.
             let (pool, diff) =
                 old.pool
-                    .reconfigure_starting_down(&old.expanded, &expanded, servers, &from_dns);
+                    .reconfigure_starting_down(&old.expanded, &expanded, &from_dns);
             ch.stop_tokens.push(old.checks.clone());
             ch.summary
                 .backends
@@ -142,10 +142,10 @@ fn prepare_backend(
                     .backends
                     .push((b.name.clone(), BackendChange::Added));
             }
-            Pool::new(&expanded, servers)
+            Pool::new(&expanded)
         }
     };
-    let l4 = Arc::new(L4Backend::new(&expanded, pool.clone()).map_err(|e| backend_err(b, e))?);
+    let l4 = Arc::new(L4Backend::new(&expanded, pool.clone()));
     ch.start_checks.push(b.name.clone());
     Ok(BackendRt {
         cfg: b.clone(),
@@ -169,7 +169,7 @@ struct Bound {
 /// Listeners, keyed by the configured bind address: kept ones keep their socket (and get
 /// their frontend's new version at commit), new ones are bound now, the rest are removed.
 fn prepare_listeners(
-    cfg: &Config,
+    cfg: &Spec,
     prev: &Running,
     frontends: &HashMap<String, FrontendRt>,
     ctx: &Ctx<'_>,
@@ -179,8 +179,7 @@ fn prepare_listeners(
     let mut bound = Bound::default();
     for f in &cfg.frontends {
         let serve = &frontends[&f.name].serve;
-        for b in &f.bind {
-            let bind = config::parsed::parse_bind(b).map_err(|e| frontend_err(f, e))?;
+        for &bind in &f.bind {
             let found = unmatched
                 .iter_mut()
                 .find(|l| l.is_some_and(|l| l.bind == bind))
@@ -196,7 +195,7 @@ fn prepare_listeners(
                     summary.listeners_kept.push(old.addr);
                 }
                 None => {
-                    let l = bind_new(f, b, bind, serve, ctx, &mut bound.new_listeners)?;
+                    let l = bind_new(f, bind, serve, ctx, &mut bound.new_listeners)?;
                     summary.listeners_added.push((f.name.clone(), l.addr));
                     bound.listeners.push(l);
                 }
@@ -214,11 +213,10 @@ fn prepare_listeners(
     Ok(bound)
 }
 
-/// Binds the socket group of `bind` (configured as `text`) for frontend `f`, adding one
-/// [`Listener`] per socket to `out`.
+/// Binds the socket group of `bind` for frontend `f`, adding one [`Listener`] per socket
+/// to `out`.
 fn bind_new(
-    f: &config::Frontend,
-    text: &str,
+    f: &spec::Frontend,
     bind: SocketAddr,
     serve: &Arc<dyn Frontend>,
     ctx: &Ctx<'_>,
@@ -227,7 +225,7 @@ fn bind_new(
     let group =
         listen::bind_group(bind, ctx.sockets_per_bind).map_err(|source| BuildError::Bind {
             frontend: f.name.clone(),
-            addr: text.to_string(),
+            addr: bind.to_string(),
             source,
         })?;
     let addr = group[0].local_addr().unwrap_or(bind);

@@ -11,10 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::summary::ReloadSummary;
 use super::{dns, prepare, BuildError, Server};
-use crate::config::Config;
 use crate::log::LogFiles;
 use crate::process::{notify, signals};
 use crate::server;
+use crate::spec::Spec;
 
 impl Server {
     /// Accepts until `shutdown` completes, applying reloads meanwhile; then stops accepting
@@ -66,7 +66,7 @@ impl Server {
 
     /// Puts `cfg` in effect (see `prepare`) and starts accepting on the newly bound
     /// sockets. On error nothing changed.
-    fn apply(&mut self, cfg: Config) -> Result<ReloadSummary, BuildError> {
+    fn apply(&mut self, cfg: Spec) -> Result<ReloadSummary, BuildError> {
         let prepared = prepare::prepare(&cfg, &self.running, &self.parts.ctx())?;
         let old = &self.running.cfg;
         if cfg.admin != old.admin {
@@ -81,7 +81,7 @@ impl Server {
         super::raise_nofile(&cfg);
         crate::edge::buffer::TempFiles::global().set_limit(cfg.global.max_temp_files);
         self.acceptor.set_limit(cfg.global.max_connections.max(1));
-        self.grace = cfg.global.grace.get();
+        self.grace = cfg.global.grace;
         let (running, listeners, summary) = prepared.commit();
         server::log_listening(&listeners, self.parts.sockets_per_bind);
         self.acceptor.start(listeners);

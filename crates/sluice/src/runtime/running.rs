@@ -10,18 +10,18 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::{Pool, ServerAddr};
-use crate::config::{self, Config};
 use crate::discovery::Discovery;
 use crate::l4::frontend::L4Backend;
 use crate::log::LogFiles;
 use crate::server::{Frontend, FrontendSlot, Shutdown};
+use crate::spec::{self, Spec};
 use crate::tls::TlsEdge;
 
 /// One running backend.
 pub(crate) struct BackendRt {
-    pub cfg: config::Backend,
+    pub cfg: spec::Backend,
     /// `cfg` with host-name servers expanded to one named server per address (discovery).
-    pub expanded: config::Backend,
+    pub expanded: spec::Backend,
     /// Resolved server addresses, in configuration order.
     pub resolved: Vec<ServerAddr>,
     pub pool: Arc<Pool>,
@@ -39,7 +39,7 @@ pub(crate) struct TlsRt {
 
 /// One running frontend.
 pub(crate) struct FrontendRt {
-    pub cfg: config::Frontend,
+    pub cfg: spec::Frontend,
     /// What serves its listeners' connections.
     pub serve: Arc<dyn Frontend>,
     /// The pool its connections use (a rebuilt backend means a rebuilt frontend).
@@ -62,7 +62,7 @@ pub(crate) struct ListenerRt {
 /// Everything the running configuration consists of.
 #[derive(Default)]
 pub(crate) struct Running {
-    pub cfg: Config,
+    pub cfg: Spec,
     pub backends: HashMap<String, BackendRt>,
     pub frontends: HashMap<String, FrontendRt>,
     pub listeners: Vec<ListenerRt>,

@@ -9,12 +9,12 @@ use super::dns::update_pools;
 use super::prepare::prepare;
 use super::running::{Ctx, Running};
 use crate::balance::ServerState;
-use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::log::LogFiles;
 use crate::server::Shutdown;
+use crate::spec::Spec;
 
-fn cfg() -> Config {
+fn cfg() -> Spec {
     crate::config::load::load_str_with(
         r#"
 [[frontend]]
@@ -30,6 +30,8 @@ servers = [{ name = "app", addr = "app.test:8080" }, { name = "fixed", addr = "1
         &crate::config::load::LoadOptions::content_only(),
     )
     .expect("config")
+    .spec()
+    .expect("spec")
 }
 
 fn ips(list: &[&str]) -> Vec<IpAddr> {
@@ -106,7 +108,9 @@ servers = [{ name = "app", addr = "app.test:8080" }]
         "t.toml",
         &crate::config::load::LoadOptions::content_only(),
     )
-    .expect("config");
+    .expect("config")
+    .spec()
+    .expect("spec");
     let discovery = Discovery::new(&cfg);
     discovery.set_answer("app.test", ips(&["127.0.0.21"]));
     discovery.prime(&cfg).await.unwrap();

@@ -57,7 +57,7 @@ fn edge(dir: &std::path::Path) -> (Arc<TlsEdge>, Vec<u8>) {
     let (c, k) = (dir.join("e.crt"), dir.join("e.key"));
     std::fs::write(&c, cert.pem()).unwrap();
     std::fs::write(&k, key.serialize_pem()).unwrap();
-    let cfg = config::Tls {
+    let cfg = spec::Tls {
         cert: c.to_str().unwrap().into(),
         key: k.to_str().unwrap().into(),
         certs: vec![],

@@ -18,7 +18,7 @@ use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache, StoresSer
 use rustls::version::{TLS12, TLS13};
 use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, ServerConfig, ServerConnection};
 
-use crate::config;
+use crate::spec;
 
 pub use certs::SniResolver;
 pub use tickets::{TicketKey, Ticketer, TICKET_LIFETIME_SECS};
@@ -68,7 +68,7 @@ pub enum TlsError {
 /// Live, reloadable TLS state for one frontend.
 #[derive(Debug)]
 pub struct TlsEdge {
-    cfg: config::Tls,
+    cfg: spec::Tls,
     provider: Arc<CryptoProvider>,
     ticketer: Arc<Ticketer>,
     sessions: Arc<dyn StoresServerSessions>,
@@ -80,7 +80,7 @@ pub struct TlsEdge {
 
 impl TlsEdge {
     /// Loads certificates, keys and ticket keys. Errors name the file and what is wrong.
-    pub fn load(cfg: &config::Tls) -> Result<Arc<TlsEdge>, TlsError> {
+    pub fn load(cfg: &spec::Tls) -> Result<Arc<TlsEdge>, TlsError> {
         let loaded = watch::fingerprints(&files_of(cfg));
         let provider = Arc::new(edge_provider());
         let ticketer = Arc::new(if cfg.ticket_keys.is_empty() {
@@ -138,7 +138,7 @@ impl TlsEdge {
     }
 
     /// The configuration this edge was loaded from.
-    pub fn config(&self) -> &config::Tls {
+    pub fn config(&self) -> &spec::Tls {
         &self.cfg
     }
 
@@ -175,7 +175,7 @@ pub fn edge_provider() -> CryptoProvider {
     p
 }
 
-fn files_of(cfg: &config::Tls) -> Vec<String> {
+fn files_of(cfg: &spec::Tls) -> Vec<String> {
     let mut files = vec![cfg.cert.clone(), cfg.key.clone()];
     for p in &cfg.certs {
         files.push(p.cert.clone());
@@ -185,7 +185,7 @@ fn files_of(cfg: &config::Tls) -> Vec<String> {
     files
 }
 
-fn load_resolver(provider: &CryptoProvider, cfg: &config::Tls) -> Result<SniResolver, TlsError> {
+fn load_resolver(provider: &CryptoProvider, cfg: &spec::Tls) -> Result<SniResolver, TlsError> {
     let mut loaded = vec![certs::load_pair(provider, &cfg.cert, &cfg.key)?];
     for pair in &cfg.certs {
         loaded.push(certs::load_pair(provider, &pair.cert, &pair.key)?);

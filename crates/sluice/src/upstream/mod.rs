@@ -65,9 +65,9 @@ pub struct RequestContext {
     pub tls_resumed: bool,
 }
 
-/// Where an app server listens (the config's parsed address; `Host` is resolved at
-/// connect time).
-pub use crate::config::parsed::ServerAddr;
+/// Where an app server listens (a spec server's address; `Host` is resolved at connect
+/// time).
+pub use crate::addr::ServerAddr;
 
 /// Why a request to an app server failed; [`UpstreamError::status`] is what the client sees.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use rustls::client::{ClientSessionMemoryCache, Tls12Resumption};
 use rustls::server::ProducesTickets;
 use rustls::{HandshakeKind, SupportedProtocolVersion};
-use sluice::config::Tls;
+use sluice::spec::Tls;
 use sluice::tls::{spawn_watcher, TlsEdge};
 use tls_support::*;
 

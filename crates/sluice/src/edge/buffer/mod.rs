@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 /// Default `global.max_temp_files`.
-pub const DEFAULT_MAX_TEMP_FILES: usize = 1024;
+pub use crate::spec::DEFAULT_MAX_TEMP_FILES;
 
 /// Largest read from a temp file, hence largest frame a spooled body yields.
 pub const READ_CHUNK: usize = 64 * 1024;

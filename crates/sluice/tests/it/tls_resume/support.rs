@@ -10,7 +10,7 @@ use std::time::Duration;
 use rustls::client::{ClientSessionMemoryCache, Resumption, Tls12Resumption};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, HandshakeKind, RootCertStore, SupportedProtocolVersion};
-use sluice::config::{CertPair, Tls};
+use sluice::spec::{CertPair, Tls};
 use sluice::tls::{session_info, SessionInfo, TlsEdge};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

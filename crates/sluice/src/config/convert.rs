@@ -1,0 +1,229 @@
+//! A loaded `Config` into the runtime's typed `Spec`, once: bind addresses, CIDRs, source and
+//! server addresses parsed, durations unwrapped, `timeouts.queue` defaulted to `connect`,
+//! unnamed servers named "srvN", the fd budget computed. Validation has already proved every
+//! string parses; a hand-built `Config` that does not gets a `ConfigError` naming the key.
+
+use super::limits;
+use super::load::ConfigError;
+use super::model::{self as m, Config};
+use super::parsed::{parse_bind, parse_cidr, parse_server_addr, parse_source};
+use super::validate::default_server_name;
+use crate::spec;
+
+/// The error of a value that does not parse: the key path, no position (the text is gone).
+fn unparsed(key: String, message: String) -> ConfigError {
+    ConfigError {
+        file: "(configuration)".into(),
+        line: 0,
+        col: 0,
+        key,
+        message,
+    }
+}
+
+impl Config {
+    /// The typed spec of this configuration (see the module doc). Infallible for a `Config`
+    /// from `config::load`.
+    pub fn spec(&self) -> Result<spec::Spec, ConfigError> {
+        let frontends = self
+            .frontends
+            .iter()
+            .enumerate()
+            .map(|(i, f)| frontend(f).map_err(|(k, e)| unparsed(format!("frontend[{i}].{k}"), e)))
+            .collect::<Result<_, _>>()?;
+        let backends = self
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| backend(b).map_err(|(k, e)| unparsed(format!("backend[{i}].{k}"), e)))
+            .collect::<Result<_, _>>()?;
+        let admin = match &self.admin {
+            Some(a) => Some(spec::Admin {
+                bind: parse_bind(&a.bind).map_err(|e| unparsed("admin.bind".into(), e))?,
+                token: a.token.clone(),
+                allow_public: a.allow_public,
+            }),
+            None => None,
+        };
+        let g = &self.global;
+        let resolvers = g
+            .resolvers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.parse().map_err(|_| {
+                    let key = format!("global.resolvers[{i}]");
+                    unparsed(key, format!("{r:?} is not a DNS server address"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(spec::Spec {
+            global: spec::Global {
+                max_connections: g.max_connections,
+                grace: g.grace.get(),
+                pid_file: g.pid_file.as_ref().map(Into::into),
+                resolvers,
+                threads: g.threads,
+                max_temp_files: g.max_temp_files,
+                fds_needed: limits::fds_needed(self),
+            },
+            frontends,
+            backends,
+            admin,
+        })
+    }
+}
+
+/// A parse failure: (key path below the frontend or backend, message).
+type Unparsed = (String, String);
+
+fn frontend(f: &m::Frontend) -> Result<spec::Frontend, Unparsed> {
+    let bind = f
+        .bind
+        .iter()
+        .enumerate()
+        .map(|(i, b)| parse_bind(b).map_err(|e| (format!("bind[{i}]"), e)))
+        .collect::<Result<_, _>>()?;
+    let proxy_protocol = match &f.proxy_protocol {
+        Some(p) => Some(spec::ProxyProtocol {
+            trusted: p
+                .trusted
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    parse_cidr(c).map_err(|e| (format!("proxy_protocol.trusted[{i}]"), e))
+                })
+                .collect::<Result<_, _>>()?,
+            timeout: p.timeout.get(),
+            untrusted: p.untrusted,
+        }),
+        None => None,
+    };
+    Ok(spec::Frontend {
+        name: f.name.clone(),
+        bind,
+        mode: f.mode,
+        backend: f.backend.clone(),
+        access_log: f.access_log.clone(),
+        access_log_format: f.access_log_format,
+        proxy_protocol,
+        tls: f.tls.as_ref().map(tls),
+        edge: edge(f),
+    })
+}
+
+/// The TLS files of a `[frontend.tls]` section.
+fn tls(t: &m::Tls) -> spec::Tls {
+    spec::Tls {
+        cert: t.cert.clone(),
+        key: t.key.clone(),
+        certs: t
+            .certs
+            .iter()
+            .map(|p| spec::CertPair {
+                cert: p.cert.clone(),
+                key: p.key.clone(),
+            })
+            .collect(),
+        ticket_keys: t.ticket_keys.clone(),
+        session_cache: t.session_cache,
+    }
+}
+
+fn edge(f: &m::Frontend) -> spec::Edge {
+    let t = &f.timeouts;
+    let l = &f.limits;
+    spec::Edge {
+        max_body: f.max_body,
+        request_buffering: f.request_buffering,
+        response_buffering: f.response_buffering,
+        body_buffer_size: f.body_buffer_size,
+        response_buffer_size: f.response_buffer_size,
+        max_temp_file_size: f.max_temp_file_size,
+        temp_dir: f.temp_dir.as_ref().map(Into::into),
+        underscores_in_headers: f.underscores_in_headers,
+        timeouts: spec::ClientTimeouts {
+            handshake: t.handshake.get(),
+            header: t.header.get(),
+            body: t.body.get(),
+            send: t.send.get(),
+            keepalive: t.keepalive.get(),
+        },
+        limits: spec::ClientLimits {
+            header_bytes: l.header_bytes,
+            headers: l.headers,
+            h2_streams: l.h2_streams,
+            keepalive_requests: l.keepalive_requests,
+        },
+    }
+}
+
+fn backend(b: &m::Backend) -> Result<spec::Backend, Unparsed> {
+    let source = match &b.source {
+        Some(s) => Some(parse_source(s).map_err(|e| ("source".to_string(), e))?),
+        None => None,
+    };
+    let servers = b
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(j, s)| {
+            Ok(spec::Server {
+                name: s.name.clone().unwrap_or_else(|| default_server_name(j)),
+                addr: parse_server_addr(&s.addr).map_err(|e| (format!("servers[{j}].addr"), e))?,
+                weight: s.weight,
+                backup: s.backup,
+                max_connections: s.cap(),
+            })
+        })
+        .collect::<Result<_, Unparsed>>()?;
+    let t = &b.timeouts;
+    Ok(spec::Backend {
+        name: b.name.clone(),
+        balance: b.balance,
+        send_proxy: b.send_proxy,
+        proxy_v2_unique_id: b.proxy_v2_unique_id,
+        proxy_v2_crc32c: b.proxy_v2_crc32c,
+        source,
+        retries: b.retries,
+        timeouts: spec::Timeouts {
+            connect: t.connect.get(),
+            idle: t.idle.get(),
+            read: t.read.get(),
+            send: t.send.get(),
+            queue: t.queue.map_or(t.connect.get(), |q| q.get()),
+        },
+        health: b.health.as_ref().map(|h| spec::Health {
+            kind: h.kind,
+            interval: h.interval.get(),
+            timeout: h.timeout.get(),
+            rise: h.rise,
+            fall: h.fall,
+            path: h.path.clone(),
+            expect_status: h.expect_status,
+        }),
+        protocol: b.protocol,
+        resolve_interval: b.resolve_interval.get(),
+        max_queue: b.max_queue,
+        servers,
+    })
+}
+
+impl m::Backend {
+    /// The typed spec of this backend alone (as `Config::spec` builds it), for tests and
+    /// benchmarks that build a pool from a `[backend]` table.
+    pub fn spec(&self) -> Result<spec::Backend, ConfigError> {
+        backend(self).map_err(|(k, e)| unparsed(format!("backend.{k}"), e))
+    }
+}
+
+impl m::Tls {
+    /// The typed spec of this `[frontend.tls]` section.
+    pub fn spec(&self) -> spec::Tls {
+        tls(self)
+    }
+}
+
+#[cfg(test)]
+#[path = "convert_tests.rs"]
+mod tests;

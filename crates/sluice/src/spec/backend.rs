@@ -1,0 +1,126 @@
+//! Backend and server specs: balance, PROXY sending, source address, timeouts (`queue`
+//! already defaulted), health checks, and servers with their names and limits resolved.
+//! Built by `config::convert`; read by `balance`, `health`, `l4`, `edge` and `discovery`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::addr::ServerAddr;
+
+/// Default `backend.max_queue`.
+pub const DEFAULT_MAX_QUEUE: usize = 1024;
+
+/// Default `max_connections` of a server of an http-mode backend with `protocol = "uwsgi"`:
+/// uWSGI's default `listen` backlog, so one edge never overflows it (beyond it a connect
+/// fails and the client gets 502).
+pub const UWSGI_MAX_CONNECTIONS: usize = 100;
+
+/// Default `max_connections` of a server of an http-mode backend with `protocol = "http"`:
+/// the keep-alive pool's idle limit per server (`upstream::HttpOpts::max_idle_per_server`).
+pub const HTTP_MAX_CONNECTIONS: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    #[default]
+    Roundrobin,
+    Leastconn,
+    Source,
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SendProxy {
+    #[default]
+    None,
+    V1,
+    V2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// L4 backends (tcp frontends) ignore this.
+    #[default]
+    Http,
+    Uwsgi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    #[default]
+    Tcp,
+    Tls,
+    Http,
+    Https,
+}
+
+/// One backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backend {
+    pub name: String,
+    pub balance: Balance,
+    pub send_proxy: SendProxy,
+    /// v2 headers carry a UNIQUE_ID TLV.
+    pub proxy_v2_unique_id: bool,
+    /// v2 headers carry a CRC32C TLV.
+    pub proxy_v2_crc32c: bool,
+    /// Local address for connections to servers (port chosen by the system).
+    pub source: Option<IpAddr>,
+    pub retries: u32,
+    pub timeouts: Timeouts,
+    /// None: no active checks.
+    pub health: Option<Health>,
+    /// Edge only: how requests reach the app servers.
+    pub protocol: Protocol,
+    /// How often host-name servers are re-resolved.
+    pub resolve_interval: Duration,
+    /// Most requests or connections waiting for a free server slot.
+    pub max_queue: usize,
+    /// In configuration order.
+    pub servers: Vec<Server>,
+}
+
+/// Backend timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// L4: a forwarded connection idle this long is closed.
+    pub idle: Duration,
+    /// Edge: response head and between two reads of the response body.
+    pub read: Duration,
+    /// Edge: between two successful writes of the request.
+    pub send: Duration,
+    /// Waiting in the backend queue for a free server slot (`connect` when not configured).
+    pub queue: Duration,
+}
+
+/// Active health checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub kind: HealthKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// http(s) only.
+    pub path: String,
+    pub expect_status: u16,
+}
+
+/// One server of a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// As configured, or "srvN" (1-based position); servers from DNS: `NAME-IP`.
+    pub name: String,
+    /// A `Host` address is expanded into `Inet` servers by `discovery` before a pool is built.
+    pub addr: ServerAddr,
+    pub weight: u32,
+    pub backup: bool,
+    /// Requests (edge) or connections (L4) at once; 0 = unlimited.
+    pub max_connections: usize,
+}

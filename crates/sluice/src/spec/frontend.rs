@@ -1,0 +1,132 @@
+//! Frontend specs: bind addresses, mode, PROXY policy (CIDRs, timeout), TLS files, the access
+//! log and the edge's client-side settings, all typed. Built by `config::convert`; read by
+//! `server`, `l4`, `edge`, `proxy` and `tls`. No parsing here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// What a frontend speaks: forwarded TCP (L4) or HTTP (the edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    #[default]
+    Combined,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Untrusted {
+    /// Close connections from untrusted addresses at once.
+    #[default]
+    Reject,
+    /// Treat them as direct clients that send no header.
+    Direct,
+}
+
+/// One frontend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frontend {
+    pub name: String,
+    /// Port 0 = any free port.
+    pub bind: Vec<SocketAddr>,
+    pub mode: Mode,
+    /// The backend's name.
+    pub backend: String,
+    pub access_log: Option<String>,
+    pub access_log_format: AccessLogFormat,
+    /// Who may send a PROXY header; None: nobody does (the peer is the client).
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// Edge only; None: plain HTTP.
+    pub tls: Option<Tls>,
+    /// Edge only: the client-side settings.
+    pub edge: Edge,
+}
+
+/// Receiving PROXY headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyProtocol {
+    /// Peers allowed to send a header.
+    pub trusted: Vec<IpNet>,
+    /// A trusted peer must complete its header within this.
+    pub timeout: Duration,
+    pub untrusted: Untrusted,
+}
+
+/// A TLS edge's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub cert: String,
+    pub key: String,
+    /// More certificates, chosen by SNI.
+    pub certs: Vec<CertPair>,
+    /// nginx-format ticket key files; empty: a rotating random key.
+    pub ticket_keys: Vec<String>,
+    /// Stateful sessions kept; 0: none.
+    pub session_cache: usize,
+}
+
+/// One certificate and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPair {
+    pub cert: String,
+    pub key: String,
+}
+
+/// The edge's client-side settings of one frontend (ignored by tcp frontends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    /// Largest request body (413 beyond).
+    pub max_body: usize,
+    pub request_buffering: bool,
+    pub response_buffering: bool,
+    pub body_buffer_size: usize,
+    pub response_buffer_size: usize,
+    /// Largest response temp file; 0 = never spill.
+    pub max_temp_file_size: u64,
+    /// None: the system temp directory.
+    pub temp_dir: Option<PathBuf>,
+    pub underscores_in_headers: bool,
+    pub timeouts: ClientTimeouts,
+    pub limits: ClientLimits,
+}
+
+/// Client-side timeouts of one edge frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// TLS handshake.
+    pub handshake: Duration,
+    /// Request head (nginx `client_header_timeout`).
+    pub header: Duration,
+    /// Between two successful reads of the request body (nginx `client_body_timeout`).
+    pub body: Duration,
+    /// Between two successful writes to the client (nginx `send_timeout`).
+    pub send: Duration,
+    /// Idle keep-alive connection (nginx `keepalive_timeout`).
+    pub keepalive: Duration,
+}
+
+/// Client-side limits of one edge frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Request head bytes (HTTP/1 read buffer, HTTP/2 header list).
+    pub header_bytes: usize,
+    /// Header fields in an HTTP/1 request.
+    pub headers: usize,
+    /// HTTP/2 concurrent streams per connection.
+    pub h2_streams: u32,
+    /// Requests on one connection before it is closed.
+    pub keepalive_requests: u64,
+}
