@@ -1,14 +1,13 @@
 //! sluice: one binary for both tiers of TLS scale-out. The L4 balancer (accept, pick a
 //! healthy server, forward bytes, send PROXY) and the TLS edge (accept trusted PROXY,
-//! terminate TLS, hand requests to uwsgi/HTTP apps). `main.rs` only parses the command line.
+//! terminate TLS, hand requests to uwsgi/HTTP apps). The command line and `sluice demo` live
+//! in the binary (`src/bin/sluice/`), which only calls into this library.
 #![forbid(unsafe_code)]
 
 pub mod addr;
 pub mod admin;
 pub mod balance;
-pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod discovery;
 pub mod edge;
 #[doc(hidden)]

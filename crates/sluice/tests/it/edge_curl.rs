@@ -1,6 +1,6 @@
 //! The edge with real clients: curl over HTTP/2 (ALPN, `-k`) and a streamed 100 MiB
-//! download, h2load for a quick throughput observation, and SIGUSR1 log reopening on the
-//! real binary. Skips loudly without curl/h2load unless SLUICE_REQUIRE_INTEROP=1.
+//! download, and h2load for a quick throughput observation (SIGUSR1 log reopening is in
+//! l4_lifecycle). Skips loudly without curl/h2load unless SLUICE_REQUIRE_INTEROP=1.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -137,35 +137,4 @@ async fn h2load_observation() {
         "h2load did not complete every request: {text}"
     );
     sl.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigusr1_reopens_the_access_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = uwsgi_app().await;
-    let log = dir.path().join("access.log");
-    let cfg = format!(
-        "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n\
-         [[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\nbackend = \"app\"\n\
-         access_log = \"{}\"\n\n\
-         [[backend]]\nname = \"app\"\nprotocol = \"uwsgi\"\n[[backend.servers]]\naddr = \"{app}\"\n",
-        log.display()
-    );
-    let path = write_file(dir.path(), "sluice.toml", &cfg);
-    let proc = tokio::task::block_in_place(|| SluiceProcess::start(&path, 1));
-    let fe = proc.addr("web");
-    let get = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let r = raw_request(fe, get("/before").as_bytes()).await;
-    assert_eq!(status_of(&r), "200", "{r}");
-    wait_for_log_line(&log, &["GET /before "]).await;
-    let rotated = dir.path().join("access.log.1");
-    std::fs::rename(&log, &rotated).unwrap();
-    proc.signal(rustix::process::Signal::USR1).unwrap();
-    wait_until("sluice to recreate the access log", || log.exists()).await;
-    let r = raw_request(fe, get("/after").as_bytes()).await;
-    assert_eq!(status_of(&r), "200", "{r}");
-    let line = wait_for_log_line(&log, &["GET /after "]).await;
-    assert!(line.starts_with("127.0.0.2 - - ["), "{line}");
-    let old = std::fs::read_to_string(&rotated).unwrap();
-    assert_eq!(old.lines().count(), 1, "rotated file got new lines: {old}");
 }

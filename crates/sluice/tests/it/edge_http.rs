@@ -88,8 +88,12 @@ async fn trusted_proxy_client_reaches_log_remote_addr_and_forwarded_for() {
 async fn untrusted_header_and_missing_header_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let (uw, ht) = (uwsgi_app().await, http_echo_app().await);
-    let sl = Sluice::start(&proxied_config(dir.path(), uw, ht).0).await;
-    let fe = sl.addr("uw");
+    // A frontend name of its own: the rejection counters are process-wide.
+    let cfg = proxied_config(dir.path(), uw, ht)
+        .0
+        .replace("name = \"uw\"", "name = \"uw_rejects\"");
+    let sl = Sluice::start(&cfg).await;
+    let fe = sl.addr("uw_rejects");
 
     // 127.0.0.2 is not trusted: its PROXY header (claiming another client) is refused.
     let mut c = connect_from(CLIENT_IP, fe).await.unwrap();
@@ -100,6 +104,10 @@ async fn untrusted_header_and_missing_header_are_rejected() {
     .await
     .unwrap();
     assert!(closed_without_data(&mut c).await, "untrusted peer served");
+    wait_until("the untrusted header counted", || {
+        proxy_rejections("uw_rejects", "untrusted") == 1
+    })
+    .await;
 
     // The trusted balancer must send a header: a bare request is refused.
     let mut c = connect_from(BALANCER, fe).await.unwrap();
@@ -110,6 +118,13 @@ async fn untrusted_header_and_missing_header_are_rejected() {
         closed_without_data(&mut c).await,
         "headerless balancer served"
     );
+    // Counted under the decoder's reason (not a PROXY header at all), not as untrusted.
+    wait_until("the missing header counted", || {
+        proxy_rejections("uw_rejects", "") == 2
+    })
+    .await;
+    assert_eq!(proxy_rejections("uw_rejects", "untrusted"), 1);
+    // Both connections ended at the header check, so no request line can follow.
     let log = std::fs::read_to_string(dir.path().join("uw.log")).unwrap_or_default();
     assert!(
         log.is_empty(),

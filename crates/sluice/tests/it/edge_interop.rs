@@ -59,13 +59,7 @@ async fn haproxy_two_edges_real_uwsgi_flask() {
         sl.addr("edge1"),
         sl.addr("edge2")
     );
-    let hpath = write_file(dir.path(), "haproxy.cfg", &hcfg);
-    let _haproxy = spawn_peer(
-        &haproxy,
-        &["-f", hpath.to_str().unwrap(), "-db"],
-        &dir.path().join("haproxy.out"),
-    );
-    wait_port(SocketAddr::new(LOOP, port)).await;
+    let _haproxy = start_haproxy(&haproxy, dir.path(), &hcfg, SocketAddr::new(LOOP, port)).await;
 
     for i in 0..4 {
         let curl = curl.clone();

@@ -57,6 +57,28 @@ async fn slowloris_is_cut_off_after_the_header_timeout() {
         .await
         .unwrap();
     let start = tokio::time::Instant::now();
+    // With the clock held, a full request on a second connection is answered: the edge has
+    // taken the slow connection (accepted first) and started its header timer at `start`.
+    // Without it, an auto-advance could jump before the edge even accepted it.
+    let mut probe = connect_from(CLIENT_IP, fe).await.unwrap();
+    let got = hold_clock("the probe's answer", async {
+        probe
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        read_to_close(&mut probe, Duration::from_secs(10)).await
+    })
+    .await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 502 "),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "the clock moved while held"
+    );
     let got = read_to_close(&mut slow, HEADER_READ_TIMEOUT * 2).await;
     let waited = start.elapsed();
     assert!(
@@ -75,8 +97,11 @@ async fn slowloris_is_cut_off_after_the_header_timeout() {
         .await
         .unwrap();
     tokio::time::sleep(HEADER_READ_TIMEOUT / 2).await;
-    ok.write_all(b"Connection: close\r\n\r\n").await.unwrap();
-    let got = read_to_close(&mut ok, Duration::from_secs(10)).await;
+    let got = hold_clock("the answer to a head finished in time", async {
+        ok.write_all(b"Connection: close\r\n\r\n").await.unwrap();
+        read_to_close(&mut ok, Duration::from_secs(10)).await
+    })
+    .await;
     assert!(
         got.starts_with(b"HTTP/1.1 502 "),
         "{}",

@@ -109,22 +109,24 @@ async fn all_servers_down_fails_fast_stays_idle_and_recovers() {
         let t0 = Instant::now();
         let mut c = client(l4).await;
         assert!(closed_without_data(&mut c).await);
+        // Far below the 5 s connect timeout: no connect is tried (loose for a loaded machine).
         assert!(
-            t0.elapsed() < Duration::from_millis(500),
+            t0.elapsed() < Duration::from_millis(2500),
             "{:?}",
             t0.elapsed()
         );
         let t0 = Instant::now();
         assert_eq!(get_status(web).await, Some(503));
         assert!(
-            t0.elapsed() < Duration::from_millis(500),
+            t0.elapsed() < Duration::from_millis(2500),
             "{:?}",
             t0.elapsed()
         );
     }
 
     // No busy loop while down: over 2 s (a measurement window, not a wait for readiness)
-    // the process uses well under 10% of a core. Checks run every 100 ms meanwhile.
+    // the process uses well under a third of a core (a busy loop takes a whole one; the
+    // figure printed is a few %). Checks run every 100 ms meanwhile.
     let before = cpu_ticks(sl.pid());
     let window = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -135,7 +137,7 @@ async fn all_servers_down_fails_fast_stays_idle_and_recovers() {
         share * 100.0
     );
     assert!(
-        share < 0.10,
+        share < 0.30,
         "CPU {:.1}% of a core while down",
         share * 100.0
     );

@@ -242,7 +242,8 @@ async fn blackholed_connect_times_out_and_is_retried_on_another_server() {
         let t0 = Instant::now();
         let mut c = client(sl.addr("fe")).await;
         assert_eq!(read_line(&mut c).await.as_deref(), Some("alive"));
-        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+        // Three 300 ms connect attempts at most; 5 s is a hang, not a slow machine.
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     }
     let line = wait_for_log_line(&log, &["server=alive", "retries=1"]).await;
     assert!(line.starts_with("127.0.0.2:"), "{line}");
@@ -290,7 +291,7 @@ async fn silent_server_is_cut_at_the_idle_timeout_on_both_sides() {
         "closed before the idle timeout"
     );
     assert!(
-        waited < Duration::from_secs(3),
+        waited < Duration::from_secs(5),
         "idle timeout late: {waited:?}"
     );
     within("silent server saw the close", closed_rx.recv()).await;
@@ -327,9 +328,16 @@ async fn resetting_server_never_leaves_a_client_hanging() {
             None => closed += 1,
             Some(other) => panic!("unexpected {other}"),
         }
-        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        // Never a hang (sluice's connect timeout is 5 s; a reset ends an attempt at once).
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     }
-    assert_eq!(served + closed, 6);
+    assert_eq!(closed, 6 - served);
+    // Each served client is one connection `alive` accepted: none was opened and dropped.
+    assert_eq!(
+        alive.accepted(),
+        served,
+        "alive accepted connections nobody got"
+    );
     assert!(served >= 3, "alive served only {served} of 6");
     let snap = pool
         .servers()

@@ -295,9 +295,14 @@ async fn idle_timeout(splice: bool) {
     let (mut client_app, mut server_app, handle) = tcp_setup(idle, None).await;
     // Activity 30 s in pushes the deadline to 90 s.
     tokio::time::sleep(Duration::from_secs(30)).await;
-    client_app.write_all(b"x").await.expect("write");
+    // The byte crosses with the clock held: an auto-advance while it is still in the kernel
+    // would fire the 60 s deadline it pushes.
     let mut one = [0u8; 1];
-    server_app.read_exact(&mut one).await.expect("server reads");
+    crate::support::hold_clock("the byte crosses the pair", async {
+        client_app.write_all(b"x").await.expect("write");
+        server_app.read_exact(&mut one).await.expect("server reads");
+    })
+    .await;
     // Paused clock: this limit is virtual time, beyond the expected 90 s.
     let out = timeout(Duration::from_secs(600), handle)
         .await

@@ -206,6 +206,9 @@ async fn every_rejection_class_is_closed_logged_once_and_never_forwarded() {
     sl.shutdown().await;
 }
 
+/// The `direct` policy treats untrusted peers as clients without a header: a forged v1 or
+/// v2 header is plain data, the client stays the peer (also l4_proxy's former
+/// `direct_policy_treats_untrusted_peers_as_clients_without_header`, merged here).
 #[tokio::test]
 async fn an_untrusted_header_never_changes_the_client_address() {
     let (server, mut rx) = proxy_capture_server(LOOP).await;

@@ -49,21 +49,8 @@ async fn nginx_behind_sluice_sees_and_logs_the_real_client() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port(LOOP);
     let conf = write_file(dir.path(), "nginx.conf", &nginx_conf(dir.path(), port));
-    let prefix = format!("{}/", dir.path().display());
-    let _nginx = spawn_peer(
-        &nginx,
-        &[
-            "-p",
-            &prefix,
-            "-c",
-            conf.to_str().unwrap(),
-            "-e",
-            &format!("{prefix}error.log"),
-        ],
-        &dir.path().join("nginx.out"),
-    );
     let nginx_addr = SocketAddr::new(LOOP, port);
-    wait_port(nginx_addr).await;
+    let _nginx = start_nginx(&nginx, dir.path(), &conf, nginx_addr).await;
 
     let cfg = format!(
         "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n\
@@ -111,14 +98,8 @@ async fn haproxy_in_front_of_sluice_passes_the_client_through() {
          backend be\n  server s1 {} send-proxy-v2\n",
         sl.addr("edge")
     );
-    let hpath = write_file(dir.path(), "haproxy.cfg", &hcfg);
-    let _haproxy = spawn_peer(
-        &haproxy,
-        &["-f", hpath.to_str().unwrap(), "-db"],
-        &dir.path().join("haproxy.out"),
-    );
     let haddr = SocketAddr::new(LOOP, port);
-    wait_port(haddr).await;
+    let _haproxy = start_haproxy(&haproxy, dir.path(), &hcfg, haddr).await;
 
     let mut c = client(haddr).await;
     let me = c.local_addr().unwrap();

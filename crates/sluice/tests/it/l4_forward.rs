@@ -3,6 +3,7 @@
 //! "every server down" case. Selection internals are covered by the balance unit tests.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use crate::support::*;
 use rand::RngCore;
@@ -118,11 +119,18 @@ async fn leastconn_sends_new_connections_to_the_idle_server() {
     .await;
     let mut c3 = client(fe).await;
     assert_eq!(read_line(&mut c3).await.unwrap(), first);
-    // Now a holds one and b holds one again: both busy equally, c2 still open.
+    // Now a holds one and b holds one again: a tie, either may take the fourth; the fifth
+    // then goes to the other one, which has fewer.
     let mut c4 = client(fe).await;
     let fourth = read_line(&mut c4).await.unwrap();
     assert!(fourth == "a" || fourth == "b");
-    drop((c2, c3, c4));
+    let mut c5 = client(fe).await;
+    let fifth = read_line(&mut c5).await.unwrap();
+    assert_ne!(
+        fifth, fourth,
+        "leastconn put the fifth on the busier server"
+    );
+    drop((c2, c3, c4, c5));
     sl.shutdown().await;
 }
 
@@ -139,9 +147,14 @@ async fn source_hash_keeps_a_client_on_one_server() {
         .collect();
     let sl = Sluice::start(&config("source", &list, "", "")).await;
     let fe = sl.addr("fe");
-    for from in [CLIENT_IP, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10))] {
+    // 16 sources: each stays on one server, and together they use more than one (a pick that
+    // ignored the source, always the same server, would pass the first check alone; 16
+    // sources all hashing to one of 4 servers is a 4^-15 chance).
+    let mut used = std::collections::BTreeSet::new();
+    for last in 2..18u8 {
+        let from = IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
         let mut seen = Vec::new();
-        for _ in 0..6 {
+        for _ in 0..4 {
             let mut c = within("connect", connect_from(from, fe)).await.unwrap();
             seen.push(read_line(&mut c).await.unwrap());
         }
@@ -149,7 +162,12 @@ async fn source_hash_keeps_a_client_on_one_server() {
             seen.iter().all(|s| *s == seen[0]),
             "{from} moved between servers: {seen:?}"
         );
+        used.insert(seen[0].clone());
     }
+    assert!(
+        used.len() > 1,
+        "every source on {used:?}: the source is not hashed"
+    );
     sl.shutdown().await;
 }
 
@@ -184,15 +202,23 @@ async fn every_server_down_closes_the_client_at_once() {
     let dead2 = SocketAddr::new(LOOP, free_port(LOOP));
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("conn.log");
+    // A connect timeout far above the bound below: "at once" means refused connects end it,
+    // not a timeout.
     let cfg = config(
         "roundrobin",
         &[("d1", dead1, 1), ("d2", dead2, 1)],
-        "retries = 3",
+        "retries = 3\ntimeouts = { connect = \"60s\" }",
         &format!("access_log = \"{}\"", log.display()),
     );
     let sl = Sluice::start(&cfg).await;
+    let t0 = std::time::Instant::now();
     let mut c = client(sl.addr("fe")).await;
     assert!(closed_without_data(&mut c).await);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        t0.elapsed()
+    );
     let line = wait_for_log_line(&log, &["frontend=fe"]).await;
     assert!(line.starts_with("127.0.0.2:"), "{line}");
     assert!(

@@ -190,10 +190,39 @@ fn version_and_listening_line() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("sluice "));
+    // The documented shape parses...
     assert_eq!(
         parse_listening(
             "2026-01-01T00:00:00Z  INFO sluice::server: listening frontend=fe addr=127.0.0.1:43567"
         ),
         Some(("fe".to_string(), "127.0.0.1:43567".parse().unwrap()))
     );
+    // ...and the real binary prints it: one INFO line per bound address, naming the port it
+    // bound for port 0, where it then serves.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let srv = rt.block_on(NamedServer::start(LOOP, "s"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        dir.path(),
+        "sluice.toml",
+        &config("max_connections = 100\ngrace = \"1s\"", srv.addr),
+    );
+    let proc = SluiceProcess::start(&path, 1);
+    let lines = proc.stderr.lock().unwrap().clone();
+    let listening: Vec<_> = lines
+        .iter()
+        .filter_map(|l| Some((l, parse_listening(l)?)))
+        .collect();
+    assert_eq!(listening.len(), 1, "{lines:#?}");
+    let (line, (name, addr)) = &listening[0];
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(
+        line.contains("listening frontend=fe addr=127.0.0.1:"),
+        "{line}"
+    );
+    assert_eq!((name.as_str(), addr.port() == 0), ("fe", false), "{line}");
+    rt.block_on(async {
+        let mut c = client(*addr).await;
+        assert_eq!(read_line(&mut c).await.as_deref(), Some("s"));
+    });
 }

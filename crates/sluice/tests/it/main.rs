@@ -8,6 +8,7 @@ mod support;
 mod accept_threads;
 mod admin;
 mod admin_browser;
+#[cfg(feature = "demo")]
 mod demo;
 mod dns_discovery;
 mod edge_curl;

@@ -72,9 +72,9 @@ async fn certificate_is_chosen_by_sni_with_first_as_default() {
 
 #[tokio::test]
 async fn ip_literal_sni_from_openssl_gets_the_default_certificate() {
-    if tool("openssl", &["/usr/bin/openssl", "openssl"]).is_none() {
+    let Some(openssl) = tool("openssl", &["/usr/bin/openssl", "openssl"]) else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let (def, a) = (
         ecdsa(dir.path(), "default.test"),
@@ -82,7 +82,7 @@ async fn ip_literal_sni_from_openssl_gets_the_default_certificate() {
     );
     let srv = serve(TlsEdge::load(&tls_cfg(&def, &[&a], &[], 100)).unwrap()).await;
     for (sni, cn) in [("127.0.0.1", "default.test"), ("a.test", "a.test")] {
-        let out = s_client(srv.addr, &["-servername", sni]).await;
+        let out = stdout_of(&openssl, srv.addr, &["-servername", sni]).await;
         assert!(
             out.contains(&format!("subject=CN = {cn}")),
             "SNI {sni}: {out}"
@@ -367,9 +367,9 @@ async fn rotation_by_rewriting_key_files_is_picked_up_by_the_watcher() {
 
 #[tokio::test]
 async fn openssl_s_client_resumes_across_edges_tls12_and_tls13() {
-    if tool("openssl", &["/usr/bin/openssl", "openssl"]).is_none() {
+    let Some(openssl) = tool("openssl", &["/usr/bin/openssl", "openssl"]) else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let a = ecdsa(dir.path(), "a.test");
     let shared = write_key(dir.path(), "shared.key", 40);
@@ -382,7 +382,12 @@ async fn openssl_s_client_resumes_across_edges_tls12_and_tls13() {
         let sess = dir.path().join(format!("sess{flag}.pem"));
         let sess_s = sess.to_str().unwrap();
         let base = ["-servername", "a.test", flag];
-        let out = s_client(edge_a.addr, &[&base[..], &["-sess_out", sess_s]].concat()).await;
+        let out = stdout_of(
+            &openssl,
+            edge_a.addr,
+            &[&base[..], &["-sess_out", sess_s]].concat(),
+        )
+        .await;
         assert!(
             out.contains(&format!("New, {ver}")) && out.contains("hello"),
             "{out}"
@@ -392,15 +397,31 @@ async fn openssl_s_client_resumes_across_edges_tls12_and_tls13() {
             key_name(40),
             "the first key file names the ticket"
         );
-        let out = s_client(edge_b.addr, &[&base[..], &["-sess_in", sess_s]].concat()).await;
+        let out = stdout_of(
+            &openssl,
+            edge_b.addr,
+            &[&base[..], &["-sess_in", sess_s]].concat(),
+        )
+        .await;
         assert!(
             out.contains(&format!("Reused, {ver}")),
             "edge B did not resume {ver}: {out}"
         );
-        let out = s_client(edge_c.addr, &[&base[..], &["-sess_in", sess_s]].concat()).await;
+        let out = stdout_of(
+            &openssl,
+            edge_c.addr,
+            &[&base[..], &["-sess_in", sess_s]].concat(),
+        )
+        .await;
         assert!(
             out.contains(&format!("New, {ver}")),
             "edge C with other keys resumed {ver}: {out}"
         );
     }
+}
+
+/// `openssl s_client` (support::edge::s_client, nothing on stdin) against `addr`: its stdout.
+async fn stdout_of(openssl: &Path, addr: std::net::SocketAddr, args: &[&str]) -> String {
+    let out = crate::support::edge::s_client(openssl, addr, args, b"").await;
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

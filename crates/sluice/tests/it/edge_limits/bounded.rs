@@ -36,11 +36,13 @@ async fn beyond_the_cap_a_request_waits_for_the_queue_timeout_then_gets_503() {
 
     // A holds the only slot.
     let mut a = get(web, "/hold?who=a").await;
-    wait_until("A at the app", || counters.held() == 1).await;
+    hold_until("A at the app", || counters.held() == 1).await;
 
     // B waits in the queue, then gets 503 once the queue timeout has passed.
     let start = Instant::now();
     let mut b = get(web, "/b").await;
+    // Queued with the clock held, so the queue timeout runs from `start`.
+    hold_until("B in the queue", || pool.queued() == 1).await;
     let (head, _) = read_response(&mut b).await;
     let waited = start.elapsed();
     assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
@@ -53,7 +55,7 @@ async fn beyond_the_cap_a_request_waits_for_the_queue_timeout_then_gets_503() {
 
     // C queues too; when A ends, C gets the slot and its answer.
     let mut c = get(web, "/c").await;
-    wait_until("C in the queue", || pool.queued() == 1).await;
+    hold_until("C in the queue", || pool.queued() == 1).await;
     counters.release(1);
     let (head, _) = read_response(&mut a).await;
     assert!(head.starts_with("HTTP/1.1 200 "), "A: {head}");

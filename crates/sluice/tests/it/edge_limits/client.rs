@@ -31,7 +31,7 @@ async fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
         .await
         .unwrap();
     // The response is in flight (its lease is held) and the client reads nothing.
-    wait_until("the request reached the app", || {
+    hold_until("the request reached the app", || {
         pool.servers()[0].active == 1
     })
     .await;

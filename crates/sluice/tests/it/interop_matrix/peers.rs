@@ -5,10 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-use tokio::io::AsyncWriteExt;
+use std::process::Command;
 
 use crate::support::*;
 
@@ -21,48 +18,10 @@ pub const EDGE_IPS: [IpAddr; 2] = [
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11)),
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 12)),
 ];
-/// Upper bound for a peer to come up (uWSGI imports Flask; the machine is shared).
-const STARTUP: Duration = Duration::from_secs(30);
-
 /// A peer program by name in /usr/sbin, /usr/bin or PATH (SKIP line / panic via `tool`).
 pub fn need(name: &str) -> Option<PathBuf> {
     let (sbin, bin) = (format!("/usr/sbin/{name}"), format!("/usr/bin/{name}"));
     tool(name, &[&sbin, &bin, name])
-}
-
-/// What tells that a starting peer is ready: its socket accepts.
-enum Probe {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl Probe {
-    async fn ready(&self) -> bool {
-        match self {
-            Probe::Tcp(a) => tokio::net::TcpStream::connect(a).await.is_ok(),
-            Probe::Unix(p) => tokio::net::UnixStream::connect(p).await.is_ok(),
-        }
-    }
-}
-
-/// Polls `probe` until it holds; panics with the peer's `log` if it exits or stalls.
-async fn wait_ready(what: &str, child: &mut ChildGuard, log: &Path, probe: Probe) {
-    let end = tokio::time::Instant::now() + STARTUP;
-    loop {
-        if probe.ready().await {
-            return;
-        }
-        let text = || std::fs::read_to_string(log).unwrap_or_default();
-        if let Ok(Some(st)) = child.0.try_wait() {
-            panic!("{what} exited ({st}):\n{}", text());
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "{what} not ready within {STARTUP:?}:\n{}",
-            text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // ---------------------------------------------------------------- uWSGI + Flask
@@ -193,20 +152,7 @@ impl Edge {
         assert!(self.running.is_none(), "{} already running", self.name);
         self.running = Some(match self.kind {
             EdgeKind::Nginx => {
-                let prefix = format!("{}/", self.dir.display());
-                let (conf, err) = (
-                    self.config.display().to_string(),
-                    format!("{prefix}error.log"),
-                );
-                let out = self.dir.join("nginx.out");
-                let mut child = spawn_peer(
-                    &self.program,
-                    &["-p", &prefix, "-c", &conf, "-e", &err],
-                    &out,
-                );
-                let probe = Probe::Tcp(self.addr);
-                wait_ready("nginx", &mut child, Path::new(&err), probe).await;
-                Running::Nginx(child)
+                Running::Nginx(start_nginx(&self.program, &self.dir, &self.config, self.addr).await)
             }
             EdgeKind::Sluice { .. } => {
                 let config = self.config.clone();
@@ -399,13 +345,10 @@ impl Balancer {
                      \x20 default-server check inter 200ms fall 2 rise 2 source {LB_SOURCE} {send}\n\
                      {servers}"
                 );
-                let path = write_file(dir, "haproxy.cfg", &cfg);
-                let out = dir.join("haproxy.out");
                 let program = haproxy.expect("haproxy path");
-                let mut child = spawn_peer(program, &["-f", path.to_str().unwrap(), "-db"], &out);
                 let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
-                // The probe is forwarded to an edge as an empty connection: harmless.
-                wait_ready("haproxy", &mut child, &out, Probe::Tcp(addr)).await;
+                // The readiness probe is forwarded to an edge as an empty connection: harmless.
+                let (child, out) = start_haproxy(program, dir, &cfg, addr).await;
                 Balancer {
                     addr,
                     run: LbRun::Haproxy(child, out),
@@ -508,32 +451,18 @@ pub async fn s_client(
     sess: &Path,
     marker: &str,
 ) -> String {
-    let mut child = tokio::process::Command::new(openssl)
-        .args([
-            "s_client",
-            "-connect",
-            &lb.to_string(),
-            "-bind",
-            "127.0.0.2:0",
-        ])
-        .args(["-servername", HOST, "-tls1_3", "-ign_eof", sess_flag])
-        .arg(sess)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn openssl");
+    let sess = sess.to_str().expect("session path");
+    let args = [
+        "-bind",
+        "127.0.0.2:0",
+        "-servername",
+        HOST,
+        "-tls1_3",
+        sess_flag,
+        sess,
+    ];
     let req = format!("GET /?n={marker} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(req.as_bytes())
-        .await
-        .expect("s_client stdin");
-    drop(stdin);
-    let out = within("openssl s_client", child.wait_with_output())
-        .await
-        .expect("openssl s_client");
+    let out = crate::support::edge::s_client(openssl, lb, &args, req.as_bytes()).await;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -230,3 +230,29 @@ pub fn tls_table(dir: &Path) -> (String, Vec<u8>) {
     );
     (line, der)
 }
+
+/// Runs `openssl s_client -connect addr -ign_eof ARGS` with `input` on its stdin (then
+/// closed), within `DEADLINE`; returns its output. The one s_client runner: tls_resume asks
+/// for certificates and sessions directly, interop_matrix sends a request through a balancer.
+pub async fn s_client(
+    openssl: &Path,
+    addr: SocketAddr,
+    args: &[&str],
+    input: &[u8],
+) -> std::process::Output {
+    let mut child = tokio::process::Command::new(openssl)
+        .args(["s_client", "-connect", &addr.to_string(), "-ign_eof"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn openssl");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).await.expect("s_client stdin");
+    drop(stdin);
+    within("openssl s_client", child.wait_with_output())
+        .await
+        .expect("openssl s_client")
+}

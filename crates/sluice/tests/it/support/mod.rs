@@ -2,12 +2,17 @@
 //! from a TOML text, learn its bound addresses, tiny loopback servers (named, echo, PROXY
 //! capture), clients bound to 127.0.0.2, free ports, condition polling, peer-tool skip logic.
 //! `edge` adds TLS and HTTP app helpers, `admin` the admin API client, `seed` runs uWSGI
-//! with the seed Flask app.
+//! with the seed Flask app, `capture` the server that decodes what sluice sends, `peers`
+//! starts peer programs (haproxy, nginx, uwsgi) and waits until they are ready.
 
 pub mod admin;
+mod capture;
 pub mod edge;
+mod peers;
 mod seed;
 
+pub use capture::*;
+pub use peers::*;
 pub use seed::*;
 
 use std::collections::HashMap;
@@ -24,7 +29,7 @@ use sluice::balance::Pool;
 use sluice::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// The address every test client connects from, to prove the real client travels.
 pub const CLIENT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -115,6 +120,49 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(DEADLINE, fut)
         .await
         .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// Awaits `fut` (loopback I/O) while a paused tokio clock stays still; panics after `DEADLINE`
+/// of real time. Tokio auto-advances a paused clock whenever the runtime looks idle, and under
+/// load a loopback byte can still be in the kernel then, so a timer fires early; a task that
+/// is always ready (it yields) keeps the runtime from looking idle.
+pub async fn hold_clock<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    let end = std::time::Instant::now() + DEADLINE;
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            biased;
+            v = &mut fut => return v,
+            () = tokio::task::yield_now() => {}
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out (real time): {what}"
+        );
+    }
+}
+
+/// [`wait_until`] for paused-time tests: polls `cond` with the clock held ([`hold_clock`]).
+pub async fn hold_until(what: &str, mut cond: impl FnMut() -> bool) {
+    hold_clock(what, async {
+        while !cond() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+/// `sluice_proxy_rejected` of `frontend` (the process-wide metrics: use a frontend name no
+/// other test uses) whose reason starts with `reason` ("" for every reason).
+pub fn proxy_rejections(frontend: &str, reason: &str) -> u64 {
+    let fe = format!("frontend=\"{frontend}\"");
+    let why = format!("reason=\"{reason}");
+    sluice::metrics::global()
+        .encode(&[])
+        .lines()
+        .filter(|l| l.starts_with("sluice_proxy_rejected") && l.contains(&fe) && l.contains(&why))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// Waits until `path` contains a line with every one of `parts`; returns that line.
@@ -331,10 +379,12 @@ impl SluiceProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[sluice] {line}");
-                if let Some(l) = parse_listening(&line) {
+                let listening = parse_listening(&line);
+                // Recorded before it is reported: once `start` returns, `stderr` has it.
+                sink.lock().unwrap().push(line);
+                if let Some(l) = listening {
                     let _ = tx.send(l);
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         let guard = ChildGuard(child);
@@ -469,134 +519,4 @@ pub async fn echo_server(ip: IpAddr) -> SocketAddr {
         }
     });
     addr
-}
-
-/// What a PROXY-expecting test server saw on one connection.
-#[derive(Debug, Clone)]
-pub struct Captured {
-    pub version: Option<proxy_header::Version>,
-    pub source: Option<SocketAddr>,
-    pub destination: Option<SocketAddr>,
-    pub unique_id: Option<Vec<u8>>,
-    pub crc32c: bool,
-    /// Error text when the connection did not start with a valid header.
-    pub error: Option<String>,
-    /// Application bytes after the header, up to the client's EOF (at most 1 MiB).
-    pub data: Vec<u8>,
-}
-
-/// A server that decodes a PROXY header with `proxy_header`, replies `"src=<source>\n"`,
-/// then collects the rest and reports everything on the channel when the client closes.
-/// A connection without a valid header is closed at once and reported with `error` set.
-pub async fn proxy_capture_server(ip: IpAddr) -> (SocketAddr, mpsc::UnboundedReceiver<Captured>) {
-    let l = TcpListener::bind((ip, 0)).await.expect("bind capture");
-    let addr = l.local_addr().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(capture_one(s).await);
-            });
-        }
-    });
-    (addr, rx)
-}
-
-async fn capture_one(mut s: TcpStream) -> Captured {
-    let mut cap = Captured {
-        version: None,
-        source: None,
-        destination: None,
-        unique_id: None,
-        crc32c: false,
-        error: None,
-        data: Vec::new(),
-    };
-    let mut buf = vec![0u8; 8192];
-    let mut filled = 0;
-    let opts = proxy_header::DecodeOptions::default();
-    loop {
-        let n = match tokio::time::timeout(DEADLINE, s.read(&mut buf[filled..])).await {
-            Ok(Ok(n)) => n,
-            _ => 0,
-        };
-        if n == 0 {
-            cap.error = Some(format!(
-                "closed after {filled} bytes without a complete header"
-            ));
-            return cap;
-        }
-        filled += n;
-        match proxy_header::decode(&buf[..filled], &opts) {
-            Ok(proxy_header::Decoded::Complete { header, consumed }) => {
-                cap.version = Some(header.version);
-                cap.source = header.source();
-                cap.destination = header.destination();
-                cap.unique_id = header.tlvs.unique_id().map(|u| u.to_vec());
-                cap.crc32c = header.tlvs.crc32c().is_some();
-                cap.data.extend_from_slice(&buf[consumed..filled]);
-                break;
-            }
-            Ok(proxy_header::Decoded::Incomplete { .. }) if filled < buf.len() => continue,
-            Ok(_) => {
-                cap.error = Some("header too long".into());
-                return cap;
-            }
-            Err(e) => {
-                cap.error = Some(e.to_string());
-                return cap;
-            }
-        }
-    }
-    let src = cap
-        .source
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| "-".into());
-    let _ = s.write_all(format!("src={src}\n").as_bytes()).await;
-    let mut chunk = [0u8; 4096];
-    while cap.data.len() < (1 << 20) {
-        match tokio::time::timeout(DEADLINE, s.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => cap.data.extend_from_slice(&chunk[..n]),
-            _ => break,
-        }
-    }
-    cap
-}
-
-/// Receives the next capture within `DEADLINE`.
-pub async fn next_capture(rx: &mut mpsc::UnboundedReceiver<Captured>) -> Captured {
-    within("a connection at the capture server", rx.recv())
-        .await
-        .expect("capture channel")
-}
-
-/// Waits until something accepts TCP connections on `addr` (a peer process starting up).
-/// The probe connection is closed at once without sending anything.
-pub async fn wait_port(addr: SocketAddr) {
-    let end = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "nothing listening on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Runs `program args` as a child process killed on drop; stdout/stderr go to `log`.
-pub fn spawn_peer(program: &Path, args: &[&str], log: &Path) -> ChildGuard {
-    let out = std::fs::File::create(log).expect("peer log file");
-    let err = out.try_clone().expect("dup peer log");
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-    ChildGuard(child)
 }

@@ -233,26 +233,7 @@ pub fn openssl_cert(dir: &Path, name: &str, keygen: &[&str], expect_pem: &str) -
     CertFiles { cert, key, der }
 }
 
-// ---------- real openssl s_client ----------
-
-/// Runs `openssl s_client` against `addr` with stdin closed; returns stdout.
-pub async fn s_client(addr: SocketAddr, extra: &[&str]) -> String {
-    let connect = addr.to_string();
-    let child = tokio::process::Command::new("openssl")
-        .args(["s_client", "-connect", &connect, "-ign_eof"])
-        .args(extra)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn openssl");
-    let out = tokio::time::timeout(IO_TIMEOUT, child.wait_with_output())
-        .await
-        .expect("openssl s_client timed out")
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+// ---------- real openssl s_client (run by support::edge::s_client) ----------
 
 /// The first 16 bytes of the ticket in an s_client session file (`openssl sess_id -text`).
 pub fn ticket_name(sess: &Path) -> [u8; 16] {

@@ -13,9 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, ConfigError};
-use crate::runtime::{BuildError, Server};
 use app::AppIdentity;
+use sluice::config::{self, ConfigError};
+use sluice::runtime::{BuildError, Server};
 use topology::{Files, Topology, BALANCER, EDGES};
 
 /// The flags of `sluice demo`.
@@ -70,10 +70,11 @@ pub enum DemoError {
 /// The first line printed once everything listens; tests wait for it.
 pub const READY: &str = "sluice demo ready:";
 
-/// `sluice demo` as the command line runs it: stops on the first SIGINT (Ctrl-C) or SIGTERM.
+/// `sluice demo` as the command line runs it: stops on the first SIGINT (Ctrl-C) or SIGTERM,
+/// through the same handler as `sluice run` ([`crate::cli::shutdown_signal`]).
 pub async fn run_until_signal(opts: &DemoOpts) -> Result<(), DemoError> {
-    let stop = crate::process::signals::terminate().map_err(DemoError::Signal)?;
-    run(opts, stop).await
+    let shutdown = crate::cli::shutdown_signal().map_err(DemoError::Signal)?;
+    run(opts, shutdown).await
 }
 
 /// Runs the demo until `shutdown` completes, then drains like `sluice run`, stops the apps

@@ -201,7 +201,7 @@ pub fn config_toml(t: &Topology) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{self, Balance, Mode, Protocol, SendProxy};
+    use sluice::config::{self, Balance, Mode, Protocol, SendProxy};
 
     fn topo(dir: &Path) -> Topology {
         Topology {
@@ -259,7 +259,7 @@ mod tests {
             check_fd_limit: false,
         };
         config::load_str_with(&config_toml(&t), "demo", &opts).unwrap();
-        crate::tls::TlsEdge::load(&crate::spec::Tls {
+        sluice::tls::TlsEdge::load(&sluice::spec::Tls {
             cert: t.files.cert.display().to_string(),
             key: t.files.key.display().to_string(),
             certs: vec![],

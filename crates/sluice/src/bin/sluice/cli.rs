@@ -1,17 +1,18 @@
 //! The `sluice` command line: `run --config FILE` (until SIGTERM/SIGINT; SIGHUP reloads;
-//! handlers in `process::signals`), `check --config FILE`, `reload --config FILE [--pid PID]`
-//! (check, then SIGHUP the running process) and `demo` (logic in `crate::demo`); `--version`
-//! comes from clap. `main.rs` only sets up tracing and the runtime.
+//! handlers in `sluice::process::signals`), `check --config FILE`, `reload --config FILE
+//! [--pid PID]` (check, then SIGHUP the running process) and, with the `demo` feature, `demo`
+//! (logic in `crate::demo`); `--version` from clap. `main.rs` sets up tracing and the runtime.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, Config};
-use crate::reload::{self, PidFile};
-use crate::runtime::{BuildError, Server};
-use crate::server::Accept;
+use sluice::config::{self, Config};
+use sluice::reload::{self, PidFile};
+use sluice::runtime::BuildError;
+use sluice::server::Accept;
+use sluice::Server;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,6 +62,7 @@ pub enum Command {
     },
     /// Both tiers in one process on loopback: a balancer in front of two TLS edges in front of
     /// a built-in app. No files needed; Ctrl-C stops it.
+    #[cfg(feature = "demo")]
     Demo(crate::demo::DemoOpts),
 }
 
@@ -123,16 +125,16 @@ pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), 
         ),
         None => None,
     };
-    let quit = crate::process::signals::quit().map_err(CliError::Signal)?;
-    crate::process::notify::ready();
+    let quit = sluice::process::signals::quit().map_err(CliError::Signal)?;
+    sluice::process::notify::ready();
     let shutdown = async move {
         shutdown.await;
-        crate::process::notify::stopping();
+        sluice::process::notify::stopping();
     };
     let result = tokio::select! {
         r = server.run(shutdown) => r,
         () = quit => {
-            crate::process::notify::stopping();
+            sluice::process::notify::stopping();
             Ok(())
         }
     };
@@ -167,6 +169,12 @@ pub fn reload(path: &Path, pid: Option<i32>) -> Result<String, CliError> {
         "{}: OK; sent SIGHUP to pid {pid} (it logs the outcome of the reload)",
         path.display()
     ))
+}
+
+/// Completes on the first SIGTERM or SIGINT (`sluice::process::signals::terminate`, the one
+/// handler of the process). `sluice run` and `sluice demo` share it.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    sluice::process::signals::terminate()
 }
 
 #[cfg(test)]

@@ -1,11 +1,16 @@
-//! Command line entry point: parses arguments, sets up tracing to stderr and the tokio
-//! runtime, and hands over to the library (`sluice::cli`). No logic of its own.
+//! The `sluice` binary: parses arguments (`cli`), sets up tracing to stderr and the tokio
+//! runtime, and hands over to `cli` or, with the `demo` feature (on by default), `demo`.
+//! The balancer and edge themselves are the `sluice` library; nothing here serves traffic.
 #![forbid(unsafe_code)]
+
+mod cli;
+#[cfg(feature = "demo")]
+mod demo;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice::cli::{self, Cli, Command, LogFormat};
+use cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -46,11 +51,12 @@ fn main() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        #[cfg(feature = "demo")]
         Command::Demo(opts) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            match rt.block_on(sluice::demo::run_until_signal(&opts)) {
+            match rt.block_on(demo::run_until_signal(&opts)) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(e) => {
                     eprintln!("sluice demo: {e}");
@@ -65,8 +71,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             let result = rt.block_on(async {
-                let shutdown =
-                    sluice::process::signals::terminate().map_err(cli::CliError::Signal)?;
+                let shutdown = cli::shutdown_signal().map_err(cli::CliError::Signal)?;
                 cli::run(&config, shutdown).await
             });
             match result {
