@@ -20,7 +20,10 @@ pub mod net;
 pub mod process;
 pub mod proxy;
 pub mod reload;
+pub mod runtime;
 pub mod server;
 pub mod spec;
 pub mod tls;
 pub mod upstream;
+
+pub use runtime::Server;

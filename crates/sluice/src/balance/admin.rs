@@ -94,7 +94,8 @@ impl Pool {
         mode: Option<AdminMode>,
         weight: Option<u32>,
     ) -> Result<ServerId, ChangeRefused> {
-        let Some(i) = self.servers.iter().position(|s| s.name == server) else {
+        let members = self.members();
+        let Some(i) = members.iter().position(|s| s.name == server) else {
             return Err(ChangeRefused::NoServer {
                 backend: self.name.clone(),
                 server: server.to_string(),
@@ -103,7 +104,7 @@ impl Pool {
         if let Some(w) = weight.filter(|&w| w > MAX_ADMIN_WEIGHT) {
             return Err(ChangeRefused::Weight(w));
         }
-        let s = &self.servers[i];
+        let s = &members[i];
         if let Some(w) = weight {
             s.weight.store(w, Ordering::Relaxed);
         }
@@ -124,7 +125,7 @@ impl Pool {
 
     /// True when server `id` is in maintenance: its health checks are suspended.
     pub(crate) fn in_maint(&self, id: ServerId) -> bool {
-        self.servers
+        self.members()
             .get(id.0)
             .is_some_and(|s| s.admin_mode() == AdminMode::Maint)
     }

@@ -26,7 +26,7 @@ pub(super) fn pick(
     match pool.balance {
         Balance::Roundrobin => roundrobin(pool, snap, tried),
         Balance::Leastconn => leastconn(pool, snap, tried),
-        Balance::Source => source(pool, snap, client, tried),
+        Balance::Source => source(snap, client, tried),
         Balance::Random => random(pool, snap, tried),
     }
 }
@@ -36,8 +36,8 @@ fn untried(tried: &[ServerId], id: usize) -> bool {
 }
 
 /// Takes a slot on `id` unless it was tried already or is full.
-fn grab(pool: &Pool, tried: &[ServerId], id: usize) -> bool {
-    untried(tried, id) && pool.entry(id).try_acquire()
+fn grab(snap: &Snapshot, tried: &[ServerId], id: usize) -> bool {
+    untried(tried, id) && snap.servers[id].try_acquire()
 }
 
 /// Next entry of the precomputed SWRR cycle; skipped (tried/full) entries pass to the next
@@ -47,12 +47,12 @@ fn roundrobin(pool: &Pool, snap: &Snapshot, tried: &[ServerId]) -> Option<usize>
     let start = pool.rr_next();
     (0..n)
         .map(|k| snap.schedule[(start + k) % n] as usize)
-        .find(|&id| grab(pool, tried, id))
+        .find(|&id| grab(snap, tried, id))
 }
 
 /// `a` carries less load than `b` relative to weight: active_a/w_a < active_b/w_b.
-fn lighter(pool: &Pool, a: usize, b: usize) -> bool {
-    let (sa, sb) = (pool.entry(a), pool.entry(b));
+fn lighter(snap: &Snapshot, a: usize, b: usize) -> bool {
+    let (sa, sb) = (&snap.servers[a], &snap.servers[b]);
     let la = sa.active.load(Ordering::Relaxed) as u128;
     let lb = sb.active.load(Ordering::Relaxed) as u128;
     la * u128::from(sb.weight()) < lb * u128::from(sa.weight())
@@ -69,7 +69,7 @@ fn leastconn(pool: &Pool, snap: &Snapshot, tried: &[ServerId]) -> Option<usize> 
         for _ in 0..n {
             let id = snap.eligible[idx];
             idx = if idx + 1 == n { 0 } else { idx + 1 };
-            let s = pool.entry(id);
+            let s = &snap.servers[id];
             let active = s.active.load(Ordering::Relaxed);
             if (s.max_connections != 0 && active >= s.max_connections) || !untried(tried, id) {
                 continue;
@@ -82,7 +82,7 @@ fn leastconn(pool: &Pool, snap: &Snapshot, tried: &[ServerId]) -> Option<usize> 
             }
         }
         let (id, _, _) = best?;
-        if pool.entry(id).try_acquire() {
+        if snap.servers[id].try_acquire() {
             return Some(id);
         }
     }
@@ -91,7 +91,7 @@ fn leastconn(pool: &Pool, snap: &Snapshot, tried: &[ServerId]) -> Option<usize> 
 
 /// Consistent hash of the client IP on the ring of selectable servers; a tried or full
 /// server passes the client on to the next distinct server clockwise.
-fn source(pool: &Pool, snap: &Snapshot, client: &ClientAddr, tried: &[ServerId]) -> Option<usize> {
+fn source(snap: &Snapshot, client: &ClientAddr, tried: &[ServerId]) -> Option<usize> {
     let ring = &snap.ring;
     let n = ring.len();
     let h = client_hash(client.addr().ip());
@@ -102,7 +102,7 @@ fn source(pool: &Pool, snap: &Snapshot, client: &ClientAddr, tried: &[ServerId])
         if id == last_rejected {
             continue;
         }
-        if grab(pool, tried, id) {
+        if grab(snap, tried, id) {
             return Some(id);
         }
         last_rejected = id;
@@ -121,11 +121,11 @@ fn random(pool: &Pool, snap: &Snapshot, tried: &[ServerId]) -> Option<usize> {
         snap.eligible[cum.partition_point(|&c| c <= r)]
     };
     let (a, b) = (draw(), draw());
-    let (first, second) = if lighter(pool, b, a) { (b, a) } else { (a, b) };
-    if grab(pool, tried, first) {
+    let (first, second) = if lighter(snap, b, a) { (b, a) } else { (a, b) };
+    if grab(snap, tried, first) {
         return Some(first);
     }
-    if second != first && grab(pool, tried, second) {
+    if second != first && grab(snap, tried, second) {
         return Some(second);
     }
     leastconn(pool, snap, tried)

@@ -1,7 +1,7 @@
 //! Server selection for one backend (after pingora-load-balancing): roundrobin (smooth
 //! weighted), leastconn, source (consistent hash ring) and random (two choices), honouring
-//! health, backup, weight and per-server max_connections, plus a bounded FIFO wait queue.
-//! The selection path is lock-free (ArcSwap snapshot + atomics). Health checks live in `health`.
+//! health, backup, weight, per-server max_connections and a bounded FIFO wait queue. Lock-free
+//! selection (ArcSwap snapshot of the server set + atomics); health checks live in `health`.
 
 mod admin;
 mod algo;
@@ -106,9 +106,10 @@ pub struct Pool {
     me: Weak<Pool>,
     name: String,
     balance: Balance,
-    /// Shared with the successor pool after a reload (`reconfigure`): state survives.
-    servers: Vec<Arc<ServerEntry>>,
+    /// The servers (shared with the successor pool after a reload, `reconfigure`: state
+    /// survives) and the selection data over them, swapped as one.
     snap: ArcSwap<Snapshot>,
+    /// Serializes snapshot rebuilds (health flips, admin changes, `update`).
     rebuild: Mutex<()>,
     /// roundrobin position / leastconn tie-break rotation.
     rr: AtomicUsize,
@@ -123,7 +124,7 @@ impl fmt::Debug for Pool {
         f.debug_struct("Pool")
             .field("name", &self.name)
             .field("balance", &self.balance)
-            .field("servers", &self.servers.len())
+            .field("servers", &self.len())
             .finish_non_exhaustive()
     }
 }
@@ -151,13 +152,11 @@ impl Pool {
     /// A pool over already-built (possibly shared) server entries, registered with each of
     /// them so a state change seen through any pool refreshes every pool holding the server.
     pub(crate) fn from_entries(cfg: &spec::Backend, entries: Vec<Arc<ServerEntry>>) -> Arc<Pool> {
-        let snap = Snapshot::build(&entries, cfg.balance);
         Arc::new_cyclic(|me| Pool {
             me: subscribe(&entries, me),
             name: cfg.name.clone(),
             balance: cfg.balance,
-            servers: entries,
-            snap: ArcSwap::from_pointee(snap),
+            snap: ArcSwap::from_pointee(Snapshot::build(Arc::new(entries), cfg.balance)),
             rebuild: Mutex::new(()),
             rr: AtomicUsize::new(0),
             rise_fall: cfg.health.as_ref().map(|h| (h.rise, h.fall)),
@@ -166,6 +165,11 @@ impl Pool {
                 ..WaitQueue::default()
             },
         })
+    }
+
+    /// The current servers, in configuration order (positions are the [`ServerId`]s).
+    pub(crate) fn members(&self) -> Arc<Vec<Arc<ServerEntry>>> {
+        self.snap.load().servers.clone()
     }
 
     pub fn name(&self) -> &str {
@@ -178,11 +182,11 @@ impl Pool {
 
     /// Number of configured servers (ids are `0..len`).
     pub fn len(&self) -> usize {
-        self.servers.len()
+        self.snap.load().servers.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.servers.is_empty()
+        self.snap.load().servers.is_empty()
     }
 
     /// Pick a server for this client, skipping `tried` (ids already failed on this connection),
@@ -192,7 +196,8 @@ impl Pool {
         let pool = self.me.upgrade()?;
         let snap = self.snap.load();
         let id = algo::pick(self, &snap, client, tried)?;
-        Some(Lease { pool, id })
+        let entry = snap.servers[id].clone();
+        Some(Lease { pool, entry, id })
     }
 
     /// Like `select`, but when servers are up and all are full, wait in a bounded FIFO queue
@@ -231,7 +236,7 @@ impl Pool {
 
     /// A point-in-time copy of every server's state and counters, in configuration order.
     pub fn servers(&self) -> Vec<ServerSnapshot> {
-        self.servers
+        self.members()
             .iter()
             .enumerate()
             .map(|(i, s)| ServerSnapshot {
@@ -274,15 +279,41 @@ impl Pool {
     }
 
     /// The name and address of a server, for the health checker.
-    pub(crate) fn server_addr(&self, id: ServerId) -> Option<(&str, &ServerAddr)> {
-        self.servers.get(id.0).map(|s| (s.name.as_str(), &s.addr))
+    pub(crate) fn server_addr(&self, id: ServerId) -> Option<(String, ServerAddr)> {
+        let members = self.members();
+        let s = members.get(id.0)?;
+        Some((s.name.clone(), s.addr.clone()))
     }
 
-    /// Records the outcome of one active health check of server `id`.
+    /// Records the outcome of one active health check of server `id` (tests; the checker
+    /// uses `record_check_named`).
+    #[cfg(test)]
     pub(crate) fn record_check(&self, id: ServerId, outcome: Result<Duration, String>) {
-        let Some(s) = self.servers.get(id.0) else {
-            return;
+        let members = self.members();
+        if let Some(s) = members.get(id.0) {
+            self.record_check_on(s, outcome);
+        }
+    }
+
+    /// Records a check of server `id` made for the server named `name`: when an in-place
+    /// update moved or removed that server meanwhile, the result goes to it or nowhere.
+    pub(crate) fn record_check_named(
+        &self,
+        id: ServerId,
+        name: &str,
+        outcome: Result<Duration, String>,
+    ) {
+        let members = self.members();
+        let found = match members.get(id.0) {
+            Some(s) if s.name == name => Some(s),
+            _ => members.iter().find(|s| s.name == name),
         };
+        if let Some(s) = found {
+            self.record_check_on(s, outcome);
+        }
+    }
+
+    fn record_check_on(&self, s: &ServerEntry, outcome: Result<Duration, String>) {
         let (rise, fall) = self.rise_fall.unwrap_or((1, 1));
         let t = match &outcome {
             Ok(latency) => {
@@ -296,24 +327,22 @@ impl Pool {
             }
         };
         if let Some(t) = t {
-            self.changed(id, t);
+            self.changed(s, t);
         }
     }
 
-    /// A live connection to `id` failed: counts as a failed check when checks are configured.
-    fn passive_failure(&self, id: usize, why: &str) {
-        let s = &self.servers[id];
+    /// A live connection to `s` failed: counts as a failed check when checks are configured.
+    fn passive_failure(&self, s: &ServerEntry, why: &str) {
         s.connect_failures.fetch_add(1, Ordering::Relaxed);
         if let Some((rise, fall)) = self.rise_fall {
             if let Some(t) = s.observe(Err(why), rise, fall) {
-                self.changed(ServerId(id), t);
+                self.changed(s, t);
             }
         }
     }
 
     /// Logs a state flip once, rebuilds the snapshot and wakes waiters to re-evaluate.
-    fn changed(&self, id: ServerId, t: Transition) {
-        let s = &self.servers[id.0];
+    fn changed(&self, s: &ServerEntry, t: Transition) {
         match t {
             Transition::Down { reason, failures } => tracing::warn!(
                 backend = %self.name, server = %s.name,
@@ -344,8 +373,18 @@ impl Pool {
 
     fn rebuild_snapshot(&self) {
         let _g = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        let members = self.members();
         self.snap
-            .store(Arc::new(Snapshot::build(&self.servers, self.balance)));
+            .store(Arc::new(Snapshot::build(members, self.balance)));
+    }
+
+    /// Puts `servers` in place of the current set (the rebuild lock serializes this with
+    /// health flips, so no flip is lost), registering this pool with each of them.
+    fn replace_members(&self, servers: Vec<Arc<ServerEntry>>) {
+        subscribe(&servers, &self.me);
+        let _g = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        self.snap
+            .store(Arc::new(Snapshot::build(Arc::new(servers), self.balance)));
     }
 
     /// True when some selectable server was not tried yet (it may be full right now).
@@ -355,10 +394,6 @@ impl Pool {
             .eligible
             .iter()
             .any(|&i| !tried.contains(&ServerId(i)))
-    }
-
-    fn entry(&self, id: usize) -> &ServerEntry {
-        &self.servers[id]
     }
 
     fn rr_next(&self) -> usize {
@@ -395,9 +430,12 @@ impl Drop for WaitingGuard<'_> {
 }
 
 /// One connection's claim on a server: +1 active while alive; dropping it frees the slot and
-/// wakes the oldest queued waiter.
+/// wakes the oldest queued waiter. It holds the server itself, so it stays valid when an
+/// in-place update removes the server from the pool (the connection drains).
 pub struct Lease {
     pool: Arc<Pool>,
+    entry: Arc<ServerEntry>,
+    /// The server's position when it was selected.
     id: usize,
 }
 
@@ -413,11 +451,11 @@ impl Lease {
     }
 
     pub fn name(&self) -> &str {
-        &self.pool.entry(self.id).name
+        &self.entry.name
     }
 
     pub fn addr(&self) -> &ServerAddr {
-        &self.pool.entry(self.id).addr
+        &self.entry.addr
     }
 
     /// The backend this lease belongs to.
@@ -428,18 +466,18 @@ impl Lease {
     /// Passive health: the connection to this server failed. Counts as a failed check when
     /// the backend has health checks (without them a server is never marked down).
     pub fn connect_failed(&self, why: &str) {
-        self.pool.passive_failure(self.id, why);
+        self.pool.passive_failure(&self.entry, why);
     }
 
     /// The connection to this server succeeded: clears a running failure streak.
     pub fn connected(&self) {
-        self.pool.entry(self.id).clear_failures();
+        self.entry.clear_failures();
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.pool.entry(self.id).release();
+        self.entry.release();
         if self.pool.queue.waiting.load(Ordering::SeqCst) > 0 {
             self.pool.queue.notify.notify_one();
         }

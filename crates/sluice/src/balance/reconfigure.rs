@@ -1,7 +1,7 @@
-//! Reload support for pools: builds the successor of a pool for a new backend configuration,
-//! sharing the live entry (health state, counters, active connections) of every server whose
-//! name and address stay; admin-API changes (drain/maint, weight) give way to the config. It does not decide when to reload, start health
-//! checks or move connections: leases taken on the old pool finish on it.
+//! Changing a pool's servers, sharing the live entry (health, counters, active connections)
+//! of each server whose name and address stay: `reconfigure` builds a successor pool for a
+//! reload (admin-API changes give way to the config), `update` replaces the set in place for
+//! DNS answers (pingora's `LoadBalancer::update`). When to change is the runtime's call.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -47,15 +47,47 @@ impl Pool {
 
     /// [`Pool::reconfigure`], except that added servers named in `start_down` start down
     /// when `cfg` has health checks: they need `rise` passing checks before use (servers
-    /// appearing in DNS answers, see the `discovery` module).
+    /// appearing in DNS answers).
     pub fn reconfigure_starting_down(
         &self,
         prev: &spec::Backend,
         cfg: &spec::Backend,
         start_down: &HashSet<String>,
     ) -> (Arc<Pool>, PoolDiff) {
+        let (entries, diff) = self.carry(prev, cfg, start_down, true);
+        (Pool::from_entries(cfg, entries), diff)
+    }
+
+    /// Replaces this pool's servers in place with those of `cfg` (the same backend; `prev`
+    /// and `cfg` list the servers before and after, e.g. a host name that now resolves to
+    /// other addresses). Kept servers keep their entry, admin-API state and weight included;
+    /// added ones named in `start_down` start down when `cfg` has health checks; removed ones
+    /// get no new connections while their leases finish. Whoever holds this pool sees the
+    /// new set from the next selection.
+    pub fn update(
+        &self,
+        prev: &spec::Backend,
+        cfg: &spec::Backend,
+        start_down: &HashSet<String>,
+    ) -> PoolDiff {
+        let (entries, diff) = self.carry(prev, cfg, start_down, false);
+        self.replace_members(entries);
+        diff
+    }
+
+    /// The entries of a pool serving `cfg`: this pool's entry for each server whose name,
+    /// address, `backup` and `max_connections` stay (its configured weight re-applied and
+    /// admin state reset when `reset` is set), a new one for every other server.
+    fn carry(
+        &self,
+        prev: &spec::Backend,
+        cfg: &spec::Backend,
+        start_down: &HashSet<String>,
+        reset: bool,
+    ) -> (Vec<Arc<ServerEntry>>, PoolDiff) {
+        let members = self.members();
         let old: HashMap<&str, &Arc<ServerEntry>> =
-            self.servers.iter().map(|e| (e.name.as_str(), e)).collect();
+            members.iter().map(|e| (e.name.as_str(), e)).collect();
         let prev_weight: HashMap<&str, u32> = prev
             .servers
             .iter()
@@ -70,8 +102,11 @@ impl Pool {
             });
             match reuse {
                 Some(e) => {
-                    e.weight.store(s.weight, Ordering::Relaxed);
-                    if let Some(mode) = e.reset_admin() {
+                    if reset {
+                        e.weight.store(s.weight, Ordering::Relaxed);
+                    }
+                    let was = if reset { e.reset_admin() } else { None };
+                    if let Some(mode) = was {
                         tracing::info!(
                             backend = %cfg.name, server = %name,
                             "server {}/{}: admin state {} reset to ready by the reload \
@@ -103,12 +138,12 @@ impl Pool {
                 }
             }
         }
-        for e in &self.servers {
+        for e in members.iter() {
             if !entries.iter().any(|n| Arc::ptr_eq(n, e)) {
                 diff.removed.push(e.name.clone());
             }
         }
-        (Pool::from_entries(cfg, entries), diff)
+        (entries, diff)
     }
 }
 

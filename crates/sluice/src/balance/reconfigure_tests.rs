@@ -103,3 +103,51 @@ fn a_failure_seen_through_the_old_pool_takes_the_server_out_of_the_new_one() {
     next.record_check(ServerId(1), Ok(std::time::Duration::from_millis(1)));
     assert!((0..12).any(|_| pool.select(&client, &[]).unwrap().name() == "b"));
 }
+
+#[test]
+fn update_in_place_keeps_state_starts_new_servers_down_and_drains_removed() {
+    let cfg1 = backend(V1);
+    let pool = Pool::new(&cfg1);
+    let client = ClientAddr::direct(crate::addr::PeerAddr("127.0.0.2:1000".parse().unwrap()));
+    let held = pool.select(&client, &[ServerId(0), ServerId(2)]).unwrap();
+    assert_eq!(held.name(), "b");
+    pool.set_admin("a", Some(AdminMode::Drain), Some(7))
+        .unwrap();
+    // "b" vanishes, "d" appears (from DNS: starts down), "a" and "c" stay.
+    let cfg2 = backend(&V1.replace(
+        r#"{ name = "b", addr = "127.0.0.11:80" }"#,
+        r#"{ name = "d", addr = "127.0.0.13:80" }"#,
+    ));
+    let start_down: HashSet<String> = ["d".to_string()].into();
+    let diff = pool.update(&cfg1, &cfg2, &start_down);
+    assert_eq!(diff.kept, vec!["a", "c"]);
+    assert_eq!(diff.added, vec!["d"]);
+    assert_eq!(diff.removed, vec!["b"]);
+    let snap = pool.servers();
+    let names: Vec<&str> = snap.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a", "d", "c"], "the same pool serves the new set");
+    assert_eq!(
+        snap[1].state,
+        ServerState::Down,
+        "new from DNS: down until checked"
+    );
+    assert_eq!(
+        snap[0].admin,
+        AdminMode::Drain,
+        "no reload: admin state stays"
+    );
+    assert_eq!(snap[0].weight, 7);
+    // Only "c" is selectable: "a" drained, "d" down, "b" gone.
+    for _ in 0..6 {
+        assert_eq!(pool.select(&client, &[]).unwrap().name(), "c");
+    }
+    // The lease on the removed server still works and frees its slot.
+    assert_eq!(held.name(), "b");
+    drop(held);
+    // A passing check (by name) brings "d" in.
+    pool.record_check_named(ServerId(1), "d", Ok(std::time::Duration::from_millis(1)));
+    assert!((0..12).any(|_| pool.select(&client, &[]).unwrap().name() == "d"));
+    // A check result for a server no longer in the pool goes nowhere.
+    pool.record_check_named(ServerId(1), "b", Err("refused".into()));
+    assert_eq!(pool.servers()[1].state, ServerState::Up);
+}

@@ -86,7 +86,9 @@ impl ServerEntry {
     pub(crate) fn subscribe(&self, pool: Weak<Pool>) {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         pools.retain(|p| p.strong_count() > 0);
-        pools.push(pool);
+        if !pools.iter().any(|p| Weak::ptr_eq(p, &pool)) {
+            pools.push(pool);
+        }
     }
 
     /// The live pools holding this entry.

@@ -1,6 +1,7 @@
-//! The immutable selection snapshot: which servers are in play (up primaries, else up backups)
-//! and the precomputed per-algorithm data (SWRR schedule, hash ring, cumulative weights).
-//! Rebuilt on every health state change and swapped in via ArcSwap; never mutated in place.
+//! The immutable selection snapshot: the pool's server list, which of them are in play (up
+//! primaries, else up backups) and the precomputed per-algorithm data (SWRR schedule, hash
+//! ring, cumulative weights). Rebuilt on every health state change and on an in-place server
+//! update (DNS), swapped in via ArcSwap; never mutated in place.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ const MAX_RING: u64 = 65_536;
 
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
+    /// The pool's servers, in configuration order; indices below point into it.
+    pub servers: Arc<Vec<Arc<ServerEntry>>>,
     /// Indices of the servers selection may use, in configuration order.
     pub eligible: Vec<usize>,
     /// True when `eligible` holds backups because no primary is up.
@@ -30,7 +33,8 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    pub(crate) fn build(servers: &[Arc<ServerEntry>], balance: Balance) -> Snapshot {
+    pub(crate) fn build(members: Arc<Vec<Arc<ServerEntry>>>, balance: Balance) -> Snapshot {
+        let servers = &members[..];
         let usable = |backup: bool| -> Vec<usize> {
             (0..servers.len())
                 .filter(|&i| {
@@ -50,6 +54,7 @@ impl Snapshot {
             .map(|&i| u64::from(servers[i].weight()))
             .collect();
         let mut snap = Snapshot {
+            servers: members.clone(),
             backup_mode,
             ..Snapshot::default()
         };

@@ -1,7 +1,7 @@
 //! Servers from DNS (issue #7): a server whose `addr` is `host:port` becomes one server per
 //! address the name resolves to, named `NAME-IP` (`srv1-10.0.0.7`), and the name is
-//! re-resolved every `resolve_interval`. This module resolves and caches; turning a changed
-//! answer into a successor pool is `reload::build::prepare` (the same path as a reload).
+//! re-resolved every `resolve_interval`. This module resolves, caches and says when an answer
+//! changed; updating the affected pools in place is the runtime's (`runtime::dns`).
 
 pub mod dns;
 
@@ -15,6 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balance::ServerAddr;
 use crate::spec::{self, Spec};
+
+/// A host name of a backend's server could not be resolved (and no answer is known).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("backend {backend}: {message}")]
+pub struct DiscoveryError {
+    pub backend: String,
+    pub message: String,
+}
 
 /// How long one DNS server gets to answer one query.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -113,7 +121,7 @@ impl Discovery {
     /// Before `cfg` goes into effect (start, reload): takes its resolvers and resolution
     /// intervals, and resolves every host name not resolved yet. Fails (naming the server)
     /// when a host name has no address and none is known from before.
-    pub async fn prime(&self, cfg: &Spec) -> Result<(), crate::server::ServerError> {
+    pub async fn prime(&self, cfg: &Spec) -> Result<(), DiscoveryError> {
         *self.resolver.lock().unwrap_or_else(|e| e.into_inner()) = resolver_of(cfg);
         let now = tokio::time::Instant::now();
         let mut watch: Vec<(String, Duration, tokio::time::Instant)> = Vec::new();
@@ -122,11 +130,9 @@ impl Discovery {
             for (host, port) in hosts_of(b) {
                 let known = self.state().cache.contains_key(&host);
                 if !known {
-                    let ips = self.look_up(&host).await.map_err(|e| {
-                        crate::server::ServerError::Backend {
-                            backend: b.name.clone(),
-                            message: format!("cannot resolve {host}:{port}: {e}"),
-                        }
+                    let ips = self.look_up(&host).await.map_err(|e| DiscoveryError {
+                        backend: b.name.clone(),
+                        message: format!("cannot resolve {host}:{port}: {e}"),
                     })?;
                     self.state().cache.insert(host.clone(), ips);
                 }
@@ -178,6 +184,12 @@ impl Discovery {
         let mut expanded = b.clone();
         expanded.servers = out;
         Ok((expanded, from_dns))
+    }
+
+    /// Stores `ips` as the answer for `host`, as a look-up would (tests of the callers).
+    #[cfg(test)]
+    pub(crate) fn set_answer(&self, host: &str, ips: Vec<IpAddr>) {
+        self.state().cache.insert(host.to_string(), ips);
     }
 
     /// Re-resolves the host names that are due. Returns true when an answer changed (a
@@ -232,7 +244,7 @@ impl Discovery {
 }
 
 /// Re-resolves due host names until `stop`; sends on `changed` when an answer changed (the
-/// server then rebuilds the affected pools). Wakes at least once a second to pick up a
+/// runtime then updates the affected pools). Wakes at least once a second to pick up a
 /// schedule changed by a reload.
 pub async fn refresh_loop(
     discovery: std::sync::Arc<Discovery>,

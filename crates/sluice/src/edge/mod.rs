@@ -115,7 +115,7 @@ fn builder(s: &EdgeSettings) -> auto::Builder<TokioExecutor> {
 impl HttpFrontend {
     /// Builds frontend `f` over backend `b` (whose pool is `pool`): loads TLS, and for a
     /// TLS frontend starts the file watcher until `shutdown`. SIGHUP is the reload path's
-    /// (`crate::reload`), which re-reads TLS along with the whole configuration.
+    /// (the runtime's reload), which re-reads TLS along with the whole configuration.
     /// Must run inside a tokio runtime.
     pub fn new(
         f: &spec::Frontend,
@@ -202,6 +202,16 @@ impl HttpFrontend {
             h1,
             h2,
         }))
+    }
+}
+
+impl crate::server::Frontend for HttpFrontend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn serve(self: Arc<Self>, conn: crate::server::Conn<'_>) {
+        conn.spawn(|stream, peer, stop| handle(self, stream, peer, stop.clone()));
     }
 }
 

@@ -60,7 +60,6 @@ async fn check_loop(
     let Some((name, addr)) = pool.server_addr(id) else {
         return;
     };
-    let (name, addr) = (name.to_string(), addr.clone());
     let mut ticks = tokio::time::interval_at(Instant::now() + offset, interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -78,6 +77,6 @@ async fn check_loop(
             r = check::run(&addr, &spec) => r,
         };
         crate::metrics::global().health_check(pool.name(), &name, start.elapsed());
-        pool.record_check(id, outcome.map(|()| start.elapsed()));
+        pool.record_check_named(id, &name, outcome.map(|()| start.elapsed()));
     }
 }

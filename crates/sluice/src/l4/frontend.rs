@@ -1,6 +1,7 @@
 //! One accepted connection on a `mode = "tcp"` frontend: apply the PROXY policy, pick and
 //! connect a server (retrying others on failure), write the outgoing PROXY header and any
-//! early client bytes, pump bytes with `l4::forward`, then log one line. No accept loop here.
+//! early client bytes, pump bytes with `l4::forward`, then log one line. No accept loop here:
+//! `server` hands connections over through the `server::Frontend` impl.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -65,6 +66,17 @@ pub struct TcpFrontend {
     pub splice: bool,
     /// This frontend's counters, resolved once when it is built.
     pub metrics: FrontendHandles,
+}
+
+impl crate::server::Frontend for TcpFrontend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Shutdown does not interrupt a TCP connection; only `force` (end of grace) closes it.
+    fn serve(self: Arc<Self>, conn: crate::server::Conn<'_>) {
+        conn.spawn(|stream, peer, _stop| handle(self, stream, peer));
+    }
 }
 
 /// Serves one accepted connection to the end and logs it.

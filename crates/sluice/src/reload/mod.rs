@@ -1,28 +1,20 @@
-//! Hot reload (issue #7): a running `Server` takes a new `Config` (as its `Spec`) through a
-//! [`ReloadHandle`];
-//! SIGHUP re-reads the config file and reloads (an invalid file is refused and logged with
-//! file:line, the old config keeps serving); `sluice reload` signals a running process via
-//! its pid file. Building and diffing live in `build`; accepting stays in `server::listen`.
+//! Hot reload (issue #7): a [`ReloadHandle`] hands a new `Config` to a running `Server`;
+//! SIGHUP re-reads the config file (an invalid file is refused and logged with file:line, the
+//! old config keeps serving); `sluice reload` signals a running process via its pid file.
+//! Building and swapping are `crate::runtime`'s, reached over its `Control` channel.
 
-pub(crate) mod build;
 pub mod pidfile;
-mod summary;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::balance::Pool;
 use crate::config::{self, Config};
-use crate::server::ServerError;
-use crate::spec::Spec;
+use crate::runtime::{BuildError, Control, Server};
 
+pub use crate::runtime::{BackendChange, Live, ReloadSummary};
 pub use pidfile::{read_pid, send_reload_signal, PidFile};
-pub use summary::{BackendChange, ReloadSummary};
 
 /// Why a reload was not applied. In every case the running configuration stays as it was.
 #[derive(Debug, thiserror::Error)]
@@ -32,55 +24,29 @@ pub enum ReloadError {
     Config(#[from] config::ConfigError),
     /// The configuration loaded but could not be put in place (bind, resolve, TLS files...).
     #[error("{0}")]
-    Apply(#[from] ServerError),
+    Apply(#[from] BuildError),
     /// The server is not running (it shut down, or `run` was never called).
     #[error("the server is not running")]
     NotRunning,
 }
 
-/// What the current configuration serves, kept up to date across reloads (for status pages,
-/// the admin API and tests).
-#[derive(Debug, Default)]
-pub struct Live {
-    /// (backend name, pool) in configuration order.
-    pools: ArcSwap<Vec<(String, Arc<Pool>)>>,
-    addrs: ArcSwap<Vec<(String, SocketAddr)>>,
-}
-
-impl Live {
-    pub(crate) fn set(&self, pools: Vec<(String, Arc<Pool>)>, addrs: Vec<(String, SocketAddr)>) {
-        self.pools.store(Arc::new(pools));
-        self.addrs.store(Arc::new(addrs));
-    }
-
-    /// The current pool of backend `name` (a changed backend gets a new pool on reload).
-    pub fn pool(&self, name: &str) -> Option<Arc<Pool>> {
-        self.pools
-            .load()
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, p)| p.clone())
-    }
-
-    /// Every current pool, in configuration order.
-    pub fn pools(&self) -> Vec<Arc<Pool>> {
-        self.pools.load().iter().map(|(_, p)| p.clone()).collect()
-    }
-
-    /// Every bound address with its frontend name, in configuration order.
-    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.addrs.load().as_ref().clone()
-    }
-}
-
-/// One reload request: the new configuration and where to send the outcome.
-pub(crate) type Request = (Spec, oneshot::Sender<Result<ReloadSummary, ReloadError>>);
-
 /// Asks a running `Server` to switch to a new configuration. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ReloadHandle {
-    pub(crate) tx: mpsc::Sender<Request>,
-    pub(crate) live: Arc<Live>,
+    control: Control,
+    live: Arc<Live>,
+}
+
+// `reload` builds on `runtime`, not the other way round: the handle is offered on `Server`
+// from here (an inherent impl may live anywhere in the crate).
+impl Server {
+    /// A handle that applies new configurations while `run` runs (SIGHUP uses it).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle {
+            control: self.control(),
+            live: self.live(),
+        }
+    }
 }
 
 impl ReloadHandle {
@@ -88,12 +54,10 @@ impl ReloadHandle {
     /// applied one at a time, in order. Waits until `Server::run` is running.
     pub async fn reload(&self, cfg: Config) -> Result<ReloadSummary, ReloadError> {
         let spec = cfg.spec()?;
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send((spec, tx))
-            .await
-            .map_err(|_| ReloadError::NotRunning)?;
-        rx.await.map_err(|_| ReloadError::NotRunning)?
+        match self.control.apply(spec).await {
+            Ok(outcome) => Ok(outcome?),
+            Err(_) => Err(ReloadError::NotRunning),
+        }
     }
 
     /// Loads `path` as `sluice check` does and applies it. A file that does not load is
@@ -115,8 +79,7 @@ impl ReloadHandle {
 /// of what changed, or the error (with file:line) and that the old configuration stays.
 /// Signals arriving during a reload are merged into one more reload after it.
 pub fn spawn_sighup(path: PathBuf, handle: ReloadHandle) -> std::io::Result<JoinHandle<()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup())?;
+    let mut hup = crate::process::signals::hangups()?;
     Ok(tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading {}", path.display());

@@ -1,40 +1,18 @@
 //! A frontend's listeners: the frontend slot a reload swaps (each accept reads it; a removed
-//! listener drains its queue before closing) and handing each connection to its frontend.
-//! Binding, the accept loop, its limit and back-off are `net`'s; what a connection does is
-//! up to its frontend.
+//! listener drains its queue before closing) and handing each connection to its frontend
+//! through the `Frontend` trait. Binding, the accept loop, its limit and back-off are
+//! `net`'s; what a connection does is not known here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::edge::{self, HttpFrontend};
-use crate::l4::frontend::{self, TcpFrontend};
+use super::frontend::{Conn, Frontend, FrontendSlot};
 use crate::net;
-
-/// What serves the connections of one listener. The HTTP edge adds its variant here.
-#[derive(Debug, Clone)]
-pub enum FrontendKind {
-    Tcp(Arc<TcpFrontend>),
-    Http(Arc<HttpFrontend>),
-}
-
-impl FrontendKind {
-    pub fn name(&self) -> &str {
-        match self {
-            FrontendKind::Tcp(fe) => &fe.name,
-            FrontendKind::Http(fe) => &fe.name,
-        }
-    }
-}
-
-/// The frontend a listener serves: each accepted connection takes the current one and
-/// keeps it to its end; a reload stores a new one for the connections after it.
-pub type FrontendSlot = Arc<ArcSwap<FrontendKind>>;
 
 /// One bound listening socket of a frontend.
 #[derive(Debug)]
@@ -76,8 +54,8 @@ pub async fn accept_loop(
         }
     };
     let on_conn = |stream, peer, permit| {
-        let current = kind.load_full();
-        serve_conn(&current, stream, peer, permit, &tracker, &stop);
+        let current: Arc<dyn Frontend> = Arc::clone(&kind.load());
+        serve_conn(current, stream, peer, permit, &tracker, &stop);
     };
     net::accept_loop(
         &format!("frontend={name} addr={addr}"),
@@ -92,10 +70,10 @@ pub async fn accept_loop(
         tracing::info!("stopped accepting frontend={name} addr={addr}");
         return;
     }
-    let current = kind.load_full();
+    let current: Arc<dyn Frontend> = Arc::clone(&kind.load());
     let drained = net::drain(
         listener,
-        |stream, peer, permit| serve_conn(&current, stream, peer, permit, &tracker, &stop),
+        |stream, peer, permit| serve_conn(current.clone(), stream, peer, permit, &tracker, &stop),
         &limit,
     )
     .await;
@@ -104,29 +82,14 @@ pub async fn accept_loop(
     );
 }
 
-/// Hands one accepted connection to its frontend on a tracked task.
+/// Hands one accepted connection to its frontend (which serves it on a tracked task).
 fn serve_conn(
-    kind: &FrontendKind,
+    fe: Arc<dyn Frontend>,
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     tracker: &TaskTracker,
     stop: &CancellationToken,
 ) {
-    match kind {
-        FrontendKind::Tcp(fe) => {
-            let fe = fe.clone();
-            tracker.spawn(async move {
-                frontend::handle(fe, stream, peer).await;
-                drop(permit);
-            });
-        }
-        FrontendKind::Http(fe) => {
-            let (fe, stop) = (fe.clone(), stop.clone());
-            tracker.spawn(async move {
-                edge::handle(fe, stream, peer, stop).await;
-                drop(permit);
-            });
-        }
-    }
+    fe.serve(Conn::new(stream, peer, permit, tracker, stop));
 }

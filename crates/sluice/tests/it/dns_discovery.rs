@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use crate::support::{client, wait_until, within};
 use sluice::balance::ServerState;
 use sluice::reload::Live;
-use sluice::server::Server;
+use sluice::Server;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UdpSocket};
 

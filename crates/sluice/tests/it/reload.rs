@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::support::*;
 use sluice::reload::{BackendChange, Live, ReloadError, ReloadHandle};
-use sluice::server::Server;
+use sluice::Server;
 use tokio::sync::oneshot;
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);

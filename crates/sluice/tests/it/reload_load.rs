@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::support;
 use crate::support::*;
 use sluice::reload::BackendChange;
-use sluice::server::Server;
+use sluice::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,7 +1,7 @@
-//! The `sluice` command line: `run --config FILE` (until SIGTERM/SIGINT; SIGHUP reloads),
-//! `check --config FILE`, `reload --config FILE [--pid PID]` (check, then SIGHUP the running
-//! process) and, with the `demo` feature, `demo` (whose logic lives in `crate::demo`);
-//! `--version` comes from clap. `main.rs` only sets up tracing and the runtime.
+//! The `sluice` command line: `run --config FILE` (until SIGTERM/SIGINT; SIGHUP reloads;
+//! handlers in `sluice::process::signals`), `check --config FILE`, `reload --config FILE
+//! [--pid PID]` (check, then SIGHUP the running process) and, with the `demo` feature, `demo`
+//! (logic in `crate::demo`); `--version` from clap. `main.rs` sets up tracing and the runtime.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand};
 
 use sluice::config::{self, Config};
 use sluice::reload::{self, PidFile};
-use sluice::server::{Accept, Server, ServerError};
+use sluice::runtime::BuildError;
+use sluice::server::Accept;
+use sluice::Server;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -72,7 +74,7 @@ pub enum CliError {
     #[error("{0}")]
     Limits(String),
     #[error(transparent)]
-    Server(#[from] ServerError),
+    Server(#[from] BuildError),
     #[error("cannot install signal handlers: {0}")]
     Signal(std::io::Error),
     #[error("{0}")]
@@ -123,7 +125,7 @@ pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), 
         ),
         None => None,
     };
-    let quit = sluice::process::sigquit().map_err(CliError::Signal)?;
+    let quit = sluice::process::signals::quit().map_err(CliError::Signal)?;
     sluice::process::notify::ready();
     let shutdown = async move {
         shutdown.await;
@@ -169,18 +171,10 @@ pub fn reload(path: &Path, pid: Option<i32>) -> Result<String, CliError> {
     ))
 }
 
-/// Completes on the first SIGTERM or SIGINT. Installs the handlers at once, so a signal
-/// arriving before the future is polled is not lost. `sluice run` and `sluice demo` share it.
+/// Completes on the first SIGTERM or SIGINT (`sluice::process::signals::terminate`, the one
+/// handler of the process). `sluice run` and `sluice demo` share it.
 pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
-    })
+    sluice::process::signals::terminate()
 }
 
 #[cfg(test)]

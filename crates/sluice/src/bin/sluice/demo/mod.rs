@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use app::AppIdentity;
 use sluice::config::{self, ConfigError};
-use sluice::server::{Server, ServerError};
+use sluice::runtime::{BuildError, Server};
 use topology::{Files, Topology, BALANCER, EDGES};
 
 /// The flags of `sluice demo`.
@@ -62,7 +62,7 @@ pub enum DemoError {
     #[error("{0}")]
     Bind(String),
     #[error(transparent)]
-    Server(ServerError),
+    Server(BuildError),
     #[error("cannot install signal handlers: {0}")]
     Signal(io::Error),
 }
@@ -156,9 +156,9 @@ pub async fn run(opts: &DemoOpts, shutdown: impl Future<Output = ()>) -> Result<
 }
 
 /// A bind failure says which address and which flag changes it.
-fn explain_bind(e: ServerError) -> DemoError {
+fn explain_bind(e: BuildError) -> DemoError {
     match e {
-        ServerError::Bind {
+        BuildError::Bind {
             frontend,
             addr,
             source,

@@ -1,6 +1,6 @@
-//! What one reload changed, for the log line it writes and for tests: listeners kept, added
-//! and removed, backends added/changed/removed (with the per-server diff), frontends
-//! rebuilt, TLS edges whose files were re-read. Pure data and formatting.
+//! What one reload (or DNS update) changed, for the log line it writes and for tests:
+//! listeners kept, added and removed, backends added/changed/removed (with the per-server
+//! diff), frontends rebuilt, TLS edges whose files were re-read. Pure data and formatting.
 
 use std::fmt;
 use std::net::SocketAddr;

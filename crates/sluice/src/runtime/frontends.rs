@@ -1,0 +1,148 @@
+//! The frontend step of `prepare`: each configured frontend becomes what serves its
+//! listeners (`l4::TcpFrontend` or `edge::HttpFrontend`, behind `server::Frontend`), rebuilt
+//! only when its config or its backend's pool changed; a TLS edge is kept (re-reading its
+//! files) while its `[frontend.tls]` section is the same. Binding is `prepare`'s.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::prepare::{frontend_err, Changes};
+use super::running::{BackendRt, Ctx, FrontendRt, Running, TlsRt};
+use super::BuildError;
+use crate::edge::HttpFrontend;
+use crate::l4::frontend::TcpFrontend;
+use crate::log::{ConnLog, LogFile, LogFiles};
+use crate::proxy::Policy;
+use crate::server::Frontend;
+use crate::spec::{self, AccessLogFormat, Mode, Spec};
+use crate::tls::TlsEdge;
+
+/// Frontends of `cfg` over `backends` (already prepared), reusing `prev`'s where nothing
+/// they depend on changed. Watchers of TLS edges not carried over stop at commit.
+pub(super) fn prepare_frontends(
+    cfg: &Spec,
+    prev: &Running,
+    backends: &HashMap<String, BackendRt>,
+    ctx: &Ctx<'_>,
+    ch: &mut Changes,
+) -> Result<HashMap<String, FrontendRt>, BuildError> {
+    let mut frontends = HashMap::new();
+    for f in &cfg.frontends {
+        let be = backends
+            .get(&f.backend)
+            .ok_or_else(|| frontend_err(f, format!("unknown backend {:?}", f.backend)))?;
+        let old = prev.frontends.get(&f.name);
+        let tls = prepare_tls(f, old, ctx, ch)?;
+        let same_backend = old.is_some_and(|o| Arc::ptr_eq(&o.pool, &be.pool));
+        let serve = match old {
+            Some(o) if o.cfg == *f && same_backend => o.serve.clone(),
+            _ => {
+                if old.is_some() {
+                    ch.summary.frontends_rebuilt.push(f.name.clone());
+                }
+                build(f, be, tls.as_ref().map(|t| t.edge.clone()), ctx)?
+            }
+        };
+        let pool = be.pool.clone();
+        frontends.insert(
+            f.name.clone(),
+            FrontendRt {
+                cfg: f.clone(),
+                serve,
+                pool,
+                tls,
+            },
+        );
+    }
+    for (name, old) in &prev.frontends {
+        if !frontends.contains_key(name) {
+            if let Some(t) = &old.tls {
+                ch.stop_tokens.push(t.watcher.clone());
+            }
+        }
+    }
+    Ok(frontends)
+}
+
+/// The TLS edge of `f`: `old`'s, re-read, while the section is unchanged; else a new one
+/// whose watcher starts at commit (and `old`'s watcher stops).
+fn prepare_tls(
+    f: &spec::Frontend,
+    old: Option<&FrontendRt>,
+    ctx: &Ctx<'_>,
+    ch: &mut Changes,
+) -> Result<Option<TlsRt>, BuildError> {
+    let old_tls = old.and_then(|o| o.tls.as_ref());
+    let tls = match &f.tls {
+        None => None,
+        Some(t) => match old_tls {
+            Some(o) if o.edge.config() == t => {
+                o.edge
+                    .reload()
+                    .map_err(|e| frontend_err(f, e.to_string()))?;
+                ch.summary.tls_reloaded.push(f.name.clone());
+                Some(o.clone())
+            }
+            _ => {
+                let edge = TlsEdge::load(t).map_err(|e| frontend_err(f, e.to_string()))?;
+                let rt = TlsRt {
+                    edge,
+                    watcher: ctx.shutdown.stop_background.child_token(),
+                };
+                ch.start_watchers.push(rt.clone());
+                Some(rt)
+            }
+        },
+    };
+    if let Some(o) = old_tls {
+        let kept = tls.as_ref().is_some_and(|n| Arc::ptr_eq(&n.edge, &o.edge));
+        if !kept {
+            ch.stop_tokens.push(o.watcher.clone());
+        }
+    }
+    Ok(tls)
+}
+
+fn open_log(logs: &LogFiles, path: &Option<String>) -> Result<Option<Arc<LogFile>>, BuildError> {
+    match path {
+        Some(p) => logs
+            .open(Path::new(p))
+            .map(Some)
+            .map_err(|source| BuildError::LogFile {
+                path: p.clone(),
+                source,
+            }),
+        None => Ok(None),
+    }
+}
+
+/// Builds what serves frontend `f`'s connections over backend `be`.
+pub(super) fn build(
+    f: &spec::Frontend,
+    be: &BackendRt,
+    tls: Option<Arc<TlsEdge>>,
+    ctx: &Ctx<'_>,
+) -> Result<Arc<dyn Frontend>, BuildError> {
+    let file = open_log(ctx.logs, &f.access_log)?;
+    let force = ctx.shutdown.force_close.clone();
+    Ok(match f.mode {
+        Mode::Tcp => {
+            let policy = f.proxy_protocol.as_ref().map(Policy::new);
+            Arc::new(TcpFrontend {
+                name: f.name.as_str().into(),
+                backend: be.l4.clone(),
+                policy,
+                log: ConnLog {
+                    file,
+                    json: f.access_log_format == AccessLogFormat::Json,
+                },
+                force,
+                splice: true,
+                metrics: crate::metrics::global().frontend(&f.name),
+            })
+        }
+        Mode::Http => HttpFrontend::with_tls(f, &be.expanded, be.pool.clone(), file, force, tls)
+            .map_err(|e| frontend_err(f, e.to_string()))?,
+    })
+}

@@ -1,0 +1,43 @@
+//! What the current configuration serves, kept up to date across reloads: the pools and the
+//! bound addresses, for status pages, the admin API and tests. Read-only outside `runtime`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::balance::Pool;
+
+/// The current pools and addresses (swapped as a whole by each reload).
+#[derive(Debug, Default)]
+pub struct Live {
+    /// (backend name, pool) in configuration order.
+    pools: ArcSwap<Vec<(String, Arc<Pool>)>>,
+    addrs: ArcSwap<Vec<(String, SocketAddr)>>,
+}
+
+impl Live {
+    pub(crate) fn set(&self, pools: Vec<(String, Arc<Pool>)>, addrs: Vec<(String, SocketAddr)>) {
+        self.pools.store(Arc::new(pools));
+        self.addrs.store(Arc::new(addrs));
+    }
+
+    /// The current pool of backend `name` (a changed backend gets a new pool on reload).
+    pub fn pool(&self, name: &str) -> Option<Arc<Pool>> {
+        self.pools
+            .load()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p.clone())
+    }
+
+    /// Every current pool, in configuration order.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.pools.load().iter().map(|(_, p)| p.clone()).collect()
+    }
+
+    /// Every bound address with its frontend name, in configuration order.
+    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.addrs.load().as_ref().clone()
+    }
+}
