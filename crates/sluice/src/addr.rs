@@ -27,7 +27,7 @@ impl ClientAddr {
         ClientAddr(peer.0)
     }
 
-    /// The source a trusted PROXY header asserted (`proxy::expect`, after the peer was
+    /// The source a trusted PROXY header asserted (`proxy_protocol::expect`, after the peer was
     /// checked against the trusted CIDRs). The only other way to make a `ClientAddr`.
     pub(crate) fn from_trusted_header(src: SocketAddr) -> Self {
         ClientAddr(src)

@@ -18,7 +18,7 @@ pub mod log;
 pub mod metrics;
 pub mod net;
 pub mod process;
-pub mod proxy;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod runtime;
 pub mod server;

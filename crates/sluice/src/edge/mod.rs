@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::balance::Pool;
 use crate::log::LogFile;
-use crate::proxy::{self, Policy};
+use crate::proxy_protocol::{self as proxy, Policy};
 use crate::spec::{self, Protocol};
 use crate::tls::{self, TlsEdge};
 use crate::upstream::{

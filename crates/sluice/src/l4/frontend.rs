@@ -13,14 +13,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::log::{ConnLog, ConnRecord, End};
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::balance::{Lease, NoServer, Pool, ServerId};
 use crate::l4::bufpool;
 use crate::l4::forward::{self, ForwardOpts};
-use crate::log::{ConnLog, ConnRecord, End};
 use crate::metrics::FrontendHandles;
 use crate::net::{self, Stream};
-use crate::proxy::{self, Policy, SendOpts, HEADER_BUF};
+use crate::proxy_protocol::{self as proxy, Policy, SendOpts, HEADER_BUF};
 use crate::spec::{self, SendProxy};
 
 /// A backend as the L4 path uses it.

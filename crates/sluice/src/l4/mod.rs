@@ -5,5 +5,6 @@
 pub mod bufpool;
 pub mod forward;
 pub mod frontend;
+pub mod log;
 pub mod pumpable;
 pub mod splice;

@@ -1,13 +1,14 @@
 //! sluice's black-box integration tests in one binary (one link of the library, one
 //! `support` tree): one module per area, each the former `tests/<name>.rs`. Tests run as
-//! threads of one process, so none may assert on process-wide state another test changes
-//! (`tests/config_check.rs`, which sets this process's RLIMIT_NOFILE, stays its own binary).
+//! threads of one process, so none may assert on process-wide state another test changes (the
+//! RLIMIT_NOFILE check in `config_check` runs alone in a child process of this binary).
 
 mod support;
 
 mod accept_threads;
 mod admin;
 mod admin_browser;
+mod config_check;
 #[cfg(feature = "demo")]
 mod demo;
 mod dns_discovery;
@@ -31,6 +32,7 @@ mod l4_health;
 mod l4_lifecycle;
 mod l4_limits;
 mod l4_proxy;
+mod module_tree;
 mod process_conventions;
 mod reload;
 mod reload_load;

@@ -6,14 +6,7 @@ use std::path::{Path, PathBuf};
 use sluice::config::model::{Balance, Mode, Protocol, SendProxy};
 use sluice::config::{limits, load_file, load_file_with, load_str, load_str_with, LoadOptions};
 
-/// A machine property the test needs is missing: a loud SKIP line, or a failure when
-/// SLUICE_REQUIRE_INTEROP=1 (CI), like the peer checks of the other test binaries.
-fn loud_skip(what: &str) {
-    if std::env::var("SLUICE_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
-        panic!("{what} required and SLUICE_REQUIRE_INTEROP=1");
-    }
-    eprintln!("\n========== SKIP: {what} not available ==========\n");
-}
+use crate::support::skip;
 
 fn content(text: &str) -> Result<sluice::config::Config, sluice::config::ConfigError> {
     load_str_with(text, "t.toml", &LoadOptions::content_only())
@@ -147,9 +140,31 @@ fn unreadable_config_file_is_line_zero() {
 
 #[test]
 fn raise_nofile_raises_the_soft_limit_within_the_hard_one() {
+    // RLIMIT_NOFILE is process-wide and other tests of this binary raise it (Server::bind):
+    // the check runs alone in a child process of this test binary.
+    const CHILD: &str = "SLUICE_TEST_RLIMIT_CHILD";
+    const NAME: &str = "config_check::raise_nofile_raises_the_soft_limit_within_the_hard_one";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "child failed:\n{text}");
+        assert!(
+            text.contains("1 passed"),
+            "the child did not run the test:\n{text}"
+        );
+        return;
+    }
     let (soft, hard) = limits::nofile_limits();
     let (Some(soft), Some(hard)) = (soft, hard) else {
-        loud_skip("a finite RLIMIT_NOFILE (unlimited here: nothing to raise)");
+        skip("a finite RLIMIT_NOFILE (unlimited here: nothing to raise)");
         return;
     };
     if soft < hard {
@@ -184,7 +199,7 @@ fn l4_config(max: u64, per: usize) -> String {
 fn server_limits_let_more_client_connections_fit() {
     let ceiling = limits::nofile_ceiling().expect("finite RLIMIT_NOFILE ceiling on Linux");
     if ceiling < 8_000 {
-        loud_skip(&format!(
+        skip(&format!(
             "a hard RLIMIT_NOFILE of 8000 or more (it is {ceiling}: too small to tell the two apart)"
         ));
         return;

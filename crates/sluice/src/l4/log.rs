@@ -1,20 +1,13 @@
-//! L4 connection log: one line per connection (first field: the real client address) to
-//! tracing at info and, when a frontend sets `access_log`, appended to that file. Files are
-//! opened once, flushed per line and reopened on demand (SIGUSR1). `LogFile` and the field
-//! escaping (`escape`) also serve the edge's access log, whose lines `edge::access` builds.
+//! The balancer's connection log: one line per connection (first field: the real client
+//! address) to tracing at info and, when the frontend sets `access_log`, to that file, as
+//! text or JSON. Opening and reopening files is `crate::log`'s.
 
-mod escape;
-pub(crate) use escape::{json_str, nginx_escape_into};
-
-use std::collections::HashMap;
 use std::fmt::{self, Write as _};
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
+use crate::log::{json_str, LogFile};
 
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,89 +158,6 @@ impl ConnRecord {
     }
 }
 
-/// An append-only log file, flushed after every line, reopenable for rotation.
-#[derive(Debug)]
-pub struct LogFile {
-    path: PathBuf,
-    out: Mutex<BufWriter<File>>,
-}
-
-fn open_append(path: &Path) -> io::Result<BufWriter<File>> {
-    let f = OpenOptions::new().create(true).append(true).open(path)?;
-    Ok(BufWriter::with_capacity(8 * 1024, f))
-}
-
-impl LogFile {
-    pub fn open(path: impl Into<PathBuf>) -> io::Result<LogFile> {
-        let path = path.into();
-        let out = Mutex::new(open_append(&path)?);
-        Ok(LogFile { path, out })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Appends `line` plus a newline and flushes.
-    pub fn write_line(&self, line: &str) -> io::Result<()> {
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        out.write_all(line.as_bytes())?;
-        out.write_all(b"\n")?;
-        out.flush()
-    }
-
-    /// Reopens the path (after a rotation moved the old file away).
-    pub fn reopen(&self) -> io::Result<()> {
-        let fresh = open_append(&self.path)?;
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = out.flush();
-        *out = fresh;
-        Ok(())
-    }
-}
-
-/// All log files of a server, each path opened once even when frontends share it.
-#[derive(Debug, Default)]
-pub struct LogFiles {
-    files: Mutex<HashMap<PathBuf, Arc<LogFile>>>,
-}
-
-impl LogFiles {
-    pub fn open(&self, path: &Path) -> io::Result<Arc<LogFile>> {
-        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = files.get(path) {
-            return Ok(f.clone());
-        }
-        let f = Arc::new(LogFile::open(path)?);
-        files.insert(path.to_path_buf(), f.clone());
-        Ok(f)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-    }
-
-    /// Reopens every file; failures are logged and the old handle kept.
-    pub fn reopen_all(&self) {
-        let files: Vec<_> = self
-            .files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for f in files {
-            match f.reopen() {
-                Ok(()) => tracing::info!("reopened log file {}", f.path().display()),
-                Err(e) => tracing::warn!("cannot reopen log file {}: {e}", f.path().display()),
-            }
-        }
-    }
-}
-
 /// Where a frontend's connection lines go.
 #[derive(Debug, Clone, Default)]
 pub struct ConnLog {
@@ -324,24 +234,5 @@ mod tests {
             json.contains("\"reason\":\"timeout: no header \\\"x\\\"\""),
             "{json}"
         );
-    }
-
-    #[test]
-    fn file_is_appended_shared_and_reopened() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("conn.log");
-        let files = LogFiles::default();
-        let a = files.open(&path).unwrap();
-        let b = files.open(&path).unwrap();
-        assert!(Arc::ptr_eq(&a, &b));
-        a.write_line("one").unwrap();
-        std::fs::rename(&path, dir.path().join("conn.log.1")).unwrap();
-        files.reopen_all();
-        b.write_line("two").unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("conn.log.1")).unwrap(),
-            "one\n"
-        );
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
     }
 }
