@@ -3,27 +3,33 @@
 //! terminate TLS, hand requests to uwsgi/HTTP apps). The command line and `sluice demo` live
 //! in the binary (`src/bin/sluice/`), which only calls into this library.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
+
+// The public surface is what the binary, the integration tests, the benches and the fuzz
+// targets use; everything else is `pub(crate)`, so `unreachable_pub` and dead-code warnings
+// show what nothing calls.
 
 pub mod addr;
-pub mod admin;
+mod admin;
 pub mod balance;
 pub mod config;
-pub mod discovery;
+mod discovery;
 pub mod edge;
 #[doc(hidden)]
 pub mod fuzz_check;
-pub mod health;
+mod health;
 pub mod l4;
-pub mod log;
+mod log;
 pub mod metrics;
 pub mod net;
 pub mod process;
-pub mod proxy_protocol;
+mod proxy_protocol;
 pub mod reload;
 pub mod runtime;
-pub mod server;
+mod server;
 pub mod spec;
 pub mod tls;
 pub mod upstream;
 
 pub use runtime::Server;
+pub use server::Accept;

@@ -15,7 +15,8 @@ use crate::balance::{AdminMode, Pool};
 use crate::metrics;
 
 /// Said in every successful POST answer: what a change does and does not survive.
-pub const RUNTIME_ONLY_NOTE: &str = "runtime change only: the config file was not modified. \
+pub(crate) const RUNTIME_ONLY_NOTE: &str =
+    "runtime change only: the config file was not modified. \
 A restart restores the configured state and weight; to keep the change, write it to the config.";
 
 type Resp = Response<Full<Bytes>>;

@@ -21,24 +21,22 @@ use crate::balance::Pool;
 use crate::net;
 use crate::spec;
 
-pub use api::RUNTIME_ONLY_NOTE;
-
 /// Admin connections served at once; more wait in the kernel backlog.
-pub use crate::spec::ADMIN_MAX_CONNECTIONS as MAX_CONNECTIONS;
+pub(crate) use crate::spec::ADMIN_MAX_CONNECTIONS as MAX_CONNECTIONS;
 /// A request head must arrive within this.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Largest request body (the POST JSON).
-pub const MAX_BODY_BYTES: usize = 4 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024;
 /// A request body must arrive within this.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// An admin connection is closed after this long in total (keep-alive included).
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+pub(crate) const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 
 /// Where the admin endpoint finds the current pools, in configuration order (a function, so
 /// a reload that replaces pools is seen at the next request).
-pub type PoolSource = Arc<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>;
+pub(crate) type PoolSource = Arc<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>;
 
 /// Why the admin endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +56,7 @@ pub(crate) struct State {
 }
 
 /// A bound admin listener, ready to serve.
-pub struct AdminListener {
+pub(crate) struct AdminListener {
     listener: TcpListener,
     addr: SocketAddr,
     state: Arc<State>,
@@ -75,7 +73,10 @@ impl std::fmt::Debug for AdminListener {
 impl AdminListener {
     /// Binds `cfg.bind` (port 0 picks a free port; see [`AdminListener::local_addr`]). Must
     /// run inside a tokio runtime. Logs `listening admin addr=...`.
-    pub fn bind(cfg: &spec::Admin, pools: PoolSource) -> Result<AdminListener, AdminStartError> {
+    pub(crate) fn bind(
+        cfg: &spec::Admin,
+        pools: PoolSource,
+    ) -> Result<AdminListener, AdminStartError> {
         let addr = cfg.bind;
         let listener =
             net::bind_single(addr).map_err(|source| AdminStartError::Bind { addr, source })?;
@@ -91,12 +92,8 @@ impl AdminListener {
         })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// Serves until `shutdown` is cancelled; open admin connections end with it.
-    pub async fn serve(self, shutdown: CancellationToken) {
+    pub(crate) async fn serve(self, shutdown: CancellationToken) {
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let label = format!("admin addr={}", self.addr);
         let on_conn = |stream, peer, permit| {

@@ -9,7 +9,7 @@ use super::server::ServerEntry;
 use super::{Pool, ServerId};
 
 /// Largest weight the admin API accepts (as HAProxy's `set weight`).
-pub const MAX_ADMIN_WEIGHT: u32 = 256;
+pub(super) const MAX_ADMIN_WEIGHT: u32 = 256;
 
 /// What the operator asked of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

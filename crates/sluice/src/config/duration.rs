@@ -17,7 +17,7 @@ impl Dur {
 }
 
 /// Parses "500ms", "2s", "5m", "1h", "1d" and concatenations such as "1m30s".
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {s:?}: expected e.g. \"500ms\", \"2s\", \"5m\", \"1h\"");
     let mut rest = s.trim();
     if rest.is_empty() {

@@ -11,16 +11,16 @@ use super::validate::Issue;
 
 /// Longest timeout any of the edge keys accepts (a larger one is a typo, and deadlines are
 /// computed as `now + timeout`).
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 86_400);
+pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 86_400);
 
 /// `[frontend.limits] header_bytes`: hyper's smallest HTTP/1 read buffer, and 16 MiB.
-pub const HEADER_BYTES: (usize, usize) = (8192, 16 << 20);
+pub(super) const HEADER_BYTES: (usize, usize) = (8192, 16 << 20);
 /// `[frontend.limits] headers`.
-pub const HEADERS: (usize, usize) = (1, 1000);
+pub(super) const HEADERS: (usize, usize) = (1, 1000);
 /// `[frontend.limits] h2_streams`.
-pub const H2_STREAMS: (u32, u32) = (1, 10_000);
+pub(super) const H2_STREAMS: (u32, u32) = (1, 10_000);
 /// Most `backend.max_queue`.
-pub const MAX_QUEUE: usize = 1 << 20;
+pub(super) const MAX_QUEUE: usize = 1 << 20;
 
 /// Frontend keys that only mean something on a `mode = "http"` frontend.
 const EDGE_KEYS: &[&str] = &[
@@ -38,7 +38,7 @@ const EDGE_KEYS: &[&str] = &[
 
 /// The mode of the frontends using each backend (by index): None when no frontend does.
 /// (Validation refuses a backend shared by frontends of both modes.)
-pub fn backend_modes(cfg: &Config) -> Vec<Option<Mode>> {
+pub(super) fn backend_modes(cfg: &Config) -> Vec<Option<Mode>> {
     cfg.backends
         .iter()
         .map(|b| {
@@ -51,7 +51,7 @@ pub fn backend_modes(cfg: &Config) -> Vec<Option<Mode>> {
 }
 
 /// `max_connections` of a server of an http-mode backend speaking `protocol` when unset.
-pub fn default_edge_cap(protocol: Protocol) -> usize {
+pub(super) fn default_edge_cap(protocol: Protocol) -> usize {
     match protocol {
         Protocol::Uwsgi => UWSGI_MAX_CONNECTIONS,
         Protocol::Http => HTTP_MAX_CONNECTIONS,
@@ -60,7 +60,7 @@ pub fn default_edge_cap(protocol: Protocol) -> usize {
 
 /// The limit server `j` of backend `k` runs with: its `max_connections`, else the default of
 /// the backend's role (0 = unlimited for L4 backends).
-pub fn effective_cap(cfg: &Config, modes: &[Option<Mode>], k: usize, j: usize) -> usize {
+pub(super) fn effective_cap(cfg: &Config, modes: &[Option<Mode>], k: usize, j: usize) -> usize {
     let b = &cfg.backends[k];
     match (
         b.servers[j].max_connections,

@@ -3,14 +3,14 @@
 //! edge's role-dependent rules (`edge`), the file-descriptor budget (`limits`) and the
 //! conversion into the runtime's `spec` (`convert`). Imports only `spec` and `addr`.
 
-pub mod convert;
-pub mod duration;
-pub mod edge;
+mod convert;
+mod duration;
+mod edge;
 pub mod limits;
 pub mod load;
 pub mod model;
-pub mod parsed;
-pub mod spans;
+mod parsed;
+mod spans;
 mod validate;
 
 pub use duration::Dur;

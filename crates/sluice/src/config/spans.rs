@@ -9,29 +9,29 @@ use toml_edit::{ImDocument, Item, Table, Value};
 
 /// One step of a key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seg {
+pub(super) enum Seg {
     Key(String),
     Index(usize),
 }
 
 /// A key path such as `backend[1].servers[0].addr`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeyPath(pub Vec<Seg>);
+pub(super) struct KeyPath(pub Vec<Seg>);
 
 impl KeyPath {
-    pub fn root() -> Self {
+    pub(super) fn root() -> Self {
         KeyPath(Vec::new())
     }
 
     /// This path followed by `key`.
-    pub fn key(&self, key: &str) -> Self {
+    pub(super) fn key(&self, key: &str) -> Self {
         let mut v = self.0.clone();
         v.push(Seg::Key(key.to_string()));
         KeyPath(v)
     }
 
     /// This path followed by `[i]`.
-    pub fn index(&self, i: usize) -> Self {
+    pub(super) fn index(&self, i: usize) -> Self {
         let mut v = self.0.clone();
         v.push(Seg::Index(i));
         KeyPath(v)
@@ -59,7 +59,7 @@ impl fmt::Display for KeyPath {
 
 /// Which part of an entry an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum At {
+pub(super) enum At {
     /// The key itself (unexpected keys, tables that should not be there).
     Key,
     /// The value after `=` (bad values).
@@ -67,7 +67,7 @@ pub enum At {
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
         offset -= 1;
@@ -164,13 +164,13 @@ fn contains(span: &Option<Range<usize>>, offset: usize) -> bool {
 }
 
 /// The parsed document, for looking up where things are.
-pub struct Located<'a> {
+pub(super) struct Located<'a> {
     doc: ImDocument<&'a str>,
 }
 
 impl<'a> Located<'a> {
     /// Parses `text`; a syntax error comes back as (byte span, message).
-    pub fn parse(text: &'a str) -> Result<Self, (Option<Range<usize>>, String)> {
+    pub(super) fn parse(text: &'a str) -> Result<Self, (Option<Range<usize>>, String)> {
         ImDocument::parse(text)
             .map(|doc| Located { doc })
             .map_err(|e| (e.span(), e.message().trim().to_string()))
@@ -182,7 +182,7 @@ impl<'a> Located<'a> {
 
     /// Byte offset of `path`'s key (`At::Key`) or value (`At::Value`); falls back to the other
     /// part, then to the nearest ancestor that exists, then to the start of the file.
-    pub fn offset_of(&self, path: &KeyPath, at: At) -> usize {
+    pub(super) fn offset_of(&self, path: &KeyPath, at: At) -> usize {
         let mut p = Some(path.clone());
         while let Some(cur) = p {
             if let Some((key, node)) = self.find(&cur) {
@@ -201,7 +201,7 @@ impl<'a> Located<'a> {
     }
 
     /// Whether `path` is written in the file (as opposed to filled in by a default).
-    pub fn exists(&self, path: &KeyPath) -> bool {
+    pub(super) fn exists(&self, path: &KeyPath) -> bool {
         self.find(path).is_some()
     }
 
@@ -217,7 +217,7 @@ impl<'a> Located<'a> {
     }
 
     /// The deepest key path whose key or value covers byte `offset` (empty when none does).
-    pub fn path_at(&self, offset: usize) -> KeyPath {
+    pub(super) fn path_at(&self, offset: usize) -> KeyPath {
         let mut out = Vec::new();
         descend(self.root(), offset, &mut out);
         KeyPath(out)

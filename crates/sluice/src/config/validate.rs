@@ -14,7 +14,7 @@ use super::LoadOptions;
 
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issue {
+pub(super) struct Issue {
     pub path: KeyPath,
     pub at: At,
     pub message: String,
@@ -41,14 +41,14 @@ impl Issues {
 }
 
 /// The name a server gets when it has none: "srvN", N its 1-based position.
-pub fn default_server_name(index: usize) -> String {
+pub(super) fn default_server_name(index: usize) -> String {
     format!("srv{}", index + 1)
 }
 
 /// Every problem found, in no particular order (the caller sorts by position). `doc`, the
 /// parsed file, tells keys written in it from defaults (for keys refused where they do not
 /// apply); without it only values are checked.
-pub fn check(cfg: &Config, opts: &LoadOptions, doc: Option<&Located<'_>>) -> Vec<Issue> {
+pub(super) fn check(cfg: &Config, opts: &LoadOptions, doc: Option<&Located<'_>>) -> Vec<Issue> {
     let mut out = Issues(Vec::new());
     super::edge::check(cfg, doc, &mut out.0);
     check_global(cfg, opts, &mut out);

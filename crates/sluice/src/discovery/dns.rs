@@ -9,20 +9,20 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 
 /// Record type A.
-pub const TYPE_A: u16 = 1;
+pub(crate) const TYPE_A: u16 = 1;
 /// Record type AAAA.
-pub const TYPE_AAAA: u16 = 28;
+pub(crate) const TYPE_AAAA: u16 = 28;
 const TYPE_CNAME: u16 = 5;
 const CLASS_IN: u16 = 1;
 /// Largest answer read (classic UDP limit is 512; leave room for servers that send more).
-pub const MAX_RESPONSE: usize = 4096;
+pub(crate) const MAX_RESPONSE: usize = 4096;
 /// Compression pointers followed while decoding one name.
 const MAX_POINTERS: usize = 16;
 /// Records of a section examined at most.
 const MAX_RECORDS: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DnsError {
+pub(crate) enum DnsError {
     #[error("invalid name {0:?}")]
     BadName(String),
     #[error("malformed answer: {0}")]
@@ -42,7 +42,7 @@ pub enum DnsError {
 }
 
 /// Builds a recursive query for `name` (dots, optional trailing dot) and `qtype`.
-pub fn build_query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, DnsError> {
+pub(crate) fn build_query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, DnsError> {
     let mut q = Vec::with_capacity(18 + name.len());
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&[0x01, 0x00]); // RD
@@ -160,7 +160,7 @@ fn normalize(name: &str) -> String {
 /// Parses the answer to `build_query(id, name, qtype)`: the addresses of `qtype` owned by
 /// `name` or by a name its CNAME chain (in this answer) leads to. An empty list means the
 /// name exists without such records.
-pub fn parse_response(
+pub(crate) fn parse_response(
     buf: &[u8],
     id: u16,
     name: &str,
@@ -244,7 +244,7 @@ pub fn parse_response(
 
 /// Asks `server` for the `qtype` records of `name`, waiting at most `timeout`. Answers from
 /// other addresses or with another id are ignored (a few at most) until the deadline.
-pub async fn query(
+pub(crate) async fn query(
     server: SocketAddr,
     name: &str,
     qtype: u16,
@@ -279,7 +279,7 @@ pub async fn query(
 
 /// A and AAAA of `name` from the first of `servers` that answers; an error when none gives
 /// an address (NXDOMAIN, an empty answer, timeouts).
-pub async fn lookup(
+pub(crate) async fn lookup(
     servers: &[SocketAddr],
     name: &str,
     timeout: Duration,

@@ -3,7 +3,7 @@
 //! re-resolved every `resolve_interval`. This module resolves, caches and says when an answer
 //! changed; updating the affected pools in place is the runtime's (`runtime::dns`).
 
-pub mod dns;
+pub(crate) mod dns;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -25,7 +25,7 @@ pub struct DiscoveryError {
 }
 
 /// How long one DNS server gets to answer one query.
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where host names are looked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +48,7 @@ struct State {
 
 /// The resolver and the last good answers, shared by the server and its refresh task.
 #[derive(Debug)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     resolver: Mutex<Resolver>,
     state: Mutex<State>,
 }
@@ -74,16 +74,16 @@ fn resolver_of(cfg: &Spec) -> Resolver {
 
 /// A backend's spec with host names expanded (one server per address), and the names of the
 /// servers that came from a host name.
-pub type Expanded = (spec::Backend, HashSet<String>);
+pub(crate) type Expanded = (spec::Backend, HashSet<String>);
 
 /// A server expanded from `host:port` gets this name: the configured (or positional) name,
 /// a dash and the address.
-pub fn expanded_name(base: &str, ip: IpAddr) -> String {
+pub(crate) fn expanded_name(base: &str, ip: IpAddr) -> String {
     format!("{base}-{ip}")
 }
 
 impl Discovery {
-    pub fn new(cfg: &Spec) -> Discovery {
+    pub(crate) fn new(cfg: &Spec) -> Discovery {
         Discovery {
             resolver: Mutex::new(resolver_of(cfg)),
             state: Mutex::new(State::default()),
@@ -121,7 +121,7 @@ impl Discovery {
     /// Before `cfg` goes into effect (start, reload): takes its resolvers and resolution
     /// intervals, and resolves every host name not resolved yet. Fails (naming the server)
     /// when a host name has no address and none is known from before.
-    pub async fn prime(&self, cfg: &Spec) -> Result<(), DiscoveryError> {
+    pub(crate) async fn prime(&self, cfg: &Spec) -> Result<(), DiscoveryError> {
         *self.resolver.lock().unwrap_or_else(|e| e.into_inner()) = resolver_of(cfg);
         let now = tokio::time::Instant::now();
         let mut watch: Vec<(String, Duration, tokio::time::Instant)> = Vec::new();
@@ -157,7 +157,7 @@ impl Discovery {
     /// `b` with host-name servers expanded from the cache (call `prime` first) into one
     /// `Inet` server per address, named `NAME-IP`: the spec to build the pool from. Also the
     /// names of servers that came from a host name.
-    pub fn expand(&self, b: &spec::Backend) -> Result<Expanded, String> {
+    pub(crate) fn expand(&self, b: &spec::Backend) -> Result<Expanded, String> {
         let st = self.state();
         let mut out = Vec::with_capacity(b.servers.len());
         let mut from_dns = HashSet::new();
@@ -194,7 +194,7 @@ impl Discovery {
 
     /// Re-resolves the host names that are due. Returns true when an answer changed (a
     /// failure keeps the last good answer, logged once per failure streak).
-    pub async fn refresh_due(&self) -> bool {
+    pub(crate) async fn refresh_due(&self) -> bool {
         let now = tokio::time::Instant::now();
         let due: Vec<(String, Duration)> = self
             .state()
@@ -246,7 +246,7 @@ impl Discovery {
 /// Re-resolves due host names until `stop`; sends on `changed` when an answer changed (the
 /// runtime then updates the affected pools). Wakes at least once a second to pick up a
 /// schedule changed by a reload.
-pub async fn refresh_loop(
+pub(crate) async fn refresh_loop(
     discovery: std::sync::Arc<Discovery>,
     changed: mpsc::Sender<()>,
     stop: CancellationToken,

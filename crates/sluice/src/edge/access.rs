@@ -24,7 +24,7 @@ use super::conn::RequestGuard;
 
 /// Where a frontend's access lines go, and in which format.
 #[derive(Debug, Clone, Default)]
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     pub file: Option<Arc<LogFile>>,
     pub json: bool,
 }
@@ -33,7 +33,7 @@ impl AccessLog {
     /// Writes `rec` to tracing (target `sluice::access`) and to the file when set.
     /// The line is only formatted when someone reads it (a file, or tracing at info for
     /// `sluice::access`): with `RUST_LOG=warn` and no file a request costs no formatting.
-    pub fn emit(&self, rec: &AccessRecord) {
+    pub(crate) fn emit(&self, rec: &AccessRecord) {
         crate::metrics::global().http_response(&rec.frontend, rec.status);
         let traced = tracing::enabled!(target: "sluice::access", tracing::Level::INFO);
         if !traced && self.file.is_none() {
@@ -57,7 +57,7 @@ impl AccessLog {
 
 /// Everything one access log line says.
 #[derive(Debug, Clone)]
-pub struct AccessRecord {
+pub(crate) struct AccessRecord {
     pub client: ClientAddr,
     pub time: SystemTime,
     /// `METHOD target PROTOCOL`, or "-" when no request could be parsed.
@@ -82,7 +82,7 @@ pub struct AccessRecord {
 }
 
 /// nginx's `$server_protocol` spelling.
-pub fn protocol_name(v: Version) -> &'static str {
+pub(super) fn protocol_name(v: Version) -> &'static str {
     match v {
         Version::HTTP_09 => "HTTP/0.9",
         Version::HTTP_10 => "HTTP/1.0",
@@ -95,7 +95,7 @@ pub fn protocol_name(v: Version) -> &'static str {
 
 /// The request line as nginx logs it: origin-form target for HTTP/2 too; a CONNECT's
 /// authority-form target as sent.
-pub fn request_line(method: &Method, uri: &Uri, version: Version) -> String {
+pub(super) fn request_line(method: &Method, uri: &Uri, version: Version) -> String {
     if let (None, Some(a), None) = (uri.scheme(), uri.authority(), uri.path_and_query()) {
         return format!("{method} {a} {}", protocol_name(version));
     }
@@ -109,7 +109,7 @@ pub fn request_line(method: &Method, uri: &Uri, version: Version) -> String {
 
 impl AccessRecord {
     /// A record for a request about to be handled (status and sizes filled in later).
-    pub fn for_request(
+    pub(crate) fn for_request(
         client: ClientAddr,
         frontend: Arc<str>,
         method: &Method,
@@ -145,7 +145,7 @@ impl AccessRecord {
     /// nginx `combined`: `$remote_addr - $remote_user [$time_local] "$request" $status
     /// $body_bytes_sent "$http_referer" "$http_user_agent"`, with `"`, `\`, control and
     /// non-ASCII bytes escaped as `\xHH` (as nginx does).
-    pub fn combined(&self) -> String {
+    pub(crate) fn combined(&self) -> String {
         let mut s = String::with_capacity(160);
         let _ = write!(
             s,
@@ -163,7 +163,7 @@ impl AccessRecord {
     }
 
     /// The same fields as one JSON object, plus protocol, TLS, upstream and times.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         let mut s = String::with_capacity(384);
         let opt = |v: &Option<Vec<u8>>| match v {
             Some(b) => json_str(&String::from_utf8_lossy(b)),
@@ -210,7 +210,7 @@ const MONTHS: [&str; 12] = [
 ];
 
 /// nginx's `$time_local` in UTC: `25/Nov/2026:13:55:02 +0000`.
-pub fn time_local(t: SystemTime) -> String {
+pub(super) fn time_local(t: SystemTime) -> String {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -241,25 +241,25 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// nginx's status for a client that closed the connection before the response.
-pub const CLIENT_CLOSED: u16 = 499;
+pub(super) const CLIENT_CLOSED: u16 = 499;
 
 /// One request's access line, written exactly once: when it is dropped. It says 499 until
 /// the handler sets the response status, so a request whose service future hyper dropped
 /// (the client closed, reset or half-closed before the response) is logged as nginx does.
-pub struct RequestLog {
+pub(super) struct RequestLog {
     rec: AccessRecord,
     log: AccessLog,
     start: Instant,
 }
 
 impl RequestLog {
-    pub fn new(mut rec: AccessRecord, log: AccessLog, start: Instant) -> RequestLog {
+    pub(super) fn new(mut rec: AccessRecord, log: AccessLog, start: Instant) -> RequestLog {
         rec.status = CLIENT_CLOSED;
         RequestLog { rec, log, start }
     }
 
     /// The record, to fill in (server, status) before it is written.
-    pub fn rec(&mut self) -> &mut AccessRecord {
+    pub(super) fn rec(&mut self) -> &mut AccessRecord {
         &mut self.rec
     }
 }
@@ -275,7 +275,7 @@ impl Drop for RequestLog {
 /// lease and the connection's request count until it ends, then logs the request once
 /// (at the end of the body, on an error, or when hyper drops it early: then with the
 /// status already sent and fewer bytes, as nginx does).
-pub struct LogBody {
+pub(super) struct LogBody {
     inner: Body,
     pending: Option<Pending>,
 }
@@ -288,7 +288,7 @@ struct Pending {
 }
 
 impl LogBody {
-    pub fn new(
+    pub(super) fn new(
         inner: Body,
         line: RequestLog,
         lease: Option<Lease>,

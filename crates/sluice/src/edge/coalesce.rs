@@ -63,14 +63,14 @@ enum Phase {
 
 /// `inner` with the post-handshake TLS 1.3 flight held back until the first application write.
 #[derive(Debug)]
-pub struct Coalesce<S: AsyncWrite + Unpin> {
+pub(crate) struct Coalesce<S: AsyncWrite + Unpin> {
     inner: S,
     phase: Phase,
     held: Vec<u8>,
 }
 
 impl<S: AsyncWrite + Unpin> Coalesce<S> {
-    pub fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S) -> Self {
         Coalesce {
             inner,
             phase: Phase::Watching {
@@ -87,16 +87,18 @@ impl<S: AsyncWrite + Unpin> Coalesce<S> {
     /// set TCP_NODELAY holds its request (Nagle) until its Finished is acknowledged, and
     /// with nothing to send back our delayed ACK would stall it for 40 ms. An h2 server
     /// writes its SETTINGS at once, which the ticket joins.
-    pub fn release(&mut self, eager: bool) {
+    pub(crate) fn release(&mut self, eager: bool) {
         self.phase = Phase::Released { eager };
     }
 
     /// Bytes held back right now.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
         self.held.len()
     }
 
-    pub fn get_ref(&self) -> &S {
+    #[cfg(test)]
+    pub(crate) fn get_ref(&self) -> &S {
         &self.inner
     }
 }

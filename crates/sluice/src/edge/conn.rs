@@ -9,17 +9,15 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
+use crate::addr::{ClientAddr, LocalAddr};
 use crate::tls::SessionInfo;
 use crate::upstream::Scheme;
 
 /// What the edge knows about one client connection.
 #[derive(Debug, Clone)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     /// The real client: a trusted PROXY header's source, else the TCP peer.
     pub client: ClientAddr,
-    /// The TCP peer (possibly a trusted balancer).
-    pub peer: PeerAddr,
     /// The address the client reached (the PROXY destination when one was accepted).
     pub local: LocalAddr,
     pub scheme: Scheme,
@@ -29,7 +27,7 @@ pub struct ConnInfo {
 
 /// Requests in flight on a connection, since when it has been idle, and how many it served.
 #[derive(Debug)]
-pub struct ConnState {
+pub(super) struct ConnState {
     /// (in flight, idle since, started so far).
     inner: Mutex<(usize, Instant, u64)>,
     changed: Notify,
@@ -48,7 +46,7 @@ impl Default for ConnState {
 
 impl ConnState {
     /// State of a new connection that serves at most `keepalive_requests` requests.
-    pub fn new(keepalive_requests: u64) -> Self {
+    pub(super) fn new(keepalive_requests: u64) -> Self {
         ConnState {
             inner: Mutex::new((0, Instant::now(), 0)),
             changed: Notify::new(),
@@ -61,7 +59,7 @@ impl ConnState {
     /// Only the step from idle to busy wakes the idle timer: waking it (and with it the
     /// connection task that polls it) for every request costs a task poll and a timer
     /// re-arm per request on a busy HTTP/2 connection.
-    pub fn begin(self: &Arc<Self>) -> RequestGuard {
+    pub(super) fn begin(self: &Arc<Self>) -> RequestGuard {
         let (was_idle, last) = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             g.0 += 1;
@@ -82,17 +80,18 @@ impl ConnState {
 
     /// Completes once the request number `keepalive_requests` has started: the connection
     /// should then close gracefully (HTTP/1: after that response; HTTP/2: GOAWAY).
-    pub async fn spent(&self) {
+    pub(super) async fn spent(&self) {
         self.spent.notified().await
     }
 
     /// Number of requests in flight.
-    pub fn active(&self) -> usize {
+    #[cfg(test)]
+    pub(super) fn active(&self) -> usize {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
     /// Completes once the connection has had no request in flight for `idle`.
-    pub async fn idle_for(&self, idle: Duration) {
+    pub(super) async fn idle_for(&self, idle: Duration) {
         // Each pass waits for a state change or the deadline, so it loops once per request.
         loop {
             let notified = self.changed.notified();
@@ -113,7 +112,7 @@ impl ConnState {
 
 /// One request in flight; its drop ends it (when the response body is done).
 #[derive(Debug)]
-pub struct RequestGuard {
+pub(super) struct RequestGuard {
     state: Arc<ConnState>,
     last: bool,
 }
@@ -121,7 +120,7 @@ pub struct RequestGuard {
 impl RequestGuard {
     /// This is the connection's last request (`keepalive_requests`): its HTTP/1 response
     /// says `Connection: close`.
-    pub fn is_last(&self) -> bool {
+    pub(super) fn is_last(&self) -> bool {
         self.last
     }
 }

@@ -15,7 +15,7 @@ use tokio::time::{Instant, Sleep};
 
 /// `io` with a send timeout on its write side.
 #[derive(Debug)]
-pub struct SendDeadline<IO> {
+pub(super) struct SendDeadline<IO> {
     io: IO,
     timeout: Duration,
     /// Allocated on the first write that would block, then reused.
@@ -25,17 +25,13 @@ pub struct SendDeadline<IO> {
 }
 
 impl<IO> SendDeadline<IO> {
-    pub fn new(io: IO, timeout: Duration) -> Self {
+    pub(super) fn new(io: IO, timeout: Duration) -> Self {
         SendDeadline {
             io,
             timeout,
             sleep: None,
             armed: false,
         }
-    }
-
-    pub fn get_ref(&self) -> &IO {
-        &self.io
     }
 
     /// Passes a finished write through (disarming the timer), or arms the timer for a

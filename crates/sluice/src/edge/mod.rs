@@ -3,15 +3,15 @@
 //! hyper's auto builder and the limits against slow or abusive clients. Requests go to
 //! `service`; access lines to `access`. Binding and accepting are `server`'s job.
 
-pub mod access;
-pub mod buffer;
-pub mod coalesce;
-pub mod conn;
-pub mod deadline;
-pub mod rewind;
+mod access;
+pub(crate) mod buffer;
+mod coalesce;
+mod conn;
+mod deadline;
+mod rewind;
 mod service;
-pub mod settings;
-pub mod strict;
+mod settings;
+pub(crate) mod strict;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,26 +35,26 @@ use crate::upstream::{
     HttpOpts, HttpUpstream, Scheme, SocketCaps, Upstream, UwsgiClient, UwsgiOpts,
 };
 
-pub use access::{AccessLog, AccessRecord};
-pub use coalesce::Coalesce;
-pub use conn::ConnInfo;
-pub use rewind::Rewind;
-pub use settings::EdgeSettings;
+pub(crate) use access::{AccessLog, AccessRecord};
+pub(crate) use coalesce::Coalesce;
+pub(crate) use conn::ConnInfo;
+pub(crate) use rewind::Rewind;
+pub(crate) use settings::EdgeSettings;
 
 /// Default TLS handshake timeout (`[frontend.timeouts] handshake`).
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 rapid reset defence: streams reset by the client before we accepted them.
 pub const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// HTTP/2: resets we may send because of client errors before closing the connection.
-pub const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+pub(crate) const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// HTTP/2 PING interval and how long to wait for its answer.
-pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often TLS files are checked for changes.
-pub const TLS_WATCH_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const TLS_WATCH_EVERY: Duration = Duration::from_secs(5);
 
 /// Everything a `mode = "http"` frontend's connections share.
-pub struct HttpFrontend {
+pub(crate) struct HttpFrontend {
     pub name: Arc<str>,
     pub backend: Arc<str>,
     pub policy: Option<Policy>,
@@ -88,7 +88,7 @@ impl std::fmt::Debug for HttpFrontend {
 
 /// Why a frontend could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum EdgeError {
+pub(crate) enum EdgeError {
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
 }
@@ -113,33 +113,10 @@ fn builder(s: &EdgeSettings) -> auto::Builder<TokioExecutor> {
 }
 
 impl HttpFrontend {
-    /// Builds frontend `f` over backend `b` (whose pool is `pool`): loads TLS, and for a
-    /// TLS frontend starts the file watcher until `shutdown`. SIGHUP is the reload path's
-    /// (the runtime's reload), which re-reads TLS along with the whole configuration.
-    /// Must run inside a tokio runtime.
-    pub fn new(
-        f: &spec::Frontend,
-        b: &spec::Backend,
-        pool: Arc<Pool>,
-        log_file: Option<Arc<LogFile>>,
-        force: CancellationToken,
-        shutdown: CancellationToken,
-    ) -> Result<Arc<HttpFrontend>, EdgeError> {
-        let tls = match &f.tls {
-            Some(t) => {
-                let edge = TlsEdge::load(t)?;
-                // Detached: it ends with `shutdown`.
-                drop(tls::spawn_watcher(edge.clone(), TLS_WATCH_EVERY, shutdown));
-                Some(edge)
-            }
-            None => None,
-        };
-        Self::with_tls(f, b, pool, log_file, force, tls)
-    }
-
-    /// Like [`HttpFrontend::new`] over an already loaded TLS edge (None = plain HTTP); starts
-    /// nothing. A reload uses it to keep a frontend's edge (sessions, ticket keys).
-    pub fn with_tls(
+    /// Builds frontend `f` over backend `b` (whose pool is `pool`) with an already loaded TLS
+    /// edge (None = plain HTTP); starts nothing. A reload passes the edge it keeps (sessions,
+    /// ticket keys); the runtime starts a new edge's file watcher.
+    pub(crate) fn new(
         f: &spec::Frontend,
         b: &spec::Backend,
         pool: Arc<Pool>,
@@ -217,7 +194,7 @@ impl crate::server::Frontend for HttpFrontend {
 
 /// Serves one accepted connection to its end. `stop` (shutdown began) asks the connection
 /// to finish its requests and close; `fe.force` closes it at once.
-pub async fn handle(
+pub(crate) async fn handle(
     fe: Arc<HttpFrontend>,
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -260,7 +237,6 @@ pub async fn handle(
     let Some(edge) = fe.tls.clone() else {
         let info = ConnInfo {
             client,
-            peer,
             local,
             scheme: Scheme::Http,
             tls: None,
@@ -289,7 +265,6 @@ pub async fn handle(
             };
             let info = ConnInfo {
                 client,
-                peer,
                 local,
                 scheme: Scheme::Https,
                 tls: Some(info),

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::spec;
-pub use crate::spec::{ClientLimits, ClientTimeouts};
+pub(super) use crate::spec::{ClientLimits, ClientTimeouts};
 
 /// Request and response buffering.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Buffering {
+pub(crate) struct Buffering {
     /// Largest request body, declared or read (413 beyond).
     pub max_body: u64,
     /// Read the whole request body before contacting the app.
@@ -30,7 +30,7 @@ pub struct Buffering {
 
 /// Timeouts towards the app servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamTimeouts {
+pub(crate) struct UpstreamTimeouts {
     pub connect: Duration,
     /// Response head and between two reads of the response body.
     pub read: Duration,
@@ -42,7 +42,7 @@ pub struct UpstreamTimeouts {
 
 /// Everything configurable about one edge frontend and how it talks to its backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EdgeSettings {
+pub(crate) struct EdgeSettings {
     pub client: ClientTimeouts,
     pub limits: ClientLimits,
     pub buffering: Buffering,
@@ -53,7 +53,7 @@ pub struct EdgeSettings {
 
 impl EdgeSettings {
     /// From frontend `f` and its backend `b`.
-    pub fn new(f: &spec::Frontend, b: &spec::Backend) -> Self {
+    pub(crate) fn new(f: &spec::Frontend, b: &spec::Backend) -> Self {
         let e = &f.edge;
         EdgeSettings {
             client: e.timeouts,

@@ -67,7 +67,7 @@ pub(crate) fn refuse(refusal: Refusal, version: Version) -> Response<Body> {
 /// the `http` crate parses it as an authority too (so later steps see the same host).
 /// Userinfo (`user@`), paths, spaces, `%` and non-ASCII bytes are refused; so is an empty
 /// value (nginx: "client sent invalid host header"). Never panics (fuzzed: `host_authority`).
-pub fn valid_authority(b: &[u8]) -> Result<(), &'static str> {
+pub(crate) fn valid_authority(b: &[u8]) -> Result<(), &'static str> {
     if b.is_empty() {
         return Err("empty Host");
     }

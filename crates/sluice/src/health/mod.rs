@@ -23,7 +23,7 @@ use check::CheckSpec;
 ///
 /// Servers start up (as HAProxy): `fall` consecutive failures take one down, `rise`
 /// consecutive successes bring it back. Failures from live traffic count as failed checks.
-pub fn spawn(
+pub(crate) fn spawn(
     pool: Arc<Pool>,
     cfg: &spec::Backend,
     shutdown: CancellationToken,

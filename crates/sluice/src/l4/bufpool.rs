@@ -6,23 +6,23 @@
 use std::cell::RefCell;
 
 /// Size of every pooled buffer.
-pub const BUF_SIZE: usize = 64 * 1024;
+pub(super) const BUF_SIZE: usize = 64 * 1024;
 /// Most free buffers kept per thread (2 MiB at 64 KiB each); more are freed on return.
-pub const MAX_FREE: usize = 32;
+pub(super) const MAX_FREE: usize = 32;
 
 thread_local! {
     static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Takes a free buffer of this thread, or allocates one.
-pub fn take() -> Box<[u8]> {
+pub(super) fn take() -> Box<[u8]> {
     FREE.with(|f| f.borrow_mut().pop())
         .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
 }
 
 /// Gives a buffer back to this thread's free list (dropped when the list is full or the
 /// buffer is not a pooled size).
-pub fn give(buf: Box<[u8]>) {
+pub(super) fn give(buf: Box<[u8]>) {
     if buf.len() != BUF_SIZE {
         return;
     }
@@ -34,8 +34,9 @@ pub fn give(buf: Box<[u8]>) {
     });
 }
 
-/// Free buffers held by this thread (for tests and the profile).
-pub fn free_count() -> usize {
+/// Free buffers held by this thread.
+#[cfg(test)]
+fn free_count() -> usize {
     FREE.with(|f| f.borrow().len())
 }
 

@@ -25,7 +25,7 @@ use crate::spec::{self, SendProxy};
 
 /// A backend as the L4 path uses it.
 #[derive(Debug)]
-pub struct L4Backend {
+pub(crate) struct L4Backend {
     pub name: Arc<str>,
     pub pool: Arc<Pool>,
     pub send: SendOpts,
@@ -39,7 +39,7 @@ pub struct L4Backend {
 }
 
 impl L4Backend {
-    pub fn new(cfg: &spec::Backend, pool: Arc<Pool>) -> L4Backend {
+    pub(crate) fn new(cfg: &spec::Backend, pool: Arc<Pool>) -> L4Backend {
         L4Backend {
             name: cfg.name.as_str().into(),
             pool,
@@ -55,7 +55,7 @@ impl L4Backend {
 
 /// Everything a tcp frontend's connections share.
 #[derive(Debug)]
-pub struct TcpFrontend {
+pub(crate) struct TcpFrontend {
     pub name: Arc<str>,
     pub backend: Arc<L4Backend>,
     pub policy: Option<Policy>,
@@ -80,7 +80,7 @@ impl crate::server::Frontend for TcpFrontend {
 }
 
 /// Serves one accepted connection to the end and logs it.
-pub async fn handle(fe: Arc<TcpFrontend>, client: TcpStream, peer: SocketAddr) {
+pub(crate) async fn handle(fe: Arc<TcpFrontend>, client: TcpStream, peer: SocketAddr) {
     let start = Instant::now();
     let conn_metrics = fe.metrics.conn_opened();
     let peer = PeerAddr(peer);

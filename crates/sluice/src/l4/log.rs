@@ -11,7 +11,7 @@ use crate::log::{json_str, LogFile};
 
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     ClientClosed,
     ServerClosed,
     IdleTimeout,
@@ -32,7 +32,7 @@ pub enum End {
 
 impl End {
     /// Short stable code for the log's `end=` field.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             End::ClientClosed => "client_close",
             End::ServerClosed => "server_close",
@@ -57,7 +57,7 @@ impl End {
 
 /// Everything the connection log line says about one connection.
 #[derive(Debug, Clone)]
-pub struct ConnRecord {
+pub(crate) struct ConnRecord {
     pub client: ClientAddr,
     pub peer: PeerAddr,
     pub local: LocalAddr,
@@ -122,7 +122,7 @@ impl fmt::Display for ConnRecord {
 
 impl ConnRecord {
     /// The same record as one JSON object (for `access_log_format = "json"`).
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         let mut s = String::with_capacity(256);
         let _ = write!(
             s,
@@ -160,14 +160,14 @@ impl ConnRecord {
 
 /// Where a frontend's connection lines go.
 #[derive(Debug, Clone, Default)]
-pub struct ConnLog {
+pub(crate) struct ConnLog {
     pub file: Option<Arc<LogFile>>,
     pub json: bool,
 }
 
 impl ConnLog {
     /// Emits the record to tracing (target `sluice::conn`) and to the file when set.
-    pub fn emit(&self, rec: &ConnRecord) {
+    pub(crate) fn emit(&self, rec: &ConnRecord) {
         tracing::info!(target: "sluice::conn", "{rec}");
         if let Some(file) = &self.file {
             let line = if self.json {

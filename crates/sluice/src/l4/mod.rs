@@ -2,9 +2,9 @@
 //! server (any `pumpable` stream); `splice` holds the splice(2) plumbing it uses (through
 //! rustix's safe wrappers). TLS, HTTP and the PROXY codec live elsewhere.
 
-pub mod bufpool;
+mod bufpool;
 pub mod forward;
-pub mod frontend;
-pub mod log;
-pub mod pumpable;
-pub mod splice;
+pub(crate) mod frontend;
+pub(crate) mod log;
+mod pumpable;
+mod splice;

@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// kernel default (16 pages); 256 KiB and 1 MiB pipes gave no gain beyond noise in
 /// `benches/forward.rs` on loopback, and cost more of the per-user pipe quota
 /// (`/proc/sys/fs/pipe-user-pages-soft`, beyond which new pipes shrink to 2 pages).
-pub const PIPE_SIZE: usize = 64 * 1024;
+pub(super) const PIPE_SIZE: usize = 64 * 1024;
 
 /// Most pipes open at once in the process (HAProxy's `maxpipes`). Beyond it a bulk direction
 /// copies instead of splicing, so pipes cannot take the descriptors budgeted for
 /// connections; `config::limits` budgets two descriptors for each.
-pub use crate::spec::MAX_PIPES;
+pub(super) use crate::spec::MAX_PIPES;
 
 /// Pipes open now (slots taken by `PipeSlot`).
 static OPEN_PIPES: AtomicUsize = AtomicUsize::new(0);
@@ -55,7 +55,7 @@ impl Drop for PipeSlot {
 /// spliced out to the destination. Both ends are non-blocking and close-on-exec, and are
 /// closed when the `Pipe` is dropped.
 #[derive(Debug)]
-pub struct Pipe {
+pub(super) struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
     capacity: usize,
@@ -64,7 +64,7 @@ pub struct Pipe {
 
 /// Whether a splice error means "splice cannot be used on these descriptors" (so the caller
 /// should fall back to copying) rather than a failure of the connection itself.
-pub fn is_unsupported(err: &io::Error) -> bool {
+pub(super) fn is_unsupported(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
         Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
@@ -77,7 +77,7 @@ impl Pipe {
     /// A refused resize (per-user pipe quota) is not an error: the pipe keeps the size the
     /// kernel gave it, and `capacity()` reports that size (capped at `size`). Fails when
     /// `MAX_PIPES` pipes are open.
-    pub fn new(size: usize) -> io::Result<Pipe> {
+    pub(super) fn new(size: usize) -> io::Result<Pipe> {
         use rustix::pipe::{fcntl_getpipe_size, fcntl_setpipe_size, pipe_with, PipeFlags};
         let slot = PipeSlot::take()?;
         let (read, write) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
@@ -98,14 +98,14 @@ impl Pipe {
 
     /// The most bytes this pipe may hold: callers never splice in more than this minus what
     /// is already in the pipe, so a splice in never fails because the pipe is full.
-    pub fn capacity(&self) -> usize {
+    pub(super) fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// Moves up to `max` bytes from the socket `src` into the pipe. `Ok(0)` means end of
     /// stream; `WouldBlock` means the socket has nothing to read (the pipe has room, since
     /// callers respect `capacity()`).
-    pub fn fill_from(&self, src: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
+    pub(super) fn fill_from(&self, src: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
         Ok(rustix::pipe::splice(
             src,
             None,
@@ -118,7 +118,7 @@ impl Pipe {
 
     /// Moves up to `max` bytes from the pipe to the socket `dst`. Callers only call this
     /// with bytes in the pipe, so `WouldBlock` means the socket's send buffer is full.
-    pub fn drain_to(&self, dst: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
+    pub(super) fn drain_to(&self, dst: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
         Ok(rustix::pipe::splice(
             &self.read,
             None,
@@ -131,7 +131,7 @@ impl Pipe {
 
     /// Reads bytes out of the pipe into `buf` (used to rescue bytes already in the pipe when
     /// splicing out turns out to be unsupported and the pump falls back to copying).
-    pub fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(super) fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
         Ok(rustix::io::read(&self.read, buf)?)
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 /// An append-only log file, flushed after every line, reopenable for rotation.
 #[derive(Debug)]
-pub struct LogFile {
+pub(crate) struct LogFile {
     path: PathBuf,
     out: Mutex<BufWriter<File>>,
 }
@@ -24,18 +24,18 @@ fn open_append(path: &Path) -> io::Result<BufWriter<File>> {
 }
 
 impl LogFile {
-    pub fn open(path: impl Into<PathBuf>) -> io::Result<LogFile> {
+    pub(crate) fn open(path: impl Into<PathBuf>) -> io::Result<LogFile> {
         let path = path.into();
         let out = Mutex::new(open_append(&path)?);
         Ok(LogFile { path, out })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Appends `line` plus a newline and flushes.
-    pub fn write_line(&self, line: &str) -> io::Result<()> {
+    pub(crate) fn write_line(&self, line: &str) -> io::Result<()> {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         out.write_all(line.as_bytes())?;
         out.write_all(b"\n")?;
@@ -43,7 +43,7 @@ impl LogFile {
     }
 
     /// Reopens the path (after a rotation moved the old file away).
-    pub fn reopen(&self) -> io::Result<()> {
+    pub(crate) fn reopen(&self) -> io::Result<()> {
         let fresh = open_append(&self.path)?;
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         let _ = out.flush();
@@ -54,12 +54,12 @@ impl LogFile {
 
 /// All log files of a server, each path opened once even when frontends share it.
 #[derive(Debug, Default)]
-pub struct LogFiles {
+pub(crate) struct LogFiles {
     files: Mutex<HashMap<PathBuf, Arc<LogFile>>>,
 }
 
 impl LogFiles {
-    pub fn open(&self, path: &Path) -> io::Result<Arc<LogFile>> {
+    pub(crate) fn open(&self, path: &Path) -> io::Result<Arc<LogFile>> {
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = files.get(path) {
             return Ok(f.clone());
@@ -69,15 +69,8 @@ impl LogFiles {
         Ok(f)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-    }
-
     /// Reopens every file; failures are logged and the old handle kept.
-    pub fn reopen_all(&self) {
+    pub(crate) fn reopen_all(&self) {
         let files: Vec<_> = self
             .files
             .lock()

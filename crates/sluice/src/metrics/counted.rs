@@ -11,18 +11,14 @@ use super::FrontendHandles;
 
 /// `inner` with its traffic counted into `handles` (received = read, sent = written).
 #[derive(Debug)]
-pub struct Counted<IO> {
+pub(crate) struct Counted<IO> {
     inner: IO,
     handles: FrontendHandles,
 }
 
 impl<IO> Counted<IO> {
-    pub fn new(inner: IO, handles: FrontendHandles) -> Self {
+    pub(crate) fn new(inner: IO, handles: FrontendHandles) -> Self {
         Counted { inner, handles }
-    }
-
-    pub fn get_ref(&self) -> &IO {
-        &self.inner
     }
 }
 

@@ -4,7 +4,7 @@
 //! One registry per process (`global()`), so counters add up across frontends of any mode.
 
 mod counted;
-pub mod names;
+mod names;
 mod scrape;
 
 use std::collections::HashMap;
@@ -18,9 +18,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-pub use counted::Counted;
+pub(crate) use counted::Counted;
 use names::*;
-pub use scrape::display_state;
+pub(crate) use scrape::display_state;
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus reads).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -89,7 +89,7 @@ fn latency_histogram() -> Histogram {
 
 /// One frontend's counters, resolved once per connection (cheap `Arc` clones).
 #[derive(Clone, Debug)]
-pub struct FrontendHandles {
+pub(crate) struct FrontendHandles {
     accepted: Counter,
     current: Gauge,
     received: Counter,
@@ -99,14 +99,14 @@ pub struct FrontendHandles {
 impl FrontendHandles {
     /// A connection was accepted: like [`Metrics::conn_opened`] on handles a frontend
     /// resolved once at build time (no name lookup, no lock per connection).
-    pub fn conn_opened(&self) -> ConnGuard {
+    pub(crate) fn conn_opened(&self) -> ConnGuard {
         self.accepted.inc();
         self.current.inc();
         ConnGuard(self.clone())
     }
 
     /// Adds bytes received from / sent to clients.
-    pub fn add_bytes(&self, received: u64, sent: u64) {
+    pub(crate) fn add_bytes(&self, received: u64, sent: u64) {
         if received > 0 {
             self.received.inc_by(received);
         }
@@ -118,10 +118,10 @@ impl FrontendHandles {
 
 /// Counts one open connection on a frontend: `current` goes down when it drops.
 #[derive(Debug)]
-pub struct ConnGuard(FrontendHandles);
+pub(crate) struct ConnGuard(FrontendHandles);
 
 impl ConnGuard {
-    pub fn handles(&self) -> &FrontendHandles {
+    pub(crate) fn handles(&self) -> &FrontendHandles {
         &self.0
     }
 }
@@ -238,7 +238,7 @@ impl Metrics {
     }
 
     /// The counters of frontend `name` (created at zero on first use).
-    pub fn frontend(&self, name: &str) -> FrontendHandles {
+    pub(crate) fn frontend(&self, name: &str) -> FrontendHandles {
         if let Some(h) = self
             .frontends
             .read()
@@ -265,7 +265,7 @@ impl Metrics {
     }
 
     /// A connection was accepted on `frontend`; it counts as open until the guard drops.
-    pub fn conn_opened(&self, frontend: &str) -> ConnGuard {
+    pub(crate) fn conn_opened(&self, frontend: &str) -> ConnGuard {
         let h = self.frontend(frontend);
         h.accepted.inc();
         h.current.inc();
@@ -273,7 +273,7 @@ impl Metrics {
     }
 
     /// A connection was closed because of its PROXY header (`reason`: `Rejected::code`).
-    pub fn proxy_rejected(&self, frontend: &str, reason: &str) {
+    pub(crate) fn proxy_rejected(&self, frontend: &str, reason: &str) {
         self.proxy_rejected
             .get_or_create(&FeReason {
                 frontend: frontend.to_string(),
@@ -283,7 +283,7 @@ impl Metrics {
     }
 
     /// A TLS handshake completed (`version` as "TLSv1.3"; `resumed` from the session).
-    pub fn tls_handshake(&self, frontend: &str, version: &str, resumed: bool) {
+    pub(crate) fn tls_handshake(&self, frontend: &str, version: &str, resumed: bool) {
         self.tls_handshakes
             .get_or_create(&FeTls {
                 frontend: frontend.to_string(),
@@ -299,7 +299,7 @@ impl Metrics {
     }
 
     /// A TLS handshake failed or timed out.
-    pub fn tls_handshake_failed(&self, frontend: &str) {
+    pub(crate) fn tls_handshake_failed(&self, frontend: &str) {
         self.tls_failures
             .get_or_create(&Fe {
                 frontend: frontend.to_string(),
@@ -308,7 +308,7 @@ impl Metrics {
     }
 
     /// An HTTP response with `status` went (or was about to go) to a client.
-    pub fn http_response(&self, frontend: &str, status: u16) {
+    pub(crate) fn http_response(&self, frontend: &str, status: u16) {
         self.http_responses
             .get_or_create(&FeClass {
                 frontend: frontend.to_string(),
@@ -319,7 +319,7 @@ impl Metrics {
 
     /// A request or response body of `frontend` went to a temp file (`direction`:
     /// "request" or "response").
-    pub fn body_spilled(&self, frontend: &str, direction: &'static str) {
+    pub(crate) fn body_spilled(&self, frontend: &str, direction: &'static str) {
         self.spilled_bodies
             .get_or_create(&FeDirection {
                 frontend: frontend.to_string(),
@@ -329,7 +329,7 @@ impl Metrics {
     }
 
     /// An app server of `backend` answered (or failed) after `took`.
-    pub fn upstream_response(&self, backend: &str, took: Duration) {
+    pub(crate) fn upstream_response(&self, backend: &str, took: Duration) {
         self.upstream_duration
             .get_or_create(&Be {
                 backend: backend.to_string(),
@@ -338,7 +338,7 @@ impl Metrics {
     }
 
     /// One active health check of `backend`/`server` took `took` (whatever its result).
-    pub fn health_check(&self, backend: &str, server: &str, took: Duration) {
+    pub(crate) fn health_check(&self, backend: &str, server: &str, took: Duration) {
         self.health_duration
             .get_or_create(&Srv {
                 backend: backend.to_string(),
@@ -361,7 +361,7 @@ impl Metrics {
 }
 
 /// "1xx" .. "5xx"; anything else "other".
-pub fn status_class(status: u16) -> &'static str {
+pub(crate) fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
         200..=299 => "2xx",

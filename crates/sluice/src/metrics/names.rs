@@ -3,49 +3,52 @@
 //! Recording and encoding live in `metrics`; nothing here has behaviour.
 
 // Per frontend (both modes).
-pub const FRONTEND_CONNECTIONS: &str = "sluice_frontend_connections";
-pub const FRONTEND_CONNECTIONS_HELP: &str = "Connections accepted by the frontend";
-pub const FRONTEND_CURRENT: &str = "sluice_frontend_current_connections";
-pub const FRONTEND_CURRENT_HELP: &str = "Connections open on the frontend right now";
-pub const FRONTEND_RECEIVED: &str = "sluice_frontend_received_bytes";
-pub const FRONTEND_RECEIVED_HELP: &str =
+pub(super) const FRONTEND_CONNECTIONS: &str = "sluice_frontend_connections";
+pub(super) const FRONTEND_CONNECTIONS_HELP: &str = "Connections accepted by the frontend";
+pub(super) const FRONTEND_CURRENT: &str = "sluice_frontend_current_connections";
+pub(super) const FRONTEND_CURRENT_HELP: &str = "Connections open on the frontend right now";
+pub(super) const FRONTEND_RECEIVED: &str = "sluice_frontend_received_bytes";
+pub(super) const FRONTEND_RECEIVED_HELP: &str =
     "Bytes received from clients (tcp: forwarded to servers; http: request bodies)";
-pub const FRONTEND_SENT: &str = "sluice_frontend_sent_bytes";
-pub const FRONTEND_SENT_HELP: &str =
+pub(super) const FRONTEND_SENT: &str = "sluice_frontend_sent_bytes";
+pub(super) const FRONTEND_SENT_HELP: &str =
     "Bytes sent to clients (tcp: forwarded from servers; http: response bodies)";
-pub const PROXY_REJECTED: &str = "sluice_proxy_rejected";
-pub const PROXY_REJECTED_HELP: &str = "Connections closed because of their PROXY header, by reason";
+pub(super) const PROXY_REJECTED: &str = "sluice_proxy_rejected";
+pub(super) const PROXY_REJECTED_HELP: &str =
+    "Connections closed because of their PROXY header, by reason";
 
 // Per backend / server (read from the pools at scrape time).
-pub const SERVER_STATE: &str = "sluice_server_state";
-pub const SERVER_STATE_HELP: &str =
+pub(super) const SERVER_STATE: &str = "sluice_server_state";
+pub(super) const SERVER_STATE_HELP: &str =
     "1 for the server's current state (up, down, drain, maint), 0 for the others";
-pub const SERVER_WEIGHT: &str = "sluice_server_weight";
-pub const SERVER_WEIGHT_HELP: &str = "Current weight of the server";
-pub const SERVER_ACTIVE: &str = "sluice_server_active_connections";
-pub const SERVER_ACTIVE_HELP: &str = "Connections (tcp) or requests (http) on the server now";
-pub const SERVER_CONNECTIONS: &str = "sluice_server_connections";
-pub const SERVER_CONNECTIONS_HELP: &str = "Connections or requests ever sent to the server";
-pub const SERVER_CONNECT_FAILURES: &str = "sluice_server_connect_failures";
-pub const SERVER_CONNECT_FAILURES_HELP: &str = "Live connections to the server that failed";
-pub const HEALTH_CHECKS: &str = "sluice_health_checks";
-pub const HEALTH_CHECKS_HELP: &str = "Active health checks of the server, by result (ok, failed)";
-pub const HEALTH_CHECK_DURATION: &str = "sluice_health_check_duration_seconds";
-pub const HEALTH_CHECK_DURATION_HELP: &str = "Duration of active health checks (any result)";
-pub const BACKEND_QUEUE: &str = "sluice_backend_queue_length";
-pub const BACKEND_QUEUE_HELP: &str = "Connections waiting for a free server slot";
+pub(super) const SERVER_WEIGHT: &str = "sluice_server_weight";
+pub(super) const SERVER_WEIGHT_HELP: &str = "Current weight of the server";
+pub(super) const SERVER_ACTIVE: &str = "sluice_server_active_connections";
+pub(super) const SERVER_ACTIVE_HELP: &str =
+    "Connections (tcp) or requests (http) on the server now";
+pub(super) const SERVER_CONNECTIONS: &str = "sluice_server_connections";
+pub(super) const SERVER_CONNECTIONS_HELP: &str = "Connections or requests ever sent to the server";
+pub(super) const SERVER_CONNECT_FAILURES: &str = "sluice_server_connect_failures";
+pub(super) const SERVER_CONNECT_FAILURES_HELP: &str = "Live connections to the server that failed";
+pub(super) const HEALTH_CHECKS: &str = "sluice_health_checks";
+pub(super) const HEALTH_CHECKS_HELP: &str =
+    "Active health checks of the server, by result (ok, failed)";
+pub(super) const HEALTH_CHECK_DURATION: &str = "sluice_health_check_duration_seconds";
+pub(super) const HEALTH_CHECK_DURATION_HELP: &str = "Duration of active health checks (any result)";
+pub(super) const BACKEND_QUEUE: &str = "sluice_backend_queue_length";
+pub(super) const BACKEND_QUEUE_HELP: &str = "Connections waiting for a free server slot";
 
 // Edge (mode = "http" frontends).
-pub const TLS_HANDSHAKES: &str = "sluice_tls_handshakes";
-pub const TLS_HANDSHAKES_HELP: &str =
+pub(super) const TLS_HANDSHAKES: &str = "sluice_tls_handshakes";
+pub(super) const TLS_HANDSHAKES_HELP: &str =
     "Completed TLS handshakes, by protocol version and kind (full, resumed)";
-pub const TLS_HANDSHAKE_FAILURES: &str = "sluice_tls_handshake_failures";
-pub const TLS_HANDSHAKE_FAILURES_HELP: &str = "TLS handshakes that failed or timed out";
-pub const HTTP_RESPONSES: &str = "sluice_http_responses";
-pub const HTTP_RESPONSES_HELP: &str = "HTTP responses sent to clients, by status class";
-pub const SPILLED_BODIES: &str = "sluice_spilled_bodies";
-pub const SPILLED_BODIES_HELP: &str =
+pub(super) const TLS_HANDSHAKE_FAILURES: &str = "sluice_tls_handshake_failures";
+pub(super) const TLS_HANDSHAKE_FAILURES_HELP: &str = "TLS handshakes that failed or timed out";
+pub(super) const HTTP_RESPONSES: &str = "sluice_http_responses";
+pub(super) const HTTP_RESPONSES_HELP: &str = "HTTP responses sent to clients, by status class";
+pub(super) const SPILLED_BODIES: &str = "sluice_spilled_bodies";
+pub(super) const SPILLED_BODIES_HELP: &str =
     "Request or response bodies buffered to a temp file, by direction (request, response)";
-pub const UPSTREAM_DURATION: &str = "sluice_upstream_response_duration_seconds";
-pub const UPSTREAM_DURATION_HELP: &str =
+pub(super) const UPSTREAM_DURATION: &str = "sluice_upstream_response_duration_seconds";
+pub(super) const UPSTREAM_DURATION_HELP: &str =
     "Time from the request to the app server's response head (or the failure)";

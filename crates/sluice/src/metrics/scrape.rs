@@ -26,7 +26,7 @@ pub(super) struct PoolFamilies {
 }
 
 /// The state a status page shows: admin modes win over health.
-pub fn display_state(s: &ServerSnapshot) -> &'static str {
+pub(crate) fn display_state(s: &ServerSnapshot) -> &'static str {
     match (s.admin, s.state) {
         (AdminMode::Maint, _) => "maint",
         (AdminMode::Drain, _) => "drain",

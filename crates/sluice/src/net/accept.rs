@@ -106,7 +106,7 @@ where
 /// 4 x [`BACKLOG`]), handing each with a permit of `limit` to `on_conn`, then closes it.
 /// Returns how many were served. A reload's removed listener ends this way, so no
 /// connection already queued is refused by the close.
-pub async fn drain(
+pub(crate) async fn drain(
     listener: TcpListener,
     mut on_conn: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
     limit: &Arc<Semaphore>,

@@ -9,16 +9,17 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 
 /// Listen backlog of every frontend socket.
-pub const BACKLOG: i32 = 1024;
+pub(super) const BACKLOG: i32 = 1024;
 
 /// Binds a non-blocking listening socket ready for tokio.
-pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+#[cfg(test)]
+pub(super) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(bind_std(addr)?)
 }
 
 /// Binds a non-blocking listening socket, not yet registered with any runtime (the worker
 /// that accepts on it registers it).
-pub fn bind_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(super) fn bind_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
     sock.set_reuse_port(true)?;
@@ -38,7 +39,7 @@ pub fn bind_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// Binds `count` (at least 1) SO_REUSEPORT sockets on `addr`, one per accept loop: the kernel
 /// spreads new connections over them, so accepting runs on every worker thread. A port 0
 /// request is resolved by the first socket; the others join its port.
-pub fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+pub(crate) fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let first = bind_std(addr)?;
     let actual = first.local_addr()?;
     let mut group = Vec::with_capacity(count.max(1));
@@ -52,7 +53,7 @@ pub fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::Tc
 /// Binds one plain listening socket (std's defaults: SO_REUSEADDR, no SO_REUSEPORT, so a
 /// port already taken is an error) registered with the current tokio runtime. The admin
 /// endpoint listens this way.
-pub fn bind_single(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn bind_single(addr: SocketAddr) -> io::Result<TcpListener> {
     let std = std::net::TcpListener::bind(addr)?;
     std.set_nonblocking(true)?;
     TcpListener::from_std(std)

@@ -17,14 +17,14 @@ use crate::addr::ServerAddr;
 
 /// A connected stream to a server.
 #[derive(Debug)]
-pub enum Stream {
+pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
 impl Stream {
     /// Sets TCP_NODELAY on a TCP stream; nothing to do on a unix socket.
-    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+    pub(crate) fn set_nodelay(&self, on: bool) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_nodelay(on),
             Stream::Unix(_) => Ok(()),
@@ -32,7 +32,7 @@ impl Stream {
     }
 
     /// (local, peer) of a TCP stream; None on a unix socket.
-    pub fn tcp_addrs(&self) -> io::Result<Option<(SocketAddr, SocketAddr)>> {
+    pub(crate) fn tcp_addrs(&self) -> io::Result<Option<(SocketAddr, SocketAddr)>> {
         match self {
             Stream::Tcp(s) => Ok(Some((s.local_addr()?, s.peer_addr()?))),
             Stream::Unix(_) => Ok(None),
@@ -54,14 +54,14 @@ impl fmt::Display for ConnectTimeout {
 impl std::error::Error for ConnectTimeout {}
 
 /// Whether `e` is [`connect`]'s own timeout (not a kernel error).
-pub fn is_connect_timeout(e: &io::Error) -> bool {
+pub(crate) fn is_connect_timeout(e: &io::Error) -> bool {
     e.get_ref()
         .is_some_and(|inner| inner.is::<ConnectTimeout>())
 }
 
 /// Connects to `addr` within `timeout` (resolution and every attempt included), binding
 /// `source` (port 0) first for TCP. TCP_NODELAY is left to the caller.
-pub async fn connect(
+pub(crate) async fn connect(
     addr: &ServerAddr,
     source: Option<IpAddr>,
     timeout: Duration,
@@ -77,7 +77,7 @@ pub async fn connect(
 /// initial writable event. Returns how many bytes of `first` went out (always 0 over TCP,
 /// where the connect itself takes a turn); the caller writes the rest. A send error is left
 /// for the caller's next write to meet.
-pub async fn connect_send(
+pub(crate) async fn connect_send(
     addr: &ServerAddr,
     source: Option<IpAddr>,
     timeout: Duration,

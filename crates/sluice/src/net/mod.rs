@@ -10,6 +10,7 @@ mod connect;
 #[cfg(test)]
 mod tests;
 
-pub use accept::{accept_loop, drain, AcceptStats};
-pub use bind::{bind_group, bind_listener, bind_single, bind_std, BACKLOG};
-pub use connect::{connect, connect_send, is_connect_timeout, Stream};
+pub(crate) use accept::drain;
+pub use accept::{accept_loop, AcceptStats};
+pub(crate) use bind::{bind_group, bind_single};
+pub(crate) use connect::{connect, connect_send, is_connect_timeout, Stream};

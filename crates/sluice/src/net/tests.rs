@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::bind::bind_listener;
 use super::*;
 use crate::addr::ServerAddr;
 

@@ -15,7 +15,7 @@ use crate::spec::{self, Untrusted};
 
 /// Who may send a PROXY header, how long they get, and what to do with everyone else.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub trusted: Vec<IpNet>,
     pub timeout: Duration,
     pub untrusted: Untrusted,
@@ -25,7 +25,7 @@ pub struct Policy {
 
 impl Policy {
     /// The policy of a frontend's `proxy_protocol` spec.
-    pub fn new(cfg: &spec::ProxyProtocol) -> Policy {
+    pub(crate) fn new(cfg: &spec::ProxyProtocol) -> Policy {
         Policy {
             trusted: cfg.trusted.clone(),
             timeout: cfg.timeout,
@@ -35,7 +35,7 @@ impl Policy {
     }
 
     /// Whether `ip` falls in a trusted CIDR (IPv4-mapped IPv6 peers count as IPv4).
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.trusted.iter().any(|net| net.contains(&ip))
     }
@@ -43,7 +43,7 @@ impl Policy {
 
 /// A connection that may proceed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     /// The real client: the header's source, else the peer itself.
     pub client: ClientAddr,
     /// The header's destination, else the socket's local address.
@@ -56,7 +56,7 @@ pub struct Accepted {
 
 /// A connection that must be closed, and why (for the connection log).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
+pub(crate) struct Rejected {
     /// Short stable code: "untrusted", "timeout", "closed", "too_long", "io", or the
     /// decoder's own reason code ("v1_bad_port", ...).
     pub code: &'static str,
@@ -84,7 +84,7 @@ fn rejected(code: &'static str, reason: impl Into<String>) -> Rejected {
 /// A trusted peer must send a complete v1 or v2 header within `policy.timeout`; an
 /// untrusted peer is rejected at once or, with `untrusted = "direct"`, accepted as the
 /// client itself without reading anything. Never lets an untrusted peer set the client.
-pub async fn expect_header<S: AsyncRead + Unpin>(
+pub(crate) async fn expect_header<S: AsyncRead + Unpin>(
     stream: &mut S,
     peer: PeerAddr,
     local: LocalAddr,

@@ -2,8 +2,8 @@
 //! peer at the start of an accepted connection, `send` builds the header sluice writes to a
 //! server. The wire codec itself lives in the `proxy-header` crate; nothing here parses bytes.
 
-pub mod expect;
-pub mod send;
+pub(crate) mod expect;
+pub(crate) mod send;
 
-pub use expect::{expect_header, Accepted, Policy, Rejected};
-pub use send::{build_header, SendOpts, HEADER_BUF};
+pub(crate) use expect::{expect_header, Policy};
+pub(crate) use send::{build_header, SendOpts, HEADER_BUF};

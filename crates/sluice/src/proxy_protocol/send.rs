@@ -11,21 +11,21 @@ use crate::spec::{self, SendProxy};
 
 /// Big enough for any header built here: v1 is at most 107 bytes; v2 is 16 fixed + 36
 /// (INET6 addresses) + 3+32 (UNIQUE_ID) + 3+4 (CRC32C) = 94 bytes.
-pub const HEADER_BUF: usize = 128;
+pub(crate) const HEADER_BUF: usize = 128;
 
 /// Length of the UNIQUE_ID value sluice generates (hex of 16 random bytes).
-pub const UNIQUE_ID_LEN: usize = 32;
+pub(crate) const UNIQUE_ID_LEN: usize = 32;
 
 /// What a backend asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SendOpts {
+pub(crate) struct SendOpts {
     pub version: SendProxy,
     pub crc32c: bool,
     pub unique_id: bool,
 }
 
 impl SendOpts {
-    pub fn from_backend(b: &spec::Backend) -> Self {
+    pub(crate) fn from_backend(b: &spec::Backend) -> Self {
         SendOpts {
             version: b.send_proxy,
             crc32c: b.proxy_v2_crc32c,
@@ -35,7 +35,7 @@ impl SendOpts {
 }
 
 /// A fresh printable unique connection id (32 lowercase hex digits).
-pub fn new_unique_id() -> [u8; UNIQUE_ID_LEN] {
+pub(crate) fn new_unique_id() -> [u8; UNIQUE_ID_LEN] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let raw: [u8; UNIQUE_ID_LEN / 2] = rand::random();
     let mut out = [0u8; UNIQUE_ID_LEN];
@@ -48,7 +48,7 @@ pub fn new_unique_id() -> [u8; UNIQUE_ID_LEN] {
 
 /// Writes the header for `client` → `local` into `out`; returns its length (0 when the
 /// backend sends none). `unique_id` is only used by v2 with `opts.unique_id`.
-pub fn build_header(
+pub(crate) fn build_header(
     opts: &SendOpts,
     client: ClientAddr,
     local: LocalAddr,

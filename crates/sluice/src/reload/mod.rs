@@ -3,7 +3,7 @@
 //! old config keeps serving); `sluice reload` signals a running process via its pid file.
 //! Building and swapping are `crate::runtime`'s, reached over its `Control` channel.
 
-pub mod pidfile;
+mod pidfile;
 
 use std::path::PathBuf;
 use std::sync::Arc;

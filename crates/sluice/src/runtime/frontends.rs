@@ -143,7 +143,7 @@ pub(super) fn build(
                 metrics: crate::metrics::global().frontend(&f.name),
             })
         }
-        Mode::Http => HttpFrontend::with_tls(f, &be.expanded, be.pool.clone(), file, force, tls)
+        Mode::Http => HttpFrontend::new(f, &be.expanded, be.pool.clone(), file, force, tls)
             .map_err(|e| frontend_err(f, e.to_string()))?,
     })
 }

@@ -168,11 +168,6 @@ impl Server {
         self.live.local_addrs()
     }
 
-    /// The admin endpoint's address, when `[admin]` is configured.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(|a| a.local_addr())
-    }
-
     /// The pool of backend `name` (for status and tests). After a reload, ask
     /// [`Server::live`] instead: a changed backend gets a new pool.
     pub fn pool(&self, name: &str) -> Option<Arc<Pool>> {

@@ -70,7 +70,7 @@ pub(crate) struct Running {
 
 impl Running {
     /// (backend name, pool) in configuration order.
-    pub fn pools(&self) -> Vec<(String, Arc<Pool>)> {
+    pub(super) fn pools(&self) -> Vec<(String, Arc<Pool>)> {
         self.cfg
             .backends
             .iter()
@@ -79,7 +79,7 @@ impl Running {
     }
 
     /// Bound addresses with their frontend, in configuration order.
-    pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
+    pub(super) fn addrs(&self) -> Vec<(String, SocketAddr)> {
         self.listeners
             .iter()
             .map(|l| (l.frontend.clone(), l.addr))

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Serves the connections of one or more listeners.
-pub trait Frontend: Send + Sync + fmt::Debug + 'static {
+pub(crate) trait Frontend: Send + Sync + fmt::Debug + 'static {
     /// The configured name (logs, metrics).
     fn name(&self) -> &str;
     /// Takes one accepted connection; normally `conn.spawn(|stream, peer, stop| ...)`.
@@ -23,16 +23,16 @@ pub trait Frontend: Send + Sync + fmt::Debug + 'static {
 
 /// The frontend a listener serves: each accepted connection takes the current one and
 /// keeps it to its end; a reload stores a new one for the connections after it.
-pub type FrontendSlot = Arc<ArcSwap<Arc<dyn Frontend>>>;
+pub(crate) type FrontendSlot = Arc<ArcSwap<Arc<dyn Frontend>>>;
 
 /// A new slot holding `fe`.
-pub fn slot(fe: Arc<dyn Frontend>) -> FrontendSlot {
+pub(crate) fn slot(fe: Arc<dyn Frontend>) -> FrontendSlot {
     Arc::new(ArcSwap::from_pointee(fe))
 }
 
 /// One accepted connection with its slot of the global connection limit. It borrows the
 /// accept loop's tracker and token: nothing is cloned that the frontend does not ask for.
-pub struct Conn<'a> {
+pub(crate) struct Conn<'a> {
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
@@ -60,7 +60,7 @@ impl<'a> Conn<'a> {
     /// Runs `serve(stream, peer, stop_accepting)` on a task the drain waits for; the
     /// connection holds its slot of `global.max_connections` until the task ends.
     /// `stop_accepting` is cancelled when shutdown begins (finish up and close).
-    pub fn spawn<F>(self, serve: impl FnOnce(TcpStream, SocketAddr, &CancellationToken) -> F)
+    pub(crate) fn spawn<F>(self, serve: impl FnOnce(TcpStream, SocketAddr, &CancellationToken) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {

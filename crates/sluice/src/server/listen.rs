@@ -16,7 +16,7 @@ use crate::net;
 
 /// One bound listening socket of a frontend.
 #[derive(Debug)]
-pub struct Listener {
+pub(crate) struct Listener {
     pub kind: FrontendSlot,
     /// Registered with the runtime of the accept loop that takes it.
     pub listener: std::net::TcpListener,
@@ -32,7 +32,7 @@ pub struct Listener {
 /// At shutdown the socket is dropped at once; on removal the connections already queued are
 /// accepted and served first, so none is refused by the close. Each connection holds one
 /// permit of `limit` (the global max_connections) for its whole life.
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     l: Listener,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,

@@ -3,10 +3,10 @@
 //! connection; at shutdown it stops accepting, waits the grace period, force-closes the rest.
 //! Connections go out through the [`Frontend`] trait; what serves them is the runtime's.
 
-pub mod frontend;
-pub mod listen;
-pub mod shutdown;
-pub mod workers;
+pub(crate) mod frontend;
+pub(crate) mod listen;
+pub(crate) mod shutdown;
+pub(crate) mod workers;
 
 use std::io;
 use std::sync::Arc;
@@ -16,18 +16,18 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
-pub use frontend::{Conn, Frontend, FrontendSlot};
-pub use listen::Listener;
-pub use shutdown::Shutdown;
+pub(crate) use frontend::{Conn, Frontend, FrontendSlot};
+pub(crate) use listen::Listener;
+pub(crate) use shutdown::Shutdown;
 pub use workers::Accept;
 use workers::Workers;
 
 /// After the grace period, how long force-closed connections get to log and go.
-pub const FORCE_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const FORCE_WAIT: Duration = Duration::from_secs(2);
 
 /// The accept loops, the connection limit and the connections of a running server.
 #[derive(Debug)]
-pub struct Acceptor {
+pub(crate) struct Acceptor {
     limit: Arc<Semaphore>,
     /// What `limit` was sized for (`global.max_connections`).
     max_connections: usize,
@@ -43,7 +43,11 @@ pub struct Acceptor {
 impl Acceptor {
     /// Ready to accept where `accept` says, at most `max_connections` connections at once
     /// (at least 1). Starts the worker threads of [`Accept::Threads`]. Call inside a runtime.
-    pub fn new(accept: Accept, max_connections: usize, shutdown: Shutdown) -> io::Result<Acceptor> {
+    pub(crate) fn new(
+        accept: Accept,
+        max_connections: usize,
+        shutdown: Shutdown,
+    ) -> io::Result<Acceptor> {
         let (workers, sockets_per_bind) = match accept {
             Accept::Inline => (None, runtime_workers()),
             Accept::Threads(n) => {
@@ -64,18 +68,13 @@ impl Acceptor {
     }
 
     /// SO_REUSEPORT sockets (and accept loops) to bind per address: one per worker thread.
-    pub fn sockets_per_bind(&self) -> usize {
+    pub(crate) fn sockets_per_bind(&self) -> usize {
         self.sockets_per_bind
-    }
-
-    /// Connections open right now.
-    pub fn open_connections(&self) -> usize {
-        self.tracker.len()
     }
 
     /// Starts an accept loop for each of `listeners`. Socket `shard` of a bind goes to
     /// worker `shard`: every worker accepts on every bind.
-    pub fn start(&mut self, listeners: Vec<Listener>) {
+    pub(crate) fn start(&mut self, listeners: Vec<Listener>) {
         for l in listeners {
             let shard = l.shard;
             let task = listen::accept_loop(
@@ -93,7 +92,7 @@ impl Acceptor {
 
     /// Waits for one accept loop to end (a removed listener finished draining its queue);
     /// never completes while none runs.
-    pub async fn reap(&mut self) {
+    pub(crate) async fn reap(&mut self) {
         match self.loops.join_next().await {
             Some(_) => {}
             None => std::future::pending().await,
@@ -102,7 +101,7 @@ impl Acceptor {
 
     /// Moves the connection limit to `want` (at least 1): more permits at once; fewer as
     /// connections close (a background task takes the surplus permits out of circulation).
-    pub fn set_limit(&mut self, want: usize) {
+    pub(crate) fn set_limit(&mut self, want: usize) {
         let have = self.max_connections.max(1);
         let want_permits = want.max(1);
         self.max_connections = want;
@@ -123,7 +122,7 @@ impl Acceptor {
 
     /// Stops accepting (closing the listeners), lets open connections finish for up to
     /// `grace`, then force-closes the rest and gives them [`FORCE_WAIT`] to go.
-    pub async fn drain(&mut self, grace: Duration) {
+    pub(crate) async fn drain(&mut self, grace: Duration) {
         tracing::info!(
             "shutting down: stopped accepting, {} connections open, grace {:?}",
             self.tracker.len(),
@@ -146,7 +145,7 @@ impl Acceptor {
     }
 
     /// Ends the worker threads (after [`Acceptor::drain`]), dropping whatever still runs there.
-    pub async fn stop_workers(&mut self) {
+    pub(crate) async fn stop_workers(&mut self) {
         if let Some(w) = self.workers.take() {
             w.shutdown(FORCE_WAIT).await;
         }
@@ -163,7 +162,7 @@ fn runtime_workers() -> usize {
 }
 
 /// Logs each newly bound address once (not once per socket of its group of `sockets`).
-pub fn log_listening(listeners: &[Listener], sockets: usize) {
+pub(crate) fn log_listening(listeners: &[Listener], sockets: usize) {
     for l in listeners.iter().filter(|l| l.shard == 0) {
         // Fields, not text: the text log reads "listening frontend=NAME addr=ADDR" as
         // before, and --log-format json gets them as JSON fields.

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Named cancellation tokens shared by everything the server runs. Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     /// Stop accepting (shutdown began); parent of each listener's removal token.
     pub stop_accepting: CancellationToken,
     /// The grace period ended: force open connections closed.
@@ -18,7 +18,7 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
-    pub fn new() -> Shutdown {
+    pub(crate) fn new() -> Shutdown {
         Shutdown::default()
     }
 }

@@ -4,7 +4,6 @@
 //! wake-ups). Control work (reloads, health checks, admin, signals) stays on the caller's
 //! runtime. What a worker runs is up to `server`.
 
-use std::future::Future;
 use std::io;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ pub enum Accept {
 
 /// Running worker threads. Dropping it stops them without waiting.
 #[derive(Debug)]
-pub struct Workers {
+pub(crate) struct Workers {
     handles: Vec<Handle>,
     stop: CancellationToken,
     done: Vec<oneshot::Receiver<()>>,
@@ -32,7 +31,7 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `n` (at least 1) threads named `sluice-worker-I`, each idle until given work.
-    pub fn start(n: usize) -> io::Result<Workers> {
+    pub(crate) fn start(n: usize) -> io::Result<Workers> {
         let stop = CancellationToken::new();
         let mut handles = Vec::with_capacity(n.max(1));
         let mut done = Vec::with_capacity(n.max(1));
@@ -60,23 +59,20 @@ impl Workers {
         })
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.handles.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// The runtime of worker `i % len`.
-    pub fn handle(&self, i: usize) -> &Handle {
+    pub(crate) fn handle(&self, i: usize) -> &Handle {
         &self.handles[i % self.handles.len()]
     }
 
     /// Runs `fut` on worker `i % len`.
-    pub fn spawn<F>(&self, i: usize, fut: F) -> tokio::task::JoinHandle<F::Output>
+    #[cfg(test)]
+    pub(crate) fn spawn<F>(&self, i: usize, fut: F) -> tokio::task::JoinHandle<F::Output>
     where
-        F: Future + Send + 'static,
+        F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
         self.handle(i).spawn(fut)
@@ -84,7 +80,7 @@ impl Workers {
 
     /// Stops every worker (dropping what still runs on them) and waits up to `wait` for the
     /// threads to finish.
-    pub async fn shutdown(mut self, wait: Duration) {
+    pub(crate) async fn shutdown(mut self, wait: Duration) {
         self.stop.cancel();
         let done = std::mem::take(&mut self.done);
         let _ = tokio::time::timeout(wait, async {

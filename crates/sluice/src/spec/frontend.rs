@@ -1,6 +1,6 @@
 //! Frontend specs: bind addresses, mode, PROXY policy (CIDRs, timeout), TLS files, the access
 //! log and the edge's client-side settings, all typed. Built by `config::convert`; read by
-//! `server`, `l4`, `edge`, `proxy` and `tls`. No parsing here.
+//! `runtime`, `l4`, `edge`, `proxy_protocol` and `tls`. No parsing here.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -6,8 +6,8 @@
 mod certs;
 #[cfg(test)]
 mod edge_tests;
-pub mod san;
-pub mod tickets;
+mod san;
+mod tickets;
 mod watch;
 
 use std::sync::{Arc, Mutex};

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 /// Names a certificate is valid for, as found in its subjectAltName extension.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SanNames {
+pub(super) struct SanNames {
     /// Lower-cased DNS names; a wildcard is kept as `*.example.com`.
     pub dns: Vec<String>,
     pub ips: Vec<IpAddr>,
@@ -16,7 +16,7 @@ pub struct SanNames {
 /// Why a certificate's DER could not be walked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed certificate DER: {0}")]
-pub struct DerError(pub &'static str);
+pub(super) struct DerError(pub &'static str);
 
 const SEQUENCE: u8 = 0x30;
 const OID: u8 = 0x06;
@@ -82,7 +82,7 @@ fn expect<'a>(
 
 /// Extracts the subjectAltName DNS names and IP addresses of a DER certificate. A certificate
 /// without the extension yields empty lists. Invalid DNS names in the SAN are skipped.
-pub fn san_names(cert_der: &[u8]) -> Result<SanNames, DerError> {
+pub(super) fn san_names(cert_der: &[u8]) -> Result<SanNames, DerError> {
     let (cert, trailing) = expect(cert_der, SEQUENCE, "certificate is not a SEQUENCE")?;
     if !trailing.is_empty() {
         return Err(DerError("trailing bytes after certificate"));
@@ -175,7 +175,7 @@ fn walk_general_names(mut gns: &[u8], names: &mut SanNames) -> Result<(), DerErr
 
 /// Lower-cases a host name and strips one trailing dot; `None` unless every label is
 /// 1..=63 of `[a-z0-9-_]`. Used for SNI values.
-pub fn normalize_host(name: &str) -> Option<String> {
+pub(super) fn normalize_host(name: &str) -> Option<String> {
     let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
     if name.is_empty() || name.len() > 253 {
         return None;
@@ -192,7 +192,7 @@ pub fn normalize_host(name: &str) -> Option<String> {
 
 /// Like [`normalize_host`], but also accepts a wildcard as the whole leftmost label of a name
 /// with at least two more labels (`*.example.com`, not `*.com` or `a*.example.com`).
-pub fn normalize_pattern(name: &str) -> Option<String> {
+pub(super) fn normalize_pattern(name: &str) -> Option<String> {
     match name.strip_prefix("*.") {
         Some(base) => {
             let base = normalize_host(base)?;

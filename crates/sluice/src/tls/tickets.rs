@@ -20,7 +20,7 @@ use super::TlsError;
 /// the rotation period of the random key, so a hinted ticket is always still decryptable.
 pub const TICKET_LIFETIME_SECS: u32 = 12 * 60 * 60;
 /// How often the per-process random key rotates when no key files are configured.
-pub const RANDOM_ROTATION: Duration = Duration::from_secs(TICKET_LIFETIME_SECS as u64);
+pub(super) const RANDOM_ROTATION: Duration = Duration::from_secs(TICKET_LIFETIME_SECS as u64);
 
 const NAME_LEN: usize = 16;
 const TAG_LEN: usize = 16;

@@ -1,6 +1,6 @@
 //! Polls the edge's certificate, key and ticket key files and reloads the edge when one
 //! changes (mtime, length or SHA-256 of the content), so key rotation needs no restart.
-//! It does not handle SIGHUP (main does, calling `TlsEdge::reload`) or use inotify.
+//! It does not handle SIGHUP (a reload re-reads TLS through `runtime`) or use inotify.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

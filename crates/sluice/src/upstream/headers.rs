@@ -8,7 +8,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use super::RequestContext;
 
 /// Fixed hop-by-hop fields, removed in both directions.
-pub const HOP_BY_HOP: [&str; 7] = [
+pub(super) const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -45,12 +45,12 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 /// True when `name` is hop-by-hop for this message (fixed list or named by Connection).
-pub fn is_hop_by_hop(name: &HeaderName, listed: &[HeaderName]) -> bool {
+pub(super) fn is_hop_by_hop(name: &HeaderName, listed: &[HeaderName]) -> bool {
     HOP_BY_HOP.contains(&name.as_str()) || listed.contains(name)
 }
 
 /// Removes Connection, every header it lists, and the fixed hop-by-hop fields.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in connection_listed(headers) {
         headers.remove(&name);
     }
@@ -60,7 +60,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Names of hop-by-hop headers in `headers` (for callers that copy rather than mutate).
-pub fn hop_by_hop_names(headers: &HeaderMap) -> Vec<HeaderName> {
+pub(super) fn hop_by_hop_names(headers: &HeaderMap) -> Vec<HeaderName> {
     let listed = connection_listed(headers);
     headers
         .keys()
@@ -73,12 +73,12 @@ pub fn hop_by_hop_names(headers: &HeaderMap) -> Vec<HeaderName> {
 /// unless `underscores_in_headers = true` (nginx's default): `X-Forwarded_For` would
 /// otherwise alias `X-Forwarded-For` in CGI/WSGI variables (both become
 /// HTTP_X_FORWARDED_FOR) and in frameworks that normalise names.
-pub fn has_underscore(name: &HeaderName) -> bool {
+pub(super) fn has_underscore(name: &HeaderName) -> bool {
     name.as_str().contains('_')
 }
 
 /// Removes every field whose name contains `_` (see [`has_underscore`]).
-pub fn drop_underscored(headers: &mut HeaderMap) {
+pub(super) fn drop_underscored(headers: &mut HeaderMap) {
     if !headers.keys().any(has_underscore) {
         return;
     }
@@ -94,7 +94,7 @@ pub fn drop_underscored(headers: &mut HeaderMap) {
 
 /// All values of `name` joined into one: "; " for Cookie (HTTP/2 splits cookies, RFC 9113
 /// §8.2.3), ", " otherwise (RFC 9110 §5.3). None when absent.
-pub fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
+pub(super) fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
     let sep: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
     let mut out: Option<Vec<u8>> = None;
     for v in headers.get_all(name) {
@@ -110,7 +110,7 @@ pub fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
 }
 
 /// Replaces repeated Cookie headers (HTTP/2 style) with one "; "-joined header (HTTP/1.1).
-pub fn join_cookies(headers: &mut HeaderMap) {
+pub(super) fn join_cookies(headers: &mut HeaderMap) {
     if headers.get_all(header::COOKIE).iter().count() > 1 {
         if let Some(v) = joined(headers, &header::COOKIE) {
             if let Ok(v) = HeaderValue::from_bytes(&v) {
@@ -123,7 +123,7 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 /// Adds the forwarding headers for the real client (`ctx.client`, never the TCP peer):
 /// X-Forwarded-For gets ", <ip>" appended to whatever the request carried (all values
 /// joined), X-Real-IP and X-Forwarded-Proto are set, replacing client-sent values.
-pub fn add_forwarding(headers: &mut HeaderMap, ctx: &RequestContext) {
+pub(super) fn add_forwarding(headers: &mut HeaderMap, ctx: &RequestContext) {
     let ip = ctx.client.addr().ip().to_string();
     let xff_name = HeaderName::from_static("x-forwarded-for");
     let xff = match joined(headers, &xff_name) {

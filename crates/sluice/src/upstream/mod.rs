@@ -6,8 +6,8 @@
 
 mod body;
 mod connect;
-pub mod headers;
-pub mod http;
+mod headers;
+mod http;
 mod sockets;
 pub mod uwsgi;
 

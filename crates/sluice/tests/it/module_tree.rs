@@ -1,6 +1,7 @@
 //! The crate's top-level modules form a tree (a DAG): no module imports one that imports it
 //! back, directly or round a longer cycle. Reads `crates/sluice/src` (test code excluded) and
-//! prints the graph, so a failure shows the cycle to break. Run: `cargo test --test it module_tree`.
+//! prints the graph, so a failure shows the cycle to break.
+//! Run: `cargo test -p sluice --test it module_tree -- --nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

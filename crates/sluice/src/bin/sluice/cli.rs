@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use sluice::config::{self, Config};
 use sluice::reload::{self, PidFile};
 use sluice::runtime::BuildError;
-use sluice::server::Accept;
+use sluice::Accept;
 use sluice::Server;
 
 #[derive(Debug, Parser)]

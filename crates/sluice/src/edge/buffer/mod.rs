@@ -4,9 +4,9 @@
 //! Here: the process-wide cap on open temp files (`global.max_temp_files`) and the temp
 //! file itself; the bodies are in `request`, `response` and `spool`.
 
-pub mod request;
-pub mod response;
-pub mod spool;
+pub(crate) mod request;
+pub(crate) mod response;
+pub(crate) mod spool;
 
 use std::fs::File;
 use std::io;
@@ -20,22 +20,22 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 /// Default `global.max_temp_files`.
-pub use crate::spec::DEFAULT_MAX_TEMP_FILES;
+pub(crate) use crate::spec::DEFAULT_MAX_TEMP_FILES;
 
 /// Largest read from a temp file, hence largest frame a spooled body yields.
-pub const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// Idle temp files the process keeps open for reuse: creating a file costs the filesystem
 /// an inode (most of a 64 KiB upload's CPU on ext4), rewriting one from offset 0 does not.
-pub const KEEP_IDLE: usize = 32;
+pub(crate) const KEEP_IDLE: usize = 32;
 /// Files that grew beyond this are closed (their blocks freed) instead of kept.
-pub const KEEP_MAX_BYTES: u64 = 1 << 20;
+pub(crate) const KEEP_MAX_BYTES: u64 = 1 << 20;
 
 /// A cap on temp files open at once, shared by request and response spooling, with a few
 /// idle ones kept for reuse (they hold their slots; at the cap one is closed for a new
 /// directory). `global()` is the process's; tests make their own.
 #[derive(Debug)]
-pub struct TempFiles {
+pub(crate) struct TempFiles {
     open: AtomicUsize,
     limit: AtomicUsize,
     freed: Notify,
@@ -48,12 +48,13 @@ static GLOBAL: LazyLock<Arc<TempFiles>> =
 
 impl TempFiles {
     /// A cap of `limit` files, none kept idle.
-    pub fn new(limit: usize) -> Arc<TempFiles> {
+    #[cfg(test)]
+    pub(crate) fn new(limit: usize) -> Arc<TempFiles> {
         TempFiles::with_idle(limit, 0)
     }
 
     /// A cap of `limit` files, up to `keep` of them kept open for reuse.
-    pub fn with_idle(limit: usize, keep: usize) -> Arc<TempFiles> {
+    pub(crate) fn with_idle(limit: usize, keep: usize) -> Arc<TempFiles> {
         Arc::new(TempFiles {
             open: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
@@ -64,23 +65,24 @@ impl TempFiles {
     }
 
     /// The process-wide cap (`global.max_temp_files`, set by the server at start and reload).
-    pub fn global() -> &'static Arc<TempFiles> {
+    pub(crate) fn global() -> &'static Arc<TempFiles> {
         &GLOBAL
     }
 
     /// Changes the cap; files already open stay open (a lower cap applies as they close).
-    pub fn set_limit(&self, limit: usize) {
+    pub(crate) fn set_limit(&self, limit: usize) {
         self.limit.store(limit, Ordering::SeqCst);
         self.freed.notify_waiters();
     }
 
     /// Temp files open now (idle ones included).
-    pub fn in_use(&self) -> usize {
+    pub(crate) fn in_use(&self) -> usize {
         self.open.load(Ordering::SeqCst)
     }
 
     /// Idle temp files kept for reuse.
-    pub fn idle(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn idle(&self) -> usize {
         self.idle_list().len()
     }
 
@@ -101,7 +103,7 @@ impl TempFiles {
 
     /// A temp file in `dir` now (a kept one, or a new one when a slot is free, closing an
     /// idle file of another directory if that is what holds the last slot); None at the cap.
-    pub fn try_open(self: &Arc<Self>, dir: &Path) -> Option<io::Result<TempFile>> {
+    pub(crate) fn try_open(self: &Arc<Self>, dir: &Path) -> Option<io::Result<TempFile>> {
         let evicted = {
             let mut idle = self.idle_list();
             if let Some(i) = idle.iter().position(|f| f.dir == dir) {
@@ -127,7 +129,7 @@ impl TempFiles {
     }
 
     /// Waits for a temp file in `dir` (callers bound the wait with a timeout).
-    pub async fn open(self: &Arc<Self>, dir: &Path) -> io::Result<TempFile> {
+    pub(crate) async fn open(self: &Arc<Self>, dir: &Path) -> io::Result<TempFile> {
         // Bounded by the caller's timeout; each pass follows a release or a new limit.
         loop {
             let notified = self.freed.notified();
@@ -165,7 +167,7 @@ struct Inner {
 /// and a spooled body is read in 64 KiB chunks. A reused file may hold older bytes past
 /// what this user wrote; users only read what they wrote.
 #[derive(Debug)]
-pub struct TempFile {
+pub(crate) struct TempFile {
     inner: Option<Inner>,
     /// Highest offset written (decides whether the file is kept).
     high: AtomicU64,
@@ -188,7 +190,7 @@ impl TempFile {
             .ok_or_else(|| io::Error::other("temp file closed"))
     }
 
-    pub fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+    pub(crate) fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         self.file()?.write_all_at(data, offset)?;
         self.high
             .fetch_max(offset + data.len() as u64, Ordering::Relaxed);
@@ -196,7 +198,7 @@ impl TempFile {
     }
 
     /// Exactly `len` bytes from `offset` (which the caller wrote before).
-    pub fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+    pub(crate) fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
         let mut buf = BytesMut::zeroed(len);
         self.file()?.read_exact_at(&mut buf, offset)?;
         Ok(buf.freeze())

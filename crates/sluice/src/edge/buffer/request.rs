@@ -16,7 +16,7 @@ use super::TempFiles;
 
 /// Why a request body could not be buffered.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// Declared or read size above `max_body`: 413.
     #[error("request body larger than max_body ({0} bytes)")]
     TooLarge(u64),
@@ -35,7 +35,7 @@ pub enum BodyError {
 }
 
 impl BodyError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             BodyError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -48,7 +48,7 @@ impl BodyError {
 
 /// The body length the client announced: the largest `Content-Length` value (HTTP/1 or
 /// HTTP/2), or the body's lower size bound. Malformed values are hyper's and h2's to refuse.
-pub fn declared_len(headers: &HeaderMap, body: &impl HttpBody) -> u64 {
+pub(crate) fn declared_len(headers: &HeaderMap, body: &impl HttpBody) -> u64 {
     let field = headers
         .get_all(header::CONTENT_LENGTH)
         .iter()
@@ -59,7 +59,7 @@ pub fn declared_len(headers: &HeaderMap, body: &impl HttpBody) -> u64 {
 }
 
 /// 413 when the declared length is above `max_body`; reads nothing.
-pub fn check_declared(
+pub(crate) fn check_declared(
     headers: &HeaderMap,
     body: &impl HttpBody,
     max_body: u64,
@@ -72,7 +72,7 @@ pub fn check_declared(
 
 /// What bounds one buffered request body.
 #[derive(Debug, Clone)]
-pub struct Limits<'a> {
+pub(crate) struct Limits<'a> {
     pub max_body: u64,
     pub mem: usize,
     pub temp_dir: &'a std::path::Path,
@@ -83,7 +83,7 @@ pub struct Limits<'a> {
 /// Reads `body` to its end: in memory up to `limits.mem`, then into a temp file (waiting
 /// for a slot of `slots` without reading further), at most `limits.max_body` bytes.
 /// `spilled` is called once when the body goes to a file.
-pub async fn read_body<B>(
+pub(crate) async fn read_body<B>(
     mut body: B,
     limits: &Limits<'_>,
     slots: &Arc<TempFiles>,

@@ -22,11 +22,11 @@ use super::{TempFile, TempFiles, READ_CHUNK};
 use crate::upstream::{Body, UpstreamError};
 
 /// nginx's per-response switch (`yes`/`no`); never passed to the client.
-pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+pub(crate) static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// What bounds one buffered response.
 #[derive(Debug, Clone)]
-pub struct Limits<'a> {
+pub(crate) struct Limits<'a> {
     /// The frontend's `response_buffering`.
     pub enabled: bool,
     pub mem: usize,
@@ -39,7 +39,7 @@ pub struct Limits<'a> {
 /// response streams as before (the caller keeps it until the client is done), dropped at
 /// once when the body is already complete, or handed to the pump task, which drops it
 /// when the app's body ended. `spilled` runs when a temp file is created.
-pub fn buffer<L: Send + 'static>(
+pub(crate) fn buffer<L: Send + 'static>(
     resp: Response<Body>,
     lease: L,
     limits: &Limits<'_>,

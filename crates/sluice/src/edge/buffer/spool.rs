@@ -16,7 +16,7 @@ use crate::upstream::BoxError;
 
 /// Collects a body: memory while it fits `mem_limit`, a temp file once attached.
 #[derive(Debug)]
-pub struct SpoolWriter {
+pub(crate) struct SpoolWriter {
     mem_limit: usize,
     /// The first frame, kept as is while it is the only one (no copy for one-frame bodies).
     first: Option<Bytes>,
@@ -26,7 +26,7 @@ pub struct SpoolWriter {
 }
 
 impl SpoolWriter {
-    pub fn new(mem_limit: usize) -> SpoolWriter {
+    pub(crate) fn new(mem_limit: usize) -> SpoolWriter {
         SpoolWriter {
             mem_limit,
             first: None,
@@ -37,21 +37,17 @@ impl SpoolWriter {
     }
 
     /// Bytes collected so far.
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Whether `extra` more bytes need a temp file first (memory would pass its bound).
-    pub fn needs_file(&self, extra: usize) -> bool {
+    pub(crate) fn needs_file(&self, extra: usize) -> bool {
         self.file.is_none() && self.len.saturating_add(extra as u64) > self.mem_limit as u64
     }
 
     /// Moves what is in memory to `file`; from now on everything goes there.
-    pub fn attach(&mut self, file: TempFile) -> std::io::Result<()> {
+    pub(crate) fn attach(&mut self, file: TempFile) -> std::io::Result<()> {
         let mut at = 0u64;
         for part in [
             self.first.take().unwrap_or_default(),
@@ -65,7 +61,7 @@ impl SpoolWriter {
         Ok(())
     }
 
-    pub fn push(&mut self, data: Bytes) -> std::io::Result<()> {
+    pub(crate) fn push(&mut self, data: Bytes) -> std::io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -84,7 +80,7 @@ impl SpoolWriter {
         Ok(())
     }
 
-    pub fn finish(self) -> Spooled {
+    pub(crate) fn finish(self) -> Spooled {
         match self.file {
             Some(f) => Spooled::File(Arc::new(f), self.len),
             None => Spooled::Memory(self.first.unwrap_or_else(|| self.mem.freeze())),
@@ -94,30 +90,32 @@ impl SpoolWriter {
 
 /// A whole request body, in memory or in a temp file; cheap to replay.
 #[derive(Debug, Clone)]
-pub enum Spooled {
+pub(crate) enum Spooled {
     Memory(Bytes),
     File(Arc<TempFile>, u64),
 }
 
 impl Spooled {
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         match self {
             Spooled::Memory(b) => b.len() as u64,
             Spooled::File(_, n) => *n,
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Whether the body went to a temp file.
-    pub fn spilled(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn spilled(&self) -> bool {
         matches!(self, Spooled::File(..))
     }
 
     /// The body from its first byte, as a fresh stream.
-    pub fn body(&self) -> SpoolBody {
+    pub(crate) fn body(&self) -> SpoolBody {
         match self {
             Spooled::Memory(b) => SpoolBody::Memory(Some(b.clone()).filter(|b| !b.is_empty())),
             Spooled::File(f, n) => SpoolBody::File {
@@ -131,7 +129,7 @@ impl Spooled {
 
 /// One replay of a [`Spooled`] body: the memory part in one frame, a file in 64 KiB frames.
 #[derive(Debug)]
-pub enum SpoolBody {
+pub(crate) enum SpoolBody {
     Memory(Option<Bytes>),
     File {
         file: Arc<TempFile>,
