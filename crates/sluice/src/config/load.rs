@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::Path;
 
 use super::model::Config;
-use super::spans::{line_col, Located};
+use super::spans::{line_col, At, KeyPath, Located};
 use super::validate;
 
 /// Largest configuration file read (a config is a few kilobytes; this stops a mistaken path
@@ -62,6 +62,31 @@ impl fmt::Display for ConfigError {
             write!(f, "{}: ", self.key)?;
         }
         f.write_str(&self.message)
+    }
+}
+
+impl ConfigError {
+    /// A problem with the value of `key` (a key path as printed in errors, e.g.
+    /// `frontend[0].tls.cert`) in the configuration file `path`, found outside `config` (a
+    /// certificate that does not parse): positioned at that value, or at the nearest ancestor
+    /// written in the file; at 0:0 when the file cannot be read again.
+    pub fn at_key(path: &Path, key: &str, message: String) -> ConfigError {
+        let (line, col) = read_limited(path)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| {
+                let doc = Located::parse(&text).ok()?;
+                let offset = doc.offset_of(&KeyPath::parse(key)?, At::Value);
+                Some(line_col(&text, offset))
+            })
+            .unwrap_or((0, 0));
+        ConfigError {
+            file: path.display().to_string(),
+            line,
+            col,
+            key: key.to_string(),
+            message,
+        }
     }
 }
 

@@ -37,6 +37,26 @@ impl KeyPath {
         KeyPath(v)
     }
 
+    /// Parses what `Display` prints (`frontend[0].tls.certs[1].key`); `None` for anything
+    /// else (quoted keys, keys containing `.` or `[`).
+    pub(super) fn parse(text: &str) -> Option<Self> {
+        let mut segs = Vec::new();
+        for part in text.split('.') {
+            let (name, mut rest) = part.split_once('[').map_or((part, ""), |(n, r)| (n, r));
+            if name.is_empty() {
+                return None;
+            }
+            segs.push(Seg::Key(name.to_string()));
+            if !rest.is_empty() {
+                rest = rest.strip_suffix(']')?;
+                for idx in rest.split("][") {
+                    segs.push(Seg::Index(idx.parse().ok()?));
+                }
+            }
+        }
+        Some(KeyPath(segs))
+    }
+
     fn parent(&self) -> Option<Self> {
         let mut v = self.0.clone();
         v.pop()?;
@@ -346,6 +366,21 @@ mod tests {
         let off = DOC.find("cert").unwrap();
         assert_eq!(doc.path_at(off).to_string(), "frontend[1].tls.cert");
         assert_eq!(doc.path_at(0).to_string(), "global");
+    }
+
+    #[test]
+    fn key_paths_parse_back_from_their_display() {
+        for text in [
+            "frontend[0].tls.certs[1].key",
+            "global",
+            "backend[2].servers[0]",
+            "a[1][2].b",
+        ] {
+            assert_eq!(KeyPath::parse(text).unwrap().to_string(), text);
+        }
+        for bad in ["", "a..b", ".a", "a[", "a[x]", "a[1]b", "[0]"] {
+            assert_eq!(KeyPath::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -84,7 +84,12 @@ pub(crate) fn load_pair(
     certified.keys_match().map_err(|e| TlsError::Mismatch {
         cert: cert_path.to_string(),
         key: key_path.to_string(),
-        what: e.to_string(),
+        what: match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                "its public key is not the certificate's (nginx: key values mismatch)".into()
+            }
+            e => e.to_string(),
+        },
     })?;
     Ok(LoadedCert {
         cert_path: cert_path.to_string(),

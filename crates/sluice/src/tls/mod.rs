@@ -4,6 +4,7 @@
 //! HTTP: the edge server calls [`TlsEdge::acceptor`] and [`session_info`].
 
 mod certs;
+mod check;
 #[cfg(test)]
 mod edge_tests;
 mod san;
@@ -21,6 +22,7 @@ use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, ServerConfig, ServerCo
 use crate::spec;
 
 pub use certs::SniResolver;
+pub use check::{check_files, TlsEntry, TlsFileError};
 pub use tickets::{TicketKey, Ticketer, TICKET_LIFETIME_SECS};
 pub use watch::spawn_watcher;
 

@@ -8,6 +8,7 @@ mod support;
 mod accept_threads;
 mod admin;
 mod admin_browser;
+mod check_tls;
 mod config_check;
 #[cfg(feature = "demo")]
 mod demo;

@@ -81,10 +81,26 @@ pub enum CliError {
     Reload(String),
 }
 
-/// Loads `path` and checks that the open-file limit can fit `global.max_connections`.
+/// Loads every TLS certificate, key and ticket key file of `cfg` as `run` does (parse, key
+/// matches certificate, SNI names, sizes); an error is positioned at the config key that
+/// names the bad file, like any other configuration error.
+pub fn check_tls(path: &Path, cfg: &Config) -> Result<(), CliError> {
+    for (i, f) in cfg.frontends.iter().enumerate() {
+        if let Some(t) = &f.tls {
+            sluice::tls::check_files(&t.spec()).map_err(|e| {
+                let key = format!("frontend[{i}].tls.{}", e.entry);
+                config::ConfigError::at_key(path, &key, e.error.to_string())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads `path`, loads its TLS files (`check_tls`) and checks that the open-file limit can fit `global.max_connections`.
 /// Returns the configuration and a one-line summary.
 pub fn check(path: &Path) -> Result<(Config, String), CliError> {
     let cfg = config::load::load_file(path)?;
+    check_tls(path, &cfg)?;
     let needed = config::limits::fds_needed(&cfg);
     let limit = config::limits::raise_nofile(needed).map_err(|why| {
         let ceiling = config::limits::nofile_ceiling().unwrap_or(0);
@@ -111,6 +127,7 @@ pub fn check(path: &Path) -> Result<(Config, String), CliError> {
 /// listener and connection closes with the runtime (exit status 0).
 pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), CliError> {
     let cfg = config::load::load_file(path)?;
+    check_tls(path, &cfg)?;
     let pid_path = cfg.global.pid_file.clone();
     let threads = cfg.global.threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
