@@ -42,14 +42,15 @@ impl KeyPath {
     pub(super) fn parse(text: &str) -> Option<Self> {
         let mut segs = Vec::new();
         for part in text.split('.') {
-            let (name, mut rest) = part.split_once('[').map_or((part, ""), |(n, r)| (n, r));
+            let (name, rest) = part
+                .split_once('[')
+                .map_or((part, None), |(n, r)| (n, Some(r)));
             if name.is_empty() {
                 return None;
             }
             segs.push(Seg::Key(name.to_string()));
-            if !rest.is_empty() {
-                rest = rest.strip_suffix(']')?;
-                for idx in rest.split("][") {
+            if let Some(rest) = rest {
+                for idx in rest.strip_suffix(']')?.split("][") {
                     segs.push(Seg::Index(idx.parse().ok()?));
                 }
             }

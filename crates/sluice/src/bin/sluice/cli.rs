@@ -1,7 +1,8 @@
 //! The `sluice` command line: `run --config FILE` (until SIGTERM/SIGINT; SIGHUP reloads;
-//! handlers in `sluice::process::signals`), `check --config FILE`, `reload --config FILE
-//! [--pid PID]` (check, then SIGHUP the running process) and, with the `demo` feature, `demo`
-//! (logic in `crate::demo`); `--version` from clap. `main.rs` sets up tracing and the runtime.
+//! handlers in `sluice::process::signals`), `check --config FILE` (the file, every TLS file it
+//! names, the fd limit), `reload --config FILE [--pid PID]` (check, then SIGHUP the running
+//! process) and, with the `demo` feature, `demo` (logic in `crate::demo`); `--version` from
+//! clap. `main.rs` sets up tracing and the runtime.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
