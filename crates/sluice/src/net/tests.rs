@@ -1,5 +1,6 @@
-//! Tests of `net`: SO_REUSEPORT binding and inherited TCP_NODELAY, draining a removed
-//! listener, the accept loop's back-off, and connecting (unix first bytes, timeouts).
+//! Tests of `net`: SO_REUSEPORT binding and inherited TCP_NODELAY, the probe that refuses an
+//! address another socket listens on, draining a removed listener, the accept loop's
+//! back-off, and connecting (unix first bytes, timeouts).
 
 use std::io;
 use std::net::SocketAddr;
@@ -55,6 +56,16 @@ async fn the_probe_refuses_an_address_another_socket_listens_on_even_with_reusep
         probe_unheld(wild).unwrap_err().kind(),
         io::ErrorKind::AddrInUse
     );
+    // And a specific address under someone else's wildcard.
+    let wild_held = bind_listener("0.0.0.0:0".parse().unwrap()).unwrap();
+    let under: SocketAddr = format!("127.0.0.1:{}", wild_held.local_addr().unwrap().port())
+        .parse()
+        .unwrap();
+    assert_eq!(
+        probe_unheld(under).unwrap_err().kind(),
+        io::ErrorKind::AddrInUse
+    );
+    drop(wild_held);
     // Once it closes, the probe passes, and probes never hold each other off (they do not
     // listen), so a config's overlapping binds can all be probed before any is bound.
     drop(held);

@@ -275,3 +275,52 @@ fn check_refuses_binds_run_cannot_use() {
         assert!(err.contains(&at) && err.contains(says), "{bind}: {err}");
     }
 }
+
+#[tokio::test]
+async fn sluices_own_overlapping_sockets_still_share_at_start_and_on_reload() {
+    let server = NamedServer::start(LO, "app").await;
+    let port = free_port(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let frontend = |name: &str, ip: &str| {
+        format!("[[frontend]]\nname = \"{name}\"\nbind = [\"{ip}:{port}\"]\nbackend = \"be\"\n")
+    };
+    let backend = format!(
+        "[[backend]]\nname = \"be\"\nservers = [{{ addr = \"{}\" }}]\n",
+        server.addr
+    );
+    let head = "[global]\nmax_connections = 100\ngrace = \"1s\"\n";
+    // At start: a wildcard and a specific address on one port, each its own group.
+    let both = format!(
+        "{head}{}{}{backend}",
+        frontend("wild", "0.0.0.0"),
+        frontend("lo", "127.0.0.1")
+    );
+    let sl = Sluice::start(&both).await;
+    let mut s = client(SocketAddr::new(LO, port)).await;
+    assert_eq!(read_line(&mut s).await.as_deref(), Some("app"));
+    sl.shutdown().await;
+
+    // On reload: a specific address added next to this process's own wildcard.
+    let one = format!("{head}{}{backend}", frontend("wild", "0.0.0.0"));
+    let cfg = sluice::config::load_str(&one, "one.toml").unwrap();
+    let server_rt = sluice::Server::bind(cfg).await.expect("bind");
+    let handle = server_rt.reload_handle();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server_rt
+            .run(async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("run");
+    });
+    let cfg = sluice::config::load_str(&both, "both.toml").unwrap();
+    let summary = handle
+        .reload(cfg)
+        .await
+        .expect("our own wildcard does not block the reload");
+    assert_eq!(summary.listeners_added.len(), 1, "{summary}");
+    let mut s = client(SocketAddr::new(LO, port)).await;
+    assert_eq!(read_line(&mut s).await.as_deref(), Some("app"));
+    let _ = tx.send(());
+    within("shutdown", task).await.unwrap();
+}
