@@ -9,6 +9,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::FlockOperation;
+
 /// Longest pid file content read (a pid and a newline fit easily).
 const MAX_PID_FILE: u64 = 64;
 
@@ -58,17 +59,15 @@ impl PidFile {
                 Err(rustix::io::Errno::WOULDBLOCK) => {
                     return Err(PidFileError::Held {
                         path: path.display().to_string(),
+                        // Empty while the holder is still starting (it writes once
+                        // listening).
                         pid: read_pid(path)
-                            .map_or_else(|e| format!("unknown: {e}"), |p| p.to_string()),
-                    })
+                            .map_or_else(|_| "not written yet".into(), |p| p.to_string()),
+                    });
                 }
                 Err(e) => return Err(io_err(e.into())),
             }
-            let same = std::fs::metadata(path).is_ok_and(|m| {
-                file.metadata()
-                    .is_ok_and(|f| f.ino() == m.ino() && f.dev() == m.dev())
-            });
-            if same {
+            if is_at(&file, path) {
                 return Ok(PidFile {
                     path: path.to_path_buf(),
                     pid: std::process::id(),
@@ -104,15 +103,24 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        // Removed while still locked (the lock goes with the file when it closes). Someone
-        // may have written another pid into it by hand: leave that alone.
+        // Removed while still locked (the lock goes with the file when it closes). A file
+        // put in its place, or another pid written into it by hand, is left alone.
         let mut text = String::new();
         let _ = (&self.file).take(MAX_PID_FILE).read_to_string(&mut text);
         let text = text.trim();
-        if text.is_empty() || text.parse::<u32>().ok() == Some(self.pid) {
+        let ours = text.is_empty() || text.parse::<u32>().ok() == Some(self.pid);
+        if ours && is_at(&self.file, &self.path) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// Whether `file` is the file now at `path` (not one removed or replaced since it opened).
+fn is_at(file: &File, path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| {
+        file.metadata()
+            .is_ok_and(|f| f.ino() == m.ino() && f.dev() == m.dev())
+    })
 }
 
 /// Reads a pid file: one positive decimal number, surrounding whitespace allowed.
@@ -191,6 +199,17 @@ mod tests {
         assert_eq!(read_pid(&path).unwrap(), std::process::id() as i32);
         drop(pf);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_file_put_in_its_place_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.pid");
+        let pf = PidFile::create(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, format!("{}\n", std::process::id())).unwrap();
+        drop(pf);
+        assert!(path.exists(), "not the file it locked");
     }
 
     #[test]
