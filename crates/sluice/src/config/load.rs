@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::Path;
 
 use super::model::Config;
+use super::parsed::parse_bind;
 use super::spans::{line_col, At, KeyPath, Located};
 use super::validate;
 
@@ -119,6 +120,40 @@ pub fn load_file_with(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigE
         ))
     })?;
     load_str_with(&text, &origin, opts)
+}
+
+/// Positions `message` about frontend `frontend`'s bind `addr` (as the runtime reports it,
+/// e.g. a bind that failed at `run` or on a reload) at that address in `path`, which `cfg`
+/// was loaded from: `FILE:LINE:COL: frontend[i].bind[j]: message`. `None` when the
+/// frontend or the address is not in `cfg`, or the file no longer parses.
+pub fn locate_bind(
+    path: &Path,
+    cfg: &Config,
+    frontend: &str,
+    addr: &str,
+    message: String,
+) -> Option<ConfigError> {
+    let i = cfg.frontends.iter().position(|f| f.name == frontend)?;
+    let want = parse_bind(addr).ok()?;
+    let j = cfg.frontends[i]
+        .bind
+        .iter()
+        .position(|b| parse_bind(b) == Ok(want))?;
+    let text = String::from_utf8(read_limited(path).ok()?).ok()?;
+    let doc = Located::parse(&text).ok()?;
+    let key = KeyPath::root()
+        .key("frontend")
+        .index(i)
+        .key("bind")
+        .index(j);
+    let (line, col) = line_col(&text, doc.offset_of(&key, At::Value));
+    Some(ConfigError {
+        file: path.display().to_string(),
+        line,
+        col,
+        key: key.to_string(),
+        message,
+    })
 }
 
 fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {

@@ -95,6 +95,42 @@ pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// Why a frontend cannot listen on `sa` on any machine, if it cannot: frontends bind IPv6
+/// addresses IPv6-only (`[::]` leaves IPv4 to `0.0.0.0`), so an IPv4-mapped address is
+/// EINVAL at `run`; so are IPv6 multicast and a link-local address without its `%scope`;
+/// IPv4 multicast and broadcast bind but no TCP connection can ever reach them.
+pub(super) fn bind_problem(sa: SocketAddr) -> Option<String> {
+    match sa {
+        SocketAddr::V6(v6) => {
+            let ip = v6.ip();
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                Some(format!(
+                    "{ip} is an IPv4-mapped IPv6 address, which an IPv6-only listener cannot \
+                     bind; write the IPv4 address: \"{v4}:{}\"",
+                    sa.port()
+                ))
+            } else if ip.is_multicast() {
+                Some(format!(
+                    "{ip} is a multicast address; TCP cannot listen on it"
+                ))
+            } else if ip.is_unicast_link_local() && v6.scope_id() == 0 {
+                Some(format!(
+                    "{ip} is link-local: name the interface by its index, e.g. \"[{ip}%2]:{}\"",
+                    sa.port()
+                ))
+            } else {
+                None
+            }
+        }
+        SocketAddr::V4(v4) => {
+            let ip = v4.ip();
+            (ip.is_multicast() || ip.is_broadcast()).then(|| {
+                format!("{ip} is a multicast or broadcast address; no TCP connection reaches it")
+            })
+        }
+    }
+}
+
 /// Parses "10.0.0.10/32" or "fd00::/8"; a bare address means a /32 (IPv4) or /128 (IPv6).
 pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     if s.contains('/') {
@@ -192,6 +228,31 @@ mod tests {
             "app.internal:8080",
         ] {
             assert_eq!(parse_server_addr(s).unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn binds_no_listener_can_use() {
+        let problem = |s: &str| bind_problem(s.parse().unwrap());
+        let mapped = problem("[::ffff:127.0.1.52]:8080").unwrap();
+        assert!(mapped.contains("\"127.0.1.52:8080\""), "{mapped}");
+        for bad in [
+            "[ff02::1]:80",
+            "[fe80::1]:80",
+            "224.0.0.1:80",
+            "255.255.255.255:80",
+        ] {
+            assert!(problem(bad).is_some(), "{bad} accepted");
+        }
+        for good in [
+            "0.0.0.0:443",
+            "127.0.0.1:0",
+            "[::]:443",
+            "[::1]:80",
+            "[fe80::1%2]:80",
+            "[2001:db8::1]:80",
+        ] {
+            assert_eq!(problem(good), None, "{good}");
         }
     }
 

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use super::limits;
 use super::model::{Config, HealthKind, Mode, Protocol, SendProxy};
-use super::parsed::{parse_bind, parse_cidr, parse_server_addr, parse_source, ServerAddr};
+use super::parsed::{
+    bind_problem, parse_bind, parse_cidr, parse_server_addr, parse_source, ServerAddr,
+};
 use super::spans::{At, KeyPath, Located};
 use super::LoadOptions;
 
@@ -185,14 +187,17 @@ fn check_frontends(cfg: &Config, opts: &LoadOptions, out: &mut Issues) {
             let bp = p.key("bind").index(j);
             match parse_bind(b) {
                 Err(e) => out.value(bp, e),
-                Ok(sa) if sa.port() == 0 => {}
-                Ok(sa) => {
-                    if let Some(first) = binds.get(&sa) {
-                        out.value(bp, format!("address {sa} is already bound by {first}"));
-                    } else {
-                        binds.insert(sa, bp);
+                Ok(sa) => match bind_problem(sa) {
+                    Some(why) => out.value(bp, why),
+                    None if sa.port() == 0 => {}
+                    None => {
+                        if let Some(first) = binds.get(&sa) {
+                            out.value(bp, format!("address {sa} is already bound by {first}"));
+                        } else {
+                            binds.insert(sa, bp);
+                        }
                     }
-                }
+                },
             }
         }
         match cfg.backends.iter().position(|b| b.name == f.backend) {

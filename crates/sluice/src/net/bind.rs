@@ -1,6 +1,7 @@
 //! Binding listening sockets: the frontends' SO_REUSEPORT groups (SO_REUSEADDR, backlog
-//! 1024, IPV6_V6ONLY on [::], TCP_NODELAY inherited by accepted sockets) and the admin
-//! endpoint's single socket. Nothing here accepts (`accept`) or knows what a frontend is.
+//! 1024, IPV6_V6ONLY on [::], TCP_NODELAY inherited by accepted sockets), the probe that
+//! refuses an address another process listens on, and the admin endpoint's single socket.
+//! Nothing here accepts (`accept`) or knows what a frontend is.
 
 use std::io;
 use std::net::SocketAddr;
@@ -34,6 +35,36 @@ pub(super) fn bind_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     sock.bind(&addr.into())?;
     sock.listen(BACKLOG)?;
     Ok(sock.into())
+}
+
+/// Fails with `AddrInUse` when a socket already listens on `addr` (or on an address that
+/// covers it: the wildcard of its family, or `addr` is a wildcard over it), even one that
+/// set SO_REUSEPORT, as nginx and HAProxy do. The probe binds without SO_REUSEPORT and
+/// never listens, so it conflicts with every listener and with no other probe; it is
+/// closed before the group binds. Sockets of this process overlap on purpose (the group,
+/// kept sockets of a reload): the caller skips the probe for those, and for port 0.
+pub(crate) fn probe_unheld(addr: SocketAddr) -> io::Result<()> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // SO_REUSEADDR like the group: connections in TIME_WAIT do not hold the port.
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    match sock.bind(&addr.into()) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "Address already in use (another process listens on it)",
+        )),
+        other => other,
+    }
+}
+
+/// Whether listening on `a` and on `b` would take the same connections: same port and
+/// family, and the same IP or either one the family's wildcard.
+pub(crate) fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Binds `count` (at least 1) SO_REUSEPORT sockets on `addr`, one per accept loop: the kernel

@@ -1,5 +1,6 @@
-//! Tests of `net`: SO_REUSEPORT binding and inherited TCP_NODELAY, draining a removed
-//! listener, the accept loop's back-off, and connecting (unix first bytes, timeouts).
+//! Tests of `net`: SO_REUSEPORT binding and inherited TCP_NODELAY, the probe that refuses an
+//! address another socket listens on, draining a removed listener, the accept loop's
+//! back-off, and connecting (unix first bytes, timeouts).
 
 use std::io;
 use std::net::SocketAddr;
@@ -39,6 +40,55 @@ async fn port_zero_binds_a_real_port_twice_with_reuseport() {
     if let Ok(v6) = v6 {
         assert!(v6.local_addr().unwrap().is_ipv6());
     }
+}
+
+#[tokio::test]
+async fn the_probe_refuses_an_address_another_socket_listens_on_even_with_reuseport() {
+    // A listener with SO_REUSEPORT (what a second sluice or HAProxy's group looks like).
+    let held = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = held.local_addr().unwrap();
+    let err = probe_unheld(addr).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+    assert!(err.to_string().contains("Address already in use"), "{err}");
+    // The wildcard over it is taken too.
+    let wild: SocketAddr = format!("0.0.0.0:{}", addr.port()).parse().unwrap();
+    assert_eq!(
+        probe_unheld(wild).unwrap_err().kind(),
+        io::ErrorKind::AddrInUse
+    );
+    // And a specific address under someone else's wildcard.
+    let wild_held = bind_listener("0.0.0.0:0".parse().unwrap()).unwrap();
+    let under: SocketAddr = format!("127.0.0.1:{}", wild_held.local_addr().unwrap().port())
+        .parse()
+        .unwrap();
+    assert_eq!(
+        probe_unheld(under).unwrap_err().kind(),
+        io::ErrorKind::AddrInUse
+    );
+    drop(wild_held);
+    // Once it closes, the probe passes, and probes never hold each other off (they do not
+    // listen), so a config's overlapping binds can all be probed before any is bound.
+    drop(held);
+    probe_unheld(addr).unwrap();
+    let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free = std.local_addr().unwrap();
+    drop(std);
+    let a = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    a.set_reuse_address(true).unwrap();
+    a.bind(&free.into()).unwrap();
+    probe_unheld(free).unwrap();
+}
+
+#[test]
+fn overlapping_addresses() {
+    let o = |a: &str, b: &str| overlaps(a.parse().unwrap(), b.parse().unwrap());
+    assert!(o("127.0.0.1:80", "127.0.0.1:80"));
+    assert!(o("0.0.0.0:80", "127.0.0.1:80"));
+    assert!(o("10.0.0.1:80", "0.0.0.0:80"));
+    assert!(o("[::]:80", "[::1]:80"));
+    assert!(!o("127.0.0.1:80", "127.0.0.2:80"));
+    assert!(!o("127.0.0.1:80", "127.0.0.1:81"));
+    assert!(!o("0.0.0.0:80", "[::]:80"), "[::] is bound V6ONLY");
 }
 
 #[tokio::test]

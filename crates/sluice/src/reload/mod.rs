@@ -14,7 +14,7 @@ use crate::config::{self, Config};
 use crate::runtime::{BuildError, Control, Server};
 
 pub use crate::runtime::{BackendChange, Live, ReloadSummary};
-pub use pidfile::{read_pid, send_reload_signal, PidFile};
+pub use pidfile::{read_pid, send_reload_signal, PidFile, PidFileError};
 
 /// Why a reload was not applied. In every case the running configuration stays as it was.
 #[derive(Debug, thiserror::Error)]
@@ -63,16 +63,30 @@ impl ReloadHandle {
     /// Loads `path` as `sluice check` does and applies it. A file that does not load is
     /// refused with its `FILE:LINE:COL` error and nothing changes.
     pub async fn reload_file(&self, path: PathBuf) -> Result<ReloadSummary, ReloadError> {
-        let cfg = tokio::task::spawn_blocking(move || config::load_file(&path))
+        let file = path.clone();
+        let cfg = tokio::task::spawn_blocking(move || config::load_file(&file))
             .await
             .map_err(|_| ReloadError::NotRunning)??;
-        self.reload(cfg).await
+        match self.reload(cfg.clone()).await {
+            Err(ReloadError::Apply(e @ BuildError::Bind { .. })) => Err(locate(&path, &cfg, e)),
+            other => other,
+        }
     }
 
     /// The live view of the current configuration.
     pub fn live(&self) -> &Arc<Live> {
         &self.live
     }
+}
+
+/// A bind that failed, reported at its address in the file (as `sluice run` does).
+fn locate(path: &std::path::Path, cfg: &Config, e: BuildError) -> ReloadError {
+    if let BuildError::Bind { frontend, addr, .. } = &e {
+        if let Some(at) = config::load::locate_bind(path, cfg, frontend, addr, e.to_string()) {
+            return ReloadError::Config(at);
+        }
+    }
+    ReloadError::Apply(e)
 }
 
 /// Reloads `path` on every SIGHUP until the server stops, logging the outcome: the summary

@@ -1,36 +1,99 @@
-//! The pid file (`global.pid_file`): `sluice run` writes it once listening and removes it on
-//! exit; `sluice reload` reads it and sends SIGHUP. Reading is size-limited and strict
-//! (one positive decimal pid). It does not lock the file or detect a stale pid's reuse.
+//! The pid file (`global.pid_file`): `sluice run` locks it (flock) before binding, writes its
+//! pid once listening and removes it on exit; a second `run` finds it locked and stops,
+//! naming the holder. `sluice reload` reads it and sends SIGHUP. Reading is size-limited and
+//! strict (one positive decimal pid). It does not signal or wait for the holder.
 
+use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::FlockOperation;
 
 /// Longest pid file content read (a pid and a newline fit easily).
 const MAX_PID_FILE: u64 = 64;
 
-/// A written pid file, removed when dropped (if it still holds our pid).
+/// A locked pid file, held (flock) for the life of the process and removed when dropped (if
+/// it holds our pid, or nothing yet).
 #[derive(Debug)]
 pub struct PidFile {
     path: PathBuf,
     pid: u32,
+    /// The open, locked file: closing it releases the lock.
+    file: File,
+}
+
+/// Why the pid file could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum PidFileError {
+    /// Another live process holds the lock: a sluice already runs with this pid file.
+    #[error("{path} is locked by a running sluice (pid {pid}); stop it first, or give this instance another global.pid_file")]
+    Held { path: String, pid: String },
+    #[error("cannot lock {path}: {source}")]
+    Io { path: String, source: io::Error },
 }
 
 impl PidFile {
-    /// Writes this process's pid to `path` (via a temporary file and rename, so a reader
-    /// never sees half a pid).
-    pub fn create(path: &Path) -> io::Result<PidFile> {
-        let pid = std::process::id();
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        std::fs::write(&tmp, format!("{pid}\n"))?;
-        std::fs::rename(&tmp, path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
+    /// Locks `path` (created if missing, its content left as it is) without waiting: a
+    /// file another process holds is refused with that process's pid, untouched. A file
+    /// left by a process that died is not locked and is taken over. Write the pid with
+    /// [`PidFile::write`].
+    pub fn lock(path: &Path) -> Result<PidFile, PidFileError> {
+        let io_err = |source| PidFileError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        // The holder may remove the file between our open and our lock: we would then
+        // hold a lock on a file nobody sees. Retry on the file now at `path`.
+        for _ in 0..8 {
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .open(path)
+                .map_err(io_err)?;
+            match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(PidFileError::Held {
+                        path: path.display().to_string(),
+                        // Empty while the holder is still starting (it writes once
+                        // listening).
+                        pid: read_pid(path)
+                            .map_or_else(|_| "not written yet".into(), |p| p.to_string()),
+                    });
+                }
+                Err(e) => return Err(io_err(e.into())),
+            }
+            if is_at(&file, path) {
+                return Ok(PidFile {
+                    path: path.to_path_buf(),
+                    pid: std::process::id(),
+                    file,
+                });
+            }
+        }
+        Err(io_err(io::Error::other("the file keeps being replaced")))
+    }
+
+    /// Writes this process's pid into the locked file (in place: the lock is on this file).
+    pub fn write(&self) -> io::Result<()> {
+        let text = format!("{}\n", self.pid);
+        self.file.set_len(0)?;
+        self.file.write_all_at(text.as_bytes(), 0)?;
+        self.file.set_len(text.len() as u64)
+    }
+
+    /// `lock` then `write`.
+    pub fn create(path: &Path) -> Result<PidFile, PidFileError> {
+        let pf = PidFile::lock(path)?;
+        pf.write().map_err(|source| PidFileError::Io {
+            path: path.display().to_string(),
+            source,
         })?;
-        Ok(PidFile {
-            path: path.to_path_buf(),
-            pid,
-        })
+        Ok(pf)
     }
 
     pub fn path(&self) -> &Path {
@@ -40,11 +103,24 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        // Another instance may have taken the file over: leave its pid alone.
-        if read_pid(&self.path).ok() == Some(self.pid as i32) {
+        // Removed while still locked (the lock goes with the file when it closes). A file
+        // put in its place, or another pid written into it by hand, is left alone.
+        let mut text = String::new();
+        let _ = (&self.file).take(MAX_PID_FILE).read_to_string(&mut text);
+        let text = text.trim();
+        let ours = text.is_empty() || text.parse::<u32>().ok() == Some(self.pid);
+        if ours && is_at(&self.file, &self.path) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// Whether `file` is the file now at `path` (not one removed or replaced since it opened).
+fn is_at(file: &File, path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| {
+        file.metadata()
+            .is_ok_and(|f| f.ino() == m.ino() && f.dev() == m.dev())
+    })
 }
 
 /// Reads a pid file: one positive decimal number, surrounding whitespace allowed.
@@ -98,6 +174,42 @@ mod tests {
         std::fs::write(&path, "1\n").unwrap();
         drop(pf);
         assert_eq!(read_pid(&path).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_second_lock_is_refused_with_the_holders_pid_and_leaves_the_file_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.pid");
+        let first = PidFile::create(&path).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let err = PidFile::lock(&path).unwrap_err();
+        assert!(matches!(err, PidFileError::Held { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before, "untouched");
+        drop(first);
+        assert!(!path.exists(), "the holder removes it");
+        // A stale file (its writer died: nobody holds the lock) is taken over.
+        std::fs::write(&path, "999999\n").unwrap();
+        let pf = PidFile::lock(&path).unwrap();
+        pf.write().unwrap();
+        assert_eq!(read_pid(&path).unwrap(), std::process::id() as i32);
+        drop(pf);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_file_put_in_its_place_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.pid");
+        let pf = PidFile::create(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, format!("{}\n", std::process::id())).unwrap();
+        drop(pf);
+        assert!(path.exists(), "not the file it locked");
     }
 
     #[test]

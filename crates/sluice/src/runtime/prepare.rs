@@ -176,6 +176,7 @@ fn prepare_listeners(
     ctx: &Ctx<'_>,
     summary: &mut ReloadSummary,
 ) -> Result<Bound, BuildError> {
+    probe_new_binds(cfg, prev)?;
     let mut unmatched: Vec<Option<&ListenerRt>> = prev.listeners.iter().map(Some).collect();
     let mut bound = Bound::default();
     for f in &cfg.frontends {
@@ -212,6 +213,28 @@ fn prepare_listeners(
         .collect();
     summary.listeners_removed = bound.removed.iter().map(|l| l.addr).collect();
     Ok(bound)
+}
+
+/// Refuses the configuration when another process listens on one of its new binds (nginx's
+/// "Address already in use"), before anything is bound: SO_REUSEPORT would otherwise let
+/// the group share the port with a second sluice or an HAProxy. Skipped for port 0 and for
+/// binds that overlap a socket this process already listens on (a reload keeps those, and
+/// the probe cannot tell their holder from a stranger).
+fn probe_new_binds(cfg: &Spec, prev: &Running) -> Result<(), BuildError> {
+    for f in &cfg.frontends {
+        for &bind in &f.bind {
+            let ours = prev.listeners.iter().any(|l| net::overlaps(l.addr, bind));
+            if bind.port() == 0 || ours {
+                continue;
+            }
+            net::probe_unheld(bind).map_err(|source| BuildError::Bind {
+                frontend: f.name.clone(),
+                addr: bind.to_string(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Binds the socket group of `bind` for frontend `f`, adding one [`Listener`] per socket

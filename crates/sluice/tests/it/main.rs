@@ -34,6 +34,7 @@ mod l4_lifecycle;
 mod l4_limits;
 mod l4_proxy;
 mod module_tree;
+mod ports;
 mod process_conventions;
 mod reload;
 mod reload_load;

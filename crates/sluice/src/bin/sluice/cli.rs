@@ -122,27 +122,39 @@ pub fn check(path: &Path) -> Result<(Config, String), CliError> {
     Ok((cfg, summary))
 }
 
-/// `sluice run`: load, bind, write the pid file (when `global.pid_file` is set), tell systemd
+/// `sluice run`: load, lock the pid file (when `global.pid_file` is set; a second `run`
+/// with it fails naming the holder's pid), bind, write the pid, tell systemd
 /// READY=1, serve until `shutdown` completes (reloading `path` on each SIGHUP), send
 /// STOPPING=1, drain, return. SIGQUIT returns at once instead: no grace period, every
 /// listener and connection closes with the runtime (exit status 0).
 pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), CliError> {
     let cfg = config::load::load_file(path)?;
     check_tls(path, &cfg)?;
-    let pid_path = cfg.global.pid_file.clone();
-    let threads = cfg.global.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
-    let server = Server::bind_with(cfg, Accept::Threads(threads)).await?;
-    let hup = reload::spawn_sighup(path.to_path_buf(), server.reload_handle())
-        .map_err(CliError::Signal)?;
-    let pid_file = match pid_path {
+    // Locked before binding: a second `run` of this config stops here, naming the first
+    // one's pid, before it can touch the file or the ports. Written once listening.
+    let pid_file = match &cfg.global.pid_file {
         Some(p) => Some(
-            PidFile::create(Path::new(&p))
-                .map_err(|e| CliError::Reload(format!("global.pid_file: cannot write {p}: {e}")))?,
+            PidFile::lock(Path::new(p))
+                .map_err(|e| CliError::Reload(format!("global.pid_file: {e}")))?,
         ),
         None => None,
     };
+    let threads = cfg.global.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let server = Server::bind_with(cfg.clone(), Accept::Threads(threads))
+        .await
+        .map_err(|e| locate(path, &cfg, e))?;
+    let hup = reload::spawn_sighup(path.to_path_buf(), server.reload_handle())
+        .map_err(CliError::Signal)?;
+    if let Some(pf) = &pid_file {
+        pf.write().map_err(|e| {
+            CliError::Reload(format!(
+                "global.pid_file: cannot write {}: {e}",
+                pf.path().display()
+            ))
+        })?;
+    }
     let quit = sluice::process::signals::quit().map_err(CliError::Signal)?;
     sluice::process::notify::ready();
     let shutdown = async move {
@@ -160,6 +172,20 @@ pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), 
     drop(pid_file);
     result?;
     Ok(())
+}
+
+/// A bind that failed, positioned at its address in the config file (nginx names the
+/// directive's file:line); other errors as they are.
+fn locate(path: &Path, cfg: &Config, e: BuildError) -> CliError {
+    match &e {
+        BuildError::Bind { frontend, addr, .. } => {
+            match config::load::locate_bind(path, cfg, frontend, addr, e.to_string()) {
+                Some(located) => CliError::Config(located),
+                None => CliError::Server(e),
+            }
+        }
+        _ => CliError::Server(e),
+    }
 }
 
 /// `sluice reload`: validates `path` as `check` does, finds the running process (`pid`, else
