@@ -4,7 +4,7 @@
 
 /// An exposition format `/metrics` can answer in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// `application/openmetrics-text; version=1.0.0` (what prometheus-client writes).
     OpenMetrics,
     /// `text/plain; version=0.0.4`, the Prometheus text format (the default).
@@ -13,7 +13,7 @@ pub enum Format {
 
 impl Format {
     /// The `Content-Type` of a body in this format.
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
             Format::Text004 => "text/plain; version=0.0.4; charset=utf-8",
@@ -24,7 +24,7 @@ impl Format {
     /// `application/openmetrics-text` (version 1.0.0, 0.0.1 or none) with a q-value above 0
     /// and not below that of any other range it accepts; otherwise the 0.0.4 text format,
     /// which is also the answer to no or an unreadable header.
-    pub fn negotiate(accept: Option<&str>) -> Format {
+    pub(crate) fn negotiate(accept: Option<&str>) -> Format {
         let Some(accept) = accept else {
             return Format::Text004;
         };
@@ -99,7 +99,9 @@ pub(super) fn openmetrics_to_text004(om: &str) -> String {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {ty}\n"));
         } else if line.starts_with("# ") {
             // `# UNIT`, `# EOF`: not part of the 0.0.4 format.
-        } else if kind == "counter" && sample_name(line) == format!("{family}_created") {
+        } else if kind == "counter"
+            && sample_name(line).strip_suffix("_created") == Some(family.as_str())
+        {
             // Creation timestamps have no 0.0.4 equivalent.
         } else {
             out.push_str(line);

@@ -24,7 +24,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 pub(crate) use counted::Counted;
-pub use format::Format;
+pub(crate) use format::Format;
 use names::*;
 pub(crate) use scrape::display_state;
 
@@ -369,7 +369,7 @@ impl Metrics {
     }
 
     /// Everything in `format` (its content type: [`Format::content_type`]).
-    pub fn encode_as(
+    pub(crate) fn encode_as(
         &self,
         pools: &[std::sync::Arc<crate::balance::Pool>],
         format: Format,
