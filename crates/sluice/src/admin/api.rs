@@ -52,11 +52,14 @@ pub(crate) async fn handle(state: &State, req: Request<Incoming>) -> Resp {
         }
         (&Method::GET | &Method::HEAD, ["metrics"]) => {
             let pools = (state.pools)();
-            respond(
-                StatusCode::OK,
-                metrics::CONTENT_TYPE,
-                metrics::global().encode(&pools),
-            )
+            // Prometheus text 0.0.4 unless the scraper asks for OpenMetrics.
+            let accept = req.headers().get(header::ACCEPT);
+            let format = metrics::Format::negotiate(accept.and_then(|v| v.to_str().ok()));
+            let body = metrics::global().encode_as(&pools, format);
+            let mut r = respond(StatusCode::OK, format.content_type(), body);
+            r.headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("accept"));
+            r
         }
         (&Method::GET | &Method::HEAD, ["api", "backends"]) => {
             json_resp(StatusCode::OK, &backends_json(&(state.pools)()))

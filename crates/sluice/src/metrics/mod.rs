@@ -1,10 +1,15 @@
 //! Process-wide Prometheus metrics (prometheus-client): per-frontend connection, byte, PROXY
 //! and edge counters recorded where things happen, plus per-backend/server gauges read from
 //! the pools at scrape time. Names live in `names`; the HTTP endpoint is `admin`'s job.
-//! One registry per process (`global()`), so counters add up across frontends of any mode.
+//! One registry per process (`global()`), so counters add up across frontends of any mode;
+//! `process_*` and `sluice_build_info` too. Rendered as OpenMetrics or Prometheus text 0.0.4.
 
 mod counted;
+#[cfg(test)]
+mod docs_tests;
+mod format;
 mod names;
+mod process_stats;
 mod scrape;
 
 use std::collections::HashMap;
@@ -19,11 +24,14 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 pub(crate) use counted::Counted;
+pub(crate) use format::Format;
 use names::*;
 pub(crate) use scrape::display_state;
 
-/// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus reads).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Build {
+    version: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Fe {
@@ -233,6 +241,14 @@ impl Metrics {
             m.health_duration.clone(),
         );
         m.pools.register(&mut r);
+        let build: Family<Build, Gauge> = Family::default();
+        build
+            .get_or_create(&Build {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        r.register(BUILD_INFO, BUILD_INFO_HELP, build);
+        r.register_collector(Box::new(process_stats::ProcessCollector));
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
         m
     }
@@ -349,6 +365,15 @@ impl Metrics {
 
     /// Everything in OpenMetrics text, per-server values read from `pools` right now.
     pub fn encode(&self, pools: &[std::sync::Arc<crate::balance::Pool>]) -> String {
+        self.encode_as(pools, Format::OpenMetrics)
+    }
+
+    /// Everything in `format` (its content type: [`Format::content_type`]).
+    pub(crate) fn encode_as(
+        &self,
+        pools: &[std::sync::Arc<crate::balance::Pool>],
+        format: Format,
+    ) -> String {
         // The lock also serialises concurrent scrapes' refresh of the per-server families.
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         self.pools.refresh(pools);
@@ -356,7 +381,10 @@ impl Metrics {
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
             tracing::warn!("cannot encode metrics: {e}");
         }
-        out
+        match format {
+            Format::OpenMetrics => out,
+            Format::Text004 => format::openmetrics_to_text004(&out),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Every metric name and help text sluice exports, in one place (docs/METRICS.md lists them).
-//! Names are given without the `_total` suffix the OpenMetrics encoder adds to counters.
+//! Counter names are given without the `_total` suffix the encoders add; the registry appends
+//! a period to each help text. docs/METRICS.md is checked against them (`docs_tests.rs`).
 //! Recording and encoding live in `metrics`; nothing here has behaviour.
 
 // Per frontend (both modes).
@@ -9,10 +10,10 @@ pub(super) const FRONTEND_CURRENT: &str = "sluice_frontend_current_connections";
 pub(super) const FRONTEND_CURRENT_HELP: &str = "Connections open on the frontend right now";
 pub(super) const FRONTEND_RECEIVED: &str = "sluice_frontend_received_bytes";
 pub(super) const FRONTEND_RECEIVED_HELP: &str =
-    "Bytes received from clients (tcp: forwarded to servers; http: request bodies)";
+    "Bytes from clients (tcp: forwarded to servers, added at connection end; http: read from the socket, TLS included)";
 pub(super) const FRONTEND_SENT: &str = "sluice_frontend_sent_bytes";
 pub(super) const FRONTEND_SENT_HELP: &str =
-    "Bytes sent to clients (tcp: forwarded from servers; http: response bodies)";
+    "Bytes to clients (tcp: forwarded from servers, added at connection end; http: written to the socket, TLS included)";
 pub(super) const PROXY_REJECTED: &str = "sluice_proxy_rejected";
 pub(super) const PROXY_REJECTED_HELP: &str =
     "Connections closed because of their PROXY header, by reason";
@@ -52,3 +53,21 @@ pub(super) const SPILLED_BODIES_HELP: &str =
 pub(super) const UPSTREAM_DURATION: &str = "sluice_upstream_response_duration_seconds";
 pub(super) const UPSTREAM_DURATION_HELP: &str =
     "Time from the request to the app server's response head (or the failure)";
+
+// The process (the standard names of Prometheus' client libraries).
+pub(super) const BUILD_INFO: &str = "sluice_build_info";
+pub(super) const BUILD_INFO_HELP: &str = "Always 1; the version label is the running binary's";
+pub(super) const PROCESS_CPU: &str = "process_cpu_seconds";
+pub(super) const PROCESS_CPU_HELP: &str = "Total user and system CPU time spent in seconds";
+pub(super) const PROCESS_RESIDENT: &str = "process_resident_memory_bytes";
+pub(super) const PROCESS_RESIDENT_HELP: &str = "Resident memory size in bytes";
+pub(super) const PROCESS_VIRTUAL: &str = "process_virtual_memory_bytes";
+pub(super) const PROCESS_VIRTUAL_HELP: &str = "Virtual memory size in bytes";
+pub(super) const PROCESS_OPEN_FDS: &str = "process_open_fds";
+pub(super) const PROCESS_OPEN_FDS_HELP: &str = "Number of open file descriptors";
+pub(super) const PROCESS_MAX_FDS: &str = "process_max_fds";
+pub(super) const PROCESS_MAX_FDS_HELP: &str =
+    "Maximum number of open file descriptors (the soft RLIMIT_NOFILE)";
+pub(super) const PROCESS_START_TIME: &str = "process_start_time_seconds";
+pub(super) const PROCESS_START_TIME_HELP: &str =
+    "Start time of the process since unix epoch in seconds";

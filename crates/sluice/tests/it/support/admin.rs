@@ -43,6 +43,26 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = http_with_head(to, method, path, headers, body).await;
+    (status, body)
+}
+
+/// The value of response header `name` (case-insensitive) in a response head.
+pub fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// As [`http`], also returning the response head (status line and headers).
+pub async fn http_with_head(
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     let mut s = within("connect admin", TcpStream::connect(to))
         .await
         .expect("connect admin");
@@ -71,7 +91,7 @@ pub async fn http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, body.to_string())
+    (status, head.to_string(), body.to_string())
 }
 
 /// `GET /api/backends` as JSON.
