@@ -53,12 +53,11 @@ impl Conns {
     /// other connection has a request in flight.
     pub(crate) fn evict_idlest(&self, keep: u64) -> bool {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let victim = g
-            .1
-            .iter()
-            .filter(|(id, e)| **id != keep && !e.evict.is_cancelled())
-            .filter_map(|(_, e)| Some((e.idle_since?, &e.evict)))
-            .min_by_key(|(since, _)| *since);
+        let victim =
+            g.1.iter()
+                .filter(|(id, e)| **id != keep && !e.evict.is_cancelled())
+                .filter_map(|(_, e)| Some((e.idle_since?, &e.evict)))
+                .min_by_key(|(since, _)| *since);
         match victim {
             Some((_, evict)) => {
                 evict.cancel();

@@ -156,7 +156,14 @@ mod tests {
         ] {
             assert!(host_allowed(ok, &names), "{ok}");
         }
-        for bad in ["evil.example:9100", "", ":9100", "[::1", "127.0.0.1:x", "[zz]:1"] {
+        for bad in [
+            "evil.example:9100",
+            "",
+            ":9100",
+            "[::1",
+            "127.0.0.1:x",
+            "[zz]:1",
+        ] {
             assert!(!host_allowed(bad, &names), "{bad}");
         }
     }
