@@ -53,7 +53,7 @@ fn host_allowed(host: &str, names: &[String]) -> bool {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     name.parse::<std::net::Ipv4Addr>().is_ok()
         || name == "localhost"
-        || names.iter().any(|n| *n == name)
+        || names.contains(&name)
 }
 
 /// `host[:port]` or `[v6][:port]` without the port.
