@@ -51,9 +51,7 @@ fn host_allowed(host: &str, names: &[String]) -> bool {
         return v6.parse::<std::net::Ipv6Addr>().is_ok();
     }
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    name.parse::<std::net::Ipv4Addr>().is_ok()
-        || name == "localhost"
-        || names.contains(&name)
+    name.parse::<std::net::Ipv4Addr>().is_ok() || name == "localhost" || names.contains(&name)
 }
 
 /// `host[:port]` or `[v6][:port]` without the port.

@@ -124,11 +124,13 @@ async fn stats_page_renders_and_drains_in_headless_chromium() {
 
     // A page on another origin tries every way a browser lets it: nothing changes.
     let (evil, done) = attacker(&base).await;
-    let b = bin.clone();
+    // Real time (not --virtual-time-budget, which can end before the frame's own script
+    // runs): the page says when its attempts are over.
     let url = format!("http://{evil}/");
-    let attack_dom = tokio::task::spawn_blocking(move || chromium(&b, &url, &["--dump-dom"]))
-        .await
-        .unwrap();
+    let attack = cdp::Browser::open(&bin, &url).await;
+    let attack_dom = attack.eval(&url, ATTACK_OVER).await;
+    let attack_dom = attack_dom.as_str().unwrap_or("").to_string();
+    drop(attack);
     wait_until("the attack page reported it ran", || {
         done.load(std::sync::atomic::Ordering::SeqCst)
     })
@@ -183,6 +185,12 @@ async fn stats_page_renders_and_drains_in_headless_chromium() {
     eprintln!("stats page screenshot: {}", shot.display());
 }
 
+/// The attack page's DOM once it says its attempts are over; null before.
+const ATTACK_OVER: &str = r#"(() => {
+  const out = document.getElementById("out");
+  return out && out.textContent === "attempts done" ? document.documentElement.outerHTML : null;
+})()"#;
+
 /// Null while the stats page is not loaded yet; then waits for the button, clicks it, waits for the status line and the row to show the
 /// answer, and returns the DOM (each wait bounded, well inside the support deadline).
 const CLICK_DRAIN_S1: &str = r#"(async () => {
@@ -221,7 +229,8 @@ const loaded = (id) => new Promise(r => document.getElementById(id).addEventList
   await fetch("{target}", {{ method: "POST", body,
                              headers: {{ "Content-Type": "application/json" }} }}).catch(() => {{}});
   await Promise.race([Promise.all([frame, sink]), new Promise(r => setTimeout(r, 3000))]);
-  await new Promise(r => setTimeout(r, 1000));
+  // Time for the framed page's own script (the old hook clicked after its first refresh).
+  await new Promise(r => setTimeout(r, 2000));
   document.getElementById("out").textContent = "attempts done";
   await fetch("/done").catch(() => {{}});
 }})();
