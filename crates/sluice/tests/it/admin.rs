@@ -390,6 +390,12 @@ fn public_admin_bind_needs_a_token_or_an_explicit_opt_in() {
         .expect_err("blank token")
         .to_string();
     assert!(err.contains("admin.token"), "{err}");
+    load("[admin]\nbind = \"127.0.0.1:9100\"\nserver_names = [\"lb1.example.net\"]")
+        .expect("a name");
+    let err = load("[admin]\nbind = \"127.0.0.1:9100\"\nserver_names = [\"lb1:9100\"]")
+        .expect_err("a port in a name")
+        .to_string();
+    assert!(err.contains("admin.server_names"), "{err}");
     let cfg = sluice::config::load::load_str(&format!("{GLOBAL}{base}"), "t.toml").unwrap();
     assert!(cfg.admin.is_none(), "admin is off by default");
 }
