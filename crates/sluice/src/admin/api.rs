@@ -10,7 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{page, State, BODY_TIMEOUT, MAX_BODY_BYTES};
+use super::{guard, page, State, BODY_TIMEOUT, MAX_BODY_BYTES};
 use crate::balance::{AdminMode, Pool};
 use crate::metrics;
 
@@ -38,7 +38,7 @@ fn json_resp(status: StatusCode, v: &Value) -> Resp {
     respond(status, "application/json", v.to_string())
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Resp {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Resp {
     json_resp(status, &json!({ "error": message.into() }))
 }
 
@@ -136,11 +136,7 @@ struct SetServer {
 
 async fn set_server(state: &State, req: Request<Incoming>, backend: &str, server: &str) -> Resp {
     if let Some(token) = &state.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let given = guard::bearer(req.headers());
         if !given.is_some_and(|g| same(g.trim().as_bytes(), token.as_bytes())) {
             let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
             r.headers_mut().insert(

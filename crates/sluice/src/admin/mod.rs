@@ -1,9 +1,12 @@
 //! The admin endpoint (`[admin]`, issue #7): an HTTP/1.1 listener serving Prometheus metrics,
 //! the JSON backends API and the embedded stats page. Its limits and serving one connection
-//! live here (binding and the accept loop are `net`'s); routing in `api`, the page in `page`. Metric recording is `metrics`'.
+//! live here (binding and the accept loop are `net`'s); request checks in `guard`, idle
+//! eviction in `conns`, routing in `api`, the page in `page`. Metric recording is `metrics`'.
 //! Off unless configured; the config check refuses a public bind without a token.
 
 mod api;
+mod conns;
+mod guard;
 mod page;
 
 use std::net::SocketAddr;
@@ -21,9 +24,10 @@ use crate::balance::Pool;
 use crate::net;
 use crate::spec;
 
-/// Admin connections served at once; more wait in the kernel backlog.
+/// Admin connections served at once; taking the last slot closes the longest-idle
+/// keep-alive connection, so a new one (a scrape) is always accepted.
 pub(crate) use crate::spec::ADMIN_MAX_CONNECTIONS as MAX_CONNECTIONS;
-/// A request head must arrive within this.
+/// A request head must arrive within this (also the keep-alive idle time between requests).
 pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head.
 pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -53,6 +57,8 @@ pub(crate) struct State {
     pub pools: PoolSource,
     /// Bearer token for POST calls, when configured.
     pub token: Option<String>,
+    /// Accepted `Host` names besides IP literals and `localhost`.
+    pub server_names: Vec<String>,
 }
 
 /// A bound admin listener, ready to serve.
@@ -88,6 +94,7 @@ impl AdminListener {
             state: Arc::new(State {
                 pools,
                 token: cfg.token.clone(),
+                server_names: cfg.server_names.clone(),
             }),
         })
     }
@@ -95,13 +102,20 @@ impl AdminListener {
     /// Serves until `shutdown` is cancelled; open admin connections end with it.
     pub(crate) async fn serve(self, shutdown: CancellationToken) {
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let conns = Arc::new(conns::Conns::default());
+        let free = limit.clone();
         let label = format!("admin addr={}", self.addr);
         let on_conn = |stream, peer, permit| {
             let state = self.state.clone();
             let shutdown = shutdown.clone();
+            let me = conns.register();
+            if free.available_permits() == 0 {
+                // The last slot: free one now so the next client is not left in the backlog.
+                conns.evict_idlest(me.id());
+            }
             tokio::spawn(async move {
                 let _permit = permit;
-                serve_conn(stream, peer, state, shutdown).await;
+                serve_conn(stream, peer, state, me, shutdown).await;
             });
         };
         net::accept_loop(&label, || self.listener.accept(), on_conn, limit, &shutdown).await;
@@ -112,22 +126,48 @@ async fn serve_conn(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     state: Arc<State>,
+    me: conns::Registered,
     shutdown: CancellationToken,
 ) {
+    let evict = me.evict.clone();
+    let me = Arc::new(me);
     let svc = service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, std::convert::Infallible>(api::handle(&state, req).await) }
+        let busy = me.busy();
+        async move {
+            let mut resp = match guard::check(req.method(), req.headers(), &state.server_names) {
+                Ok(()) => api::handle(&state, req).await,
+                Err(guard::Refused(status, why)) => api::error(status, why),
+            };
+            guard::harden(resp.headers_mut());
+            drop(busy);
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(stream), svc);
-    tokio::select! {
-        r = conn => if let Err(e) = r {
-            tracing::debug!("admin connection from {peer}: {e}");
-        },
-        _ = tokio::time::sleep(CONNECTION_LIFETIME) => {}
-        _ = shutdown.cancelled() => {}
+    let mut conn = std::pin::pin!(conn);
+    let lifetime = tokio::time::sleep(CONNECTION_LIFETIME);
+    let mut lifetime = std::pin::pin!(lifetime);
+    let mut evicted = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!("admin connection from {peer}: {e}");
+                }
+                return;
+            }
+            // Closes at once when idle, after the response in flight otherwise.
+            _ = evict.cancelled(), if !evicted => {
+                evicted = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = lifetime.as_mut() => return,
+            _ = shutdown.cancelled() => return,
+        }
     }
 }

@@ -42,6 +42,11 @@ impl Config {
                 bind: parse_bind(&a.bind).map_err(|e| unparsed("admin.bind".into(), e))?,
                 token: a.token.clone(),
                 allow_public: a.allow_public,
+                server_names: a
+                    .server_names
+                    .iter()
+                    .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+                    .collect(),
             }),
             None => None,
         };

@@ -38,6 +38,10 @@ pub struct Admin {
     /// Allow a non-loopback bind without a token (anyone who reaches it can drain servers).
     #[serde(default)]
     pub allow_public: bool,
+    /// Host names the admin endpoint answers to besides IP literals and `localhost` (a
+    /// request with another `Host` is refused: DNS rebinding).
+    #[serde(default)]
+    pub server_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

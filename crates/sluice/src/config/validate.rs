@@ -113,6 +113,18 @@ fn check_admin(cfg: &Config, out: &mut Issues) {
             out.value(p.key("token"), "must not be empty (omit it for no token)");
         }
     }
+    for (i, n) in a.server_names.iter().enumerate() {
+        let bad = n.is_empty()
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if bad {
+            out.value(
+                p.key("server_names").index(i),
+                format!("{n:?} is not a host name (letters, digits, '-' and '.'; no port)"),
+            );
+        }
+    }
     match parse_bind(&a.bind) {
         Err(e) => out.value(p.key("bind"), e),
         Ok(sa) if !sa.ip().to_canonical().is_loopback() && a.token.is_none() && !a.allow_public => {

@@ -83,4 +83,6 @@ pub struct Admin {
     pub token: Option<String>,
     /// A non-loopback bind without a token was allowed explicitly.
     pub allow_public: bool,
+    /// Host names accepted in `Host` besides IP literals and `localhost` (lowercase).
+    pub server_names: Vec<String>,
 }

@@ -1,6 +1,8 @@
 //! The admin endpoint on the real binary: Prometheus series after real traffic (tcp and TLS
 //! edge), the JSON API (drain keeps open connections and takes no new ones, ready restores,
-//! maint, errors), the bearer token on writes, and refusing a public bind without a token.
+//! maint, errors), the bearer token on writes (any case of the scheme), refusing a public bind
+//! without a token, and the endpoint's guards: foreign Host, cross-origin writes, framing,
+//! and idle keep-alive connections that must not lock scrapes out.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -389,6 +391,199 @@ fn public_admin_bind_needs_a_token_or_an_explicit_opt_in() {
         .expect_err("blank token")
         .to_string();
     assert!(err.contains("admin.token"), "{err}");
+    load("[admin]\nbind = \"127.0.0.1:9100\"\nserver_names = [\"lb1.example.net\"]")
+        .expect("a name");
+    let err = load("[admin]\nbind = \"127.0.0.1:9100\"\nserver_names = [\"lb1:9100\"]")
+        .expect_err("a port in a name")
+        .to_string();
+    assert!(err.contains("admin.server_names"), "{err}");
     let cfg = sluice::config::load::load_str(&format!("{GLOBAL}{base}"), "t.toml").unwrap();
     assert!(cfg.admin.is_none(), "admin is off by default");
+}
+
+/// One backend `be` with server `s1` behind frontend `fe`; `admin_extra` goes in `[admin]`.
+async fn one_server(
+    dir: &std::path::Path,
+    admin_extra: &str,
+) -> (SluiceProcess, std::net::SocketAddr, NamedServer) {
+    let s1 = NamedServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), "s1").await;
+    let cfg = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n{admin_extra}\n\n\
+         [[frontend]]\nname = \"fe\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"be\"\n\n\
+         [[backend]]\nname = \"be\"\nservers = [{{ name = \"s1\", addr = \"{}\" }}]\n",
+        s1.addr
+    );
+    let (sl, admin) = start(dir, &cfg, 1).await;
+    (sl, admin, s1)
+}
+
+const DRAIN: &str = r#"{"state":"drain"}"#;
+
+#[tokio::test]
+async fn cross_origin_writes_are_refused_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sl, admin, _s1) = one_server(dir.path(), "").await;
+    let host = admin.to_string();
+    let post = |headers: Vec<(&'static str, String)>| {
+        let host = host.clone();
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let mut all = vec![("Content-Type", "application/json")];
+            all.extend(h);
+            http_full(
+                admin,
+                Some(&host),
+                "POST",
+                "/api/backends/be/servers/s1",
+                &all,
+                DRAIN,
+            )
+            .await
+        }
+    };
+    for evil in [
+        vec![("Origin", "http://127.0.0.2:8080".to_string())],
+        vec![("Origin", "null".to_string())],
+        vec![("Origin", format!("http://{host}.evil.example"))],
+        vec![("Sec-Fetch-Site", "cross-site".to_string())],
+        vec![("Sec-Fetch-Site", "same-site".to_string())],
+    ] {
+        let (status, _, body) = post(evil.clone()).await;
+        assert_eq!(status, 403, "{evil:?}: {body}");
+        assert!(body.contains("refused"), "{body}");
+    }
+    assert_eq!(state_of(&backends(admin).await, "be", "s1"), "up");
+    // The page's own fetch: same origin.
+    let (status, _, body) = post(vec![
+        ("Origin", format!("http://{host}")),
+        ("Sec-Fetch-Site", "same-origin".to_string()),
+    ])
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(state_of(&backends(admin).await, "be", "s1"), "drain");
+    // curl and scripts send neither header.
+    let (status, _) = set(admin, "be", "s1", r#"{"state":"ready"}"#, None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn foreign_host_headers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sl, admin, _s1) = one_server(dir.path(), "server_names = [\"stats.test\"]").await;
+    let port = admin.port();
+    for bad in [format!("rebind.evil.example:{port}"), "evil.example".into()] {
+        for path in ["/", "/metrics", "/api/backends"] {
+            let (status, _, body) = http_full(admin, Some(&bad), "GET", path, &[], "").await;
+            assert_eq!(status, 421, "Host {bad} {path}: {body}");
+        }
+        let (status, _, _) = http_full(
+            admin,
+            Some(&bad),
+            "POST",
+            "/api/backends/be/servers/s1",
+            &[("Content-Type", "application/json")],
+            DRAIN,
+        )
+        .await;
+        assert_eq!(status, 421);
+    }
+    assert_eq!(state_of(&backends(admin).await, "be", "s1"), "up");
+    for good in [
+        admin.to_string(),
+        format!("localhost:{port}"),
+        format!("STATS.test:{port}"),
+        "127.0.0.1".to_string(),
+    ] {
+        let (status, _, body) =
+            http_full(admin, Some(&good), "GET", "/api/backends", &[], "").await;
+        assert_eq!(status, 200, "Host {good}: {body}");
+    }
+    let (status, _, _) = http_full(admin, None, "GET", "/metrics", &[], "").await;
+    assert_eq!(
+        status, 200,
+        "no Host (HTTP/1.0-style scrapers): not a browser"
+    );
+}
+
+#[tokio::test]
+async fn every_answer_forbids_framing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sl, admin, _s1) = one_server(dir.path(), "").await;
+    let host = admin.to_string();
+    for path in ["/", "/api/backends", "/nope"] {
+        let (_, head, _) = http_full(admin, Some(&host), "GET", path, &[], "").await;
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains("\r\nx-frame-options: deny"), "{path}: {head}");
+        assert!(
+            head.contains("\r\ncontent-security-policy: ")
+                && head.contains("frame-ancestors 'none'"),
+            "{path}: {head}"
+        );
+    }
+    // A GET of the page never changes state, whatever its query says.
+    let (status, _, _) = http_full(admin, Some(&host), "GET", "/?click=drain:be/s1", &[], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(state_of(&backends(admin).await, "be", "s1"), "up");
+}
+
+#[tokio::test]
+async fn bearer_scheme_is_case_insensitive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sl, admin, _s1) = one_server(dir.path(), "token = \"s3cret\"").await;
+    let post = |auth: &'static str, state: &'static str| async move {
+        let body = format!(r#"{{"state":"{state}"}}"#);
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("Authorization", auth),
+        ];
+        http(
+            admin,
+            "POST",
+            "/api/backends/be/servers/s1",
+            &headers,
+            &body,
+        )
+        .await
+        .0
+    };
+    assert_eq!(post("bearer s3cret", "drain").await, 200);
+    assert_eq!(state_of(&backends(admin).await, "be", "s1"), "drain");
+    assert_eq!(post("BEARER s3cret", "maint").await, 200);
+    assert_eq!(state_of(&backends(admin).await, "be", "s1"), "maint");
+    assert_eq!(post("bEaReR   s3cret", "ready").await, 200);
+    assert_eq!(state_of(&backends(admin).await, "be", "s1"), "up");
+    assert_eq!(post("Basic s3cret", "drain").await, 401);
+    assert_eq!(post("bearer wrong", "drain").await, 401);
+    assert_eq!(post("bearers3cret", "drain").await, 401);
+    assert_eq!(state_of(&backends(admin).await, "be", "s1"), "up");
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_do_not_block_scrapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sl, admin, _s1) = one_server(dir.path(), "").await;
+    // Twice the cap of idle connections: after one request each, and never a byte at all.
+    let cap = sluice::spec::ADMIN_MAX_CONNECTIONS;
+    let mut idle = Vec::new();
+    for _ in 0..cap {
+        idle.push(keep_alive_after_get(admin, "/api/backends").await);
+    }
+    for _ in 0..cap {
+        idle.push(
+            within("connect", tokio::net::TcpStream::connect(admin))
+                .await
+                .unwrap(),
+        );
+    }
+    // Well inside the 10 s head timeout that used to free a slot.
+    for _ in 0..3 {
+        let scrape = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            http(admin, "GET", "/metrics", &[], ""),
+        )
+        .await
+        .expect("a scrape got through despite the idle connections");
+        assert_eq!(scrape.0, 200);
+    }
+    drop(idle);
 }

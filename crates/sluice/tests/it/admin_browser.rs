@@ -1,7 +1,11 @@
 //! The stats page in headless Chromium against a running sluice binary: the page's JS renders
-//! one table with both servers, a click on "drain" (the page's documented `?click=` hook)
-//! drains the server as the API then reports, and a screenshot lands in
+//! one table with both servers; a cross-origin page (127.0.0.2) that tries to drain a server
+//! (iframe GET, form POST, fetch POSTs) must not; a click on the real "drain" button (over
+//! DevTools) drains it as the API then reports; a screenshot lands in
 //! target/test-artifacts/stats.png. Skips loudly without chromium (fails in CI).
+
+#[path = "admin_browser/cdp.rs"]
+mod cdp;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -118,12 +122,40 @@ async fn stats_page_renders_and_drains_in_headless_chromium() {
     assert_eq!(row_class(&dom, "srv-be/s2").as_deref(), Some("up"), "{dom}");
     assert!(dom.contains(&s1.addr.to_string()), "server address shown");
 
-    // The page clicks its own "drain" button for be/s1 (the ?click= hook), which POSTs.
-    let b = bin.clone();
-    let url = format!("{base}/?click=drain:be/s1");
-    let dom = tokio::task::spawn_blocking(move || chromium(&b, &url, &["--dump-dom"]))
-        .await
-        .unwrap();
+    // A page on another origin tries every way a browser lets it: nothing changes.
+    let (evil, done) = attacker(&base).await;
+    // Real time (not --virtual-time-budget, which can end before the frame's own script
+    // runs): the page says when its attempts are over.
+    let url = format!("http://{evil}/");
+    let attack = cdp::Browser::open(&bin, &url).await;
+    let attack_dom = attack.eval(&url, ATTACK_OVER).await;
+    let attack_dom = attack_dom.as_str().unwrap_or("").to_string();
+    drop(attack);
+    wait_until("the attack page reported it ran", || {
+        done.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    assert!(attack_dom.contains("attempts done"), "{attack_dom}");
+    let now = backends(admin).await;
+    assert_eq!(
+        state_of(&now, "be", "s1"),
+        "up",
+        "cross-origin page changed state"
+    );
+    assert_eq!(
+        state_of(&now, "be", "s2"),
+        "up",
+        "cross-origin page changed state"
+    );
+
+    // A user clicks the real "drain" button for be/s1, which POSTs.
+    let browser = cdp::Browser::open(&bin, &format!("{base}/")).await;
+    let dom = browser.eval(&base, CLICK_DRAIN_S1).await;
+    let dom = dom
+        .as_str()
+        .unwrap_or_else(|| panic!("no DOM from the page: {dom}"))
+        .to_string();
+    drop(browser);
     assert_eq!(
         state_of(&backends(admin).await, "be", "s1"),
         "drain",
@@ -151,4 +183,102 @@ async fn stats_page_renders_and_drains_in_headless_chromium() {
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     assert!(png.len() > 5_000, "suspiciously small screenshot");
     eprintln!("stats page screenshot: {}", shot.display());
+}
+
+/// The attack page's DOM once it says its attempts are over; null before.
+const ATTACK_OVER: &str = r#"(() => {
+  const out = document.getElementById("out");
+  return out && out.textContent === "attempts done" ? document.documentElement.outerHTML : null;
+})()"#;
+
+/// Null while the stats page is not loaded yet; then waits for the button, clicks it, waits for the status line and the row to show the
+/// answer, and returns the DOM (each wait bounded, well inside the support deadline).
+const CLICK_DRAIN_S1: &str = r#"(async () => {
+  if (!document.getElementById("backends")) return null;
+  const until = async (ok) => {
+    for (let i = 0; i < 120 && !ok(); i++) await new Promise(r => setTimeout(r, 50));
+  };
+  const sel = 'button[data-action="drain"][data-backend="be"][data-server="s1"]';
+  await until(() => document.querySelector(sel));
+  document.querySelector(sel).click();
+  await until(() => document.getElementById("action").textContent.includes("is now") &&
+                    document.getElementById("srv-be/s1").className === "drain");
+  return document.documentElement.outerHTML;
+})()"#;
+
+/// The attacker's page: an iframe of the admin page with the old `?click=` hook, a form POST
+/// (text/plain, as forms can send cross-origin without a preflight), a no-cors fetch POST and a
+/// JSON fetch POST; then it tells its own server it is done.
+fn attack_page(admin: &str) -> String {
+    let target = format!("{admin}/api/backends/be/servers/s1");
+    format!(
+        r#"<!doctype html><html><body>
+<iframe id="frame" src="{admin}/?click=drain:be/s1"></iframe>
+<iframe name="sink" id="sink"></iframe>
+<form id="f" method="POST" action="{target}" enctype="text/plain" target="sink">
+<input name='{{"state":"drain","x":"' value='"}}'></form>
+<div id="out"></div>
+<script>
+const loaded = (id) => new Promise(r => document.getElementById(id).addEventListener("load", r));
+(async () => {{
+  const frame = loaded("frame"), sink = loaded("sink");
+  document.getElementById("f").submit();
+  const body = JSON.stringify({{ state: "drain" }});
+  await fetch("{target}", {{ method: "POST", mode: "no-cors", body,
+                             headers: {{ "Content-Type": "text/plain" }} }}).catch(() => {{}});
+  await fetch("{target}", {{ method: "POST", body,
+                             headers: {{ "Content-Type": "application/json" }} }}).catch(() => {{}});
+  await Promise.race([Promise.all([frame, sink]), new Promise(r => setTimeout(r, 3000))]);
+  // Time for the framed page's own script (the old hook clicked after its first refresh).
+  await new Promise(r => setTimeout(r, 2000));
+  document.getElementById("out").textContent = "attempts done";
+  await fetch("/done").catch(() => {{}});
+}})();
+</script></body></html>"#
+    )
+}
+
+/// Serves the attack page on 127.0.0.2 (another origin than the admin's 127.0.0.1); the flag
+/// is set when the page fetches `/done`.
+async fn attacker(
+    admin: &str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let page = attack_page(admin);
+    let flag = done.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let page = page.clone();
+            let flag = flag.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                    match tokio::time::timeout(DEADLINE, s.read(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let body = if head.starts_with(b"GET /done ") {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    String::new()
+                } else {
+                    page
+                };
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (addr, done)
 }

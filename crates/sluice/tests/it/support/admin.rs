@@ -43,7 +43,8 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let (status, _, body) = http_with_head(to, method, path, headers, body).await;
+    let host = to.to_string();
+    let (status, _, body) = http_full(to, Some(&host), method, path, headers, body).await;
     (status, body)
 }
 
@@ -63,13 +64,30 @@ pub async fn http_with_head(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String, String) {
+    let host = to.to_string();
+    http_full(to, Some(&host), method, path, headers, body).await
+}
+
+/// One HTTP/1.1 request with `Connection: close` and the given `Host` (none when None);
+/// returns (status, response head, body).
+pub async fn http_full(
+    to: SocketAddr,
+    host: Option<&str>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     let mut s = within("connect admin", TcpStream::connect(to))
         .await
         .expect("connect admin");
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    if let Some(h) = host {
+        req.push_str(&format!("Host: {h}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -92,6 +110,40 @@ pub async fn http_with_head(
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, head.to_string(), body.to_string())
+}
+
+/// Opens a keep-alive connection, makes one `GET path` on it and reads the whole answer
+/// (by Content-Length); returns the still-open connection.
+pub async fn keep_alive_after_get(to: SocketAddr, path: &str) -> TcpStream {
+    let mut s = within("connect admin", TcpStream::connect(to))
+        .await
+        .expect("connect admin");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {to}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write request");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = within("read admin response", s.read(&mut buf))
+            .await
+            .expect("read");
+        assert!(n > 0, "closed before the answer");
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("content-length");
+            if body.len() >= len {
+                return s;
+            }
+        }
+        assert!(out.len() < MAX_RESPONSE, "answer too large");
+    }
 }
 
 /// `GET /api/backends` as JSON.
