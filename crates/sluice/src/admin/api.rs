@@ -50,6 +50,12 @@ pub(crate) async fn handle(state: &State, req: Request<Incoming>) -> Resp {
         (&Method::GET | &Method::HEAD, [""]) => {
             respond(StatusCode::OK, "text/html; charset=utf-8", page::HTML)
         }
+        (&Method::GET | &Method::HEAD, ["stats.css"]) => {
+            respond(StatusCode::OK, "text/css; charset=utf-8", page::CSS)
+        }
+        (&Method::GET | &Method::HEAD, ["stats.js"]) => {
+            respond(StatusCode::OK, "text/javascript; charset=utf-8", page::JS)
+        }
         (&Method::GET | &Method::HEAD, ["metrics"]) => {
             let pools = (state.pools)();
             // Prometheus text 0.0.4 unless the scraper asks for OpenMetrics.
