@@ -15,6 +15,19 @@ use std::time::{Duration, Instant};
 use crate::support::admin::*;
 use crate::support::*;
 
+/// The flags every headless Chromium of these tests runs with (no sandbox: CI runs as root).
+const HEADLESS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+];
+
 /// Longest a single chromium run may take before the test kills it and fails.
 const CHROMIUM_DEADLINE: Duration = Duration::from_secs(90);
 
@@ -24,18 +37,8 @@ fn chromium(bin: &Path, url: &str, extra: &[&str]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out = tempfile::NamedTempFile::new().unwrap();
     let child = Command::new(bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--virtual-time-budget=5000",
-        ])
+        .args(HEADLESS)
+        .arg("--virtual-time-budget=5000")
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(extra)
         .arg(url)

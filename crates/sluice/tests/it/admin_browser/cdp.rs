@@ -28,16 +28,8 @@ impl Browser {
     pub async fn open(bin: &Path, url: &str) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(bin)
+            .args(super::HEADLESS)
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--no-default-browser-check",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
             ])
@@ -149,14 +141,7 @@ async fn get_json(to: SocketAddr, path: &str) -> serde_json::Value {
         let Some((head, body)) = text.split_once("\r\n\r\n") else {
             continue;
         };
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .expect("DevTools Content-Length");
+        let len: usize = crate::support::content_length(head).expect("DevTools Content-Length");
         if body.len() >= len {
             return serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
         }

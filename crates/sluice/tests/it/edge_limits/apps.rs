@@ -215,14 +215,7 @@ pub async fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
         buf.extend_from_slice(&b[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .expect("content-length");
+    let len: usize = crate::support::content_length(&head).expect("content-length");
     let mut body = buf[end..].to_vec();
     while body.len() < len {
         let n = crate::support::within("response body", s.read(&mut b))

@@ -130,14 +130,7 @@ pub async fn keep_alive_after_get(to: SocketAddr, path: &str) -> TcpStream {
         out.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&out);
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .expect("content-length");
+            let len: usize = super::content_length(head).expect("content-length");
             if body.len() >= len {
                 return s;
             }

@@ -341,6 +341,16 @@ pub struct SluiceProcess {
     pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
+/// The `Content-Length` of an HTTP/1 response head (status line and headers), if present.
+pub fn content_length(head: &str) -> Option<usize> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
+}
+
 /// Parses `listening frontend=NAME addr=ADDR` from a log line.
 pub fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
     let rest = &line[line.find("listening frontend=")? + "listening frontend=".len()..];
