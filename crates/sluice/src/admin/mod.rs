@@ -77,15 +77,20 @@ impl std::fmt::Debug for AdminListener {
 }
 
 impl AdminListener {
-    /// Binds `cfg.bind` (port 0 picks a free port; see [`AdminListener::local_addr`]). Must
-    /// run inside a tokio runtime. Logs `listening admin addr=...`.
+    /// Binds `cfg.bind` (port 0 picks a free port; see [`AdminListener::local_addr`]), or
+    /// serves on `inherited` (the socket `sluice upgrade` handed over). Must run inside a
+    /// tokio runtime. Logs `listening admin addr=...`.
     pub(crate) fn bind(
         cfg: &spec::Admin,
         pools: PoolSource,
+        inherited: Option<std::net::TcpListener>,
     ) -> Result<AdminListener, AdminStartError> {
         let addr = cfg.bind;
-        let listener =
-            net::bind_single(addr).map_err(|source| AdminStartError::Bind { addr, source })?;
+        let listener = match inherited {
+            Some(l) => TcpListener::from_std(l),
+            None => net::bind_single(addr),
+        }
+        .map_err(|source| AdminStartError::Bind { addr, source })?;
         let addr = listener.local_addr().unwrap_or(addr);
         tracing::info!("listening admin addr={addr}");
         Ok(AdminListener {
@@ -97,6 +102,16 @@ impl AdminListener {
                 server_names: cfg.server_names.clone(),
             }),
         })
+    }
+
+    /// The bound address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A duplicate of the listening socket (for a successor process).
+    pub(crate) fn dup(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        std::os::fd::AsFd::as_fd(&self.listener).try_clone_to_owned()
     }
 
     /// Serves until `shutdown` is cancelled; open admin connections end with it.

@@ -81,6 +81,21 @@ pub(crate) fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::
     Ok(group)
 }
 
+/// A listening TCP socket handed over by another process (`sluice upgrade`), checked
+/// (a stream socket, listening, with an inet address) and set non-blocking.
+pub(crate) fn adopt(fd: std::os::fd::OwnedFd) -> io::Result<std::net::TcpListener> {
+    let sock = Socket::from(fd);
+    let inet = sock.local_addr()?.as_socket().is_some();
+    if sock.r#type()? != Type::STREAM || !sock.is_listener()? || !inet {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the handed-over descriptor is not a listening TCP socket",
+        ));
+    }
+    sock.set_nonblocking(true)?;
+    Ok(sock.into())
+}
+
 /// Binds one plain listening socket (std's defaults: SO_REUSEADDR, no SO_REUSEPORT, so a
 /// port already taken is an error) registered with the current tokio runtime. The admin
 /// endpoint listens this way.

@@ -12,5 +12,5 @@ mod tests;
 
 pub(crate) use accept::drain;
 pub use accept::{accept_loop, AcceptStats};
-pub(crate) use bind::{bind_group, bind_single, overlaps, probe_unheld};
+pub(crate) use bind::{adopt, bind_group, bind_single, overlaps, probe_unheld};
 pub(crate) use connect::{connect, connect_send, is_connect_timeout, Stream};

@@ -63,6 +63,12 @@ pub fn reloading() {
     ));
 }
 
+/// After `sluice upgrade`: the process `pid` (our child) is the service's main process now.
+/// Sent by the old main process, so `NotifyAccess=main` suffices.
+pub fn main_pid(pid: u32) {
+    send(&format!("MAINPID={pid}\nSTATUS=upgraded: pid {pid} serves"));
+}
+
 /// Shutdown starts.
 pub fn stopping() {
     send("STOPPING=1\nSTATUS=stopping");

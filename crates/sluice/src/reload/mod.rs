@@ -1,9 +1,12 @@
-//! Hot reload (issue #7): a [`ReloadHandle`] hands a new `Config` to a running `Server`;
-//! SIGHUP re-reads the config file (an invalid file is refused and logged with file:line, the
-//! old config keeps serving); `sluice reload` signals a running process via its pid file.
-//! Building and swapping are `crate::runtime`'s, reached over its `Control` channel.
+//! Hot reload (issue #7) and upgrade (#14): a [`ReloadHandle`] hands a new `Config` to a
+//! running `Server`; SIGHUP re-reads the config file (an invalid file is refused and logged
+//! with file:line, the old config keeps serving); the control socket (`control`) answers
+//! `sluice reload` and `sluice upgrade` (`upgrade`) with the outcome. Building and swapping
+//! are `crate::runtime`'s, reached over its `Control` channel.
 
+mod control;
 mod pidfile;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +17,9 @@ use crate::config::{self, Config};
 use crate::runtime::{BuildError, Control, Server};
 
 pub use crate::runtime::{BackendChange, Live, ReloadSummary};
-pub use pidfile::{read_pid, send_reload_signal, PidFile, PidFileError};
+pub use control::{control_socket_path, request, ControlServer};
+pub use pidfile::{is_held, read_pid, send_reload_signal, PidFile, PidFileError};
+pub use upgrade::{Successor, Upgrader, START_TIMEOUT};
 
 /// Why a reload was not applied. In every case the running configuration stays as it was.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +69,13 @@ impl ReloadHandle {
     /// refused with its `FILE:LINE:COL` error and nothing changes.
     pub async fn reload_file(&self, path: PathBuf) -> Result<ReloadSummary, ReloadError> {
         let file = path.clone();
-        let cfg = tokio::task::spawn_blocking(move || config::load_file(&file))
-            .await
-            .map_err(|_| ReloadError::NotRunning)??;
+        let cfg = tokio::task::spawn_blocking(move || {
+            let cfg = config::load_file(&file)?;
+            check_tls(&file, &cfg)?;
+            Ok::<_, config::ConfigError>(cfg)
+        })
+        .await
+        .map_err(|_| ReloadError::NotRunning)??;
         match self.reload(cfg.clone()).await {
             Err(ReloadError::Apply(e @ BuildError::Bind { .. })) => Err(locate(&path, &cfg, e)),
             other => other,
@@ -77,6 +86,21 @@ impl ReloadHandle {
     pub fn live(&self) -> &Arc<Live> {
         &self.live
     }
+}
+
+/// Loads every TLS certificate, key and ticket key file of `cfg` as building the server
+/// would (parse, key matches certificate, SNI names, sizes); an error is positioned at the
+/// config key that names the bad file (`sluice check`, `run` and every reload use it).
+pub fn check_tls(path: &std::path::Path, cfg: &Config) -> Result<(), config::ConfigError> {
+    for (i, f) in cfg.frontends.iter().enumerate() {
+        if let Some(t) = &f.tls {
+            crate::tls::check_files(&t.spec()).map_err(|e| {
+                let key = format!("frontend[{i}].tls.{}", e.entry);
+                config::ConfigError::at_key(path, &key, e.error.to_string())
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// A bind that failed, reported at its address in the file (as `sluice run` does).

@@ -78,6 +78,29 @@ impl PidFile {
         Err(io_err(io::Error::other("the file keeps being replaced")))
     }
 
+    /// Takes over the pid file an upgrading sluice handed over (`file`: its open, locked
+    /// file, so the lock stays held throughout). Refused when `file` is not the file at
+    /// `path`. Write the pid with [`PidFile::write`] once ready.
+    pub fn adopt(path: &Path, file: std::os::fd::OwnedFd) -> Result<PidFile, PidFileError> {
+        let file = File::from(file);
+        if !is_at(&file, path) {
+            return Err(PidFileError::Io {
+                path: path.display().to_string(),
+                source: io::Error::other("the handed-over pid file is not the file at this path"),
+            });
+        }
+        Ok(PidFile {
+            path: path.to_path_buf(),
+            pid: std::process::id(),
+            file,
+        })
+    }
+
+    /// The open, locked file (handed to the new process by `sluice upgrade`).
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.file)
+    }
+
     /// Writes this process's pid into the locked file (in place: the lock is on this file).
     pub fn write(&self) -> io::Result<()> {
         let text = format!("{}\n", self.pid);
@@ -105,8 +128,11 @@ impl Drop for PidFile {
     fn drop(&mut self) {
         // Removed while still locked (the lock goes with the file when it closes). A file
         // put in its place, or another pid written into it by hand, is left alone.
-        let mut text = String::new();
-        let _ = (&self.file).take(MAX_PID_FILE).read_to_string(&mut text);
+        // Positional: the file offset is shared with every process this file was handed
+        // to by `sluice upgrade`.
+        let mut buf = [0u8; MAX_PID_FILE as usize];
+        let n = self.file.read_at(&mut buf, 0).unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
         let text = text.trim();
         let ours = text.is_empty() || text.parse::<u32>().ok() == Some(self.pid);
         if ours && is_at(&self.file, &self.path) {
@@ -141,6 +167,17 @@ pub fn read_pid(path: &Path) -> io::Result<i32> {
     match text.trim().parse::<i32>() {
         Ok(pid) if pid > 0 => Ok(pid),
         _ => Err(bad(&format!("not a pid: {:?}", text.trim()))),
+    }
+}
+
+/// Whether some process holds the lock of the pid file at `path` (a running sluice does
+/// from start to exit). A file nobody holds was left by a process that is gone.
+pub fn is_held(path: &Path) -> io::Result<bool> {
+    let file = File::open(path)?;
+    match rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared) {
+        Ok(()) => Ok(false),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(true),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -199,6 +236,25 @@ mod tests {
         assert_eq!(read_pid(&path).unwrap(), std::process::id() as i32);
         drop(pf);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn held_and_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.pid");
+        let pf = PidFile::create(&path).unwrap();
+        assert!(is_held(&path).unwrap());
+        let fd = pf.as_fd().try_clone_to_owned().unwrap();
+        let mut other = PidFile::adopt(&path, fd).unwrap();
+        other.pid += 1;
+        other.write().unwrap();
+        drop(pf);
+        assert!(path.exists(), "the successor's pid is in it: left alone");
+        assert!(is_held(&path).unwrap(), "the adopted descriptor keeps the lock");
+        drop(other);
+        assert!(!path.exists());
+        std::fs::write(&path, "1\n").unwrap();
+        assert!(!is_held(&path).unwrap(), "stale");
     }
 
     #[test]

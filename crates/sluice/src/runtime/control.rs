@@ -1,15 +1,22 @@
-//! The channel into a running server's run loop: a configuration to put in effect and
-//! where to send the outcome. `reload` builds its `ReloadHandle` (and SIGHUP) on it; the
-//! run loop (`run`) is the only receiver.
+//! The channel into a running server's run loop: a configuration to put in effect, or a
+//! request for duplicates of the listening sockets (`sluice upgrade`), and where to send
+//! the outcome. `reload` builds its `ReloadHandle` (and SIGHUP) on it; the run loop (`run`)
+//! is the only receiver.
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::summary::ReloadSummary;
+use super::handover::HandedSocket;
 use super::BuildError;
 use crate::spec::Spec;
 
-/// One request: the new configuration and where to send the outcome.
-pub(crate) type Request = (Spec, oneshot::Sender<Result<ReloadSummary, BuildError>>);
+/// One request and where to send its outcome.
+pub(crate) enum Request {
+    /// Put a new configuration in effect.
+    Apply(Spec, oneshot::Sender<Result<ReloadSummary, BuildError>>),
+    /// Duplicates of every listening socket, for a successor process.
+    Export(oneshot::Sender<std::io::Result<Vec<HandedSocket>>>),
+}
 
 /// Sends configurations to a running server. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -32,7 +39,20 @@ impl Control {
     /// in order; waits until the server's `run` is running.
     pub async fn apply(&self, cfg: Spec) -> Result<Result<ReloadSummary, BuildError>, NotRunning> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send((cfg, tx)).await.map_err(|_| NotRunning)?;
+        self.tx
+            .send(Request::Apply(cfg, tx))
+            .await
+            .map_err(|_| NotRunning)?;
+        rx.await.map_err(|_| NotRunning)
+    }
+
+    /// Duplicates of every listening socket (frontends, admin) with what each is.
+    pub async fn export(&self) -> Result<std::io::Result<Vec<HandedSocket>>, NotRunning> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Export(tx))
+            .await
+            .map_err(|_| NotRunning)?;
         rx.await.map_err(|_| NotRunning)
     }
 }

@@ -6,6 +6,7 @@
 mod control;
 mod dns;
 mod frontends;
+mod handover;
 mod live;
 mod prepare;
 mod run;
@@ -28,6 +29,8 @@ use crate::server::{self, Accept, Acceptor, Listener, Shutdown};
 use crate::spec::Spec;
 use control::Request;
 pub use control::{Control, NotRunning};
+use handover::Inherited;
+pub use handover::{HandedSocket, SocketRole};
 pub use live::Live;
 use running::{Ctx, Running};
 pub use summary::{BackendChange, ReloadSummary};
@@ -78,6 +81,8 @@ struct Parts {
     /// Host-name servers: resolved answers, re-resolved while `run` runs.
     discovery: Arc<Discovery>,
     sockets_per_bind: usize,
+    /// Sockets handed over by `sluice upgrade`, until the first configuration adopts them.
+    inherited: Inherited,
 }
 
 impl Parts {
@@ -87,6 +92,7 @@ impl Parts {
             shutdown: &self.shutdown,
             discovery: &self.discovery,
             sockets_per_bind: self.sockets_per_bind,
+            inherited: &self.inherited,
         }
     }
 }
@@ -101,6 +107,9 @@ pub struct Server {
     grace: Duration,
     /// The `[admin]` endpoint, when configured; serves until background work stops.
     admin: Option<crate::admin::AdminListener>,
+    /// The admin socket's configured and bound address and a duplicate of it (for `sluice
+    /// upgrade`); released when shutdown starts.
+    admin_dup: Option<(SocketAddr, SocketAddr, std::os::fd::OwnedFd)>,
     live: Arc<Live>,
     control: Control,
     requests: mpsc::Receiver<Request>,
@@ -116,6 +125,17 @@ impl Server {
 
     /// Like [`Server::bind`], with connections accepted and served where `accept` says.
     pub async fn bind_with(cfg: Config, accept: Accept) -> Result<Server, BuildError> {
+        Self::bind_inherited(cfg, accept, Vec::new()).await
+    }
+
+    /// Like [`Server::bind_with`], adopting the listening sockets a running sluice handed
+    /// over (`sluice upgrade`) for every bind (and the admin endpoint) configured as it was
+    /// there; other binds are bound afresh, handed sockets no bind claims are closed.
+    pub async fn bind_inherited(
+        cfg: Config,
+        accept: Accept,
+        handed: Vec<HandedSocket>,
+    ) -> Result<Server, BuildError> {
         let cfg = cfg.spec()?;
         raise_nofile(&cfg);
         crate::edge::buffer::TempFiles::global().set_limit(cfg.global.max_temp_files);
@@ -133,6 +153,7 @@ impl Server {
             shutdown,
             discovery: Arc::new(Discovery::new(&cfg)),
             sockets_per_bind: acceptor.sockets_per_bind(),
+            inherited: Inherited::new(handed),
         };
         parts.discovery.prime(&cfg).await?;
         let prepared = prepare::prepare(&cfg, &Running::default(), &parts.ctx())?;
@@ -145,9 +166,18 @@ impl Server {
                 // Always the current pools: a reload may replace a changed backend's pool.
                 let view = live.clone();
                 let source: crate::admin::PoolSource = Arc::new(move || view.pools());
-                Some(crate::admin::AdminListener::bind(a, source)?)
+                let inherited = parts.inherited.take_admin(a.bind);
+                Some(crate::admin::AdminListener::bind(a, source, inherited)?)
             }
             None => None,
+        };
+        parts.inherited.close_rest();
+        let admin_dup = match (&admin, &cfg.admin) {
+            (Some(l), Some(a)) => l
+                .dup()
+                .ok()
+                .map(|fd| (a.bind, l.addr(), fd)),
+            _ => None,
         };
         let (control, requests) = Control::channel();
         Ok(Server {
@@ -157,6 +187,7 @@ impl Server {
             listeners,
             grace: cfg.global.grace,
             admin,
+            admin_dup,
             live,
             control,
             requests,

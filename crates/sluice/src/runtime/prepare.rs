@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::frontends::prepare_frontends;
+use super::handover::adopt_bind;
 use super::running::{BackendRt, Ctx, FrontendRt, ListenerRt, Running, TlsRt};
 use super::summary::{BackendChange, ReloadSummary};
 use super::BuildError;
@@ -176,7 +177,7 @@ fn prepare_listeners(
     ctx: &Ctx<'_>,
     summary: &mut ReloadSummary,
 ) -> Result<Bound, BuildError> {
-    probe_new_binds(cfg, prev)?;
+    probe_new_binds(cfg, prev, ctx)?;
     let mut unmatched: Vec<Option<&ListenerRt>> = prev.listeners.iter().map(Some).collect();
     let mut bound = Bound::default();
     for f in &cfg.frontends {
@@ -197,7 +198,10 @@ fn prepare_listeners(
                     summary.listeners_kept.push(old.addr);
                 }
                 None => {
-                    let l = bind_new(f, bind, serve, ctx, &mut bound.new_listeners)?;
+                    let l = match adopt_bind(f, bind, serve, ctx, &mut bound.new_listeners) {
+                        Some(adopted) => adopted?,
+                        None => bind_new(f, bind, serve, ctx, &mut bound.new_listeners)?,
+                    };
                     summary.listeners_added.push((f.name.clone(), l.addr));
                     bound.listeners.push(l);
                 }
@@ -219,11 +223,12 @@ fn prepare_listeners(
 /// "Address already in use"), before anything is bound: SO_REUSEPORT would otherwise let
 /// the group share the port with a second sluice or an HAProxy. Skipped for port 0 and for
 /// binds that overlap a socket this process already listens on (a reload keeps those, and
-/// the probe cannot tell their holder from a stranger).
-fn probe_new_binds(cfg: &Spec, prev: &Running) -> Result<(), BuildError> {
+/// the probe cannot tell their holder from a stranger) or was handed by `sluice upgrade`.
+fn probe_new_binds(cfg: &Spec, prev: &Running, ctx: &Ctx<'_>) -> Result<(), BuildError> {
     for f in &cfg.frontends {
         for &bind in &f.bind {
-            let ours = prev.listeners.iter().any(|l| net::overlaps(l.addr, bind));
+            let ours = prev.listeners.iter().any(|l| net::overlaps(l.addr, bind))
+                || ctx.inherited.covers(bind);
             if bind.port() == 0 || ours {
                 continue;
             }
@@ -246,12 +251,32 @@ fn bind_new(
     ctx: &Ctx<'_>,
     out: &mut Vec<Listener>,
 ) -> Result<ListenerRt, BuildError> {
-    let group = net::bind_group(bind, ctx.sockets_per_bind).map_err(|source| BuildError::Bind {
+    let err = |source| BuildError::Bind {
         frontend: f.name.clone(),
         addr: bind.to_string(),
         source,
-    })?;
+    };
+    let group = net::bind_group(bind, ctx.sockets_per_bind).map_err(err)?;
     let addr = group[0].local_addr().unwrap_or(bind);
+    listeners_of(f, bind, addr, group, serve, ctx, out).map_err(err)
+}
+
+/// The listeners of one bind's socket group (bound now or handed over by `sluice
+/// upgrade`): one [`Listener`] per socket into `out`, and the bookkeeping entry, which
+/// keeps a duplicate of each socket to hand to a successor process.
+pub(super) fn listeners_of(
+    f: &spec::Frontend,
+    bind: SocketAddr,
+    addr: SocketAddr,
+    group: Vec<std::net::TcpListener>,
+    serve: &Arc<dyn Frontend>,
+    ctx: &Ctx<'_>,
+    out: &mut Vec<Listener>,
+) -> std::io::Result<ListenerRt> {
+    let sockets = group
+        .iter()
+        .map(|s| Ok(std::os::fd::OwnedFd::from(s.try_clone()?)))
+        .collect::<std::io::Result<Vec<_>>>()?;
     let slot = frontend::slot(serve.clone());
     let remove = ctx.shutdown.stop_accepting.child_token();
     for (shard, socket) in group.into_iter().enumerate() {
@@ -269,6 +294,7 @@ fn bind_new(
         frontend: f.name.clone(),
         slot,
         remove,
+        sockets: Arc::new(sockets),
     })
 }
 

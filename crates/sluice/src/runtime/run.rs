@@ -10,6 +10,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::summary::ReloadSummary;
+use super::control::Request;
+use super::handover::{HandedSocket, SocketRole};
 use super::{dns, prepare, BuildError, Server};
 use crate::log::LogFiles;
 use crate::process::{notify, signals};
@@ -39,7 +41,14 @@ impl Server {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                Some((cfg, reply)) = self.requests.recv() => {
+                Some(req) = self.requests.recv() => {
+                    let (cfg, reply) = match req {
+                        Request::Apply(cfg, reply) => (cfg, reply),
+                        Request::Export(reply) => {
+                            let _ = reply.send(self.export());
+                            continue;
+                        }
+                    };
                     notify::reloading();
                     let primed = tokio::select! {
                         p = self.parts.discovery.prime(&cfg) => p,
@@ -54,6 +63,10 @@ impl Server {
                 () = self.acceptor.reap() => {}
             }
         }
+        // Our duplicates go first: each socket closes with its accept loop (connections are
+        // refused, not queued), unless a successor process holds it.
+        self.running.listeners.clear();
+        self.admin_dup = None;
         self.acceptor.drain(self.grace).await;
         sd.stop_background.cancel();
         if let Some(r) = reopen {
@@ -88,6 +101,19 @@ impl Server {
         self.running = running;
         self.live.set(self.running.pools(), self.running.addrs());
         Ok(summary)
+    }
+
+    /// Duplicates of the listening sockets, for `sluice upgrade`.
+    fn export(&self) -> std::io::Result<Vec<HandedSocket>> {
+        let mut out = self.running.export()?;
+        if let Some((bind, addr, fd)) = &self.admin_dup {
+            out.push(HandedSocket {
+                role: SocketRole::Admin { bind: *bind },
+                addr: *addr,
+                fd: fd.try_clone()?,
+            });
+        }
+        Ok(out)
     }
 
     /// A DNS answer changed: update the affected pools in place.

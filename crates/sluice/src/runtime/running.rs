@@ -57,6 +57,9 @@ pub(crate) struct ListenerRt {
     pub frontend: String,
     pub slot: FrontendSlot,
     pub remove: CancellationToken,
+    /// A duplicate of each socket of the group, handed to a successor by `sluice upgrade`
+    /// (released when shutdown starts, so the sockets close with the accept loops).
+    pub sockets: Arc<Vec<std::os::fd::OwnedFd>>,
 }
 
 /// Everything the running configuration consists of.
@@ -97,4 +100,6 @@ pub(crate) struct Ctx<'a> {
     pub discovery: &'a Discovery,
     /// SO_REUSEPORT sockets (and accept loops) per new bind: one per worker thread.
     pub sockets_per_bind: usize,
+    /// Sockets handed over by the process this one upgrades (empty otherwise).
+    pub inherited: &'a super::handover::Inherited,
 }

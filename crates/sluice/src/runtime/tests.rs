@@ -50,6 +50,7 @@ async fn a_dns_change_updates_the_pool_in_place() {
         shutdown: &shutdown,
         discovery: &discovery,
         sockets_per_bind: 1,
+        inherited: &Default::default(),
     };
     let (mut running, _listeners, _) = prepare(&cfg, &Running::default(), &ctx).unwrap().commit();
     let pool = running.backends["be"].pool.clone();
@@ -120,6 +121,7 @@ servers = [{ name = "app", addr = "app.test:8080" }]
         shutdown: &shutdown,
         discovery: &discovery,
         sockets_per_bind: 1,
+        inherited: &Default::default(),
     };
     let (mut running, _listeners, _) = prepare(&cfg, &Running::default(), &ctx).unwrap().commit();
     let pool = running.backends["app"].pool.clone();

@@ -1,8 +1,8 @@
 //! The `sluice` command line: `run --config FILE` (until SIGTERM/SIGINT; SIGHUP reloads;
 //! handlers in `sluice::process::signals`), `check --config FILE` (the file, every TLS file it
-//! names, the fd limit), `reload --config FILE [--pid PID]` (check, then SIGHUP the running
-//! process) and, with the `demo` feature, `demo` (logic in `crate::demo`); `--version` from
-//! clap. `main.rs` sets up tracing and the runtime.
+//! names, the fd limit), `reload`/`upgrade --config FILE` (check, then ask the running
+//! process over its control socket and report the outcome) and, with the `demo` feature,
+//! `demo` (logic in `crate::demo`); `--version` from clap. `main.rs` sets up tracing and the runtime.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,10 @@ pub enum Command {
         /// The TOML configuration file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Set by `sluice upgrade` on the new process: the running one's control socket, from
+        /// which it takes the listening sockets and the pid file.
+        #[arg(long, hide = true)]
+        upgrade_from: Option<PathBuf>,
     },
     /// Validate the configuration and exit 0, or print the first error and exit non-zero.
     Check {
@@ -51,15 +55,29 @@ pub enum Command {
         config: PathBuf,
     },
     /// Validate the configuration like `check`, then tell the running sluice to reload it
-    /// (SIGHUP to the pid in `global.pid_file`, or to `--pid`). Like `nginx -t && nginx -s
-    /// reload`: an invalid file is reported here and nothing is signalled.
+    /// and wait for the outcome: exit 0 with what changed, or non-zero with why it was
+    /// refused (the running configuration stays). Like `nginx -t && nginx -s reload`. The
+    /// process is found through the control socket next to `global.pid_file`; with `--pid`
+    /// it is sent SIGHUP instead and logs the outcome itself.
     Reload {
         /// The TOML configuration file (the one the running process was started with).
         #[arg(short, long)]
         config: PathBuf,
-        /// The process to signal; default: the pid in the file's `global.pid_file`.
+        /// Send SIGHUP to this process instead (the outcome is only in its log).
         #[arg(long)]
         pid: Option<i32>,
+    },
+    /// Replace the running sluice with a new binary without refusing a connection: the new
+    /// process takes over the listening sockets and the pid file, then the old one stops
+    /// accepting and drains for `global.grace`. Exits non-zero with the reason when the new
+    /// process cannot start (the old one keeps serving). Needs `global.pid_file`.
+    Upgrade {
+        /// The TOML configuration file (the one the running process was started with).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The binary to start; default: the path the running process was started from.
+        #[arg(long)]
+        binary: Option<PathBuf>,
     },
     /// Both tiers in one process on loopback: a balancer in front of two TLS edges in front of
     /// a built-in app. No files needed; Ctrl-C stops it.
@@ -86,15 +104,7 @@ pub enum CliError {
 /// matches certificate, SNI names, sizes); an error is positioned at the config key that
 /// names the bad file, like any other configuration error.
 pub fn check_tls(path: &Path, cfg: &Config) -> Result<(), CliError> {
-    for (i, f) in cfg.frontends.iter().enumerate() {
-        if let Some(t) = &f.tls {
-            sluice::tls::check_files(&t.spec()).map_err(|e| {
-                let key = format!("frontend[{i}].tls.{}", e.entry);
-                config::ConfigError::at_key(path, &key, e.error.to_string())
-            })?;
-        }
-    }
-    Ok(())
+    Ok(reload::check_tls(path, cfg)?)
 }
 
 /// Loads `path`, loads its TLS files (`check_tls`) and checks that the open-file limit can fit `global.max_connections`.
@@ -122,31 +132,95 @@ pub fn check(path: &Path) -> Result<(Config, String), CliError> {
     Ok((cfg, summary))
 }
 
+/// How `run` was started, for the control socket and `sluice upgrade`.
+#[derive(Debug, Clone)]
+pub struct RunOpts {
+    pub log_format: LogFormat,
+    /// The running process's control socket, when this one upgrades it.
+    pub upgrade_from: Option<PathBuf>,
+}
+
 /// `sluice run`: load, lock the pid file (when `global.pid_file` is set; a second `run`
-/// with it fails naming the holder's pid), bind, write the pid, tell systemd
-/// READY=1, serve until `shutdown` completes (reloading `path` on each SIGHUP), send
-/// STOPPING=1, drain, return. SIGQUIT returns at once instead: no grace period, every
-/// listener and connection closes with the runtime (exit status 0).
-pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), CliError> {
+/// with it fails naming the holder's pid), bind, open the control socket, write the pid,
+/// tell systemd READY=1, serve until `shutdown` completes (reloading `path` on each SIGHUP
+/// or control request), send STOPPING=1, drain, return. SIGQUIT returns at once instead:
+/// no grace period, every listener and connection closes with the runtime (exit status 0).
+/// With `upgrade_from`, the listening sockets and the pid file are taken from the running
+/// process, which is told the outcome; it stops accepting once this one serves.
+pub async fn run(
+    path: &Path,
+    shutdown: impl Future<Output = ()>,
+    opts: RunOpts,
+) -> Result<(), CliError> {
+    // Resolved now: after a package upgrade `/proc/self/exe` names a deleted file.
+    let exe = std::env::current_exe()
+        .ok()
+        .or_else(|| std::env::args_os().next().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("sluice"));
+    let mut successor = match &opts.upgrade_from {
+        Some(sock) => {
+            let sock = sock.clone();
+            let taken = tokio::task::spawn_blocking(move || reload::Successor::take_over(&sock))
+                .await
+                .map_err(|e| CliError::Reload(e.to_string()))?;
+            Some(taken.map_err(|e| {
+                CliError::Reload(format!("upgrade: cannot take over the listening sockets: {e}"))
+            })?)
+        }
+        None => None,
+    };
+    let result = serve(path, shutdown, &opts, exe, successor.as_mut()).await;
+    if let (Err(e), Some(s)) = (&result, &successor) {
+        s.failed(&e.to_string());
+    }
+    result
+}
+
+async fn serve(
+    path: &Path,
+    shutdown: impl Future<Output = ()>,
+    opts: &RunOpts,
+    exe: PathBuf,
+    mut successor: Option<&mut reload::Successor>,
+) -> Result<(), CliError> {
     let cfg = config::load::load_file(path)?;
     check_tls(path, &cfg)?;
+    let (handed, handed_pid) = match successor.as_deref_mut() {
+        Some(s) => (std::mem::take(&mut s.sockets), s.pid_file.take()),
+        None => (Vec::new(), None),
+    };
     // Locked before binding: a second `run` of this config stops here, naming the first
-    // one's pid, before it can touch the file or the ports. Written once listening.
-    let pid_file = match &cfg.global.pid_file {
-        Some(p) => Some(
+    // one's pid, before it can touch the file or the ports. Written once listening. An
+    // upgrade takes over the running process's locked file instead.
+    let pid_file = match (&cfg.global.pid_file, handed_pid) {
+        (Some(p), Some((old, fd))) if Path::new(p) == old => Some(
+            PidFile::adopt(Path::new(p), fd)
+                .map_err(|e| CliError::Reload(format!("global.pid_file: {e}")))?,
+        ),
+        (Some(p), _) => Some(
             PidFile::lock(Path::new(p))
                 .map_err(|e| CliError::Reload(format!("global.pid_file: {e}")))?,
         ),
-        None => None,
+        (None, _) => None,
     };
     let threads = cfg.global.threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let server = Server::bind_with(cfg.clone(), Accept::Threads(threads))
+    let server = Server::bind_inherited(cfg.clone(), Accept::Threads(threads), handed)
         .await
         .map_err(|e| locate(path, &cfg, e))?;
     let hup = reload::spawn_sighup(path.to_path_buf(), server.reload_handle())
         .map_err(CliError::Signal)?;
+    if let Some(s) = &successor {
+        // The old process stops accepting once it reads this.
+        s.ready()
+            .map_err(|e| CliError::Reload(format!("upgrade: handover failed: {e}")))?;
+    }
+    let handed_over = tokio_util::sync::CancellationToken::new();
+    let _control = match &pid_file {
+        Some(pf) => Some(control_server(path, pf, opts, exe, &server, &handed_over)?),
+        None => None,
+    };
     if let Some(pf) = &pid_file {
         pf.write().map_err(|e| {
             CliError::Reload(format!(
@@ -157,14 +231,20 @@ pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), 
     }
     let quit = sluice::process::signals::quit().map_err(CliError::Signal)?;
     sluice::process::notify::ready();
+    let gone = handed_over.clone();
     let shutdown = async move {
-        shutdown.await;
-        sluice::process::notify::stopping();
+        tokio::select! {
+            () = shutdown => sluice::process::notify::stopping(),
+            // No STOPPING=1: the successor is the service's main process now.
+            () = gone.cancelled() => tracing::info!("upgrade: the new process serves"),
+        }
     };
     let result = tokio::select! {
         r = server.run(shutdown) => r,
         () = quit => {
-            sluice::process::notify::stopping();
+            if !handed_over.is_cancelled() {
+                sluice::process::notify::stopping();
+            }
             Ok(())
         }
     };
@@ -172,6 +252,40 @@ pub async fn run(path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), 
     drop(pid_file);
     result?;
     Ok(())
+}
+
+/// The control socket next to the pid file: `sluice reload` and `sluice upgrade` ask here.
+fn control_server(
+    path: &Path,
+    pf: &PidFile,
+    opts: &RunOpts,
+    exe: PathBuf,
+    server: &Server,
+    handed_over: &tokio_util::sync::CancellationToken,
+) -> Result<reload::ControlServer, CliError> {
+    let sock = reload::control_socket_path(pf.path());
+    let format = match opts.log_format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    let args = ["--log-format", format, "run", "--config"]
+        .map(std::ffi::OsString::from)
+        .into_iter()
+        .chain([path.as_os_str().to_owned()])
+        .collect();
+    let pid_fd = pf
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| CliError::Reload(format!("global.pid_file: {e}")))?;
+    let upgrader = reload::Upgrader::new(
+        exe,
+        args,
+        sock.clone(),
+        Some((pf.path().to_path_buf(), pid_fd)),
+        handed_over.clone(),
+    );
+    reload::ControlServer::start(&sock, path.to_path_buf(), server.reload_handle(), upgrader)
+        .map_err(|e| CliError::Reload(format!("control socket {}: {e}", sock.display())))
 }
 
 /// A bind that failed, positioned at its address in the config file (nginx names the
@@ -188,31 +302,91 @@ fn locate(path: &Path, cfg: &Config, e: BuildError) -> CliError {
     }
 }
 
-/// `sluice reload`: validates `path` as `check` does, finds the running process (`pid`, else
-/// the file's `global.pid_file`) and sends it SIGHUP. Returns a line to print.
+/// How long `sluice reload` waits for the outcome (a reload resolves names, loads TLS
+/// files and binds).
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `sluice reload`: validates `path` as `check` does, asks the running process (found
+/// through the control socket beside the file's `global.pid_file`) to reload and returns
+/// its answer: what changed, or an error with why it refused. With `pid`, sends SIGHUP
+/// instead (after checking that the pid is a running sluice).
 pub fn reload(path: &Path, pid: Option<i32>) -> Result<String, CliError> {
     let (cfg, _) = check(path)?;
-    let pid = match (pid, &cfg.global.pid_file) {
-        (Some(pid), _) => pid,
-        (None, Some(file)) => reload::read_pid(Path::new(file)).map_err(|e| {
-            CliError::Reload(format!(
-                "cannot read the pid file {file} (global.pid_file): {e}; is sluice running?"
-            ))
-        })?,
-        (None, None) => {
-            return Err(CliError::Reload(format!(
-                "{}: no global.pid_file to find the running sluice; pass --pid PID \
-                 (or send SIGHUP yourself: kill -HUP PID)",
+    match (pid, &cfg.global.pid_file) {
+        (None, Some(file)) => ask(Path::new(file), "reload", RELOAD_WAIT),
+        (Some(pid), _) => {
+            running_sluice(pid)?;
+            reload::send_reload_signal(pid)
+                .map_err(|e| CliError::Reload(format!("cannot signal pid {pid}: {e}")))?;
+            Ok(format!(
+                "{}: OK; sent SIGHUP to pid {pid} (it logs the outcome of the reload; with \
+                 global.pid_file, `sluice reload` reports it)",
                 path.display()
-            )))
+            ))
         }
+        (None, None) => Err(CliError::Reload(format!(
+            "{}: no global.pid_file to find the running sluice; set one (its control socket \
+             is next to it) or pass --pid PID to send SIGHUP",
+            path.display()
+        ))),
+    }
+}
+
+/// `sluice upgrade`: validates `path`, asks the running process to start `binary` (default:
+/// its own) on its listening sockets, and returns the answer.
+pub fn upgrade(path: &Path, binary: Option<&Path>) -> Result<String, CliError> {
+    let (cfg, _) = check(path)?;
+    let Some(file) = &cfg.global.pid_file else {
+        return Err(CliError::Reload(format!(
+            "{}: sluice upgrade needs global.pid_file (the control socket is next to it)",
+            path.display()
+        )));
     };
-    reload::send_reload_signal(pid)
-        .map_err(|e| CliError::Reload(format!("cannot signal pid {pid}: {e}")))?;
-    Ok(format!(
-        "{}: OK; sent SIGHUP to pid {pid} (it logs the outcome of the reload)",
-        path.display()
-    ))
+    let binary = match binary {
+        Some(b) => std::fs::canonicalize(b)
+            .map_err(|e| CliError::Reload(format!("--binary {}: {e}", b.display())))?
+            .display()
+            .to_string(),
+        None => String::new(),
+    };
+    let wait = reload::START_TIMEOUT + std::time::Duration::from_secs(30);
+    ask(Path::new(file), format!("upgrade {binary}").trim_end(), wait)
+}
+
+/// Sends `line` to the control socket of the sluice holding `pid_file`; its `ok` answer is
+/// the result, its `err` answer the error. No answer says why (no process, a stale file).
+fn ask(pid_file: &Path, line: &str, wait: std::time::Duration) -> Result<String, CliError> {
+    let sock = reload::control_socket_path(pid_file);
+    match reload::request(&sock, line, wait) {
+        Ok(Ok(text)) => Ok(text),
+        Ok(Err(text)) => Err(CliError::Reload(text)),
+        Err(e) => {
+            let file = pid_file.display();
+            Err(CliError::Reload(match reload::is_held(pid_file) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    format!("no pid file {file} (global.pid_file): is sluice running?")
+                }
+                Ok(false) => format!(
+                    "{file} is stale: no process holds it (pid {} is gone); is sluice running?",
+                    reload::read_pid(pid_file).map_or_else(|_| "?".into(), |p| p.to_string())
+                ),
+                _ => format!("cannot reach the running sluice on {}: {e}", sock.display()),
+            }))
+        }
+    }
+}
+
+/// Refuses a pid that is not a running sluice (gone, or another program).
+fn running_sluice(pid: i32) -> Result<(), CliError> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map_err(|_| CliError::Reload(format!("pid {pid} is not running")))?;
+    if comm.trim() != "sluice" {
+        return Err(CliError::Reload(format!(
+            "pid {pid} is {:?}, not sluice; nothing signalled",
+            comm.trim()
+        )));
+    }
+    Ok(())
 }
 
 /// Completes on the first SIGTERM or SIGINT (`sluice::process::signals::terminate`, the one
@@ -228,7 +402,11 @@ mod tests {
     #[test]
     fn parses_run_check_and_short_flag() {
         let cli = Cli::try_parse_from(["sluice", "run", "--config", "a.toml"]).unwrap();
-        assert!(matches!(cli.command, Command::Run { config } if config == Path::new("a.toml")));
+        assert!(
+            matches!(cli.command, Command::Run { config, upgrade_from: None } if config == Path::new("a.toml"))
+        );
+        let cli = Cli::try_parse_from(["sluice", "upgrade", "-c", "a.toml", "--binary", "b"]);
+        assert!(matches!(cli.unwrap().command, Command::Upgrade { binary: Some(_), .. }));
         let cli = Cli::try_parse_from(["sluice", "check", "-c", "b.toml"]).unwrap();
         assert!(matches!(cli.command, Command::Check { config } if config == Path::new("b.toml")));
         assert!(Cli::try_parse_from(["sluice", "run"]).is_err());

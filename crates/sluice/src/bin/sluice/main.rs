@@ -51,6 +51,16 @@ fn main() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Upgrade { config, binary } => match cli::upgrade(&config, binary.as_deref()) {
+            Ok(line) => {
+                println!("{line}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
         #[cfg(feature = "demo")]
         Command::Demo(opts) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -64,7 +74,14 @@ fn main() -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            upgrade_from,
+        } => {
+            let opts = cli::RunOpts {
+                log_format: cli.log_format,
+                upgrade_from,
+            };
             // The control thread (signals, reloads, health checks, admin); connections run on
             // the server's own worker threads (global.threads).
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -72,7 +89,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 .build()?;
             let result = rt.block_on(async {
                 let shutdown = cli::shutdown_signal().map_err(cli::CliError::Signal)?;
-                cli::run(&config, shutdown).await
+                cli::run(&config, shutdown, opts).await
             });
             match result {
                 Ok(()) => Ok(ExitCode::SUCCESS),
