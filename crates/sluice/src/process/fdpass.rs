@@ -30,10 +30,20 @@ pub fn send(sock: impl AsFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::other("fd passing: control buffer too small"));
     }
-    let mut sent = sendmsg(&sock, &[IoSlice::new(data)], &mut control, SendFlags::NOSIGNAL)?;
+    let mut sent = sendmsg(
+        &sock,
+        &[IoSlice::new(data)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
     while sent < data.len() {
         let mut none = SendAncillaryBuffer::default();
-        let n = sendmsg(&sock, &[IoSlice::new(&data[sent..])], &mut none, SendFlags::NOSIGNAL)?;
+        let n = sendmsg(
+            &sock,
+            &[IoSlice::new(&data[sent..])],
+            &mut none,
+            SendFlags::NOSIGNAL,
+        )?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -122,6 +132,9 @@ mod tests {
         let (mut buf, mut fds) = (Vec::new(), Vec::new());
         super::recv(&b, &mut buf, 4, &mut fds, 0).unwrap();
         assert_eq!(buf, b"0123");
-        assert!(super::recv(&b, &mut buf, 4, &mut fds, 0).is_err(), "cap reached");
+        assert!(
+            super::recv(&b, &mut buf, 4, &mut fds, 0).is_err(),
+            "cap reached"
+        );
     }
 }

@@ -81,8 +81,8 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.cancel();
-        let ours = std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| (m.dev(), m.ino()) == self.ino);
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.ino);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -130,7 +130,10 @@ pub(super) async fn read_line(stream: &mut UnixStream) -> io::Result<String> {
                 return Ok(());
             }
             if buf.len() > MAX_REQUEST {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "request too long"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "request too long",
+                ));
             }
         }
     };
@@ -220,7 +223,10 @@ mod tests {
     #[test]
     fn socket_path_beside_the_pid_file() {
         let p = |s: &str| control_socket_path(Path::new(s));
-        assert_eq!(p("/run/sluice/sluice.pid"), Path::new("/run/sluice/sluice.sock"));
+        assert_eq!(
+            p("/run/sluice/sluice.pid"),
+            Path::new("/run/sluice/sluice.sock")
+        );
         assert_eq!(p("run/sluice"), Path::new("run/sluice.sock"));
         assert_eq!(p("x.sock"), Path::new("x.sock.sock"));
     }

@@ -250,7 +250,10 @@ mod tests {
         other.write().unwrap();
         drop(pf);
         assert!(path.exists(), "the successor's pid is in it: left alone");
-        assert!(is_held(&path).unwrap(), "the adopted descriptor keeps the lock");
+        assert!(
+            is_held(&path).unwrap(),
+            "the adopted descriptor keeps the lock"
+        );
         drop(other);
         assert!(!path.exists());
         std::fs::write(&path, "1\n").unwrap();

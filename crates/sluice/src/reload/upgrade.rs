@@ -88,7 +88,12 @@ impl Upgrader {
             .arg(&self.socket)
             .stdin(std::process::Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}; pid {me} keeps serving", exe.display()))?;
+            .map_err(|e| {
+                format!(
+                    "cannot start {}: {e}; pid {me} keeps serving",
+                    exe.display()
+                )
+            })?;
         let pid = child.id().unwrap_or(0);
         let (tx, mut rx) = oneshot::channel();
         *self.pending() = Some(Pending { pid, done: tx });
@@ -171,9 +176,8 @@ impl Upgrader {
             .map_err(|e| format!("control socket: {e}"))?;
         tokio::task::spawn_blocking(move || {
             send_sockets(&conn, pid_file, sockets).map_err(|e| format!("handover: {e}"))?;
-            let said = read_reply(&conn, START_TIMEOUT).map_err(|e| {
-                format!("the new process did not say it was ready: {e}")
-            })?;
+            let said = read_reply(&conn, START_TIMEOUT)
+                .map_err(|e| format!("the new process did not say it was ready: {e}"))?;
             match said.split_once(' ').unwrap_or((&said, "")) {
                 ("ready", _) => {
                     notify::main_pid(pid);
@@ -249,7 +253,13 @@ impl Successor {
         (&conn).write_all(b"takeover\n")?;
         let (mut buf, mut fds) = (Vec::new(), Vec::new());
         while !buf.ends_with(b"end\n") {
-            let n = fdpass::recv(&conn, &mut buf, MAX_HANDOVER_BYTES, &mut fds, MAX_HANDOVER_FDS)?;
+            let n = fdpass::recv(
+                &conn,
+                &mut buf,
+                MAX_HANDOVER_BYTES,
+                &mut fds,
+                MAX_HANDOVER_FDS,
+            )?;
             if n == 0 {
                 let text = String::from_utf8_lossy(&buf);
                 return Err(io::Error::other(format!(
@@ -264,7 +274,11 @@ impl Successor {
         if lines.len() != fds.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("handover: {} descriptors for {} entries", fds.len(), lines.len()),
+                format!(
+                    "handover: {} descriptors for {} entries",
+                    fds.len(),
+                    lines.len()
+                ),
             ));
         }
         let mut me = Successor {
@@ -282,7 +296,10 @@ impl Successor {
                 continue;
             }
             let mut addr = || -> io::Result<SocketAddr> {
-                words.next().and_then(|w| w.parse().ok()).ok_or_else(|| bad(line))
+                words
+                    .next()
+                    .and_then(|w| w.parse().ok())
+                    .ok_or_else(|| bad(line))
             };
             let (bind, at) = (addr()?, addr()?);
             let role = match kind {

@@ -5,8 +5,8 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::summary::ReloadSummary;
 use super::handover::HandedSocket;
+use super::summary::ReloadSummary;
 use super::BuildError;
 use crate::spec::Spec;
 

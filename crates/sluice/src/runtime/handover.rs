@@ -43,7 +43,9 @@ impl Inherited {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<HandedSocket>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether a handed-over socket listens where `bind` would (the probe for strangers

@@ -173,10 +173,7 @@ impl Server {
         };
         parts.inherited.close_rest();
         let admin_dup = match (&admin, &cfg.admin) {
-            (Some(l), Some(a)) => l
-                .dup()
-                .ok()
-                .map(|fd| (a.bind, l.addr(), fd)),
+            (Some(l), Some(a)) => l.dup().ok().map(|fd| (a.bind, l.addr(), fd)),
             _ => None,
         };
         let (control, requests) = Control::channel();

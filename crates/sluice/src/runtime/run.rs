@@ -9,9 +9,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::summary::ReloadSummary;
 use super::control::Request;
 use super::handover::{HandedSocket, SocketRole};
+use super::summary::ReloadSummary;
 use super::{dns, prepare, BuildError, Server};
 use crate::log::LogFiles;
 use crate::process::{notify, signals};

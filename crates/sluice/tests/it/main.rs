@@ -38,6 +38,7 @@ mod module_tree;
 mod ports;
 mod process_conventions;
 mod reload;
+mod reload_control;
 mod reload_load;
 mod tls_resume;
 mod upstream_uwsgi_interop;

@@ -164,7 +164,9 @@ pub async fn run(
                 .await
                 .map_err(|e| CliError::Reload(e.to_string()))?;
             Some(taken.map_err(|e| {
-                CliError::Reload(format!("upgrade: cannot take over the listening sockets: {e}"))
+                CliError::Reload(format!(
+                    "upgrade: cannot take over the listening sockets: {e}"
+                ))
             })?)
         }
         None => None,
@@ -311,7 +313,7 @@ const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 /// its answer: what changed, or an error with why it refused. With `pid`, sends SIGHUP
 /// instead (after checking that the pid is a running sluice).
 pub fn reload(path: &Path, pid: Option<i32>) -> Result<String, CliError> {
-    let (cfg, _) = check(path)?;
+    let cfg = precheck(path)?;
     match (pid, &cfg.global.pid_file) {
         (None, Some(file)) => ask(Path::new(file), "reload", RELOAD_WAIT),
         (Some(pid), _) => {
@@ -335,7 +337,7 @@ pub fn reload(path: &Path, pid: Option<i32>) -> Result<String, CliError> {
 /// `sluice upgrade`: validates `path`, asks the running process to start `binary` (default:
 /// its own) on its listening sockets, and returns the answer.
 pub fn upgrade(path: &Path, binary: Option<&Path>) -> Result<String, CliError> {
-    let (cfg, _) = check(path)?;
+    let cfg = precheck(path)?;
     let Some(file) = &cfg.global.pid_file else {
         return Err(CliError::Reload(format!(
             "{}: sluice upgrade needs global.pid_file (the control socket is next to it)",
@@ -350,7 +352,24 @@ pub fn upgrade(path: &Path, binary: Option<&Path>) -> Result<String, CliError> {
         None => String::new(),
     };
     let wait = reload::START_TIMEOUT + std::time::Duration::from_secs(30);
-    ask(Path::new(file), format!("upgrade {binary}").trim_end(), wait)
+    ask(
+        Path::new(file),
+        format!("upgrade {binary}").trim_end(),
+        wait,
+    )
+}
+
+/// What `reload` and `upgrade` check before asking: the file and its TLS files, as `check`
+/// does, but not the open-file limit: that is the running process's (systemd's
+/// `LimitNOFILE=`), not this shell's, and the process checks it when it applies the file.
+fn precheck(path: &Path) -> Result<Config, CliError> {
+    let opts = config::LoadOptions {
+        check_fd_limit: false,
+        ..config::LoadOptions::default()
+    };
+    let cfg = config::load_file_with(path, &opts)?;
+    check_tls(path, &cfg)?;
+    Ok(cfg)
 }
 
 /// Sends `line` to the control socket of the sluice holding `pid_file`; its `ok` answer is
@@ -406,7 +425,13 @@ mod tests {
             matches!(cli.command, Command::Run { config, upgrade_from: None } if config == Path::new("a.toml"))
         );
         let cli = Cli::try_parse_from(["sluice", "upgrade", "-c", "a.toml", "--binary", "b"]);
-        assert!(matches!(cli.unwrap().command, Command::Upgrade { binary: Some(_), .. }));
+        assert!(matches!(
+            cli.unwrap().command,
+            Command::Upgrade {
+                binary: Some(_),
+                ..
+            }
+        ));
         let cli = Cli::try_parse_from(["sluice", "check", "-c", "b.toml"]).unwrap();
         assert!(matches!(cli.command, Command::Check { config } if config == Path::new("b.toml")));
         assert!(Cli::try_parse_from(["sluice", "run"]).is_err());
