@@ -90,6 +90,19 @@ impl ConnState {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
+    /// Completes once a request is in flight (at once if one is).
+    pub(super) async fn busy(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.inner.lock().unwrap_or_else(|p| p.into_inner()).0 > 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Completes once the connection has had no request in flight for `idle`.
     pub(super) async fn idle_for(&self, idle: Duration) {
         // Each pass waits for a state change or the deadline, so it loops once per request.

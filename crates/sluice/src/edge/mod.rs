@@ -355,6 +355,7 @@ where
     let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), svc));
     async move {
         let mut draining = false;
+        let mut stopping = false;
         // Each pass ends the connection or starts its graceful close (at most once).
         loop {
             tokio::select! {
@@ -364,7 +365,15 @@ where
                     }
                     return;
                 }
-                _ = stop.cancelled(), if !draining => {
+                // Shutdown (or `sluice upgrade`): closing an idle HTTP/1 connection races
+                // a request the client may be sending, so it closes once idle for
+                // DRAIN_LINGER; a request before that is answered with `Connection: close`.
+                _ = stop.cancelled(), if !stopping => stopping = true,
+                _ = state.busy(), if stopping && !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = state.idle_for(DRAIN_LINGER.min(fe.settings.client.keepalive)), if stopping && !draining => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -382,6 +391,10 @@ where
         }
     }
 }
+
+/// How long an idle keep-alive connection stays open for a next request once the server
+/// stops accepting (the request is answered, with `Connection: close`).
+const DRAIN_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Logs a connection that hyper ended with an error; a request hyper itself refused
 /// (malformed: 400, head too large: 431) gets an access line like nginx writes.

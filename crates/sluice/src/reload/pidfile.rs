@@ -103,10 +103,7 @@ impl PidFile {
 
     /// Writes this process's pid into the locked file (in place: the lock is on this file).
     pub fn write(&self) -> io::Result<()> {
-        let text = format!("{}\n", self.pid);
-        self.file.set_len(0)?;
-        self.file.write_all_at(text.as_bytes(), 0)?;
-        self.file.set_len(text.len() as u64)
+        write_pid(&self.file, self.pid)
     }
 
     /// `lock` then `write`.
@@ -139,6 +136,17 @@ impl Drop for PidFile {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// Writes `pid` into the open pid file `file` so that a reader never sees it empty or
+/// mixed: one write over the old content (padded with spaces, which readers trim), then the
+/// file is cut to length. The running sluice writes its successor's pid this way on upgrade.
+pub(crate) fn write_pid(file: &File, pid: u32) -> io::Result<()> {
+    let text = format!("{pid}\n");
+    let old = file.metadata()?.len().min(MAX_PID_FILE) as usize;
+    let padded = format!("{text:<old$}");
+    file.write_all_at(padded.as_bytes(), 0)?;
+    file.set_len(text.len() as u64)
 }
 
 /// Whether `file` is the file now at `path` (not one removed or replaced since it opened).

@@ -170,6 +170,12 @@ impl Upgrader {
             )),
             None => None,
         };
+        let pid_file_fd = match &self.pid_file {
+            Some((_, fd)) => Some(std::fs::File::from(
+                fd.try_clone().map_err(|e| format!("pid file: {e}"))?,
+            )),
+            None => None,
+        };
         let conn = stream
             .into_std()
             .and_then(|s| s.set_nonblocking(false).map(|()| s))
@@ -180,10 +186,24 @@ impl Upgrader {
                 .map_err(|e| format!("the new process did not say it was ready: {e}"))?;
             match said.split_once(' ').unwrap_or((&said, "")) {
                 ("ready", _) => {
+                    // The pid file names the new process before anyone is told it serves.
+                    if let Some(file) = &pid_file_fd {
+                        if let Err(e) = super::pidfile::write_pid(file, pid) {
+                            tracing::warn!("upgrade: cannot write pid {pid} to the pid file: {e}");
+                        }
+                    }
                     notify::main_pid(pid);
                     (&conn)
                         .write_all(b"ok\n")
-                        .map_err(|e| format!("handover: {e}"))
+                        .map_err(|e| format!("handover: {e}"))?;
+                    // Answered once its control socket is up, so that the next `sluice
+                    // reload` reaches it; it serves already, so a silence only delays.
+                    if let Err(e) = read_reply(&conn, Duration::from_secs(10)) {
+                        tracing::warn!(
+                            "upgrade: pid {pid} did not confirm its control socket: {e}"
+                        );
+                    }
+                    Ok(())
                 }
                 ("err", why) => Err(why.to_string()),
                 _ => Err(format!("unexpected answer {said:?}")),
@@ -322,12 +342,18 @@ impl Successor {
     }
 
     /// Tells the running process this one serves, and waits until it has handed over (it
-    /// then stops accepting).
+    /// then stops accepting and names this process in the pid file).
     pub fn ready(&self) -> io::Result<()> {
         (&self.conn).write_all(b"ready\n")?;
         match read_reply(&self.conn, Duration::from_secs(30))?.as_str() {
             "ok" => Ok(()),
             other => Err(io::Error::other(format!("unexpected answer {other:?}"))),
         }
+    }
+
+    /// Tells the running process this one's control socket is up: `sluice upgrade`
+    /// returns then, and the next `sluice reload` reaches this process.
+    pub fn serving(&self) {
+        let _ = (&self.conn).write_all(b"serving\n");
     }
 }

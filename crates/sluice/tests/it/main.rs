@@ -41,4 +41,5 @@ mod reload;
 mod reload_control;
 mod reload_load;
 mod tls_resume;
+mod upgrade;
 mod upstream_uwsgi_interop;

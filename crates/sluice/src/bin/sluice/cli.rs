@@ -231,6 +231,9 @@ async fn serve(
             ))
         })?;
     }
+    if let Some(s) = &successor {
+        s.serving();
+    }
     let quit = sluice::process::signals::quit().map_err(CliError::Signal)?;
     sluice::process::notify::ready();
     let gone = handed_over.clone();

@@ -373,10 +373,13 @@ impl SluiceProcess {
     }
 
     /// Runs `cmd` (sluice itself, or a wrapper that execs it, such as prlimit), stderr
-    /// captured, and waits until `listeners` listening lines appear.
+    /// captured (`RUST_LOG=info` unless `cmd` sets it), and waits until `listeners` listening lines appear.
     pub fn start_with(mut cmd: Command, listeners: usize) -> SluiceProcess {
+        // `info` unless the caller chose a filter (the listening lines are info).
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
         let mut child = cmd
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
