@@ -214,8 +214,8 @@ impl Upgrader {
     }
 }
 
-/// One line per descriptor, the descriptor attached: `pidfile PATH`, `frontend BIND ADDR`,
-/// `admin BIND ADDR`; then `end`.
+/// One line per descriptor, the descriptor attached: `pidfile PATH`, `frontend BIND ADDR
+/// NAME`, `admin BIND ADDR`; then `end`.
 fn send_sockets(
     conn: &UnixStream,
     pid_file: Option<(PathBuf, OwnedFd)>,
@@ -230,7 +230,13 @@ fn send_sockets(
     }
     for s in &sockets {
         let line = match &s.role {
-            SocketRole::Frontend { bind, .. } => format!("frontend {bind} {}\n", s.addr),
+            SocketRole::Frontend { bind, frontend } => {
+                format!(
+                    "frontend {bind} {} {}\n",
+                    s.addr,
+                    frontend.replace('\n', " ")
+                )
+            }
             SocketRole::Admin { bind } => format!("admin {bind} {}\n", s.addr),
         };
         fdpass::send(conn, line.as_bytes(), &[s.fd.as_fd()])?;
@@ -308,7 +314,7 @@ impl Successor {
         };
         let bad = |l: &str| io::Error::new(io::ErrorKind::InvalidData, format!("handover: {l:?}"));
         for (line, fd) in lines.into_iter().zip(fds) {
-            let mut words = line.splitn(3, ' ');
+            let mut words = line.splitn(4, ' ');
             let kind = words.next().unwrap_or("");
             if kind == "pidfile" {
                 let path = line.strip_prefix("pidfile ").ok_or_else(|| bad(line))?;
@@ -324,7 +330,7 @@ impl Successor {
             let (bind, at) = (addr()?, addr()?);
             let role = match kind {
                 "frontend" => SocketRole::Frontend {
-                    frontend: String::new(),
+                    frontend: words.next().unwrap_or("").to_string(),
                     bind,
                 },
                 "admin" => SocketRole::Admin { bind },

@@ -54,12 +54,29 @@ impl Inherited {
         self.lock().iter().any(|s| net::overlaps(s.addr, bind))
     }
 
-    /// Takes every socket handed over for frontend bind `bind`.
-    fn take_bind(&self, bind: SocketAddr) -> Vec<HandedSocket> {
+    /// Takes the socket group handed over for bind `bind` of frontend `name`: the group of
+    /// that frontend configured as `bind` (or bound at `bind`: `:0` then, the port now
+    /// written out), else another frontend's group at that address (not for port 0). Every
+    /// socket of the group, which share one address.
+    fn take_bind(&self, name: &str, bind: SocketAddr) -> Vec<HandedSocket> {
         let mut all = self.lock();
+        let at = |s: &HandedSocket, same_name: bool| match &s.role {
+            SocketRole::Frontend { frontend, bind: b } => {
+                (*b == bind || s.addr == bind) && (!same_name || frontend == name)
+            }
+            SocketRole::Admin { .. } => false,
+        };
+        let group = all
+            .iter()
+            .find(|s| at(s, true))
+            .or_else(|| all.iter().find(|s| bind.port() != 0 && at(s, false)))
+            .map(|s| s.addr);
+        let Some(addr) = group else {
+            return Vec::new();
+        };
         let (mine, rest) = std::mem::take(&mut *all)
             .into_iter()
-            .partition(|s| matches!(&s.role, SocketRole::Frontend { bind: b, .. } if *b == bind));
+            .partition(|s| s.addr == addr && matches!(s.role, SocketRole::Frontend { .. }));
         *all = rest;
         mine
     }
@@ -98,7 +115,7 @@ pub(super) fn adopt_bind(
     ctx: &Ctx<'_>,
     out: &mut Vec<Listener>,
 ) -> Option<Result<ListenerRt, BuildError>> {
-    let handed = ctx.inherited.take_bind(bind);
+    let handed = ctx.inherited.take_bind(&f.name, bind);
     let addr = handed.first()?.addr;
     let err = |source| BuildError::Bind {
         frontend: f.name.clone(),

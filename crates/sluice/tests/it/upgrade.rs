@@ -121,7 +121,8 @@ fn config(pid: &Path, app: SocketAddr, grace: &str, binds: &[(&str, &str, &str)]
     );
     for (name, mode, bind) in binds {
         s += &format!(
-            "[[frontend]]\nname = \"{name}\"\nbind = [\"{bind}\"]\nmode = \"{mode}\"\nbackend = \"{mode}\"\n\n"
+            "[[frontend]]\nname = \"{name}\"\nbind = [\"{bind}\"]\nmode = \"{mode}\"\nbackend = \"{mode}\"\naccess_log = \"{}/{name}.log\"\n\n",
+            pid.parent().unwrap().display()
         );
     }
     s += &format!(
@@ -315,6 +316,7 @@ async fn five_upgrades_under_load_fail_no_request() {
         fixed.iter().map(|(a, b, c)| (*a, *b, c.as_str())).collect();
     std::fs::write(&path, config(&pid, app, "3s", &fixed)).unwrap();
 
+    let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -346,7 +348,6 @@ async fn five_upgrades_under_load_fail_no_request() {
         }
     }
 
-    let started = Instant::now();
     let mut pids = vec![first.pid()];
     let every = LOAD_FOR / (UPGRADES as u32 + 1);
     for i in 1..=UPGRADES {
@@ -382,6 +383,16 @@ async fn five_upgrades_under_load_fail_no_request() {
         failures.len(),
         &failures[..failures.len().min(10)]
     );
+
+    // Each new process took over both binds (the first one configured as port 0, then
+    // written out): nothing bound fresh, no handed socket closed with connections queued.
+    let logged = first.stderr.lock().unwrap().join("\n");
+    assert_eq!(
+        logged.matches("upgrade: adopted").count(),
+        2 * UPGRADES,
+        "{logged}"
+    );
+    assert!(!logged.contains("not in the new configuration"), "{logged}");
 
     // Every old pid is gone (grace 3s, then at most DEADLINE more); the last one serves.
     assert!(first
