@@ -13,7 +13,7 @@ use crate::spec::Spec;
 /// One request and where to send its outcome.
 pub(crate) enum Request {
     /// Put a new configuration in effect.
-    Apply(Spec, oneshot::Sender<Result<ReloadSummary, BuildError>>),
+    Apply(Box<Spec>, oneshot::Sender<Result<ReloadSummary, BuildError>>),
     /// Duplicates of every listening socket, for a successor process.
     Export(oneshot::Sender<std::io::Result<Vec<HandedSocket>>>),
 }
@@ -40,7 +40,7 @@ impl Control {
     pub async fn apply(&self, cfg: Spec) -> Result<Result<ReloadSummary, BuildError>, NotRunning> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Request::Apply(cfg, tx))
+            .send(Request::Apply(Box::new(cfg), tx))
             .await
             .map_err(|_| NotRunning)?;
         rx.await.map_err(|_| NotRunning)

@@ -43,7 +43,7 @@ impl Server {
                 _ = &mut shutdown => break,
                 Some(req) = self.requests.recv() => {
                     let (cfg, reply) = match req {
-                        Request::Apply(cfg, reply) => (cfg, reply),
+                        Request::Apply(cfg, reply) => (*cfg, reply),
                         Request::Export(reply) => {
                             let _ = reply.send(self.export());
                             continue;
