@@ -13,7 +13,10 @@ use crate::spec::Spec;
 /// One request and where to send its outcome.
 pub(crate) enum Request {
     /// Put a new configuration in effect.
-    Apply(Box<Spec>, oneshot::Sender<Result<ReloadSummary, BuildError>>),
+    Apply(
+        Box<Spec>,
+        oneshot::Sender<Result<ReloadSummary, BuildError>>,
+    ),
     /// Duplicates of every listening socket, for a successor process.
     Export(oneshot::Sender<std::io::Result<Vec<HandedSocket>>>),
 }

@@ -201,9 +201,25 @@ async fn a_failed_start_keeps_the_old_process_and_a_good_one_takes_over() {
         "2s",
         &[("keep", "tcp", &keep), ("gone", "http", &drop_bind)],
     );
-    let path = write_file(dir.path(), "lb.toml", &v1);
-    let mut old = SluiceProcess::start(&path, 2);
+    // The admin endpoint is bound without SO_REUSEPORT: only a handed-over socket serves it
+    // in the new process while the old one still holds it.
+    let admin_at = format!("127.0.0.1:{}", free_port(LO));
+    let admin = format!("\n[admin]\nbind = \"{admin_at}\"\n");
+    let path = write_file(dir.path(), "lb.toml", &(v1 + &admin));
+    // systemd's notify socket: the old process hands MAINPID= over, the new one says READY=1.
+    let notify = std::os::unix::net::UnixDatagram::bind(dir.path().join("notify")).unwrap();
+    notify.set_read_timeout(Some(DEADLINE)).unwrap();
+    let recv = || {
+        let mut buf = [0u8; 4096];
+        let n = notify.recv(&mut buf).expect("an sd_notify datagram");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut cmd = Command::new(sluice_bin());
+    cmd.args(["run", "--config"]).arg(&path);
+    cmd.env("NOTIFY_SOCKET", dir.path().join("notify"));
+    let mut old = SluiceProcess::start_with(cmd, 2);
     let first = old.pid();
+    assert!(recv().starts_with("READY=1"));
     wait_until("the pid file", || pid_in(&pid) == Some(first)).await;
     let (keep, drop_bind): (SocketAddr, SocketAddr) =
         (keep.parse().unwrap(), drop_bind.parse().unwrap());
@@ -231,7 +247,7 @@ async fn a_failed_start_keeps_the_old_process_and_a_good_one_takes_over() {
             app,
             "2s",
             &[("keep", "tcp", &keep.to_string()), ("busy", "tcp", &busy)],
-        ),
+        ) + &admin,
     )
     .unwrap();
     let out = sluice(&["upgrade"], &path);
@@ -253,7 +269,7 @@ async fn a_failed_start_keeps_the_old_process_and_a_good_one_takes_over() {
         "2s",
         &[("keep", "tcp", &keep.to_string()), ("added", "http", &add)],
     );
-    std::fs::write(&path, v2).unwrap();
+    std::fs::write(&path, v2 + &admin).unwrap();
     let out = sluice(&["upgrade"], &path);
     assert!(out.status.success(), "{}", text(&out));
     let second = pid_in(&pid).expect("pid file");
@@ -263,6 +279,13 @@ async fn a_failed_start_keeps_the_old_process_and_a_good_one_takes_over() {
         "{}",
         text(&out)
     );
+    let said = recv();
+    assert!(said.starts_with(&format!("MAINPID={second}\n")), "{said}");
+    let said = recv();
+    assert!(
+        said.starts_with("READY=1"),
+        "the new process is ready: {said}"
+    );
     assert!(old.wait_exit().expect("the old process exits").success());
     assert_eq!(
         pid_in(&pid),
@@ -271,6 +294,18 @@ async fn a_failed_start_keeps_the_old_process_and_a_good_one_takes_over() {
     );
     one_shot(keep).await.unwrap();
     one_shot(add.parse().unwrap()).await.unwrap();
+    let mut a = TcpStream::connect(&admin_at).await.expect("admin endpoint");
+    a.write_all(b"GET /stats HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = Vec::new();
+    within("admin answer", a.read_to_end(&mut resp))
+        .await
+        .unwrap();
+    assert!(
+        resp.starts_with(b"HTTP/1.1 "),
+        "the new process serves the admin endpoint"
+    );
     wait_until("the dropped bind closed", || {
         std::net::TcpStream::connect(drop_bind).is_err()
     })
@@ -279,6 +314,10 @@ async fn a_failed_start_keeps_the_old_process_and_a_good_one_takes_over() {
     // Stopping the new process removes the pid file and the control socket.
     let p = rustix::process::Pid::from_raw(second).unwrap();
     rustix::process::kill_process(p, rustix::process::Signal::TERM).unwrap();
+    assert!(
+        recv().starts_with("STOPPING=1"),
+        "the old process sent no STOPPING=1"
+    );
     wait_until("the new process gone", || gone(second)).await;
     assert!(!pid.exists() && !dir.path().join("sluice.sock").exists());
 }
