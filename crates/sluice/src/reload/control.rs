@@ -1,7 +1,7 @@
-//! The control socket (HAProxy's master socket idea): a unix stream socket next to
-//! `global.pid_file` (mode 0600) on which `sluice reload` and `sluice upgrade` ask the
-//! running process and get the outcome back. One request line per connection, read with
-//! a size cap and a timeout; the answer is `ok TEXT` or `err TEXT`, then the socket closes.
+//! The control socket (HAProxy's master socket idea): a unix socket next to `global.pid_file`
+//! (mode 0600; peers of this user or root only) on which `sluice reload` and `sluice upgrade`
+//! ask the running process. One request line per connection, read with a size cap and a
+//! timeout; the answer is `ok TEXT` or `err TEXT`, then the socket closes.
 
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -157,6 +157,16 @@ pub(super) async fn answer(mut stream: UnixStream, outcome: Result<String, Strin
 }
 
 async fn handle_conn(mut stream: UnixStream, state: Arc<State>) {
+    // Mode 0600 already keeps others out; this also covers the moment between binding the
+    // socket and setting its mode. `upgrade` runs a binary the caller names.
+    let me = rustix::process::geteuid().as_raw();
+    match stream.peer_cred().map(|c| c.uid()) {
+        Ok(uid) if uid == me || uid == 0 => {}
+        other => {
+            tracing::warn!("control socket: refused a client (uid {other:?})");
+            return answer(stream, Err("permission denied".into())).await;
+        }
+    }
     let line = match read_line(&mut stream).await {
         Ok(l) => l,
         Err(e) => {

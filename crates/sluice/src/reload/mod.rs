@@ -1,8 +1,7 @@
-//! Hot reload (issue #7) and upgrade (#14): a [`ReloadHandle`] hands a new `Config` to a
-//! running `Server`; SIGHUP re-reads the config file (an invalid file is refused and logged
-//! with file:line, the old config keeps serving); the control socket (`control`) answers
-//! `sluice reload` and `sluice upgrade` (`upgrade`) with the outcome. Building and swapping
-//! are `crate::runtime`'s, reached over its `Control` channel.
+//! Hot reload (#7) and upgrade (#14): a [`ReloadHandle`] hands a new `Config` to a running
+//! `Server`; SIGHUP re-reads the file (refused with file:line, the old config serves on); the
+//! control socket (`control`) answers `sluice reload` and `sluice upgrade` (`upgrade`) with
+//! the outcome. Building and swapping are `crate::runtime`'s, over its `Control` channel.
 
 mod control;
 mod pidfile;

@@ -1,8 +1,7 @@
-//! `sluice upgrade`, both sides. The running process (`Upgrader`) starts the new binary
-//! with `--upgrade-from SOCKET`; the new process (`Successor`) connects to that control
-//! socket, gets the pid file and every listening socket (SCM_RIGHTS), builds its server on
-//! them and says `ready` or why not; only then the old one hands over (systemd `MAINPID=`)
-//! and stops accepting. It does not drain or build servers (the caller does).
+//! `sluice upgrade`, both sides: the running process (`Upgrader`) starts the new binary with
+//! `--upgrade-from SOCKET`; the new one (`Successor`) takes the pid file and every listening
+//! socket over that control socket (SCM_RIGHTS), says `ready` or why not; only then the old
+//! one writes its pid, sends `MAINPID=` and stops accepting. Draining and building: callers'.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;

@@ -135,7 +135,6 @@ pub fn check(path: &Path) -> Result<(Config, String), CliError> {
 /// How `run` was started, for the control socket and `sluice upgrade`.
 #[derive(Debug, Clone)]
 pub struct RunOpts {
-    pub log_format: LogFormat,
     /// The running process's control socket, when this one upgrades it.
     pub upgrade_from: Option<PathBuf>,
 }
@@ -171,7 +170,7 @@ pub async fn run(
         }
         None => None,
     };
-    let result = serve(path, shutdown, &opts, exe, successor.as_mut()).await;
+    let result = serve(path, shutdown, exe, successor.as_mut()).await;
     if let (Err(e), Some(s)) = (&result, &successor) {
         s.failed(&e.to_string());
     }
@@ -181,7 +180,6 @@ pub async fn run(
 async fn serve(
     path: &Path,
     shutdown: impl Future<Output = ()>,
-    opts: &RunOpts,
     exe: PathBuf,
     mut successor: Option<&mut reload::Successor>,
 ) -> Result<(), CliError> {
@@ -220,7 +218,7 @@ async fn serve(
     }
     let handed_over = tokio_util::sync::CancellationToken::new();
     let _control = match &pid_file {
-        Some(pf) => Some(control_server(path, pf, opts, exe, &server, &handed_over)?),
+        Some(pf) => Some(control_server(path, pf, exe, &server, &handed_over)?),
         None => None,
     };
     if let Some(pf) = &pid_file {
@@ -263,21 +261,12 @@ async fn serve(
 fn control_server(
     path: &Path,
     pf: &PidFile,
-    opts: &RunOpts,
     exe: PathBuf,
     server: &Server,
     handed_over: &tokio_util::sync::CancellationToken,
 ) -> Result<reload::ControlServer, CliError> {
     let sock = reload::control_socket_path(pf.path());
-    let format = match opts.log_format {
-        LogFormat::Text => "text",
-        LogFormat::Json => "json",
-    };
-    let args = ["--log-format", format, "run", "--config"]
-        .map(std::ffi::OsString::from)
-        .into_iter()
-        .chain([path.as_os_str().to_owned()])
-        .collect();
+    let args = successor_args(std::env::args_os().skip(1));
     let pid_fd = pf
         .as_fd()
         .try_clone_to_owned()
@@ -291,6 +280,24 @@ fn control_server(
     );
     reload::ControlServer::start(&sock, path.to_path_buf(), server.reload_handle(), upgrader)
         .map_err(|e| CliError::Reload(format!("control socket {}: {e}", sock.display())))
+}
+
+/// The arguments that start a successor as this process was started (every global flag
+/// and `run` option kept), without the `--upgrade-from` this one may have been given.
+fn successor_args(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut skip_value = false;
+    for a in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if a == "--upgrade-from" {
+            skip_value = true;
+        } else if !a.as_encoded_bytes().starts_with(b"--upgrade-from=") {
+            out.push(a);
+        }
+    }
+    out
 }
 
 /// A bind that failed, positioned at its address in the config file (nginx names the
@@ -427,6 +434,18 @@ mod tests {
         assert!(
             matches!(cli.command, Command::Run { config, upgrade_from: None } if config == Path::new("a.toml"))
         );
+        let args = [
+            "--log-format",
+            "json",
+            "run",
+            "-c",
+            "a",
+            "--upgrade-from",
+            "s",
+            "--x",
+        ];
+        let kept = successor_args(args.map(std::ffi::OsString::from).into_iter());
+        assert_eq!(kept, ["--log-format", "json", "run", "-c", "a", "--x"]);
         let cli = Cli::try_parse_from(["sluice", "upgrade", "-c", "a.toml", "--binary", "b"]);
         assert!(matches!(
             cli.unwrap().command,

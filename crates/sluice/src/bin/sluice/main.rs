@@ -78,10 +78,7 @@ fn main() -> anyhow::Result<ExitCode> {
             config,
             upgrade_from,
         } => {
-            let opts = cli::RunOpts {
-                log_format: cli.log_format,
-                upgrade_from,
-            };
+            let opts = cli::RunOpts { upgrade_from };
             // The control thread (signals, reloads, health checks, admin); connections run on
             // the server's own worker threads (global.threads).
             let rt = tokio::runtime::Builder::new_current_thread()
