@@ -199,6 +199,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn busy_waits_for_a_request_to_start() {
+        let st = Arc::new(ConnState::default());
+        let st2 = st.clone();
+        let waiter = tokio::spawn(async move { st2.busy().await });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiter.is_finished(), "idle: not busy");
+        let g = st.begin();
+        waiter.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), st.busy())
+            .await
+            .expect("a request in flight: busy at once");
+        drop(g);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_request_number_keepalive_requests_is_the_last() {
         let st = Arc::new(ConnState::new(3));
         let a = st.begin();
