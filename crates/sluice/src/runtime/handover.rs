@@ -156,3 +156,47 @@ impl Running {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handed(frontend: &str, bind: &str, l: &std::net::TcpListener) -> HandedSocket {
+        HandedSocket {
+            role: SocketRole::Frontend {
+                frontend: frontend.into(),
+                bind: bind.parse().unwrap(),
+            },
+            addr: l.local_addr().unwrap(),
+            fd: OwnedFd::from(l.try_clone().unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_group_is_taken_by_frontend_and_bind_or_by_its_bound_address() {
+        let x = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let y = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (xa, ya) = (x.local_addr().unwrap(), y.local_addr().unwrap());
+        let all = vec![
+            handed("a", "127.0.0.1:0", &x),
+            handed("a", "127.0.0.1:0", &x),
+            handed("b", "127.0.0.1:0", &y),
+        ];
+        let inh = Inherited::new(all);
+        // Two frontends configured as port 0: each gets its own group.
+        let b = inh.take_bind("b", "127.0.0.1:0".parse().unwrap());
+        assert_eq!((b.len(), b[0].addr), (1, ya));
+        // The port written out in the new config: the whole group at that address.
+        let a = inh.take_bind("a", xa);
+        assert_eq!(a.len(), 2);
+        assert!(a.iter().all(|s| s.addr == xa));
+        assert!(inh.take_bind("a", xa).is_empty(), "taken once");
+
+        // Another frontend's group is adopted at a fixed address, never for port 0.
+        let inh = Inherited::new(vec![handed("old", &xa.to_string(), &x)]);
+        assert!(inh
+            .take_bind("new", "127.0.0.1:0".parse().unwrap())
+            .is_empty());
+        assert_eq!(inh.take_bind("new", xa).len(), 1);
+    }
+}
