@@ -446,3 +446,55 @@ async fn five_upgrades_under_load_fail_no_request() {
     one_shot(l4).await.unwrap();
     one_shot(edge).await.unwrap();
 }
+
+/// After a package upgrade the running binary's file is replaced (`/proc/self/exe` then
+/// names a deleted inode): `sluice upgrade` starts the new file at the path the process was
+/// started from; `--binary` names another.
+#[tokio::test]
+async fn the_default_binary_is_the_path_started_from_even_once_replaced() {
+    let (app, _) = keepalive_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pid = dir.path().join("sluice.pid");
+    let _cleanup = Successors(pid.clone());
+    let installed = dir.path().join("bin").join("sluice");
+    std::fs::create_dir(installed.parent().unwrap()).unwrap();
+    std::fs::copy(sluice_bin(), &installed).unwrap();
+    let at = format!("127.0.0.1:{}", free_port(LO));
+    let path = write_file(
+        dir.path(),
+        "lb.toml",
+        &config(&pid, app, "1s", &[("fe", "tcp", &at)]),
+    );
+    let mut cmd = Command::new(&installed);
+    cmd.args(["run", "--config"]).arg(&path);
+    let mut old = SluiceProcess::start_with(cmd, 1);
+    wait_until("the pid file", || pid_in(&pid) == Some(old.pid())).await;
+    let exe = |p: i32| std::fs::read_link(format!("/proc/{p}/exe")).unwrap();
+
+    // The package manager writes the new binary beside it and renames it into place.
+    let staged = dir.path().join("bin").join("sluice.dpkg-new");
+    std::fs::copy(sluice_bin(), &staged).unwrap();
+    std::fs::rename(&staged, &installed).unwrap();
+    assert!(exe(old.pid()).to_string_lossy().ends_with(" (deleted)"));
+    let out = sluice(&["upgrade"], &path);
+    assert!(out.status.success(), "{}", text(&out));
+    let second = pid_in(&pid).unwrap();
+    assert_eq!(exe(second), installed, "the new file at the same path");
+    assert!(old.wait_exit().expect("old exits").success());
+    one_shot(at.parse().unwrap()).await.unwrap();
+
+    // --binary: that file instead.
+    // (Named `sluice`: the clean-up stops only a process of that name.)
+    let other = dir.path().join("other").join("sluice");
+    std::fs::create_dir(other.parent().unwrap()).unwrap();
+    std::fs::copy(sluice_bin(), &other).unwrap();
+    let out = sluice(
+        &["upgrade", "--binary", &other.display().to_string()],
+        &path,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let third = pid_in(&pid).unwrap();
+    assert_eq!(exe(third), other);
+    wait_until("the second process gone", || gone(second)).await;
+    one_shot(at.parse().unwrap()).await.unwrap();
+}
