@@ -1,13 +1,14 @@
-//! The admin endpoint (`[admin]`, issue #7): an HTTP/1.1 listener serving Prometheus metrics,
-//! the JSON backends API and the embedded stats page. Its limits and serving one connection
-//! live here (binding and the accept loop are `net`'s); request checks in `guard`, idle
-//! eviction in `conns`, routing in `api`, the page in `page`. Metric recording is `metrics`'.
-//! Off unless configured; the config check refuses a public bind without a token.
+//! The admin endpoint (`[admin]`): an HTTP/1.1 listener serving Prometheus metrics, the JSON
+//! backends API, the stats page and its CSV/JSON exports. Limits and serving one connection
+//! live here (binding, accepting: `net`); request checks in `guard`, idle eviction in `conns`,
+//! routes in `api`, the page in `page`, its figures in `report`, CSV/JSON in `export`.
 
 mod api;
 mod conns;
+mod export;
 mod guard;
 mod page;
+mod report;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,9 +39,16 @@ pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// An admin connection is closed after this long in total (keep-alive included).
 pub(crate) const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 
-/// Where the admin endpoint finds the current pools, in configuration order (a function, so
-/// a reload that replaces pools is seen at the next request).
-pub(crate) type PoolSource = Arc<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>;
+/// Where the admin endpoint finds what the process serves now (read at each request, so a
+/// reload that replaces pools or frontends is seen at the next one).
+pub(crate) trait View: Send + Sync {
+    /// The current pools, in configuration order.
+    fn pools(&self) -> Vec<Arc<Pool>>;
+    /// The current configuration (frontends, limits).
+    fn spec(&self) -> Arc<spec::Spec>;
+    /// Every bound address with its frontend name, in configuration order.
+    fn local_addrs(&self) -> Vec<(String, SocketAddr)>;
+}
 
 /// Why the admin endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +62,7 @@ pub enum AdminStartError {
 
 /// What every admin request needs.
 pub(crate) struct State {
-    pub pools: PoolSource,
+    pub view: Arc<dyn View>,
     /// Bearer token for POST calls, when configured.
     pub token: Option<String>,
     /// Accepted `Host` names besides IP literals and `localhost`.
@@ -81,7 +89,7 @@ impl AdminListener {
     /// run inside a tokio runtime. Logs `listening admin addr=...`.
     pub(crate) fn bind(
         cfg: &spec::Admin,
-        pools: PoolSource,
+        view: Arc<dyn View>,
     ) -> Result<AdminListener, AdminStartError> {
         let addr = cfg.bind;
         let listener =
@@ -92,7 +100,7 @@ impl AdminListener {
             listener,
             addr,
             state: Arc::new(State {
-                pools,
+                view,
                 token: cfg.token.clone(),
                 server_names: cfg.server_names.clone(),
             }),

@@ -139,14 +139,10 @@ impl Server {
         let (running, listeners, _) = prepared.commit();
         server::log_listening(&listeners, parts.sockets_per_bind);
         let live = Arc::new(Live::default());
-        live.set(running.pools(), running.addrs());
+        live.set(running.pools(), running.addrs(), &running.cfg);
         let admin = match &cfg.admin {
-            Some(a) => {
-                // Always the current pools: a reload may replace a changed backend's pool.
-                let view = live.clone();
-                let source: crate::admin::PoolSource = Arc::new(move || view.pools());
-                Some(crate::admin::AdminListener::bind(a, source)?)
-            }
+            // Always the current pools: a reload may replace a changed backend's pool.
+            Some(a) => Some(crate::admin::AdminListener::bind(a, live.clone())?),
             None => None,
         };
         let (control, requests) = Control::channel();
