@@ -9,6 +9,8 @@ mod export;
 mod guard;
 mod page;
 mod report;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +38,9 @@ pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024;
 /// A request body must arrive within this.
 pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A response write that makes no progress for this long closes the connection (a client
+/// that stops reading a large answer must not hold a slot until `CONNECTION_LIFETIME`).
+pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// An admin connection is closed after this long in total (keep-alive included).
 pub(crate) const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 
@@ -130,13 +135,15 @@ impl AdminListener {
     }
 }
 
-async fn serve_conn(
-    stream: tokio::net::TcpStream,
+async fn serve_conn<IO>(
+    stream: IO,
     peer: SocketAddr,
     state: Arc<State>,
     me: conns::Registered,
     shutdown: CancellationToken,
-) {
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let evict = me.evict.clone();
     let me = Arc::new(me);
     let svc = service_fn(move |req| {
@@ -156,7 +163,10 @@ async fn serve_conn(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(stream), svc);
+        .serve_connection(
+            TokioIo::new(net::SendDeadline::new(stream, SEND_TIMEOUT)),
+            svc,
+        );
     let mut conn = std::pin::pin!(conn);
     let lifetime = tokio::time::sleep(CONNECTION_LIFETIME);
     let mut lifetime = std::pin::pin!(lifetime);

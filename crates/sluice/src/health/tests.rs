@@ -385,7 +385,10 @@ async fn reports_haproxy_check_status() {
     let (r, status, code) = check::run_report(&open, &tcp).await;
     assert_eq!((r, status, code), (Ok(()), "L4OK", None));
     let (r, status, _) = check::run_report(&ServerAddr::Inet(closed_port()), &tcp).await;
-    assert_eq!((r.unwrap_err().as_str(), status), ("connection refused", "L4CON"));
+    assert_eq!(
+        (r.unwrap_err().as_str(), status),
+        ("connection refused", "L4CON")
+    );
 
     let (ok, _) = http_server(false, 200).await;
     let (unavailable, _) = http_server(false, 503).await;
@@ -400,5 +403,8 @@ async fn reports_haproxy_check_status() {
     let mut slow = spec("", "kind = \"http\"");
     slow.timeout = Duration::from_millis(200);
     let (r, status, _) = check::run_report(&open, &slow).await;
-    assert_eq!((r.unwrap_err().as_str(), status), ("timeout after 200ms", "L7TOUT"));
+    assert_eq!(
+        (r.unwrap_err().as_str(), status),
+        ("timeout after 200ms", "L7TOUT")
+    );
 }

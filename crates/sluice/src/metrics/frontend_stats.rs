@@ -132,7 +132,10 @@ mod tests {
         s.opened(2);
         s.opened(1);
         assert_eq!(s.max_current(), 2);
-        assert!(s.rate() >= 1 && s.rate_max() >= 1, "three sessions just now");
+        assert!(
+            s.rate() >= 1 && s.rate_max() >= 1,
+            "three sessions just now"
+        );
         s.rejected("untrusted");
         s.rejected("v1_bad_port");
         s.rejected("timeout");

@@ -26,9 +26,9 @@ use prometheus_client::registry::Registry;
 
 pub(crate) use counted::Counted;
 pub(crate) use format::Format;
-pub(crate) use process_stats::read as process_stats;
 use frontend_stats::FrontendStats;
 use names::*;
+pub(crate) use process_stats::read as process_stats;
 pub(crate) use scrape::display_state;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

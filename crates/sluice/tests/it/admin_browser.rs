@@ -160,13 +160,34 @@ async fn stats_page_renders_and_drains_in_headless_chromium() {
     );
     let version = cell(&dom, "process-row", "version", "data-p");
     assert_eq!(version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
-    assert_eq!(cell(&dom, "fe-fe", "current", "data-col").as_deref(), Some("1"));
-    assert_eq!(cell(&dom, "fe-fe", "total", "data-col").as_deref(), Some("1"));
-    assert_eq!(cell(&dom, "fe-fe", "limit", "data-col").as_deref(), Some("100"));
-    assert_eq!(cell(&dom, "fe-chk", "mode", "data-col").as_deref(), Some("tcp"));
-    assert_eq!(cell(&dom, "srv-be/s3", "bck", "data-col").as_deref(), Some("Y"));
-    assert_eq!(cell(&dom, "srv-be/s1", "bck", "data-col").as_deref(), Some(""));
-    assert_eq!(cell(&dom, "betot-be", "name", "data-col").as_deref(), Some("BACKEND"));
+    assert_eq!(
+        cell(&dom, "fe-fe", "current", "data-col").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        cell(&dom, "fe-fe", "total", "data-col").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        cell(&dom, "fe-fe", "limit", "data-col").as_deref(),
+        Some("100")
+    );
+    assert_eq!(
+        cell(&dom, "fe-chk", "mode", "data-col").as_deref(),
+        Some("tcp")
+    );
+    assert_eq!(
+        cell(&dom, "srv-be/s3", "bck", "data-col").as_deref(),
+        Some("Y")
+    );
+    assert_eq!(
+        cell(&dom, "srv-be/s1", "bck", "data-col").as_deref(),
+        Some("")
+    );
+    assert_eq!(
+        cell(&dom, "betot-be", "name", "data-col").as_deref(),
+        Some("BACKEND")
+    );
     assert_eq!(row_class(&dom, "srv-checked/gone").as_deref(), Some("down"));
     let check = cell(&dom, "srv-checked/gone", "check", "data-col").unwrap_or_default();
     assert!(check.starts_with("L4CON in "), "{check}");

@@ -200,7 +200,10 @@ async fn export_aliases_and_methods() {
     for path in ["/;json", "/stats;json", "/stats.json"] {
         let (status, head, body) = http_with_head(admin, "GET", path, &[], "").await;
         assert_eq!(status, 200, "{path}: {body}");
-        assert_eq!(header_value(&head, "content-type"), Some("application/json"));
+        assert_eq!(
+            header_value(&head, "content-type"),
+            Some("application/json")
+        );
         let v: serde_json::Value = serde_json::from_str(&body).expect(path);
         assert!(v["frontends"].is_array() && v["backends"].is_array());
     }
