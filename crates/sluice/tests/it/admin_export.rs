@@ -1,7 +1,8 @@
 //! The stats exports on the real binary, read as an operator's script would: `/;csv` parsed
 //! as CSV (HAProxy's header, the same field count on every row, quoting) and `/stats.json`
 //! with serde_json: a frontend's current sessions while a connection is held open, its bytes
-//! after traffic, a down server's check detail, a backup server's flag, the process row.
+//! after traffic, a down server's check detail, a backup server's flag, the process row; an
+//! http frontend's responses by class and a failed TLS handshake as a request error.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -216,4 +217,55 @@ async fn export_aliases_and_methods() {
     let (status, head, _) = http_with_head(admin, "POST", "/;csv", &[], "").await;
     assert_eq!(status, 405);
     assert_eq!(header_value(&head, "allow"), Some("GET, HEAD"));
+}
+
+/// An http frontend with TLS: responses by class and a failed handshake, in both exports.
+#[tokio::test]
+async fn http_frontend_rows_count_responses_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = support::edge::http_echo_app().await;
+    let (c, k, der) = support::edge::cert(dir.path());
+    let cfg = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\nbackend = \"app\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\" }}\n\n\
+         [[backend]]\nname = \"app\"\nprotocol = \"http\"\nservers = [{{ addr = \"{app}\" }}]\n",
+        c.display(),
+        k.display()
+    );
+    let (sl, admin) = start(dir.path(), &cfg, 1).await;
+    let get = "GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
+    let bad = "GET /x HTTP/1.1\r\nHost: app.test\r\nContent-Length: x\r\nConnection: close\r\n\r\n";
+    for req in [get, get, bad] {
+        support::edge::tls_request(CLIENT_IP, sl.addr("web"), b"", &der, req)
+            .await
+            .unwrap();
+    }
+    // Plain HTTP to the TLS port: a failed handshake.
+    support::edge::raw_request(sl.addr("web"), get.as_bytes()).await;
+
+    let end = tokio::time::Instant::now() + DEADLINE;
+    let fe = loop {
+        let v = stats_json(admin).await;
+        let fe = find(&v["frontends"], "web").clone();
+        let settled = fe["http_responses"]["4xx"] == 1 && fe["tls_failures"] == 1;
+        if settled || tokio::time::Instant::now() > end {
+            break fe;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(fe["mode"], "http");
+    assert_eq!(fe["http_responses"]["2xx"], 2, "{fe}");
+    assert_eq!(fe["http_responses"]["4xx"], 1, "{fe}");
+    assert_eq!(fe["tls_failures"], 1, "{fe}");
+    assert_eq!(fe["total"], 4, "{fe}");
+    let rows = csv(admin).await;
+    let fe = row(&rows, "web", "FRONTEND");
+    assert_eq!(
+        (fe["hrsp_2xx"].as_str(), fe["hrsp_4xx"].as_str()),
+        ("2", "1")
+    );
+    assert_eq!((fe["req_tot"].as_str(), fe["ereq"].as_str()), ("3", "1"));
+    assert_eq!(fe["stot"], "4");
+    assert!(fe["bin"].parse::<u64>().unwrap() > 300, "{fe:?}");
 }
