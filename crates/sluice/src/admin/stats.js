@@ -1,7 +1,8 @@
 "use strict";
 // Data: GET /stats.json every 2 s (the process row, frontends, backends with their servers);
-// cells are updated in place. Buttons POST /api/backends/{backend}/servers/{server} with
-// {"state": ...}. State changes are POSTs from these buttons only: no URL changes anything.
+// cells are updated in place, rows of what a reload removed are dropped. Buttons POST
+// /api/backends/{backend}/servers/{server} with {"state": ...}. State changes are POSTs
+// from these buttons only: no URL changes anything.
 const FE_COLS = [["name", "Frontend"], ["mode", "Mode"], ["addrs", "Bind"], ["backend", "Backend"],
   ["status", "Status"], ["current", "Cur"], ["max", "Max"], ["limit", "Limit"], ["rate", "Rate/s"],
   ["rate_max", "Rate max"], ["total", "Total"], ["bytes_in", "Bytes in"], ["bytes_out", "Bytes out"],
@@ -82,8 +83,16 @@ function renderProcess(p) {
   }
 }
 
+// Removes the children of `parent` whose id is not in `keep` (gone after a reload).
+function prune(parent, keep) {
+  for (const el of Array.from(parent.children)) {
+    if (el.id && !keep.has(el.id)) el.remove();
+  }
+}
+
 function renderFrontends(list) {
   const t = table(document.getElementById("frontends"), "frontends-table", FE_COLS);
+  prune(t.tBodies[0], new Set(list.map((f) => "fe-" + f.name)));
   for (const f of list) {
     const tr = row(t, "fe-" + f.name, FE_COLS);
     tr.className = "open";
@@ -135,11 +144,15 @@ function actions(tr, b, s) {
 }
 
 function renderBackends(list) {
+  prune(document.getElementById("backends"), new Set(list.map((b) => "be-" + b.name)));
   for (const b of list) {
     const sec = backendSection(b);
     sec.querySelector("h2").textContent = "backend " + b.name + " (" + b.balance + ", queue " +
       b.queue + (b.backup_active ? ", on backup servers" : "") + ")";
     const t = table(sec, "tbl-" + b.name, SRV_COLS, [["", "Actions"]]);
+    const keep = new Set(b.servers.map((s) => "srv-" + b.name + "/" + s.name));
+    keep.add("betot-" + b.name);
+    prune(t.tBodies[0], keep);
     for (const s of b.servers) {
       const tr = row(t, "srv-" + b.name + "/" + s.name, SRV_COLS);
       actions(tr, b, s);

@@ -3,11 +3,12 @@
 //! server, a down server's state-since and check detail; a cross-origin page (127.0.0.2) that
 //! tries to drain a server (iframe GET, form POST, fetch POSTs) must not; a click on the real
 //! "drain" button (over DevTools) drains it as the API then reports; a screenshot lands in
-//! target/test-artifacts/stats.png. Skips loudly without chromium (fails in CI).
+//! target/test-artifacts/stats.png. An open page drops the rows a reload removed. Skips
+//! loudly without chromium (fails in CI).
 #[path = "admin_browser/cdp.rs"]
 mod cdp;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -261,6 +262,75 @@ async fn stats_page_renders_and_drains_in_headless_chromium() {
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     assert!(png.len() > 5_000, "suspiciously small screenshot");
     eprintln!("stats page screenshot: {}", shot.display());
+}
+
+/// Frontends `fe` and (with `old`) `old`, both over backend `be`: s1, and s2 (with `old`);
+/// without `[global]` (`start` adds it).
+fn reload_config(s1: SocketAddr, s2: SocketAddr, old: bool) -> String {
+    let (fe_old, srv_old) = if old {
+        (
+            "[[frontend]]\nname = \"old\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"be\"\n\n"
+                .to_string(),
+            format!(", {{ name = \"s2\", addr = \"{s2}\" }}"),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[frontend]]\nname = \"fe\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"be\"\n\n{fe_old}\
+         [[backend]]\nname = \"be\"\nservers = [{{ name = \"s1\", addr = \"{s1}\" }}{srv_old}]\n"
+    )
+}
+
+/// The page's DOM once it shows the rows of `old` and `be/s2`; null before.
+const SHOWS_OLD: &str = r#"(() => document.getElementById("fe-old") &&
+  document.getElementById("srv-be/s2") ? document.documentElement.outerHTML : null)()"#;
+
+/// The page's DOM once the rows of `old` and `be/s2` are gone (and `fe`, `be/s1` are shown);
+/// null before.
+const OLD_GONE: &str = r#"(() => !document.getElementById("fe-old") &&
+  !document.getElementById("srv-be/s2") && document.getElementById("fe-fe") &&
+  document.getElementById("srv-be/s1") ? document.documentElement.outerHTML : null)()"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_stats_page_drops_what_a_reload_removed() {
+    let Some(bin) = tool(
+        "chromium",
+        &["chromium", "chromium-browser", "google-chrome"],
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let (s1, s2) = (
+        NamedServer::start(lo, "s1").await,
+        NamedServer::start(lo, "s2").await,
+    );
+    let (sl, admin) = start(dir.path(), &reload_config(s1.addr, s2.addr, true), 2).await;
+    let base = format!("http://{admin}");
+    let browser = cdp::Browser::open(&bin, &format!("{base}/")).await;
+    browser.eval(&base, SHOWS_OLD).await;
+
+    // The page stays open while a reload removes frontend `old` and server `s2`.
+    let cfg = format!("{GLOBAL}{}", reload_config(s1.addr, s2.addr, false));
+    write_file(dir.path(), "sluice.toml", &cfg);
+    sl.signal(rustix::process::Signal::HUP).unwrap();
+    let end = tokio::time::Instant::now() + DEADLINE;
+    while http(admin, "GET", "/stats.json", &[], "")
+        .await
+        .1
+        .contains("\"old\"")
+    {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the reload never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dom = browser.eval(&base, OLD_GONE).await;
+    let dom = dom.as_str().unwrap_or_default();
+    assert!(dom.contains("backend be ("), "{dom}");
 }
 
 /// The attack page's DOM once it says its attempts are over; null before.
