@@ -1,6 +1,7 @@
 //! Admin routes: `GET /metrics`, `GET /api/backends`, `POST /api/backends/{b}/servers/{s}`
-//! (bearer token when configured, JSON body `{"state": ..., "weight": N}`) and `GET /` (the
-//! stats page). Request bodies are size- and time-limited; no route writes the config file.
+//! (bearer token when configured, JSON `{"state": ..., "weight": N}`), `GET /` (the stats
+//! page), its exports `GET /;csv` and `/stats.json` (also `/;json`, `/stats;csv`,
+//! `/stats;json`). Bodies are size- and time-limited; no route writes the config file.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -10,7 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{guard, page, State, BODY_TIMEOUT, MAX_BODY_BYTES};
+use super::{export, guard, page, report, State, BODY_TIMEOUT, MAX_BODY_BYTES};
 use crate::balance::{AdminMode, Pool};
 use crate::metrics;
 
@@ -57,7 +58,7 @@ pub(crate) async fn handle(state: &State, req: Request<Incoming>) -> Resp {
             respond(StatusCode::OK, "text/javascript; charset=utf-8", page::JS)
         }
         (&Method::GET | &Method::HEAD, ["metrics"]) => {
-            let pools = (state.pools)();
+            let pools = state.view.pools();
             // Prometheus text 0.0.4 unless the scraper asks for OpenMetrics.
             let accept = req.headers().get(header::ACCEPT);
             let format = metrics::Format::negotiate(accept.and_then(|v| v.to_str().ok()));
@@ -67,8 +68,17 @@ pub(crate) async fn handle(state: &State, req: Request<Incoming>) -> Resp {
                 .insert(header::VARY, HeaderValue::from_static("accept"));
             r
         }
+        (&Method::GET | &Method::HEAD, [";csv" | "stats;csv"]) => {
+            let body = export::csv(&report::gather(state.view.as_ref()));
+            // As HAProxy: plain text, so a browser shows it instead of downloading it.
+            respond(StatusCode::OK, "text/plain; charset=utf-8", body)
+        }
+        (&Method::GET | &Method::HEAD, [";json" | "stats;json" | "stats.json"]) => {
+            let r = report::gather(state.view.as_ref());
+            json_resp(StatusCode::OK, &export::json(&r))
+        }
         (&Method::GET | &Method::HEAD, ["api", "backends"]) => {
-            json_resp(StatusCode::OK, &backends_json(&(state.pools)()))
+            json_resp(StatusCode::OK, &backends_json(&state.view.pools()))
         }
         (&Method::POST, ["api", "backends", b, "servers", s]) => {
             let (Some(b), Some(s)) = (percent_decode(b), percent_decode(s)) else {
@@ -76,7 +86,14 @@ pub(crate) async fn handle(state: &State, req: Request<Incoming>) -> Resp {
             };
             set_server(state, req, &b, &s).await
         }
-        (_, [""] | ["metrics"] | ["api", "backends"] | ["api", "backends", _, "servers", _]) => {
+        (
+            _,
+            [""]
+            | ["metrics"]
+            | ["api", "backends"]
+            | ["api", "backends", _, "servers", _]
+            | [";csv" | "stats;csv" | ";json" | "stats;json" | "stats.json"],
+        ) => {
             let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
             let allow = if segments.len() == 5 {
                 "POST"
@@ -194,7 +211,7 @@ async fn set_server(state: &State, req: Request<Incoming>, backend: &str, server
     if mode.is_none() && set.weight.is_none() {
         return error(StatusCode::BAD_REQUEST, "give \"state\" and/or \"weight\"");
     }
-    let pools = (state.pools)();
+    let pools = state.view.pools();
     let Some(pool) = pools.iter().find(|p| p.name() == backend) else {
         return error(StatusCode::NOT_FOUND, format!("no backend {backend:?}"));
     };

@@ -1,13 +1,16 @@
-//! The admin endpoint (`[admin]`, issue #7): an HTTP/1.1 listener serving Prometheus metrics,
-//! the JSON backends API and the embedded stats page. Its limits and serving one connection
-//! live here (binding and the accept loop are `net`'s); request checks in `guard`, idle
-//! eviction in `conns`, routing in `api`, the page in `page`. Metric recording is `metrics`'.
-//! Off unless configured; the config check refuses a public bind without a token.
+//! The admin endpoint (`[admin]`): an HTTP/1.1 listener serving Prometheus metrics, the JSON
+//! backends API, the stats page and its CSV/JSON exports. Limits and serving one connection
+//! live here (binding, accepting: `net`); request checks in `guard`, idle eviction in `conns`,
+//! routes in `api`, the page in `page`, its figures in `report`, CSV/JSON in `export`.
 
 mod api;
 mod conns;
+mod export;
 mod guard;
 mod page;
+mod report;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,12 +38,22 @@ pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024;
 /// A request body must arrive within this.
 pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A response write that makes no progress for this long closes the connection (a client
+/// that stops reading a large answer must not hold a slot until `CONNECTION_LIFETIME`).
+pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// An admin connection is closed after this long in total (keep-alive included).
 pub(crate) const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 
-/// Where the admin endpoint finds the current pools, in configuration order (a function, so
-/// a reload that replaces pools is seen at the next request).
-pub(crate) type PoolSource = Arc<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>;
+/// Where the admin endpoint finds what the process serves now (read at each request, so a
+/// reload that replaces pools or frontends is seen at the next one).
+pub(crate) trait View: Send + Sync {
+    /// The current pools, in configuration order.
+    fn pools(&self) -> Vec<Arc<Pool>>;
+    /// The current configuration (frontends, limits).
+    fn spec(&self) -> Arc<spec::Spec>;
+    /// Every bound address with its frontend name, in configuration order.
+    fn local_addrs(&self) -> Vec<(String, SocketAddr)>;
+}
 
 /// Why the admin endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +67,7 @@ pub enum AdminStartError {
 
 /// What every admin request needs.
 pub(crate) struct State {
-    pub pools: PoolSource,
+    pub view: Arc<dyn View>,
     /// Bearer token for POST calls, when configured.
     pub token: Option<String>,
     /// Accepted `Host` names besides IP literals and `localhost`.
@@ -82,7 +95,7 @@ impl AdminListener {
     /// tokio runtime. Logs `listening admin addr=...`.
     pub(crate) fn bind(
         cfg: &spec::Admin,
-        pools: PoolSource,
+        view: Arc<dyn View>,
         inherited: Option<std::net::TcpListener>,
     ) -> Result<AdminListener, AdminStartError> {
         let addr = cfg.bind;
@@ -97,7 +110,7 @@ impl AdminListener {
             listener,
             addr,
             state: Arc::new(State {
-                pools,
+                view,
                 token: cfg.token.clone(),
                 server_names: cfg.server_names.clone(),
             }),
@@ -137,13 +150,15 @@ impl AdminListener {
     }
 }
 
-async fn serve_conn(
-    stream: tokio::net::TcpStream,
+async fn serve_conn<IO>(
+    stream: IO,
     peer: SocketAddr,
     state: Arc<State>,
     me: conns::Registered,
     shutdown: CancellationToken,
-) {
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let evict = me.evict.clone();
     let me = Arc::new(me);
     let svc = service_fn(move |req| {
@@ -163,7 +178,10 @@ async fn serve_conn(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(stream), svc);
+        .serve_connection(
+            TokioIo::new(net::SendDeadline::new(stream, SEND_TIMEOUT)),
+            svc,
+        );
     let mut conn = std::pin::pin!(conn);
     let lifetime = tokio::time::sleep(CONNECTION_LIFETIME);
     let mut lifetime = std::pin::pin!(lifetime);

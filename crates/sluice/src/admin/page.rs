@@ -1,6 +1,6 @@
 //! The stats page served at `GET /`, with its style at `/stats.css` and script at
 //! `/stats.js` (files beside this one, compiled into the binary; no CDN, nothing inline, so
-//! the CSP allows only `'self'`). It reads `/api/backends` and posts state changes; all
+//! the CSP allows only `'self'`). It reads `/stats.json` and posts state changes; all
 //! logic on the server side lives in `api`.
 
 /// The page.
@@ -15,6 +15,7 @@ mod tests {
     #[test]
     fn page_is_self_contained() {
         assert!(super::JS.contains("/api/backends"));
+        assert!(super::JS.contains("/stats.json"));
         for text in [super::HTML, super::CSS, super::JS] {
             assert!(!text.contains("http://"), "no external resources");
             assert!(!text.contains("https://"), "no external resources");

@@ -111,6 +111,7 @@ impl Pool {
         if let Some(m) = mode {
             let old = AdminMode::from_u8(s.admin.swap(m.to_u8(), Ordering::AcqRel));
             if old != m {
+                s.mark_changed();
                 tracing::warn!(
                     backend = %self.name, server = %s.name,
                     "server {}/{} set to {} by the admin API (was {})", self.name, s.name, m, old

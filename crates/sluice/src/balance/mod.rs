@@ -24,6 +24,7 @@ pub use crate::addr::ServerAddr;
 use crate::spec::{self, Balance};
 pub use admin::{AdminMode, ChangeRefused};
 pub use reconfigure::PoolDiff;
+pub use server::CheckReport;
 use server::{ServerEntry, Transition};
 use snapshot::Snapshot;
 
@@ -90,6 +91,12 @@ pub struct ServerSnapshot {
     pub last_check_latency: Option<Duration>,
     /// Reason of the last failure while a failure streak is running.
     pub last_error: Option<String>,
+    /// Since when the server is in its current state (up/down or operator state).
+    pub since: std::time::Instant,
+    /// Times it went from up to down.
+    pub downs: u64,
+    /// The last completed active check (None without `[health]` or before the first).
+    pub last_check: Option<CheckReport>,
 }
 
 /// The wait queue: waiters register on `notify`; a dropped lease wakes the oldest one.
@@ -239,7 +246,8 @@ impl Pool {
         self.members()
             .iter()
             .enumerate()
-            .map(|(i, s)| ServerSnapshot {
+            .map(|(i, s)| (i, s, s.history()))
+            .map(|(i, s, (since, downs, last_check))| ServerSnapshot {
                 id: ServerId(i),
                 name: s.name.clone(),
                 addr: s.addr.clone(),
@@ -259,6 +267,9 @@ impl Pool {
                 checks_failed: s.checks_failed.load(Ordering::Relaxed),
                 last_check_latency: s.last_latency(),
                 last_error: s.last_error(),
+                since,
+                downs,
+                last_check,
             })
             .collect()
     }
@@ -310,6 +321,18 @@ impl Pool {
         };
         if let Some(s) = found {
             self.record_check_on(s, outcome);
+        }
+    }
+
+    /// Keeps the detail of a check of server `id` (named `name`, as `record_check_named`).
+    pub(crate) fn set_last_check(&self, id: ServerId, name: &str, report: CheckReport) {
+        let members = self.members();
+        let found = match members.get(id.0) {
+            Some(s) if s.name == name => Some(s),
+            _ => members.iter().find(|s| s.name == name),
+        };
+        if let Some(s) = found {
+            s.set_last_check(report);
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Pool, ServerAddr};
 
@@ -20,11 +20,48 @@ pub(crate) enum Transition {
     Up { successes: u32 },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Streak {
     ok: u32,
     fail: u32,
     last_error: Option<String>,
+    /// When the server last went up or down, or changed operator state (HAProxy's
+    /// `lastchg`); its creation when it never did.
+    changed_at: Instant,
+    /// Times it went from up to down (HAProxy's `chkdown`).
+    downs: u64,
+    /// The last completed active check.
+    last_check: Option<CheckReport>,
+}
+
+impl Default for Streak {
+    fn default() -> Self {
+        Streak {
+            ok: 0,
+            fail: 0,
+            last_error: None,
+            changed_at: Instant::now(),
+            downs: 0,
+            last_check: None,
+        }
+    }
+}
+
+/// One completed active health check, as a status page shows it (HAProxy's `check_status`,
+/// `check_code`, `check_duration`, `check_desc`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// HAProxy's short status: `L4OK`, `L4CON`, `L4TOUT`, `L6OK`, `L6RSP`, `L6TOUT`, `L7OK`,
+    /// `L7STS`, `L7RSP`, `L7TOUT`, `SOCKERR`.
+    pub status: &'static str,
+    /// The HTTP status an http(s) check got.
+    pub code: Option<u16>,
+    /// What happened, in words (`connection refused`, `HTTP status 503, expected 200`).
+    pub detail: String,
+    /// How long the check took.
+    pub took: Duration,
+    /// When it ended.
+    pub at: Instant,
 }
 
 /// Live state of one server. Constructed by `Pool::new`, shared by leases and health checks.
@@ -150,6 +187,28 @@ impl ServerEntry {
             .clone()
     }
 
+    /// (since when in the current state, times gone down, the last check).
+    pub(crate) fn history(&self) -> (Instant, u64, Option<CheckReport>) {
+        let s = self.streak.lock().unwrap_or_else(|e| e.into_inner());
+        (s.changed_at, s.downs, s.last_check.clone())
+    }
+
+    /// Keeps `report` as the last check's result.
+    pub(crate) fn set_last_check(&self, report: CheckReport) {
+        self.streak
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_check = Some(report);
+    }
+
+    /// The operator state changed: the server is in a new state from now on.
+    pub(crate) fn mark_changed(&self) {
+        self.streak
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .changed_at = Instant::now();
+    }
+
     /// Records a passing health check that took `latency`.
     pub(crate) fn record_latency(&self, latency: Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(NO_LATENCY - 1);
@@ -174,6 +233,7 @@ impl ServerEntry {
                 s.last_error = None;
                 if !up && s.ok >= rise.max(1) {
                     self.up.store(true, Ordering::Release);
+                    s.changed_at = Instant::now();
                     return Some(Transition::Up { successes: s.ok });
                 }
             }
@@ -183,6 +243,8 @@ impl ServerEntry {
                 s.last_error = Some(why.to_owned());
                 if up && s.fail >= fall.max(1) {
                     self.up.store(false, Ordering::Release);
+                    s.changed_at = Instant::now();
+                    s.downs += 1;
                     return Some(Transition::Down {
                         reason: why.to_owned(),
                         failures: s.fail,

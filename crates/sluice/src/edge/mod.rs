@@ -7,7 +7,6 @@ mod access;
 pub(crate) mod buffer;
 mod coalesce;
 mod conn;
-mod deadline;
 mod rewind;
 mod service;
 mod settings;
@@ -317,7 +316,7 @@ enum Versions {
 
 /// Runs hyper on `io` until the connection ends, is idle too long, has served
 /// `keepalive_requests`, or shutdown closes it. Writes to a client that stops reading fail
-/// after the send timeout (`deadline`).
+/// after the send timeout (`net::SendDeadline`).
 ///
 /// Not an `async fn`: hyper's connection (which owns `io`) is built here and boxed, and the
 /// returned future holds only the box. As an `async fn` the connection's task kept `io`
@@ -351,7 +350,7 @@ where
         Versions::H1 => &fe.h1,
         Versions::H2 => &fe.h2,
     };
-    let io = deadline::SendDeadline::new(io, fe.settings.client.send);
+    let io = crate::net::SendDeadline::new(io, fe.settings.client.send);
     let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), svc));
     async move {
         let mut draining = false;

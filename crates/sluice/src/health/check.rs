@@ -1,9 +1,11 @@
 //! One health check against one server: connect (tcp or unix, from `source` when set), send a
 //! PROXY header first when the backend sends them, then tcp / tls handshake / http(s) GET.
-//! Returns Ok or a short human reason. Scheduling, rise/fall and logging live elsewhere.
+//! Returns Ok or a short human reason, and with `run_report` HAProxy's status code for it
+//! (`L4OK`, `L4CON`, `L7STS`, ...). Scheduling, rise/fall and logging live elsewhere.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,25 +58,80 @@ impl CheckSpec {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Runs one check within `spec.timeout`.
-pub(crate) async fn run(addr: &ServerAddr, spec: &CheckSpec) -> Result<(), String> {
-    match tokio::time::timeout(spec.timeout, check(addr, spec)).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("timeout after {:?}", spec.timeout)),
+/// How far a check got, so a failure or timeout gets HAProxy's layer (L4, L6, L7).
+#[derive(Default)]
+struct Progress {
+    /// One of the `AT_*` phases.
+    phase: AtomicU8,
+    /// The HTTP status received; 0 before.
+    code: AtomicU16,
+}
+
+const AT_CONNECT: u8 = 0;
+const AT_PROXY: u8 = 1;
+const AT_TLS: u8 = 2;
+const AT_HTTP: u8 = 3;
+
+impl Progress {
+    fn at(&self, phase: u8) {
+        self.phase.store(phase, Ordering::Relaxed);
     }
 }
 
-async fn check(addr: &ServerAddr, spec: &CheckSpec) -> Result<(), String> {
+/// Runs one check within `spec.timeout`.
+#[cfg(test)]
+pub(crate) async fn run(addr: &ServerAddr, spec: &CheckSpec) -> Result<(), String> {
+    run_report(addr, spec).await.0
+}
+
+/// Runs one check within `spec.timeout`; also says HAProxy's status for the result and the
+/// HTTP status received, if any.
+pub(crate) async fn run_report(
+    addr: &ServerAddr,
+    spec: &CheckSpec,
+) -> (Result<(), String>, &'static str, Option<u16>) {
+    let progress = Progress::default();
+    let r = match tokio::time::timeout(spec.timeout, check(addr, spec, &progress)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("timeout after {:?}", spec.timeout)),
+    };
+    let code = match progress.code.load(Ordering::Relaxed) {
+        0 => None,
+        c => Some(c),
+    };
+    let phase = progress.phase.load(Ordering::Relaxed);
+    let timed_out = r.as_ref().is_err_and(|e| e.starts_with("timeout"));
+    let status = match (&r, phase) {
+        (Ok(()), _) => match spec.kind {
+            HealthKind::Tcp => "L4OK",
+            HealthKind::Tls => "L6OK",
+            HealthKind::Http | HealthKind::Https => "L7OK",
+        },
+        (Err(_), AT_CONNECT | AT_PROXY) if timed_out => "L4TOUT",
+        (Err(_), AT_CONNECT) => "L4CON",
+        (Err(_), AT_PROXY) => "SOCKERR",
+        (Err(_), AT_TLS) if timed_out => "L6TOUT",
+        (Err(_), AT_TLS) => "L6RSP",
+        (Err(_), _) if timed_out => "L7TOUT",
+        (Err(_), _) if code.is_some() => "L7STS",
+        (Err(_), _) => "L7RSP",
+    };
+    (r, status, code)
+}
+
+async fn check(addr: &ServerAddr, spec: &CheckSpec, progress: &Progress) -> Result<(), String> {
     let source = spec.source.map(|s| s.ip());
     let mut io = net::connect(addr, source, spec.timeout)
         .await
         .map_err(|e| connect_failed(&e, spec.timeout))?;
+    progress.at(AT_PROXY);
     // For a v1 header: (local, peer) of a TCP check connection.
     let ends = io.tcp_addrs().map_err(|e| short(&e))?;
     if ends.is_some() {
         let _ = io.set_nodelay(true);
     }
     send_proxy(&mut io, spec.send_proxy, ends).await?;
+    progress.at(AT_TLS);
     let host = match addr {
         ServerAddr::Inet(sa) => sa.ip().to_string(),
         ServerAddr::Host { host, .. } => host.clone(),
@@ -85,7 +142,10 @@ async fn check(addr: &ServerAddr, spec: &CheckSpec) -> Result<(), String> {
             let _ = io.shutdown().await;
             Ok(())
         }
-        HealthKind::Http => http_get(&mut io, &host, &spec.path, spec.expect_status).await,
+        HealthKind::Http => {
+            progress.at(AT_HTTP);
+            http_get(&mut io, &host, &spec.path, spec.expect_status, progress).await
+        }
         HealthKind::Tls | HealthKind::Https => {
             let name = server_name(addr)?;
             let connector = tokio_rustls::TlsConnector::from(spec.tls.clone());
@@ -97,7 +157,8 @@ async fn check(addr: &ServerAddr, spec: &CheckSpec) -> Result<(), String> {
                 let _ = tls.shutdown().await;
                 Ok(())
             } else {
-                http_get(&mut tls, &host, &spec.path, spec.expect_status).await
+                progress.at(AT_HTTP);
+                http_get(&mut tls, &host, &spec.path, spec.expect_status, progress).await
             }
         }
     }
@@ -163,6 +224,7 @@ async fn http_get<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     host: &str,
     path: &str,
     expect: u16,
+    progress: &Progress,
 ) -> Result<(), String> {
     let host = if host.contains(':') {
         format!("[{host}]")
@@ -197,6 +259,7 @@ async fn http_get<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
         have += n;
     };
     let status = parse_status_line(&buf[..line_end])?;
+    progress.code.store(status, Ordering::Relaxed);
     if status == expect {
         Ok(())
     } else {

@@ -13,7 +13,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::balance::{Pool, ServerId};
+use crate::balance::{CheckReport, Pool, ServerId};
 use crate::spec;
 use check::CheckSpec;
 
@@ -72,11 +72,23 @@ async fn check_loop(
             continue;
         }
         let start = Instant::now();
-        let outcome = tokio::select! {
+        let (outcome, status, code) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = check::run(&addr, &spec) => r,
+            r = check::run_report(&addr, &spec) => r,
         };
-        crate::metrics::global().health_check(pool.name(), &name, start.elapsed());
-        pool.record_check_named(id, &name, outcome.map(|()| start.elapsed()));
+        let took = start.elapsed();
+        crate::metrics::global().health_check(pool.name(), &name, took);
+        let report = CheckReport {
+            status,
+            code,
+            detail: match &outcome {
+                Ok(()) => String::new(),
+                Err(why) => why.clone(),
+            },
+            took,
+            at: std::time::Instant::now(),
+        };
+        pool.set_last_check(id, &name, report);
+        pool.record_check_named(id, &name, outcome.map(|()| took));
     }
 }

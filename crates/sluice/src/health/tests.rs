@@ -375,3 +375,36 @@ async fn no_health_section_means_no_checker() {
     let pool = Pool::new(&cfg);
     assert!(super::spawn(pool, &cfg, CancellationToken::new()).is_none());
 }
+
+/// The stats page's check column: HAProxy's status per layer reached, with the HTTP code.
+#[tokio::test]
+async fn reports_haproxy_check_status() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let open = ServerAddr::Inet(l.local_addr().unwrap());
+    let tcp = spec("", "kind = \"tcp\"");
+    let (r, status, code) = check::run_report(&open, &tcp).await;
+    assert_eq!((r, status, code), (Ok(()), "L4OK", None));
+    let (r, status, _) = check::run_report(&ServerAddr::Inet(closed_port()), &tcp).await;
+    assert_eq!(
+        (r.unwrap_err().as_str(), status),
+        ("connection refused", "L4CON")
+    );
+
+    let (ok, _) = http_server(false, 200).await;
+    let (unavailable, _) = http_server(false, 503).await;
+    let http = spec("", "kind = \"http\"");
+    let (r, status, code) = check::run_report(&ServerAddr::Inet(ok), &http).await;
+    assert_eq!((r, status, code), (Ok(()), "L7OK", Some(200)));
+    let (r, status, code) = check::run_report(&ServerAddr::Inet(unavailable), &http).await;
+    assert!(r.is_err());
+    assert_eq!((status, code), ("L7STS", Some(503)));
+
+    // Connected, then silence: the timeout is an L7 one.
+    let mut slow = spec("", "kind = \"http\"");
+    slow.timeout = Duration::from_millis(200);
+    let (r, status, _) = check::run_report(&open, &slow).await;
+    assert_eq!(
+        (r.unwrap_err().as_str(), status),
+        ("timeout after 200ms", "L7TOUT")
+    );
+}

@@ -8,12 +8,13 @@ mod counted;
 #[cfg(test)]
 mod docs_tests;
 mod format;
+mod frontend_stats;
 mod names;
 mod process_stats;
 mod scrape;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -25,7 +26,9 @@ use prometheus_client::registry::Registry;
 
 pub(crate) use counted::Counted;
 pub(crate) use format::Format;
+use frontend_stats::FrontendStats;
 use names::*;
+pub(crate) use process_stats::read as process_stats;
 pub(crate) use scrape::display_state;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,6 +105,7 @@ pub(crate) struct FrontendHandles {
     current: Gauge,
     received: Counter,
     sent: Counter,
+    stats: Arc<FrontendStats>,
 }
 
 impl FrontendHandles {
@@ -109,7 +113,8 @@ impl FrontendHandles {
     /// resolved once at build time (no name lookup, no lock per connection).
     pub(crate) fn conn_opened(&self) -> ConnGuard {
         self.accepted.inc();
-        self.current.inc();
+        let now = self.current.inc() + 1;
+        self.stats.opened(u64::try_from(now).unwrap_or(0));
         ConnGuard(self.clone())
     }
 
@@ -271,6 +276,7 @@ impl Metrics {
             current: self.fe_current.get_or_create(&label).clone(),
             received: self.fe_received.get_or_create(&label).clone(),
             sent: self.fe_sent.get_or_create(&label).clone(),
+            stats: Arc::default(),
         };
         self.frontends
             .write()
@@ -282,14 +288,12 @@ impl Metrics {
 
     /// A connection was accepted on `frontend`; it counts as open until the guard drops.
     pub(crate) fn conn_opened(&self, frontend: &str) -> ConnGuard {
-        let h = self.frontend(frontend);
-        h.accepted.inc();
-        h.current.inc();
-        ConnGuard(h)
+        self.frontend(frontend).conn_opened()
     }
 
     /// A connection was closed because of its PROXY header (`reason`: `Rejected::code`).
     pub(crate) fn proxy_rejected(&self, frontend: &str, reason: &str) {
+        self.frontend(frontend).stats.rejected(reason);
         self.proxy_rejected
             .get_or_create(&FeReason {
                 frontend: frontend.to_string(),
@@ -363,6 +367,45 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// What the stats page shows of frontend `name`; zeros before its first connection
+    /// (nothing is created: reading does not add series to the metrics).
+    pub(crate) fn frontend_figures(&self, name: &str) -> FrontendFigures {
+        let fe = Fe {
+            frontend: name.to_string(),
+        };
+        let count = |f: &Family<Fe, Counter>| f.get(&fe).map_or(0, |c| c.get());
+        let mut http = [0; 6];
+        for (i, class) in HTTP_CLASSES.iter().enumerate() {
+            let label = FeClass {
+                frontend: name.to_string(),
+                class: (*class).to_string(),
+            };
+            http[i] = self.http_responses.get(&label).map_or(0, |c| c.get());
+        }
+        let stats = self
+            .frontends
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .map(|h| h.stats.clone());
+        FrontendFigures {
+            current: self
+                .fe_current
+                .get(&fe)
+                .map_or(0, |g| u64::try_from(g.get()).unwrap_or(0)),
+            max_current: stats.as_ref().map_or(0, |s| s.max_current()),
+            total: count(&self.fe_accepted),
+            rate: stats.as_ref().map_or(0, |s| s.rate()),
+            rate_max: stats.as_ref().map_or(0, |s| s.rate_max()),
+            bytes_in: count(&self.fe_received),
+            bytes_out: count(&self.fe_sent),
+            denied: stats.as_ref().map_or(0, |s| s.denied()),
+            proxy_errors: stats.as_ref().map_or(0, |s| s.proxy_errors()),
+            tls_failures: count(&self.tls_failures),
+            http,
+        }
+    }
+
     /// Everything in OpenMetrics text, per-server values read from `pools` right now.
     pub fn encode(&self, pools: &[std::sync::Arc<crate::balance::Pool>]) -> String {
         self.encode_as(pools, Format::OpenMetrics)
@@ -386,6 +429,33 @@ impl Metrics {
             Format::Text004 => format::openmetrics_to_text004(&out),
         }
     }
+}
+
+/// The status classes `http_response` counts, in the order of `FrontendFigures::http`.
+pub(crate) const HTTP_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// One frontend's figures for the stats page (HAProxy's frontend row).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FrontendFigures {
+    /// Connections open now (`scur`) and the most at once (`smax`).
+    pub current: u64,
+    pub max_current: u64,
+    /// Connections accepted (`stot`).
+    pub total: u64,
+    /// Connections per second over the last second (`rate`) and its peak (`rate_max`).
+    pub rate: u64,
+    pub rate_max: u64,
+    /// Bytes from and to clients (`bin`, `bout`).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Refused for their source: PROXY header from an untrusted peer (`dcon`).
+    pub denied: u64,
+    /// Closed for a bad PROXY header (malformed, too slow, too long).
+    pub proxy_errors: u64,
+    /// Failed or timed-out TLS handshakes.
+    pub tls_failures: u64,
+    /// HTTP responses by `HTTP_CLASSES` (`hrsp_1xx` .. `hrsp_other`).
+    pub http: [u64; 6],
 }
 
 /// "1xx" .. "5xx"; anything else "other".

@@ -16,13 +16,13 @@ pub(super) struct ProcessCollector;
 
 /// One reading of `/proc/self`.
 #[derive(Debug, Default, PartialEq)]
-pub(super) struct Stats {
-    pub(super) cpu_seconds: Option<f64>,
-    pub(super) resident_bytes: Option<f64>,
-    pub(super) virtual_bytes: Option<f64>,
-    pub(super) open_fds: Option<f64>,
-    pub(super) max_fds: Option<f64>,
-    pub(super) start_time_seconds: Option<f64>,
+pub(crate) struct Stats {
+    pub(crate) cpu_seconds: Option<f64>,
+    pub(crate) resident_bytes: Option<f64>,
+    pub(crate) virtual_bytes: Option<f64>,
+    pub(crate) open_fds: Option<f64>,
+    pub(crate) max_fds: Option<f64>,
+    pub(crate) start_time_seconds: Option<f64>,
 }
 
 /// `/proc/self/stat`'s fields after the `(comm)` one, which may hold spaces and parentheses.
@@ -64,7 +64,7 @@ pub(super) fn parse(stat: &str, proc_stat: &str, ticks: f64, page: f64) -> Stats
 }
 
 /// This process's stats now.
-pub(super) fn read() -> Stats {
+pub(crate) fn read() -> Stats {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let proc_stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let ticks = rustix::param::clock_ticks_per_second() as f64;

@@ -1,11 +1,12 @@
-//! Sockets, and nothing above them: binding listeners (`bind`), the one accept loop with
-//! its connection limit and back-off (`accept`), and connecting to a server over TCP or a
-//! unix socket as one `Stream` type (`connect`). Imports nothing from the crate but the
-//! server address type; protocols, frontends and pools are their own modules' business.
+//! Sockets, and nothing above them: binding listeners (`bind`), the one accept loop with its
+//! limit and back-off (`accept`), connecting to a server over TCP or a unix socket as one
+//! `Stream` (`connect`), a send timeout for any stream (`deadline`). Imports only the server
+//! address type; protocols, frontends and pools are their own modules' business.
 
 mod accept;
 mod bind;
 mod connect;
+mod deadline;
 
 #[cfg(test)]
 mod tests;
@@ -14,3 +15,4 @@ pub(crate) use accept::drain;
 pub use accept::{accept_loop, AcceptStats};
 pub(crate) use bind::{adopt, bind_group, bind_single, overlaps, probe_unheld};
 pub(crate) use connect::{connect, connect_send, is_connect_timeout, Stream};
+pub(crate) use deadline::SendDeadline;

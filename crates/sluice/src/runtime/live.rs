@@ -1,5 +1,6 @@
 //! What the current configuration serves, kept up to date across reloads: the pools and the
 //! bound addresses, for status pages, the admin API and tests. Read-only outside `runtime`.
+//! It is the admin endpoint's `View` (the spec it shows frontends and limits from).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::balance::Pool;
+use crate::spec::Spec;
 
 /// The current pools and addresses (swapped as a whole by each reload).
 #[derive(Debug, Default)]
@@ -14,12 +16,19 @@ pub struct Live {
     /// (backend name, pool) in configuration order.
     pools: ArcSwap<Vec<(String, Arc<Pool>)>>,
     addrs: ArcSwap<Vec<(String, SocketAddr)>>,
+    spec: ArcSwap<Spec>,
 }
 
 impl Live {
-    pub(crate) fn set(&self, pools: Vec<(String, Arc<Pool>)>, addrs: Vec<(String, SocketAddr)>) {
+    pub(crate) fn set(
+        &self,
+        pools: Vec<(String, Arc<Pool>)>,
+        addrs: Vec<(String, SocketAddr)>,
+        spec: &Spec,
+    ) {
         self.pools.store(Arc::new(pools));
         self.addrs.store(Arc::new(addrs));
+        self.spec.store(Arc::new(spec.clone()));
     }
 
     /// The current pool of backend `name` (a changed backend gets a new pool on reload).
@@ -39,5 +48,19 @@ impl Live {
     /// Every bound address with its frontend name, in configuration order.
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.addrs.load().as_ref().clone()
+    }
+}
+
+impl crate::admin::View for Live {
+    fn pools(&self) -> Vec<Arc<Pool>> {
+        Live::pools(self)
+    }
+
+    fn spec(&self) -> Arc<Spec> {
+        self.spec.load_full()
+    }
+
+    fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        Live::local_addrs(self)
     }
 }

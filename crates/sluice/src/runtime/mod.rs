@@ -160,14 +160,12 @@ impl Server {
         let (running, listeners, _) = prepared.commit();
         server::log_listening(&listeners, parts.sockets_per_bind);
         let live = Arc::new(Live::default());
-        live.set(running.pools(), running.addrs());
+        live.set(running.pools(), running.addrs(), &running.cfg);
         let admin = match &cfg.admin {
             Some(a) => {
                 // Always the current pools: a reload may replace a changed backend's pool.
-                let view = live.clone();
-                let source: crate::admin::PoolSource = Arc::new(move || view.pools());
                 let inherited = parts.inherited.take_admin(a.bind);
-                Some(crate::admin::AdminListener::bind(a, source, inherited)?)
+                Some(crate::admin::AdminListener::bind(a, live.clone(), inherited)?)
             }
             None => None,
         };

@@ -99,7 +99,11 @@ impl Server {
         server::log_listening(&listeners, self.parts.sockets_per_bind);
         self.acceptor.start(listeners);
         self.running = running;
-        self.live.set(self.running.pools(), self.running.addrs());
+        self.live.set(
+            self.running.pools(),
+            self.running.addrs(),
+            &self.running.cfg,
+        );
         Ok(summary)
     }
 

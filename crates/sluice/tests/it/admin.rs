@@ -472,7 +472,7 @@ async fn foreign_host_headers_are_refused() {
     let (_sl, admin, _s1) = one_server(dir.path(), "server_names = [\"stats.test\"]").await;
     let port = admin.port();
     for bad in [format!("rebind.evil.example:{port}"), "evil.example".into()] {
-        for path in ["/", "/metrics", "/api/backends"] {
+        for path in ["/", "/metrics", "/api/backends", "/;csv", "/stats.json"] {
             let (status, _, body) = http_full(admin, Some(&bad), "GET", path, &[], "").await;
             assert_eq!(status, 421, "Host {bad} {path}: {body}");
         }
@@ -510,7 +510,7 @@ async fn every_answer_forbids_framing() {
     let dir = tempfile::tempdir().unwrap();
     let (_sl, admin, _s1) = one_server(dir.path(), "").await;
     let host = admin.to_string();
-    for path in ["/", "/api/backends", "/nope"] {
+    for path in ["/", "/api/backends", "/;csv", "/stats.json", "/nope"] {
         let (_, head, _) = http_full(admin, Some(&host), "GET", path, &[], "").await;
         let head = head.to_ascii_lowercase();
         assert!(head.contains("\r\nx-frame-options: deny"), "{path}: {head}");

@@ -1,13 +1,14 @@
 //! The stats page in headless Chromium against a running sluice binary: the page's JS renders
-//! one table with both servers; a cross-origin page (127.0.0.2) that tries to drain a server
-//! (iframe GET, form POST, fetch POSTs) must not; a click on the real "drain" button (over
-//! DevTools) drains it as the API then reports; a screenshot lands in
-//! target/test-artifacts/stats.png. Skips loudly without chromium (fails in CI).
-
+//! the process row, the frontend rows (a held connection counted), the backends with a backup
+//! server, a down server's state-since and check detail; a cross-origin page (127.0.0.2) that
+//! tries to drain a server (iframe GET, form POST, fetch POSTs) must not; a click on the real
+//! "drain" button (over DevTools) drains it as the API then reports; a screenshot lands in
+//! target/test-artifacts/stats.png. An open page drops the rows a reload removed. Skips
+//! loudly without chromium (fails in CI).
 #[path = "admin_browser/cdp.rs"]
 mod cdp;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -77,6 +78,15 @@ fn artifacts_dir() -> PathBuf {
     dir
 }
 
+/// The text of the cell with `attr="col"` in the element with id `row` (a table row).
+fn cell(dom: &str, row: &str, col: &str, attr: &str) -> Option<String> {
+    let at = dom.find(&format!("id=\"{row}\""))?;
+    let tr = &dom[at..at + dom[at..].find("</tr>")?];
+    let c = tr.find(&format!("{attr}=\"{col}\""))?;
+    let text = &tr[c + tr[c..].find('>')? + 1..];
+    Some(text[..text.find('<')?].to_string())
+}
+
 fn row_class(dom: &str, id: &str) -> Option<String> {
     let at = dom.find(&format!("id=\"{id}\""))?;
     let tag_start = dom[..at].rfind('<')?;
@@ -95,22 +105,41 @@ async fn stats_page_renders_and_drains_in_headless_chromium() {
     };
     let dir = tempfile::tempdir().unwrap();
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let (s1, s2) = (
+    let (s1, s2, s3) = (
         NamedServer::start(lo, "s1").await,
         NamedServer::start(lo, "s2").await,
+        NamedServer::start(lo, "s3").await,
     );
     let cfg = format!(
         "[admin]\nbind = \"127.0.0.1:0\"\n\n\
          [[frontend]]\nname = \"fe\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"be\"\n\n\
+         [[frontend]]\nname = \"chk\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"checked\"\n\n\
          [[backend]]\nname = \"be\"\nbalance = \"leastconn\"\n\
-         servers = [{{ name = \"s1\", addr = \"{}\" }}, {{ name = \"s2\", addr = \"{}\" }}]\n",
-        s1.addr, s2.addr
+         servers = [{{ name = \"s1\", addr = \"{}\" }}, {{ name = \"s2\", addr = \"{}\" }}, \
+         {{ name = \"s3\", addr = \"{}\", backup = true }}]\n\n\
+         [[backend]]\nname = \"checked\"\n\
+         health = {{ interval = \"50ms\", timeout = \"500ms\", rise = 1, fall = 1 }}\n\
+         servers = [{{ name = \"gone\", addr = \"{}\" }}]\n",
+        s1.addr,
+        s2.addr,
+        s3.addr,
+        crate::support::edge::dead_addr()
     );
-    let (sl, admin) = start(dir.path(), &cfg, 1).await;
+    let (sl, admin) = start(dir.path(), &cfg, 2).await;
     // One open connection so the page has a live counter to show.
     let mut c = client(sl.addr("fe")).await;
     read_line(&mut c).await.unwrap();
     let base = format!("http://{admin}");
+    // The dead server is down before the page loads (no race with its first check).
+    let end = tokio::time::Instant::now() + DEADLINE;
+    while !http(admin, "GET", "/stats.json", &[], "")
+        .await
+        .1
+        .contains("\"status\":\"DOWN\"")
+    {
+        assert!(tokio::time::Instant::now() < end, "gone never went down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let b = bin.clone();
     let url = format!("{base}/");
@@ -124,6 +153,53 @@ async fn stats_page_renders_and_drains_in_headless_chromium() {
     assert_eq!(row_class(&dom, "srv-be/s1").as_deref(), Some("up"), "{dom}");
     assert_eq!(row_class(&dom, "srv-be/s2").as_deref(), Some("up"), "{dom}");
     assert!(dom.contains(&s1.addr.to_string()), "server address shown");
+    // The process row, the frontend rows, the backup flag, state-since and check detail.
+    assert_eq!(
+        cell(&dom, "process-row", "pid", "data-p").as_deref(),
+        Some(sl.pid().to_string().as_str()),
+        "{dom}"
+    );
+    let version = cell(&dom, "process-row", "version", "data-p");
+    assert_eq!(version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        cell(&dom, "fe-fe", "current", "data-col").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        cell(&dom, "fe-fe", "total", "data-col").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        cell(&dom, "fe-fe", "limit", "data-col").as_deref(),
+        Some("100")
+    );
+    assert_eq!(
+        cell(&dom, "fe-chk", "mode", "data-col").as_deref(),
+        Some("tcp")
+    );
+    assert_eq!(
+        cell(&dom, "srv-be/s3", "bck", "data-col").as_deref(),
+        Some("Y")
+    );
+    assert_eq!(
+        cell(&dom, "srv-be/s1", "bck", "data-col").as_deref(),
+        Some("")
+    );
+    assert_eq!(
+        cell(&dom, "betot-be", "name", "data-col").as_deref(),
+        Some("BACKEND")
+    );
+    assert_eq!(row_class(&dom, "srv-checked/gone").as_deref(), Some("down"));
+    let check = cell(&dom, "srv-checked/gone", "check", "data-col").unwrap_or_default();
+    assert!(check.starts_with("L4CON in "), "{check}");
+    assert_eq!(
+        cell(&dom, "srv-checked/gone", "detail", "data-col").as_deref(),
+        Some("connection refused")
+    );
+    let since = cell(&dom, "srv-checked/gone", "since_s", "data-col").unwrap_or_default();
+    assert!(since.ends_with('s') && since.len() >= 2, "since {since:?}");
+    assert!(dom.contains("href=\"/;csv\""), "CSV link");
+    assert!(dom.contains("href=\"/stats.json\""), "JSON link");
 
     // A page on another origin tries every way a browser lets it: nothing changes.
     let (evil, done) = attacker(&base).await;
@@ -179,13 +255,82 @@ async fn stats_page_renders_and_drains_in_headless_chromium() {
     let b = bin.clone();
     let url = format!("{base}/");
     let arg = format!("--screenshot={}", shot.display());
-    tokio::task::spawn_blocking(move || chromium(&b, &url, &[&arg, "--window-size=1200,800"]))
+    tokio::task::spawn_blocking(move || chromium(&b, &url, &[&arg, "--window-size=1700,900"]))
         .await
         .unwrap();
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     assert!(png.len() > 5_000, "suspiciously small screenshot");
     eprintln!("stats page screenshot: {}", shot.display());
+}
+
+/// Frontends `fe` and (with `old`) `old`, both over backend `be`: s1, and s2 (with `old`);
+/// without `[global]` (`start` adds it).
+fn reload_config(s1: SocketAddr, s2: SocketAddr, old: bool) -> String {
+    let (fe_old, srv_old) = if old {
+        (
+            "[[frontend]]\nname = \"old\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"be\"\n\n"
+                .to_string(),
+            format!(", {{ name = \"s2\", addr = \"{s2}\" }}"),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[frontend]]\nname = \"fe\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"be\"\n\n{fe_old}\
+         [[backend]]\nname = \"be\"\nservers = [{{ name = \"s1\", addr = \"{s1}\" }}{srv_old}]\n"
+    )
+}
+
+/// The page's DOM once it shows the rows of `old` and `be/s2`; null before.
+const SHOWS_OLD: &str = r#"(() => document.getElementById("fe-old") &&
+  document.getElementById("srv-be/s2") ? document.documentElement.outerHTML : null)()"#;
+
+/// The page's DOM once the rows of `old` and `be/s2` are gone (and `fe`, `be/s1` are shown);
+/// null before.
+const OLD_GONE: &str = r#"(() => !document.getElementById("fe-old") &&
+  !document.getElementById("srv-be/s2") && document.getElementById("fe-fe") &&
+  document.getElementById("srv-be/s1") ? document.documentElement.outerHTML : null)()"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_stats_page_drops_what_a_reload_removed() {
+    let Some(bin) = tool(
+        "chromium",
+        &["chromium", "chromium-browser", "google-chrome"],
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let (s1, s2) = (
+        NamedServer::start(lo, "s1").await,
+        NamedServer::start(lo, "s2").await,
+    );
+    let (sl, admin) = start(dir.path(), &reload_config(s1.addr, s2.addr, true), 2).await;
+    let base = format!("http://{admin}");
+    let browser = cdp::Browser::open(&bin, &format!("{base}/")).await;
+    browser.eval(&base, SHOWS_OLD).await;
+
+    // The page stays open while a reload removes frontend `old` and server `s2`.
+    let cfg = format!("{GLOBAL}{}", reload_config(s1.addr, s2.addr, false));
+    write_file(dir.path(), "sluice.toml", &cfg);
+    sl.signal(rustix::process::Signal::HUP).unwrap();
+    let end = tokio::time::Instant::now() + DEADLINE;
+    while http(admin, "GET", "/stats.json", &[], "")
+        .await
+        .1
+        .contains("\"old\"")
+    {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the reload never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dom = browser.eval(&base, OLD_GONE).await;
+    let dom = dom.as_str().unwrap_or_default();
+    assert!(dom.contains("backend be ("), "{dom}");
 }
 
 /// The attack page's DOM once it says its attempts are over; null before.

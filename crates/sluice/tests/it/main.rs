@@ -8,6 +8,7 @@ mod support;
 mod accept_threads;
 mod admin;
 mod admin_browser;
+mod admin_export;
 mod check_tls;
 mod config_check;
 #[cfg(feature = "demo")]

@@ -1,8 +1,7 @@
-//! The client-side send timeout (nginx `send_timeout`): a stream wrapper below hyper whose
-//! writes (and flushes, shutdowns) fail with `TimedOut` once one has been pending for longer
-//! than the timeout without any write succeeding, so a client that stops reading is closed.
-//! The timer is armed only when a write would block; writes that complete at once touch no
-//! timer. Reads pass through untouched (the header, body and keep-alive timers are elsewhere).
+//! A send timeout (nginx `send_timeout`; the edge's clients, the admin endpoint): a stream
+//! wrapper below hyper whose writes (flushes, shutdowns) fail with `TimedOut` once one has
+//! been pending for longer than the timeout, so a peer that stops reading is closed. Armed
+//! only when a write would block; reads pass through (read timers are elsewhere).
 
 use std::future::Future;
 use std::io;
@@ -15,7 +14,7 @@ use tokio::time::{Instant, Sleep};
 
 /// `io` with a send timeout on its write side.
 #[derive(Debug)]
-pub(super) struct SendDeadline<IO> {
+pub(crate) struct SendDeadline<IO> {
     io: IO,
     timeout: Duration,
     /// Allocated on the first write that would block, then reused.
@@ -25,7 +24,7 @@ pub(super) struct SendDeadline<IO> {
 }
 
 impl<IO> SendDeadline<IO> {
-    pub(super) fn new(io: IO, timeout: Duration) -> Self {
+    pub(crate) fn new(io: IO, timeout: Duration) -> Self {
         SendDeadline {
             io,
             timeout,
