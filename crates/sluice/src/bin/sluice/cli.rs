@@ -65,6 +65,9 @@ pub enum Command {
     /// a built-in app. No files needed; Ctrl-C stops it.
     #[cfg(feature = "demo")]
     Demo(crate::demo::DemoOpts),
+    /// Write the man pages and shell completions into a directory (for packaging).
+    #[command(hide = true)]
+    Generate(crate::generate::GenerateOpts),
 }
 
 #[derive(Debug, thiserror::Error)]

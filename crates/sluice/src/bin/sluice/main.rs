@@ -6,6 +6,7 @@
 mod cli;
 #[cfg(feature = "demo")]
 mod demo;
+mod generate;
 
 use std::process::ExitCode;
 
@@ -64,6 +65,18 @@ fn main() -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Generate(opts) => match generate::generate(&opts.out_dir) {
+            Ok(written) => {
+                for path in written {
+                    println!("{}", path.display());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("sluice generate: {}: {e}", opts.out_dir.display());
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Run { config } => {
             // The control thread (signals, reloads, health checks, admin); connections run on
             // the server's own worker threads (global.threads).
