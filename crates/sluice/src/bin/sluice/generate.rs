@@ -129,8 +129,14 @@ mod tests {
             for hidden in ["out-dir", "Write the man pages", "generate:", " generate "] {
                 assert!(!text.contains(hidden), "{shell} offers `generate`:\n{text}");
             }
-            assert!(text.contains("log-format"), "{shell} lacks the global flag:\n{text}");
-            assert!(text.contains("print-config"), "{shell} lacks demo's flags:\n{text}");
+            assert!(
+                text.contains("log-format"),
+                "{shell} lacks the global flag:\n{text}"
+            );
+            assert!(
+                text.contains("print-config"),
+                "{shell} lacks demo's flags:\n{text}"
+            );
         }
         assert!(written.len() >= 7, "{written:?}");
     }
