@@ -61,8 +61,9 @@ pub enum Command {
         #[arg(long)]
         pid: Option<i32>,
     },
-    /// Both tiers in one process on loopback: a balancer in front of two TLS edges in front of
-    /// a built-in app. No files needed; Ctrl-C stops it.
+    /// Both tiers in one process, on loopback unless --listen/--edge say otherwise: a balancer
+    /// in front of TLS edges (two by default) in front of a built-in app. No files needed;
+    /// Ctrl-C stops it.
     #[cfg(feature = "demo")]
     Demo(crate::demo::DemoOpts),
     /// Write the man pages and shell completions into a directory (for packaging).

@@ -34,15 +34,17 @@ const TOP_PAGE_EXTRA: &str = r#".SH FILES
 The configuration the systemd unit runs (\fBsluice check \-\-config /etc/sluice/sluice.toml\fR
 validates it).
 .TP
-\fI/lib/systemd/system/sluice.service\fR
-The systemd unit: \fBsystemctl reload sluice\fR checks the file, then sends SIGHUP.
+\fI/usr/lib/systemd/system/sluice.service\fR
+The systemd unit (installed disabled): \fBsystemctl reload sluice\fR checks the file, then
+sends SIGHUP.
 .TP
 \fI/usr/share/doc/sluice/\fR
 README.md, CONFIG.md (every configuration key), OPERATIONS.md (reload, signals, systemd,
 admin), METRICS.md, CHANGELOG.md.
 .SH SIGNALS
 SIGHUP reloads the configuration; SIGTERM and SIGINT stop accepting and drain for
-\fBglobal.grace\fR; SIGQUIT exits at once.
+\fBglobal.grace\fR; SIGQUIT exits at once; SIGUSR1 reopens the log files. OPERATIONS.md
+has the full table.
 .SH SEE ALSO
 \fBsluice\-run\fR(1), \fBsluice\-check\fR(1), \fBsluice\-reload\fR(1), \fBsystemctl\fR(1)
 "#;
