@@ -1,7 +1,8 @@
 //! Black-box tests of `sluice demo`: the real binary, its banner, two TLS connections from
 //! 127.0.0.2 through the balancer (both edges in turn, the second resumed on the other edge
 //! thanks to the shared ticket keys), the printed config passing `sluice check`, SIGTERM
-//! exiting 0 with the temporary directory gone, bind errors naming the flag, and curl.
+//! exiting 0 with the temporary directory gone, bind errors naming the flag, curl, and the
+//! address flags (--listen, --edge, --source) moving it all elsewhere on loopback.
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -389,4 +390,126 @@ fn the_banners_curl_commands_work() {
     demo.signal(rustix::process::Signal::INT); // Ctrl-C
     assert!(demo.wait_exit().success(), "{}", demo.stderr());
     demo.wait_line("sluice demo stopped; removed ");
+}
+
+/// A port free on `ip` right now (bound to port 0 and released).
+fn free_port_on(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `--listen`, `--edge` (three of them, each on its own port) and `--source` move the whole
+/// demo off 127.0.0.1 and 127.0.0.11/12: the banner and the config name the new addresses,
+/// requests from 127.0.0.2 reach every edge in turn with the real client address, and the
+/// banner's curl line works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_on_the_addresses_it_is_given() {
+    let edges: Vec<String> = ["127.0.0.21", "127.0.0.22", "127.0.0.23"]
+        .iter()
+        .map(|ip| format!("{ip}:{}", free_port_on(ip)))
+        .collect();
+    let mut args = vec!["--listen", "127.0.0.3:0", "--source", "127.0.0.20"];
+    for e in &edges {
+        args.extend(["--edge", e.as_str()]);
+    }
+    args.push("--print-config");
+    let mut demo = Demo::start(&args);
+    let balancer = balancer_addr(&demo.wait_line("sluice demo ready:"));
+    assert_eq!(balancer.ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+    assert_ne!(balancer.port(), 0);
+    for (e, name) in edges.iter().zip(["edge-a", "edge-b", "edge-c"]) {
+        let line = demo.wait_line(&format!("edge      {name} on {e} "));
+        assert!(line.contains("PROXY trusted from 127.0.0.20/32"), "{line}");
+    }
+    demo.wait_line("PROXY v2 from 127.0.0.20)");
+    let url = format!("https://{balancer}/");
+    demo.wait_line(&format!("curl -k {url}"));
+    demo.wait_line(&format!("curl -k --interface 127.0.0.2 {url}"));
+    assert!(demo.seen.iter().any(|l| l == "source = \"127.0.0.20\""));
+    let dir = files_dir(&demo.wait_line("    files     "));
+
+    let cfg = client_config(&dir);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let a = get(balancer, cfg.clone()).await;
+        let want = format!("client:   {}\n", a.local);
+        assert!(a.body.contains(&want), "want {want:?} in\n{}", a.body);
+        let edge = edge_of(&a.body).to_string();
+        let line = a.body.lines().find(|l| l.starts_with("edge:")).unwrap();
+        let i = ["edge-a", "edge-b", "edge-c"]
+            .iter()
+            .position(|n| *n == edge)
+            .unwrap_or_else(|| panic!("unknown edge in {line}"));
+        assert!(line.contains(&edges[i]), "{line} is not at {}", edges[i]);
+        seen.push(edge);
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["edge-a", "edge-b", "edge-c"],
+        "roundrobin over 3 edges"
+    );
+
+    let curl = Path::new("/usr/bin/curl");
+    if curl.exists() {
+        let out = Command::new(curl)
+            .args(["-sS", "--max-time", "20", "-k", &url])
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(body.starts_with("hello from sluice demo\n"), "{body}");
+        assert!(body.contains("client:   127.0.0."), "{body}");
+    } else {
+        assert!(
+            !interop_required(),
+            "curl not found and SLUICE_REQUIRE_INTEROP=1"
+        );
+        eprintln!("SKIP: curl not found (the rest of the test ran)");
+    }
+
+    demo.signal(rustix::process::Signal::TERM);
+    assert!(demo.wait_exit().success(), "{}", demo.stderr());
+    demo.wait_line(&format!("removed {}", dir.display()));
+}
+
+/// What the address flags refuse, with the flag named; nothing starts.
+#[test]
+fn address_flags_refuse_what_cannot_work() {
+    let port = free_port_on("127.0.0.21").to_string();
+    let edge = format!("127.0.0.21:{port}");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--listen", "127.0.0.3:0", "--port", "0"], "--port"),
+        (&["--edge", &edge, "--edge-port", "9000"], "--edge-port"),
+        (&["--edge", "127.0.0.21:0"], "--edge 127.0.0.21:0: port 0"),
+        (&["--edge", &edge, "--edge", &edge], "given twice"),
+        (
+            &["--edge", "[::1]:9", "--source", "127.0.0.20"],
+            "one family",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut demo = Demo::start(args);
+        assert!(!demo.wait_exit().success(), "{args:?} started");
+        let err = demo.stderr();
+        assert!(err.contains(want), "{args:?}: want {want:?} in\n{err}");
+    }
+
+    // A taken edge address names --edge.
+    let taken = TcpListener::bind("127.0.0.22:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let mut demo = Demo::start(&[
+        "--listen",
+        "127.0.0.3:0",
+        "--edge",
+        &edge,
+        "--edge",
+        &taken_addr,
+    ]);
+    assert!(!demo.wait_exit().success());
+    let err = demo.stderr();
+    assert!(err.contains(&taken_addr), "{err}");
+    assert!(err.contains("with --edge"), "{err}");
 }

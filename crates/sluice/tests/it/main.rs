@@ -36,6 +36,7 @@ mod l4_limits;
 mod l4_proxy;
 mod metrics_format;
 mod module_tree;
+mod packaging;
 mod ports;
 mod process_conventions;
 mod reload;

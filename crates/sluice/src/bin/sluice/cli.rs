@@ -79,10 +79,14 @@ pub enum Command {
         #[arg(long)]
         binary: Option<PathBuf>,
     },
-    /// Both tiers in one process on loopback: a balancer in front of two TLS edges in front of
-    /// a built-in app. No files needed; Ctrl-C stops it.
+    /// Both tiers in one process, on loopback unless --listen/--edge say otherwise: a balancer
+    /// in front of TLS edges (two by default) in front of a built-in app. No files needed;
+    /// Ctrl-C stops it.
     #[cfg(feature = "demo")]
     Demo(crate::demo::DemoOpts),
+    /// Write the man pages and shell completions into a directory (for packaging).
+    #[command(hide = true)]
+    Generate(crate::generate::GenerateOpts),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@
 mod cli;
 #[cfg(feature = "demo")]
 mod demo;
+mod generate;
 
 use std::process::ExitCode;
 
@@ -74,6 +75,18 @@ fn main() -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Generate(opts) => match generate::generate(&opts.out_dir) {
+            Ok(written) => {
+                for path in written {
+                    println!("{}", path.display());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("sluice generate: {}: {e}", opts.out_dir.display());
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Run {
             config,
             upgrade_from,

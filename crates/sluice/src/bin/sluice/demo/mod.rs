@@ -1,4 +1,5 @@
-//! `sluice demo`: both tiers in one process on loopback, no files needed. It writes a
+//! `sluice demo`: both tiers in one process (on loopback unless told otherwise with
+//! `--listen`/`--edge`/`--source`), no files needed. It writes a
 //! certificate, ticket keys and a generated config (`topology`) into a temporary directory,
 //! starts one built-in uwsgi app per edge (`app`), loads the config through the same path as
 //! `sluice run`, and serves until SIGINT/SIGTERM, then removes the directory. Nothing is faked.
@@ -16,11 +17,15 @@ use tokio_util::sync::CancellationToken;
 use app::AppIdentity;
 use sluice::config::{self, ConfigError};
 use sluice::runtime::{BuildError, Server};
-use topology::{Files, Topology, BALANCER, EDGES};
+use topology::{Files, Topology, BALANCER, BALANCER_SOURCE, MAX_EDGES};
 
 /// The flags of `sluice demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoOpts {
+    /// The balancer's address and port, e.g. 127.0.0.1:9443 or [::1]:0 (port 0 = any free
+    /// port, printed at start). Default: --bind-ip and --port.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["port", "bind_ip"])]
+    pub listen: Option<SocketAddr>,
     /// The balancer's port (0 = any free port, printed at start).
     #[arg(long, default_value_t = 8443)]
     pub port: u16,
@@ -30,6 +35,14 @@ pub struct DemoOpts {
     /// The balancer's address.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub bind_ip: IpAddr,
+    /// An edge's address and port (repeat for more edges, up to 16; each gets its own app).
+    /// Default: 127.0.0.11 and 127.0.0.12 on --edge-port.
+    #[arg(long = "edge", value_name = "ADDR", conflicts_with = "edge_port")]
+    pub edges: Vec<SocketAddr>,
+    /// The address the balancer connects to the edges from: the only one they trust for PROXY
+    /// headers. It must be an address of this machine, of the edges' family.
+    #[arg(long, value_name = "IP", default_value_t = IpAddr::V4(BALANCER_SOURCE))]
+    pub source: IpAddr,
     /// Also print the generated configuration (it is what runs; `sluice check` accepts it
     /// while the demo runs, its files being in the demo's temporary directory).
     #[arg(long)]
@@ -39,9 +52,12 @@ pub struct DemoOpts {
 impl Default for DemoOpts {
     fn default() -> Self {
         DemoOpts {
+            listen: None,
             port: 8443,
             edge_port: 8443,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            edges: Vec::new(),
+            source: IpAddr::V4(BALANCER_SOURCE),
             print_config: false,
         }
     }
@@ -77,16 +93,59 @@ pub async fn run_until_signal(opts: &DemoOpts) -> Result<(), DemoError> {
     run(opts, shutdown).await
 }
 
+/// The balancer's address, the edges and the source address the flags ask for, or why not.
+fn addresses(opts: &DemoOpts) -> Result<(SocketAddr, Vec<topology::Edge>), DemoError> {
+    let balancer = opts
+        .listen
+        .unwrap_or(SocketAddr::new(opts.bind_ip, opts.port));
+    if opts.edges.is_empty() {
+        if opts.edge_port == 0 {
+            return Err(DemoError::Usage(
+                "--edge-port 0 is not possible: the balancer's config must name the edges' \
+                 port; pick a free port"
+                    .into(),
+            ));
+        }
+        if !opts.source.is_ipv4() {
+            return Err(DemoError::Usage(format!(
+                "--source {}: the default edges are IPv4 (127.0.0.11, 127.0.0.12); give IPv6 \
+                 edges with --edge or an IPv4 source",
+                opts.source
+            )));
+        }
+        return Ok((balancer, topology::default_edges(opts.edge_port)));
+    }
+    if opts.edges.len() > MAX_EDGES {
+        return Err(DemoError::Usage(format!(
+            "{} --edge flags: the demo runs at most {MAX_EDGES} edges",
+            opts.edges.len()
+        )));
+    }
+    for (i, e) in opts.edges.iter().enumerate() {
+        if e.port() == 0 {
+            return Err(DemoError::Usage(format!(
+                "--edge {e}: port 0 is not possible: the balancer's config must name each \
+                 edge's port; pick a free port"
+            )));
+        }
+        if opts.edges[..i].contains(e) {
+            return Err(DemoError::Usage(format!("--edge {e} is given twice")));
+        }
+        if e.is_ipv4() != opts.source.is_ipv4() {
+            return Err(DemoError::Usage(format!(
+                "--edge {e} and --source {}: the balancer connects to the edges from the source \
+                 address, so they must be of one family",
+                opts.source
+            )));
+        }
+    }
+    Ok((balancer, topology::edges_at(&opts.edges)))
+}
+
 /// Runs the demo until `shutdown` completes, then drains like `sluice run`, stops the apps
 /// and removes the temporary directory.
 pub async fn run(opts: &DemoOpts, shutdown: impl Future<Output = ()>) -> Result<(), DemoError> {
-    if opts.edge_port == 0 {
-        return Err(DemoError::Usage(
-            "--edge-port 0 is not possible: the balancer's config must name the edges' port; \
-             pick a free port"
-                .into(),
-        ));
-    }
+    let (balancer, edges) = addresses(opts)?;
     let dir = tempfile::Builder::new()
         .prefix("sluice-demo-")
         .tempdir()
@@ -98,8 +157,9 @@ pub async fn run(opts: &DemoOpts, shutdown: impl Future<Output = ()>) -> Result<
             .map_err(DemoError::Files)?;
     }
     let topo = Topology {
-        balancer: SocketAddr::new(opts.bind_ip, opts.port),
-        edge_port: opts.edge_port,
+        balancer,
+        edges,
+        source: opts.source,
         files: Files::in_dir(dir.path()),
     };
     topology::write_material(&topo.files).map_err(DemoError::Files)?;
@@ -110,7 +170,8 @@ pub async fn run(opts: &DemoOpts, shutdown: impl Future<Output = ()>) -> Result<
 
     let stop_apps = CancellationToken::new();
     let mut apps = Vec::new();
-    for (name, ip) in EDGES {
+    for edge in &topo.edges {
+        let name = edge.name.as_str();
         let path = topo.files.app_socket(name);
         let listener = UnixListener::bind(&path).map_err(|source| DemoError::AppSocket {
             path: path.display().to_string(),
@@ -118,7 +179,7 @@ pub async fn run(opts: &DemoOpts, shutdown: impl Future<Output = ()>) -> Result<
         })?;
         let id = AppIdentity {
             name: name.to_string(),
-            edge_addr: topo.edge_addr(ip).to_string(),
+            edge_addr: edge.addr.to_string(),
         };
         apps.push(tokio::spawn(app::serve(listener, id, stop_apps.clone())));
     }
@@ -127,7 +188,7 @@ pub async fn run(opts: &DemoOpts, shutdown: impl Future<Output = ()>) -> Result<
         Ok(s) => s,
         Err(e) => {
             stop_apps.cancel();
-            return Err(explain_bind(e));
+            return Err(explain_bind(e, opts));
         }
     };
     let balancer = server
@@ -156,7 +217,7 @@ pub async fn run(opts: &DemoOpts, shutdown: impl Future<Output = ()>) -> Result<
 }
 
 /// A bind failure says which address and which flag changes it.
-fn explain_bind(e: BuildError) -> DemoError {
+fn explain_bind(e: BuildError, opts: &DemoOpts) -> DemoError {
     match e {
         BuildError::Bind {
             frontend,
@@ -164,8 +225,19 @@ fn explain_bind(e: BuildError) -> DemoError {
             source,
         } => {
             let hint = if frontend == BALANCER {
-                "choose another balancer port with --port (or its address with --bind-ip)"
-                    .to_string()
+                if opts.listen.is_some() {
+                    "choose another balancer address with --listen".to_string()
+                } else {
+                    "choose another balancer port with --port (or its address with --bind-ip, \
+                     or both with --listen)"
+                        .to_string()
+                }
+            } else if !opts.edges.is_empty() {
+                let mut h = "choose another address for this edge with --edge".to_string();
+                if source.kind() == io::ErrorKind::AddrNotAvailable {
+                    h.push_str(" (it must be an address of this machine)");
+                }
+                h
             } else {
                 let mut h = "choose another port for both edges with --edge-port (they listen on \
                      127.0.0.11 and 127.0.0.12)"
@@ -190,14 +262,28 @@ fn explain_bind(e: BuildError) -> DemoError {
 pub fn banner(t: &Topology, balancer: SocketAddr) -> String {
     let url = format!("https://{balancer}/");
     let mut edges = String::new();
-    for (name, ip) in EDGES {
+    for e in &t.edges {
         edges.push_str(&format!(
-            "    edge      {name} on {} (TLS for localhost, PROXY trusted from {}/32) -> uwsgi app at {}\n",
-            t.edge_addr(ip),
-            topology::BALANCER_SOURCE,
-            t.files.app_socket(name).display()
+            "    edge      {} on {} (TLS for localhost, PROXY trusted from {}) -> uwsgi app at {}\n",
+            e.name,
+            e.addr,
+            t.trusted(),
+            t.files.app_socket(&e.name).display()
         ));
     }
+    // Sending from 127.0.0.2 shows the real client address crossing; only on IPv4 loopback.
+    let from_client = if balancer.ip().is_loopback() && balancer.is_ipv4() {
+        format!(
+            "\x20   curl -k --interface 127.0.0.2 {url}        # the app sees client 127.0.0.2\n"
+        )
+    } else {
+        String::new()
+    };
+    let two = match t.edges.len() {
+        1 => "two connections to the one edge, the 2nd resumed",
+        2 => "two connections: both edges, the 2nd resumed",
+        _ => "two connections: two edges in turn, the 2nd resumed",
+    };
     format!(
         "{READY} balancer on {balancer}\n\
          \n\
@@ -207,11 +293,11 @@ pub fn banner(t: &Topology, balancer: SocketAddr) -> String {
          \n\
          Try:\n\
          \x20   curl -k {url}\n\
-         \x20   curl -k --interface 127.0.0.2 {url}        # the app sees client 127.0.0.2\n\
+         {from_client}\
          \x20   curl -k --http1.1 -H 'Connection: close' {url} {url}\n\
-         \x20                                     # two connections: both edges, the 2nd resumed\n\
+         \x20                                     # {two}\n\
          Each request is logged below with the real client address. Ctrl-C stops the demo.",
-        src = topology::BALANCER_SOURCE,
+        src = t.source,
         dir = t.files.dir.display(),
     )
 }

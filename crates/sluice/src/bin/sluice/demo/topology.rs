@@ -1,7 +1,8 @@
-//! The demo's topology as ordinary sluice configuration: the addresses, the files it needs
-//! (a self-signed certificate for `localhost`, two nginx-format ticket keys) written into a
-//! directory, and the TOML text of one config holding the balancer and both edges.
-//! It binds nothing and runs nothing; `demo::run` loads this text like `sluice run` would.
+//! The demo's topology as ordinary sluice configuration: the addresses (balancer, edges, the
+//! balancer's source address), the files it needs (a self-signed certificate for `localhost`,
+//! two nginx-format ticket keys) written into a directory, and the TOML text of one config
+//! holding the balancer and every edge. It binds nothing and runs nothing; `demo::run` loads
+//! this text like `sluice run` would.
 
 use std::fmt::Write as _;
 use std::io;
@@ -10,13 +11,12 @@ use std::path::{Path, PathBuf};
 
 use rand::RngCore;
 
-/// Address the balancer connects from; the only one the edges trust for PROXY headers.
+/// Default address the balancer connects from; the only one the edges trust for PROXY headers.
 pub const BALANCER_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 10);
-/// The two edges: name and IP.
-pub const EDGES: [(&str, Ipv4Addr); 2] = [
-    ("edge-a", Ipv4Addr::new(127, 0, 0, 11)),
-    ("edge-b", Ipv4Addr::new(127, 0, 0, 12)),
-];
+/// The default edges' IPs (both on the same port, `--edge-port`).
+pub const EDGE_IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 11), Ipv4Addr::new(127, 0, 0, 12)];
+/// At most this many edges (`--edge` repeated): named edge-a .. edge-p.
+pub const MAX_EDGES: usize = 16;
 /// Frontend and backend names of the balancer tier.
 pub const BALANCER: &str = "balancer";
 pub const EDGES_BACKEND: &str = "edges";
@@ -26,9 +26,39 @@ pub const EDGES_BACKEND: &str = "edges";
 pub struct Topology {
     /// The balancer's listening address (port 0 = any free port).
     pub balancer: SocketAddr,
-    /// Port of both edges (on 127.0.0.11 and 127.0.0.12).
-    pub edge_port: u16,
+    /// The edges, in order (the balancer's servers); each has its own app.
+    pub edges: Vec<Edge>,
+    /// The balancer's source address towards the edges, the one they trust for PROXY headers.
+    pub source: IpAddr,
     pub files: Files,
+}
+
+/// One edge: its name (`edge-a`, ...) and listening address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+/// Names the edges at `addrs` edge-a, edge-b, ... in order.
+pub fn edges_at(addrs: &[SocketAddr]) -> Vec<Edge> {
+    addrs
+        .iter()
+        .zip('a'..='z')
+        .map(|(addr, c)| Edge {
+            name: format!("edge-{c}"),
+            addr: *addr,
+        })
+        .collect()
+}
+
+/// The default edges: 127.0.0.11 and 127.0.0.12 on `port`.
+pub fn default_edges(port: u16) -> Vec<Edge> {
+    let addrs: Vec<SocketAddr> = EDGE_IPS
+        .iter()
+        .map(|ip| SocketAddr::new(IpAddr::V4(*ip), port))
+        .collect();
+    edges_at(&addrs)
 }
 
 /// The files the config names, all inside one directory.
@@ -61,9 +91,12 @@ impl Files {
 }
 
 impl Topology {
-    /// Edge `name`'s listening address.
-    pub fn edge_addr(&self, ip: Ipv4Addr) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(ip), self.edge_port)
+    /// The network the edges trust PROXY headers from: the source address alone.
+    pub fn trusted(&self) -> String {
+        match self.source {
+            IpAddr::V4(ip) => format!("{ip}/32"),
+            IpAddr::V6(ip) => format!("{ip}/128"),
+        }
     }
 }
 
@@ -121,8 +154,9 @@ fn p(path: &Path) -> String {
 }
 
 /// The whole demo as one sluice configuration: a tcp-mode balancer (roundrobin, TLS health
-/// checks, PROXY v2, source 127.0.0.10) in front of two http-mode edges (TLS, PROXY trusted
-/// from 127.0.0.10/32 only, shared ticket keys), each in front of its own uwsgi app socket.
+/// checks, PROXY v2, from the source address) in front of the http-mode edges (TLS, PROXY
+/// trusted from the source address only, shared ticket keys), each in front of its own uwsgi
+/// app socket.
 pub fn config_toml(t: &Topology) -> String {
     let f = &t.files;
     let mut s = String::new();
@@ -155,19 +189,20 @@ pub fn config_toml(t: &Topology) -> String {
          health = {{ kind = \"tls\", interval = \"1s\", timeout = \"1s\", rise = 2, fall = 2 }}\n\
          servers = [",
         q(EDGES_BACKEND),
-        q(&BALANCER_SOURCE.to_string()),
+        q(&t.source.to_string()),
     );
-    for (name, ip) in EDGES {
+    for e in &t.edges {
         let _ = writeln!(
             s,
             "  {{ name = {}, addr = {} }},",
-            q(name),
-            q(&t.edge_addr(ip).to_string())
+            q(&e.name),
+            q(&e.addr.to_string())
         );
     }
     s.push_str("]\n\n# Tier 2: the TLS edges (what the nginx server block did).\n");
     let tickets = format!("[{}, {}]", p(&f.ticket_keys[0]), p(&f.ticket_keys[1]));
-    for (name, ip) in EDGES {
+    for e in &t.edges {
+        let name = e.name.as_str();
         let app = format!("app-{}", name.trim_start_matches("edge-"));
         let _ = writeln!(
             s,
@@ -187,9 +222,9 @@ pub fn config_toml(t: &Topology) -> String {
              protocol = \"uwsgi\"\n\
              servers = [{{ name = {app}, addr = {sock} }}]\n",
             name = q(name),
-            bind = q(&t.edge_addr(ip).to_string()),
+            bind = q(&e.addr.to_string()),
             app = q(&app),
-            trusted = q(&format!("{BALANCER_SOURCE}/32")),
+            trusted = q(&t.trusted()),
             cert = p(&f.cert),
             key = p(&f.key),
             sock = q(&format!("unix:{}", f.app_socket(name).display())),
@@ -206,7 +241,8 @@ mod tests {
     fn topo(dir: &Path) -> Topology {
         Topology {
             balancer: "127.0.0.1:8443".parse().unwrap(),
-            edge_port: 9443,
+            edges: default_edges(9443),
+            source: IpAddr::V4(BALANCER_SOURCE),
             files: Files::in_dir(dir),
         }
     }
@@ -228,9 +264,9 @@ mod tests {
         assert!(edges.health.is_some());
         let addrs: Vec<_> = edges.servers.iter().map(|s| s.addr.as_str()).collect();
         assert_eq!(addrs, ["127.0.0.11:9443", "127.0.0.12:9443"]);
-        for (i, (name, _)) in EDGES.iter().enumerate() {
+        for (i, name) in ["edge-a", "edge-b"].into_iter().enumerate() {
             let f = &cfg.frontends[i + 1];
-            assert_eq!((f.name.as_str(), f.mode), (*name, Mode::Http));
+            assert_eq!((f.name.as_str(), f.mode), (name, Mode::Http));
             let pp = f.proxy_protocol.as_ref().unwrap();
             assert_eq!(pp.trusted, ["127.0.0.10/32"]);
             let tls = f.tls.as_ref().unwrap();
@@ -242,6 +278,32 @@ mod tests {
                 app.servers[0].addr,
                 format!("unix:/tmp/odd \"dir\\/{name}.sock")
             );
+        }
+    }
+
+    #[test]
+    fn other_addresses_and_an_ipv6_source_are_in_the_config() {
+        let mut t = topo(Path::new("/tmp/d"));
+        t.balancer = "[::1]:0".parse().unwrap();
+        let addrs: Vec<SocketAddr> = ["[::1]:7001", "[::1]:7002", "[::1]:7003"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        t.edges = edges_at(&addrs);
+        t.source = "::1".parse().unwrap();
+        let text = config_toml(&t);
+        let cfg = config::load_str_with(&text, "demo", &config::LoadOptions::content_only())
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(cfg.frontends.len(), 4);
+        assert_eq!(cfg.frontends[0].bind, ["[::1]:0"]);
+        let edges = &cfg.backends[0];
+        assert_eq!(edges.source.as_deref(), Some("::1"));
+        let servers: Vec<_> = edges.servers.iter().map(|s| s.addr.as_str()).collect();
+        assert_eq!(servers, ["[::1]:7001", "[::1]:7002", "[::1]:7003"]);
+        let names: Vec<_> = cfg.frontends[1..].iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["edge-a", "edge-b", "edge-c"]);
+        for f in &cfg.frontends[1..] {
+            assert_eq!(f.proxy_protocol.as_ref().unwrap().trusted, ["::1/128"]);
         }
     }
 
