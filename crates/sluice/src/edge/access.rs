@@ -1,13 +1,14 @@
 //! The edge's access log: one record per request, written when the response body ends or is
-//! dropped (499 when no response was started), as nginx's `combined` line or one JSON object,
-//! to tracing and the frontend's file. Also the response body wrapper that counts bytes
-//! sent. No request handling here.
+//! dropped (499 when no response was started), rendered with the frontend's `log_format`
+//! (default nginx `combined`; `json`; any `$variable` template) to its `access_log` (file or
+//! syslog) and the process log. Also the body wrapper counting bytes sent. No request handling.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
@@ -17,40 +18,45 @@ use tokio::time::Instant;
 
 use crate::addr::ClientAddr;
 use crate::balance::Lease;
-use crate::log::{json_str, nginx_escape_into, LogFile};
+use crate::log::{json_records, json_str, push_var, time, LogSink};
+use crate::spec::{Escape, LineFormat, Template, Var};
 use crate::upstream::{Body, UpstreamError};
 
 use super::conn::RequestGuard;
 
-/// Where a frontend's access lines go, and in which format.
-#[derive(Debug, Clone, Default)]
+/// Where a frontend's access lines go, and what they say.
+#[derive(Debug, Clone)]
 pub(crate) struct AccessLog {
-    pub file: Option<Arc<LogFile>>,
-    pub json: bool,
+    pub sink: Option<LogSink>,
+    pub format: Arc<LineFormat>,
+    /// Also to the process log (target `sluice::access`, at info).
+    pub stderr: bool,
 }
 
 impl AccessLog {
-    /// Writes `rec` to tracing (target `sluice::access`) and to the file when set.
-    /// The line is only formatted when someone reads it (a file, or tracing at info for
-    /// `sluice::access`): with `RUST_LOG=warn` and no file a request costs no formatting.
+    /// Writes `rec` to the process log (when `stderr` and `sluice::access` is enabled at info;
+    /// a flat JSON record with `--log-format json`) and to the sink when set. The line is only
+    /// formatted when someone reads it: with `RUST_LOG=warn` and no `access_log` a request
+    /// costs no formatting.
     pub(crate) fn emit(&self, rec: &AccessRecord) {
         crate::metrics::global().http_response(&rec.frontend, rec.status);
-        let traced = tracing::enabled!(target: "sluice::access", tracing::Level::INFO);
-        if !traced && self.file.is_none() {
+        let traced =
+            self.stderr && tracing::enabled!(target: "sluice::access", tracing::Level::INFO);
+        if !traced && self.sink.is_none() {
             return;
         }
-        let line = if self.json {
-            rec.to_json()
-        } else {
-            rec.combined()
-        };
-        if traced {
+        if traced && json_records() {
+            tracing::info!(target: "sluice::access", json_record = %rec.to_json());
+            if self.sink.is_none() {
+                return;
+            }
+        }
+        let line = rec.line(&self.format);
+        if traced && !json_records() {
             tracing::info!(target: "sluice::access", "{line}");
         }
-        if let Some(file) = &self.file {
-            if let Err(e) = file.write_line(&line) {
-                tracing::warn!("cannot write to {}: {e}", file.path().display());
-            }
+        if let Some(sink) = &self.sink {
+            sink.write_line("access", &line);
         }
     }
 }
@@ -72,8 +78,9 @@ pub(crate) struct AccessRecord {
     pub tls_version: Option<&'static str>,
     pub tls_resumed: bool,
     pub frontend: Arc<str>,
-    /// The app server that answered (or the last one tried).
+    /// The app server that answered (or the last one tried): its name and address.
     pub upstream: Option<String>,
+    pub upstream_addr: Option<String>,
     /// From the request (once its body is read, when buffered) until the response head
     /// arrived from the app.
     pub upstream_time: Option<Duration>,
@@ -137,29 +144,84 @@ impl AccessRecord {
             tls_resumed: false,
             frontend,
             upstream: None,
+            upstream_addr: None,
             upstream_time: None,
             request_time: Duration::ZERO,
         }
     }
 
-    /// nginx `combined`: `$remote_addr - $remote_user [$time_local] "$request" $status
-    /// $body_bytes_sent "$http_referer" "$http_user_agent"`, with `"`, `\`, control and
-    /// non-ASCII bytes escaped as `\xHH` (as nginx does).
-    pub(crate) fn combined(&self) -> String {
-        let mut s = String::with_capacity(160);
-        let _ = write!(
-            s,
-            "{} - - [{}] \"",
-            self.client.addr().ip(),
-            time_local(self.time)
-        );
-        nginx_escape_into(&mut s, self.request.as_bytes());
-        let _ = write!(s, "\" {} {} \"", self.status, self.body_bytes_sent);
-        nginx_escape_into(&mut s, self.referer.as_deref().unwrap_or(b"-"));
-        s.push_str("\" \"");
-        nginx_escape_into(&mut s, self.user_agent.as_deref().unwrap_or(b"-"));
-        s.push('"');
+    /// The line in `format`.
+    pub(crate) fn line(&self, format: &LineFormat) -> String {
+        match format {
+            LineFormat::Json => self.to_json(),
+            LineFormat::Template(t) => self.render(t),
+        }
+    }
+
+    /// The line from a template (nginx `combined` by default: `$remote_addr - $remote_user
+    /// [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"`),
+    /// each variable escaped as nginx does (`\xHH`) or for JSON (`escape=json`).
+    pub(crate) fn render(&self, t: &Template) -> String {
+        let json = t.escape == Escape::Json;
+        let mut s = String::with_capacity(192);
+        t.render(&mut s, |v, out| {
+            let value = self.var(v);
+            push_var(out, value.as_deref(), json)
+        });
         s
+    }
+
+    /// `METHOD`, `target` of the request line; None for "-".
+    fn request_parts(&self) -> Option<(&str, &str)> {
+        let (method, rest) = self.request.split_once(' ')?;
+        let (target, _) = rest.rsplit_once(' ')?;
+        Some((method, target))
+    }
+}
+
+/// A borrowed value.
+fn b(s: &str) -> Option<Cow<'_, [u8]>> {
+    Some(Cow::Borrowed(s.as_bytes()))
+}
+
+impl AccessRecord {
+    /// One variable's value (raw bytes, escaped by the caller); None when it has none.
+    fn var(&self, v: Var) -> Option<Cow<'_, [u8]>> {
+        let own = |s: String| Some(Cow::Owned(s.into_bytes()));
+        let secs = |d: Duration| format!("{:.3}", d.as_secs_f64());
+        match v {
+            Var::RemoteAddr => own(self.client.addr().ip().to_string()),
+            Var::RemotePort => own(self.client.addr().port().to_string()),
+            Var::RemoteUser => None,
+            Var::TimeLocal => own(time::time_local(self.time)),
+            Var::TimeIso8601 => own(time::iso8601(self.time)),
+            Var::Msec => own(time::msec(self.time)),
+            Var::Request => b(&self.request),
+            Var::RequestMethod => self.request_parts().and_then(|p| b(p.0)),
+            Var::RequestUri => self.request_parts().and_then(|p| b(p.1)),
+            Var::ServerProtocol => b(self.protocol),
+            Var::Scheme => b(if self.tls_version.is_some() {
+                "https"
+            } else {
+                "http"
+            }),
+            Var::Status => own(self.status.to_string()),
+            Var::BodyBytesSent => own(self.body_bytes_sent.to_string()),
+            Var::RequestTime => own(secs(self.request_time)),
+            Var::UpstreamAddr => self.upstream_addr.as_deref().and_then(b),
+            Var::UpstreamName => self.upstream.as_deref().and_then(b),
+            Var::UpstreamResponseTime => self.upstream_time.map(secs).and_then(own),
+            Var::SslProtocol => self.tls_version.and_then(b),
+            Var::SslSessionReused => self
+                .tls_version
+                .and_then(|_| b(if self.tls_resumed { "r" } else { "." })),
+            Var::Host => self.host.as_deref().map(Cow::Borrowed),
+            Var::HttpUserAgent => self.user_agent.as_deref().map(Cow::Borrowed),
+            Var::HttpReferer => self.referer.as_deref().map(Cow::Borrowed),
+            Var::Frontend | Var::FrontendName => b(&self.frontend),
+            // tcp-only variables are refused for http frontends at config load.
+            _ => None,
+        }
     }
 
     /// The same fields as one JSON object, plus protocol, TLS, upstream and times.
@@ -175,11 +237,11 @@ impl AccessRecord {
             "{{\"remote_addr\":\"{}\",\"remote_port\":{},\"remote_user\":null,\"time_local\":\"{}\",\
              \"request\":{},\"status\":{},\"body_bytes_sent\":{},\"http_referer\":{},\
              \"http_user_agent\":{},\"host\":{},\"protocol\":\"{}\",\"tls_version\":{},\
-             \"tls_resumed\":{},\"frontend\":{},\"upstream\":{},\"upstream_response_time\":{},\
-             \"request_time\":{}}}",
+             \"tls_resumed\":{},\"frontend\":{},\"upstream\":{},\"upstream_addr\":{},\
+             \"upstream_response_time\":{},\"request_time\":{}}}",
             self.client.addr().ip(),
             self.client.addr().port(),
-            time_local(self.time),
+            time::time_local(self.time),
             json_str(&self.request),
             self.status,
             self.body_bytes_sent,
@@ -196,6 +258,10 @@ impl AccessRecord {
                 .as_deref()
                 .map(json_str)
                 .unwrap_or_else(|| "null".into()),
+            self.upstream_addr
+                .as_deref()
+                .map(json_str)
+                .unwrap_or_else(|| "null".into()),
             self.upstream_time
                 .map(secs)
                 .unwrap_or_else(|| "null".into()),
@@ -203,41 +269,6 @@ impl AccessRecord {
         );
         s
     }
-}
-
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// nginx's `$time_local` in UTC: `25/Nov/2026:13:55:02 +0000`.
-pub(super) fn time_local(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{d:02}/{}/{y:04}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(m - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31) (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// nginx's status for a client that closed the connection before the response.
@@ -351,6 +382,12 @@ impl HttpBody for LogBody {
 mod tests {
     use super::*;
     use crate::addr::PeerAddr;
+    use crate::spec::{Mode, COMBINED};
+    use std::time::UNIX_EPOCH;
+
+    fn fmt(t: &str) -> LineFormat {
+        LineFormat::parse(t, Mode::Http).unwrap()
+    }
 
     fn rec() -> AccessRecord {
         let mut h = HeaderMap::new();
@@ -373,13 +410,15 @@ mod tests {
     #[test]
     fn combined_matches_nginx_and_escapes() {
         assert_eq!(
-            rec().combined(),
+            rec().line(&fmt(COMBINED)),
             "127.0.0.2 - - [25/Nov/2026:13:28:22 +0000] \"GET /a?b=1 HTTP/1.1\" 200 12 \"-\" \
              \"curl/8 \\x22x\\x22\""
         );
         let mut r = rec();
         r.request = "GET /\u{1}\n HTTP/1.1".into();
-        assert!(r.combined().contains("\"GET /\\x01\\x0A HTTP/1.1\""));
+        assert!(r
+            .line(&fmt(COMBINED))
+            .contains("\"GET /\\x01\\x0A HTTP/1.1\""));
     }
 
     #[test]
@@ -406,13 +445,34 @@ mod tests {
     }
 
     #[test]
-    fn dates_convert() {
-        assert_eq!(time_local(UNIX_EPOCH), "01/Jan/1970:00:00:00 +0000");
-        // 2024-02-29 23:59:59 UTC (leap day).
+    fn templates_take_nginx_variables() {
+        let mut r = rec();
+        r.tls_version = Some("TLSv1.3");
+        r.tls_resumed = true;
+        r.upstream = Some("app1".into());
+        r.upstream_addr = Some("127.0.0.1:9000".into());
+        r.upstream_time = Some(Duration::from_millis(5));
+        r.request_time = Duration::from_millis(7);
         assert_eq!(
-            time_local(UNIX_EPOCH + Duration::from_secs(1_709_251_199)),
-            "29/Feb/2024:23:59:59 +0000"
+            r.line(&fmt(
+                "$remote_addr:$remote_port $time_iso8601 $msec $request_method $request_uri \
+                 $server_protocol $scheme $host $ssl_protocol/$ssl_session_reused \
+                 $upstream_name=$upstream_addr $upstream_response_time $request_time \
+                 $http_referer ${frontend}"
+            )),
+            "127.0.0.2:40000 2026-11-25T13:28:22+00:00 1795613302.000 GET /a?b=1 HTTP/1.1 \
+             https app.test TLSv1.3/r app1=127.0.0.1:9000 0.005 0.007 - web"
         );
+        let line = r.line(&fmt(
+            "escape=json {\"ua\":\"$http_user_agent\",\"ref\":\"$http_referer\"}",
+        ));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["ua"], "curl/8 \"x\"");
+        assert_eq!(v["ref"], "");
+    }
+
+    #[test]
+    fn request_lines() {
         assert_eq!(
             request_line(
                 &Method::GET,

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::balance::Pool;
-use crate::log::LogFile;
+use crate::log::LogSink;
 use crate::proxy_protocol::{self as proxy, Policy};
 use crate::spec::{self, Protocol};
 use crate::tls::{self, TlsEdge};
@@ -120,7 +120,7 @@ impl HttpFrontend {
         f: &spec::Frontend,
         b: &spec::Backend,
         pool: Arc<Pool>,
-        log_file: Option<Arc<LogFile>>,
+        log_sink: Option<LogSink>,
         force: CancellationToken,
         tls: Option<Arc<TlsEdge>>,
     ) -> Result<Arc<HttpFrontend>, EdgeError> {
@@ -171,8 +171,9 @@ impl HttpFrontend {
             retries: b.retries,
             settings,
             log: AccessLog {
-                file: log_file,
-                json: f.access_log_format == spec::AccessLogFormat::Json,
+                sink: log_sink,
+                format: Arc::new(f.log_format.clone()),
+                stderr: f.access_log_stderr,
             },
             force,
             auto,

@@ -308,6 +308,7 @@ async fn forward(
             Err(_) => return Err(Failure::NoServer),
         };
         rec.upstream = Some(lease.name().to_string());
+        rec.upstream_addr = Some(lease.addr().to_string());
         let attempt = Request::from_parts(parts.clone(), body.attempt());
         match fe.upstream.send(lease.addr(), attempt, ctx).await {
             Ok(resp) => {

@@ -89,9 +89,11 @@ pub(crate) async fn handle(fe: Arc<TcpFrontend>, client: TcpStream, peer: Socket
         client: ClientAddr::direct(peer),
         peer,
         local,
+        accepted: std::time::SystemTime::now(),
         frontend: fe.name.clone(),
         backend: fe.backend.name.clone(),
         server: None,
+        queue_time: None,
         connect_time: None,
         duration: Duration::ZERO,
         to_server: 0,
@@ -254,8 +256,11 @@ async fn connect_any(be: &L4Backend, rec: &mut ConnRecord) -> Result<(Lease, Str
     let mut tried: Vec<ServerId> = Vec::new();
     let mut last_err: Option<String> = None;
     for _attempt in 0..=be.retries {
-        let queued_by = Instant::now() + be.queue_timeout;
-        let lease = match be.pool.acquire(&rec.client, &tried, queued_by).await {
+        let queued_at = Instant::now();
+        let queued_by = queued_at + be.queue_timeout;
+        let acquired = be.pool.acquire(&rec.client, &tried, queued_by).await;
+        rec.queue_time = Some(rec.queue_time.unwrap_or_default() + queued_at.elapsed());
+        let lease = match acquired {
             Ok(lease) => lease,
             Err(NoServer::Unavailable) if last_err.is_some() => break,
             Err(_) => return Err(End::NoServer),
