@@ -16,7 +16,7 @@ use hyper::header::{self, HeaderMap};
 use hyper::{Method, Uri, Version};
 use tokio::time::Instant;
 
-use crate::addr::ClientAddr;
+use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::balance::Lease;
 use crate::log::{json_records, json_str, push_var, time, LogSink};
 use crate::spec::{Escape, LineFormat, Template, Var};
@@ -65,6 +65,15 @@ impl AccessLog {
 #[derive(Debug, Clone)]
 pub(crate) struct AccessRecord {
     pub client: ClientAddr,
+    /// The TCP peer (the client itself unless a PROXY header named another).
+    pub peer: PeerAddr,
+    /// The source of an accepted PROXY header.
+    pub proxy_protocol: Option<ClientAddr>,
+    /// The address the client reached; None only in unit tests.
+    pub local: Option<LocalAddr>,
+    /// The connection's serial number, and this request's number on it (from 1).
+    pub connection: u64,
+    pub connection_requests: u64,
     pub time: SystemTime,
     /// `METHOD target PROTOCOL`, or "-" when no request could be parsed.
     pub request: String,
@@ -132,6 +141,11 @@ impl AccessRecord {
             .or_else(|| field(header::HOST));
         AccessRecord {
             client,
+            peer: PeerAddr(client.addr()),
+            proxy_protocol: None,
+            local: None,
+            connection: 0,
+            connection_requests: 1,
             time: SystemTime::now(),
             request: request_line(method, uri, version),
             protocol: protocol_name(version),
@@ -193,6 +207,18 @@ impl AccessRecord {
             Var::RemoteAddr => own(self.client.addr().ip().to_string()),
             Var::RemotePort => own(self.client.addr().port().to_string()),
             Var::RemoteUser => None,
+            Var::RealipRemoteAddr => own(self.peer.0.ip().to_string()),
+            Var::RealipRemotePort => own(self.peer.0.port().to_string()),
+            Var::ProxyProtocolAddr => self
+                .proxy_protocol
+                .and_then(|c| own(c.addr().ip().to_string())),
+            Var::ProxyProtocolPort => self
+                .proxy_protocol
+                .and_then(|c| own(c.addr().port().to_string())),
+            Var::ServerAddr => self.local.and_then(|l| own(l.0.ip().to_string())),
+            Var::ServerPort => self.local.and_then(|l| own(l.0.port().to_string())),
+            Var::Connection => own(self.connection.to_string()),
+            Var::ConnectionRequests => own(self.connection_requests.to_string()),
             Var::TimeLocal => own(time::time_local(self.time)),
             Var::TimeIso8601 => own(time::iso8601(self.time)),
             Var::Msec => own(time::msec(self.time)),
@@ -238,7 +264,8 @@ impl AccessRecord {
              \"request\":{},\"status\":{},\"body_bytes_sent\":{},\"http_referer\":{},\
              \"http_user_agent\":{},\"host\":{},\"protocol\":\"{}\",\"tls_version\":{},\
              \"tls_resumed\":{},\"frontend\":{},\"upstream\":{},\"upstream_addr\":{},\
-             \"upstream_response_time\":{},\"request_time\":{}}}",
+             \"upstream_response_time\":{},\"request_time\":{},\"realip_remote_addr\":\"{}\",\
+             \"proxy_protocol_addr\":{},\"connection\":{},\"connection_requests\":{}}}",
             self.client.addr().ip(),
             self.client.addr().port(),
             time::time_local(self.time),
@@ -266,6 +293,12 @@ impl AccessRecord {
                 .map(secs)
                 .unwrap_or_else(|| "null".into()),
             secs(self.request_time),
+            self.peer.0.ip(),
+            self.proxy_protocol
+                .map(|c| format!("\"{}\"", c.addr().ip()))
+                .unwrap_or_else(|| "null".into()),
+            self.connection,
+            self.connection_requests,
         );
         s
     }
@@ -439,6 +472,9 @@ mod tests {
             "\"tls_version\":\"TLSv1.3\"",
             "\"tls_resumed\":false",
             "\"upstream\":\"app1\"",
+            "\"realip_remote_addr\":\"127.0.0.2\"",
+            "\"proxy_protocol_addr\":null",
+            "\"connection_requests\":1",
         ] {
             assert!(j.contains(part), "{part} missing in {j}");
         }

@@ -206,6 +206,7 @@ pub(crate) async fn handle(
     // TCP_NODELAY comes from the listener (`net::bind_std`), no setsockopt here.
     let mut local = LocalAddr(stream.local_addr().unwrap_or(peer.0));
     let mut client = ClientAddr::direct(peer);
+    let mut proxy_protocol = None;
     let mut leftover = Vec::new();
     if let Some(policy) = &fe.policy {
         let accepted = tokio::select! {
@@ -217,6 +218,7 @@ pub(crate) async fn handle(
                 client = acc.client;
                 local = acc.local;
                 leftover = acc.leftover;
+                proxy_protocol = Some(client).filter(|c| acc.header_received && c.addr() != peer.0);
             }
             Err(rej) => {
                 crate::metrics::global().proxy_rejected(&fe.name, rej.code);
@@ -238,6 +240,9 @@ pub(crate) async fn handle(
     let Some(edge) = fe.tls.clone() else {
         let info = ConnInfo {
             client,
+            peer,
+            proxy_protocol,
+            id: conn::next_id(),
             local,
             scheme: Scheme::Http,
             tls: None,
@@ -266,6 +271,9 @@ pub(crate) async fn handle(
             };
             let info = ConnInfo {
                 client,
+                peer,
+                proxy_protocol,
+                id: conn::next_id(),
                 local,
                 scheme: Scheme::Https,
                 tls: Some(info),

@@ -69,6 +69,10 @@ pub(crate) async fn handle(
         req.version(),
         req.headers(),
     );
+    rec.peer = conn.peer;
+    rec.proxy_protocol = conn.proxy_protocol;
+    rec.local = Some(conn.local);
+    (rec.connection, rec.connection_requests) = (conn.id, guard.number());
     if let Some(tls) = &conn.tls {
         rec.tls_version = Some(tls.version).filter(|v| !v.is_empty());
         rec.tls_resumed = tls.resumed;

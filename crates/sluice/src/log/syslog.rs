@@ -125,6 +125,7 @@ impl Syslog {
     }
 
     /// Lines dropped so far.
+    #[cfg(test)]
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }

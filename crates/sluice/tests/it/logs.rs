@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::edge::{raw_request, status_of, uwsgi_app};
+use crate::support::edge::{raw_request, read_all, status_of, uwsgi_app};
 use crate::support::*;
 
 /// Sends `ping` through the tcp frontend at `fe` (an echo backend) and closes.
@@ -154,6 +154,72 @@ async fn http_log_format_takes_nginx_variables() {
     assert_eq!(v["ua"], "t\"x");
     assert_eq!(v["ref"], "");
     assert_eq!(v["status"], 200);
+    sl.shutdown().await;
+}
+
+/// `$remote_addr` is the client a trusted PROXY header names, `$realip_remote_addr` the
+/// balancer that sent it, `$proxy_protocol_addr` the header's source ("-" without one);
+/// `$connection` numbers connections, `$connection_requests` the requests on one.
+#[tokio::test]
+async fn http_log_format_tells_client_balancer_and_connection_apart() {
+    let uw = uwsgi_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let fmt = "$remote_addr|$realip_remote_addr|$proxy_protocol_addr:$proxy_protocol_port|$server_addr:$server_port|$connection|$connection_requests|$request_uri";
+    let cfg = format!(
+        "[global]\nmax_connections = 100\n\n\
+         [[frontend]]\nname = \"pp\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\nbackend = \"app\"\n\
+         access_log = \"{d}/pp.log\"\nlog_format = '{fmt}'\n\
+         proxy_protocol = {{ trusted = [\"127.0.0.10/32\"] }}\n\n\
+         [[frontend]]\nname = \"direct\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\nbackend = \"app\"\n\
+         access_log = \"{d}/direct.log\"\nlog_format = '{fmt}'\n\n\
+         [[backend]]\nname = \"app\"\nprotocol = \"uwsgi\"\n[[backend.servers]]\nname = \"u1\"\naddr = \"{uw}\"\n"
+    );
+    let sl = Sluice::start(&cfg).await;
+    let balancer = "127.0.0.10".parse().unwrap();
+    let mut s = within("connect", connect_from(balancer, sl.addr("pp")))
+        .await
+        .unwrap();
+    s.write_all(
+        b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 443\r\n\
+          GET /one HTTP/1.1\r\nHost: a\r\n\r\n\
+          GET /two HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let resp = read_all(&mut s).await;
+    assert_eq!(resp.matches("HTTP/1.1 200").count(), 2, "{resp}");
+    let r = raw_request(
+        sl.addr("direct"),
+        b"GET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&r), "200", "{r}");
+
+    let path = dir.path().join("pp.log");
+    let one = wait_for_log_line(&path, &["|/one"]).await;
+    let two = wait_for_log_line(&path, &["|/two"]).await;
+    let f1: Vec<&str> = one.split('|').collect();
+    let f2: Vec<&str> = two.split('|').collect();
+    assert_eq!(
+        f1[..4],
+        [
+            "203.0.113.7",
+            "127.0.0.10",
+            "203.0.113.7:40000",
+            "198.51.100.1:443"
+        ],
+        "{one}"
+    );
+    assert_eq!((f1[5], f2[5]), ("1", "2"), "{one} / {two}");
+    assert_eq!(f1[4], f2[4], "same connection: {one} / {two}");
+    let three = wait_for_log_line(&dir.path().join("direct.log"), &["|/three"]).await;
+    let f3: Vec<&str> = three.split('|').collect();
+    let port = sl.addr("direct").port().to_string();
+    assert_eq!(f3[..3], ["127.0.0.2", "127.0.0.2", "-:-"], "{three}");
+    assert_eq!(f3[3], format!("127.0.0.1:{port}"), "{three}");
+    assert_ne!(f3[4], f1[4], "another connection: {three}");
+    assert_eq!(f3[5], "1", "{three}");
     sl.shutdown().await;
 }
 
