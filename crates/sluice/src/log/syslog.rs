@@ -8,6 +8,8 @@ use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use prometheus_client::metrics::counter::Counter;
 use std::time::{Instant, SystemTime};
 
 /// Longest MSG part sent; a longer line is cut at a character boundary.
@@ -37,6 +39,8 @@ pub(crate) struct Syslog {
     /// ` HOST APP-NAME PROCID `.
     ids: String,
     dropped: AtomicU64,
+    /// `sluice_log_dropped_lines_total` of the frontend.
+    metric: Counter,
     /// When the last warning about drops was logged, and the count then.
     warned: Mutex<(Option<Instant>, u64)>,
 }
@@ -55,12 +59,13 @@ fn hostname() -> String {
 
 impl Syslog {
     /// A non-blocking socket for `dest`; `facility` 0..=23, `severity` 0..=7, `tag` the
-    /// APP-NAME (already checked by the config).
+    /// APP-NAME (already checked by the config); drops count in `frontend`'s metric.
     pub(crate) fn open(
         dest: &SyslogDest,
         facility: u8,
         severity: u8,
         tag: &str,
+        frontend: &str,
     ) -> io::Result<Syslog> {
         let socket = match dest {
             SyslogDest::Udp(addr) => {
@@ -84,6 +89,7 @@ impl Syslog {
             pri: format!("<{}>1 ", u32::from(facility) * 8 + u32::from(severity)),
             ids: format!(" {} {tag} {} ", hostname(), std::process::id()),
             dropped: AtomicU64::new(0),
+            metric: crate::metrics::global().log_dropped(frontend),
             warned: Mutex::new((None, 0)),
         })
     }
@@ -131,6 +137,7 @@ impl Syslog {
     }
 
     fn dropped_one(&self, e: &io::Error) {
+        self.metric.inc();
         let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         let mut w = self.warned.lock().unwrap_or_else(|p| p.into_inner());
         let due = w.0.is_none_or(|t| t.elapsed().as_secs() >= WARN_EVERY_SECS);
@@ -154,7 +161,14 @@ mod tests {
     fn frames_rfc5424_and_counts_drops() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.sock");
-        let s = Syslog::open(&SyslogDest::Unix(path.clone()), 23, 6, "sluice").unwrap();
+        let s = Syslog::open(
+            &SyslogDest::Unix(path.clone()),
+            23,
+            6,
+            "sluice",
+            "syslog_unit",
+        )
+        .unwrap();
         let t = UNIX_EPOCH + Duration::from_millis(1_709_251_199_250);
         let d = s.frame("access", &"é".repeat(MAX_MSG), t);
         let head = format!(
@@ -167,6 +181,7 @@ mod tests {
         // Nobody listens yet: dropped, not blocked.
         s.send("access", "one");
         assert_eq!(s.dropped(), 1);
+        assert_eq!(crate::metrics::global().log_dropped("syslog_unit").get(), 1);
         let rx = UnixDatagram::bind(&path).unwrap();
         s.send("access", "two");
         let mut buf = [0u8; 512];

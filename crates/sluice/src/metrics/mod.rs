@@ -153,6 +153,7 @@ pub struct Metrics {
     tls_failures: Family<Fe, Counter>,
     http_responses: Family<FeClass, Counter>,
     spilled_bodies: Family<FeDirection, Counter>,
+    log_dropped: Family<Fe, Counter>,
     upstream_duration: HistFamily<Be>,
     health_duration: HistFamily<Srv>,
     pools: scrape::PoolFamilies,
@@ -184,6 +185,7 @@ impl Metrics {
             tls_failures: Family::default(),
             http_responses: Family::default(),
             spilled_bodies: Family::default(),
+            log_dropped: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             health_duration: Family::new_with_constructor(latency_histogram),
             pools: scrape::PoolFamilies::default(),
@@ -230,6 +232,7 @@ impl Metrics {
             SPILLED_BODIES_HELP,
             m.spilled_bodies.clone(),
         );
+        r.register(LOG_DROPPED, LOG_DROPPED_HELP, m.log_dropped.clone());
         r.register(
             UPSTREAM_DURATION,
             UPSTREAM_DURATION_HELP,
@@ -331,6 +334,15 @@ impl Metrics {
                 class: status_class(status).to_string(),
             })
             .inc();
+    }
+
+    /// The counter of access lines of `frontend` its syslog target dropped.
+    pub(crate) fn log_dropped(&self, frontend: &str) -> Counter {
+        self.log_dropped
+            .get_or_create(&Fe {
+                frontend: frontend.to_string(),
+            })
+            .clone()
     }
 
     /// A request or response body of `frontend` went to a temp file (`direction`:

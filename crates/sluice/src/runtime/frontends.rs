@@ -105,8 +105,8 @@ fn prepare_tls(
     Ok(tls)
 }
 
-fn open_log(logs: &LogFiles, target: &Option<LogTarget>) -> Result<Option<LogSink>, BuildError> {
-    match target {
+fn open_log(logs: &LogFiles, f: &spec::Frontend) -> Result<Option<LogSink>, BuildError> {
+    match &f.access_log {
         Some(LogTarget::File(p)) => logs
             .open(Path::new(p))
             .map(|f| Some(LogSink::File(f)))
@@ -119,7 +119,7 @@ fn open_log(logs: &LogFiles, target: &Option<LogTarget>) -> Result<Option<LogSin
                 SyslogServer::Udp(a) => SyslogDest::Udp(*a),
                 SyslogServer::Unix(p) => SyslogDest::Unix(p.clone()),
             };
-            Syslog::open(&dest, t.facility, t.severity, &t.tag)
+            Syslog::open(&dest, t.facility, t.severity, &t.tag, &f.name)
                 .map(|s| Some(LogSink::Syslog(Arc::new(s))))
                 .map_err(|source| BuildError::LogFile {
                     path: format!("{dest:?}"),
@@ -137,7 +137,7 @@ pub(super) fn build(
     tls: Option<Arc<TlsEdge>>,
     ctx: &Ctx<'_>,
 ) -> Result<Arc<dyn Frontend>, BuildError> {
-    let sink = open_log(ctx.logs, &f.access_log)?;
+    let sink = open_log(ctx.logs, f)?;
     let force = ctx.shutdown.force_close.clone();
     Ok(match f.mode {
         Mode::Tcp => {

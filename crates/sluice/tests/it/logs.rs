@@ -372,18 +372,34 @@ async fn a_dead_collector_never_stalls_traffic() {
     let cfg = format!(
         "[global]\nmax_connections = 100\n\n{}{}{}",
         tcp_frontend(
-            "unix",
+            "dead_unix",
             &format!("access_log = \"syslog:server=unix:{}\"", gone.display())
         ),
-        tcp_frontend("udp", &format!("access_log = \"syslog:server={silent}\"")),
+        tcp_frontend(
+            "dead_udp",
+            &format!("access_log = \"syslog:server={silent}\"")
+        ),
         echo_backend(echo)
     );
     let sl = Sluice::start(&cfg).await;
     let t0 = std::time::Instant::now();
     for _ in 0..20 {
-        echo_once(sl.addr("unix")).await;
-        echo_once(sl.addr("udp")).await;
+        echo_once(sl.addr("dead_unix")).await;
+        echo_once(sl.addr("dead_udp")).await;
     }
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // Every line to the absent socket is counted as dropped (UDP sends to a silent port
+    // succeed: nothing to count there).
+    wait_until("20 dropped lines", || dropped_lines("dead_unix") == 20).await;
     sl.shutdown().await;
+}
+
+/// `sluice_log_dropped_lines_total` of `frontend`.
+fn dropped_lines(frontend: &str) -> u64 {
+    let fe = format!("sluice_log_dropped_lines_total{{frontend=\"{frontend}\"}} ");
+    sluice::metrics::global()
+        .encode(&[])
+        .lines()
+        .find_map(|l| l.strip_prefix(&fe)?.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
 }
