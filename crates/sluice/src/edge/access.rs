@@ -61,6 +61,32 @@ impl AccessLog {
     }
 }
 
+impl AccessLog {
+    /// A connection closed for its PROXY header (no request, so no access line): to the
+    /// process log when `stderr`, as key=value text or, with `--log-format json`, a flat
+    /// record (`peer`, `frontend`, `end`, `code`, `reason`).
+    pub(crate) fn proxy_rejected(&self, peer: PeerAddr, frontend: &str, code: &str, reason: &str) {
+        if !self.stderr || !tracing::enabled!(target: "sluice::conn", tracing::Level::INFO) {
+            return;
+        }
+        if json_records() {
+            let rec = format!(
+                "{{\"peer\":\"{peer}\",\"time_iso8601\":\"{}\",\"frontend\":{},\"end\":\"proxy_rejected\",\"code\":{},\"reason\":{}}}",
+                time::iso8601(SystemTime::now()),
+                json_str(frontend),
+                json_str(code),
+                json_str(reason)
+            );
+            tracing::info!(target: "sluice::conn", json_record = %rec);
+        } else {
+            tracing::info!(
+                target: "sluice::conn",
+                "{peer} frontend={frontend} end=proxy_rejected reason={reason:?}"
+            );
+        }
+    }
+}
+
 /// Everything one access log line says.
 #[derive(Debug, Clone)]
 pub(crate) struct AccessRecord {

@@ -222,12 +222,8 @@ pub(crate) async fn handle(
             }
             Err(rej) => {
                 crate::metrics::global().proxy_rejected(&fe.name, rej.code);
-                tracing::info!(
-                    target: "sluice::conn",
-                    "{peer} frontend={} end=proxy_rejected reason={:?}",
-                    fe.name,
-                    rej.to_string()
-                );
+                fe.log
+                    .proxy_rejected(peer, &fe.name, rej.code, &rej.to_string());
                 return;
             }
         }

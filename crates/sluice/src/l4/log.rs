@@ -285,7 +285,7 @@ mod tests {
     fn line_starts_with_client_has_a_time_and_names_the_end() {
         let line = record(End::ClientClosed).line(&fmt(CONN));
         assert!(
-            line.starts_with("127.0.0.2:5000 time=2026-11-25T13:28:22+00:00 peer=127.0.0.1:6000 "),
+            line.starts_with("127.0.0.2:5000 peer=127.0.0.1:6000 time=2026-11-25T13:28:22+00:00 "),
             "{line}"
         );
         for part in [

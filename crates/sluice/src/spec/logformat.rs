@@ -230,8 +230,9 @@ impl Var {
 /// nginx's `combined`, the http default.
 pub const COMBINED: &str =
     "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";
-/// The tcp default: sluice's key=value connection line (real client first).
-pub const CONN: &str = "$client time=$time_iso8601 peer=$peer local=$local frontend=$frontend backend=$backend server=$server connect_ms=$connect_ms duration_ms=$duration_ms bytes_in=$bytes_in bytes_out=$bytes_out retries=$retries end=$end reason=\"$reason\"";
+/// The tcp default: sluice's key=value connection line (real client and the peer it came
+/// through first, as before timestamps were added; then the time).
+pub const CONN: &str = "$client peer=$peer time=$time_iso8601 local=$local frontend=$frontend backend=$backend server=$server connect_ms=$connect_ms duration_ms=$duration_ms bytes_in=$bytes_in bytes_out=$bytes_out retries=$retries end=$end reason=\"$reason\"";
 /// HAProxy's `option tcplog` (without the connection counters and queue sizes).
 pub const TCPLOG: &str = "$client_ip:$client_port [$accept_date] $frontend_name $backend_name/$server_name $Tw/$Tc/$Tt $bytes_read $termination_state $retries";
 

@@ -107,13 +107,15 @@ async fn json_process_log_is_flat_and_records_keep_their_fields() {
         "sluice.toml",
         &format!(
             "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n{}\
-             [[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\nbackend = \"app\"\n\n{}\
+             [[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\nbackend = \"app\"\n\n\
+             [[frontend]]\nname = \"pp\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\nbackend = \"app\"\n\
+             proxy_protocol = {{ trusted = [\"127.0.0.10/32\"] }}\n\n{}\
              [[backend]]\nname = \"app\"\nprotocol = \"uwsgi\"\n[[backend.servers]]\naddr = \"{uw}\"\n",
             tcp_frontend("lb", ""),
             echo_backend(echo)
         ),
     );
-    let (_child, addrs, lines) = spawn(&cfg, true, "info", 2);
+    let (_child, addrs, lines) = spawn(&cfg, true, "info", 3);
     echo_once(addr(&addrs, "lb")).await;
     let r = raw_request(
         addr(&addrs, "web"),
@@ -121,6 +123,25 @@ async fn json_process_log_is_flat_and_records_keep_their_fields() {
     )
     .await;
     assert_eq!(status_of(&r), "200", "{r}");
+    // 127.0.0.2 is not trusted to send a PROXY header: the edge closes the connection.
+    raw_request(
+        addr(&addrs, "pp"),
+        b"PROXY TCP4 203.0.113.7 127.0.0.1 4000 80\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .await;
+    let rejected = wait_line(&lines, "a proxy_rejected record", |l| {
+        l.contains("\"end\":\"proxy_rejected\"")
+    })
+    .await;
+    let rejected: serde_json::Value = serde_json::from_str(&rejected).unwrap();
+    assert_eq!(rejected["target"], "sluice::conn");
+    assert_eq!(rejected["frontend"], "pp");
+    assert_eq!(rejected["code"], "untrusted");
+    assert!(
+        rejected["peer"].as_str().unwrap().starts_with("127.0.0.2:"),
+        "{rejected}"
+    );
+    assert!(rejected.get("message").is_none(), "{rejected}");
     let conn = wait_line(&lines, "a connection record", |l| {
         l.contains("\"sluice::conn\"")
     })
