@@ -1,6 +1,6 @@
 //! The balancer's connection log: one line per connection, rendered with the frontend's
 //! `log_format` (default `conn`: real client first, a timestamp, key=value fields; `tcplog`
-//! as HAProxy's; `json`), to the frontend's `access_log` (file or syslog) and, when
+//! as HAProxy's, with its connection counters; `json`), to the frontend's `access_log` (file or syslog) and, when
 //! `access_log_stderr`, to the process log (target `sluice::conn`). Opening files is `log`'s.
 
 use std::borrow::Cow;
@@ -80,6 +80,23 @@ pub(crate) struct ConnRecord {
     /// Connect attempts that failed before the one that worked (or all of them).
     pub retries: u32,
     pub end: End,
+    /// HAProxy's counters at log time; only taken when the format uses them.
+    pub counters: Option<Counters>,
+}
+
+/// Connection counts when a line is logged, as HAProxy's tcplog has them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    /// Connections open on the whole process (this one included).
+    pub actconn: u64,
+    /// Connections open on the frontend (this one included).
+    pub feconn: u64,
+    /// Connections on the backend's servers plus those queued for one.
+    pub beconn: u64,
+    /// Connections on the server this one used (this one included); 0 without a server.
+    pub srv_conn: u64,
+    /// Connections waiting in the backend's queue.
+    pub backend_queue: u64,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -164,6 +181,13 @@ impl ConnRecord {
             Var::BytesIn => own(self.to_server.to_string()),
             Var::BytesOut | Var::BytesRead => own(self.to_client.to_string()),
             Var::Retries => own(self.retries.to_string()),
+            Var::Actconn => self.counters.and_then(|c| own(c.actconn.to_string())),
+            Var::Feconn => self.counters.and_then(|c| own(c.feconn.to_string())),
+            Var::Beconn => self.counters.and_then(|c| own(c.beconn.to_string())),
+            Var::SrvConn => self.counters.and_then(|c| own(c.srv_conn.to_string())),
+            // sluice queues per backend, never per server.
+            Var::SrvQueue => Some(Cow::Borrowed("0")),
+            Var::BackendQueue => self.counters.and_then(|c| own(c.backend_queue.to_string())),
             Var::TerminationState => Some(Cow::Borrowed(self.end.termination_state())),
             Var::End => Some(Cow::Borrowed(self.end.code())),
             Var::Reason => self.end.detail().map(Cow::Owned),
@@ -274,6 +298,13 @@ mod tests {
             to_client: 20,
             retries: 0,
             end,
+            counters: Some(Counters {
+                actconn: 7,
+                feconn: 3,
+                beconn: 2,
+                srv_conn: 1,
+                backend_queue: 0,
+            }),
         }
     }
 
@@ -324,13 +355,13 @@ mod tests {
     fn tcplog_is_haproxys_and_templates_take_any_variable() {
         assert_eq!(
             record(End::ServerClosed).line(&fmt(TCPLOG)),
-            "127.0.0.2:5000 [25/Nov/2026:13:28:22.250] fe be/s1 0/1/20 20 -- 0"
+            "127.0.0.2:5000 [25/Nov/2026:13:28:22.250] fe be/s1 0/1/20 20 -- 7/3/2/1/0 0/0"
         );
         let mut r = record(End::NoServer);
         (r.server, r.connect_time) = (None, None);
         assert_eq!(
             r.line(&fmt(TCPLOG)),
-            "127.0.0.2:5000 [25/Nov/2026:13:28:22.250] fe be/<NOSRV> 0/-1/20 20 sQ 0"
+            "127.0.0.2:5000 [25/Nov/2026:13:28:22.250] fe be/<NOSRV> 0/-1/20 20 sQ 7/3/2/1/0 0/0"
         );
         assert_eq!(
             r.line(&fmt(

@@ -113,6 +113,11 @@ impl FrontendHandles {
         ConnGuard(self.clone())
     }
 
+    /// Connections open on the frontend now.
+    pub(crate) fn current(&self) -> u64 {
+        self.current.get().max(0) as u64
+    }
+
     /// Adds bytes received from / sent to clients.
     pub(crate) fn add_bytes(&self, received: u64, sent: u64) {
         if received > 0 {
@@ -281,6 +286,16 @@ impl Metrics {
             .entry(name.to_string())
             .or_insert(h)
             .clone()
+    }
+
+    /// Connections open on every frontend of the process now (HAProxy's `actconn`).
+    pub(crate) fn current_connections(&self) -> u64 {
+        self.frontends
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(FrontendHandles::current)
+            .sum()
     }
 
     /// A connection was accepted on `frontend`; it counts as open until the guard drops.

@@ -213,6 +213,12 @@ vars! {
     BytesOut = "bytes_out": false true,
     BytesRead = "bytes_read": false true,
     Retries = "retries": false true,
+    Actconn = "actconn": false true,
+    Feconn = "feconn": false true,
+    Beconn = "beconn": false true,
+    SrvConn = "srv_conn": false true,
+    SrvQueue = "srv_queue": false true,
+    BackendQueue = "backend_queue": false true,
     TerminationState = "termination_state": false true,
     End = "end": false true,
     Reason = "reason": false true,
@@ -233,8 +239,8 @@ pub const COMBINED: &str =
 /// The tcp default: sluice's key=value connection line (real client and the peer it came
 /// through first, as before timestamps were added; then the time).
 pub const CONN: &str = "$client peer=$peer time=$time_iso8601 local=$local frontend=$frontend backend=$backend server=$server connect_ms=$connect_ms duration_ms=$duration_ms bytes_in=$bytes_in bytes_out=$bytes_out retries=$retries end=$end reason=\"$reason\"";
-/// HAProxy's `option tcplog` (without the connection counters and queue sizes).
-pub const TCPLOG: &str = "$client_ip:$client_port [$accept_date] $frontend_name $backend_name/$server_name $Tw/$Tc/$Tt $bytes_read $termination_state $retries";
+/// HAProxy's `option tcplog`.
+pub const TCPLOG: &str = "$client_ip:$client_port [$accept_date] $frontend_name $backend_name/$server_name $Tw/$Tc/$Tt $bytes_read $termination_state $actconn/$feconn/$beconn/$srv_conn/$retries $srv_queue/$backend_queue";
 
 impl LineFormat {
     /// The format a frontend of `mode` gets when it sets nothing.
@@ -266,6 +272,16 @@ impl LineFormat {
             _ => s,
         };
         Template::compile(named, mode).map(LineFormat::Template)
+    }
+}
+
+impl LineFormat {
+    /// Whether the line needs HAProxy's connection counters (`$actconn` .. `$backend_queue`).
+    pub fn uses_counters(&self) -> bool {
+        matches!(self, LineFormat::Template(t) if t.pieces.iter().any(|p| matches!(
+            p,
+            Piece::Var(Var::Actconn | Var::Feconn | Var::Beconn | Var::SrvConn | Var::BackendQueue)
+        )))
     }
 }
 

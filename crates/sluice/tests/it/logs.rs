@@ -84,9 +84,10 @@ async fn tcp_lines_have_a_timestamp_and_tcplog_is_haproxys() {
     );
 
     let line = wait_for_log_line(&dir.path().join("hap.log"), &[" hap "]).await;
-    // 127.0.0.2:PORT [accept date] hap echo/s1 Tw/Tc/Tt bytes_read -- retries
+    // 127.0.0.2:PORT [accept date] hap echo/s1 Tw/Tc/Tt bytes_read --
+    // actconn/feconn/beconn/srv_conn/retries srv_queue/backend_queue
     let f: Vec<&str> = line.split(' ').collect();
-    assert_eq!(f.len(), 8, "{line}");
+    assert_eq!(f.len(), 9, "{line}");
     assert!(f[0].starts_with("127.0.0.2:"), "{line}");
     let date = f[1].trim_start_matches('[').trim_end_matches(']');
     assert!(is_accept_date(date), "accept date {date} in {line}");
@@ -96,7 +97,13 @@ async fn tcp_lines_have_a_timestamp_and_tcplog_is_haproxys() {
         timers.len() == 3 && timers.iter().all(|t| *t >= 0),
         "{line}"
     );
-    assert_eq!(&f[5..], ["4", "--", "0"], "{line}");
+    assert_eq!(&f[5..7], ["4", "--"], "{line}");
+    // This connection is still counted everywhere when its line is written.
+    let c: Vec<u64> = f[7].split('/').map(|n| n.parse().unwrap()).collect();
+    assert_eq!(c.len(), 5, "{line}");
+    assert!(c[0] >= 1 && c[2] >= 1 && c[3] >= 1, "{line}");
+    assert_eq!((c[1], c[4]), (1, 0), "feconn, retries: {line}");
+    assert_eq!(f[8], "0/0", "{line}");
     sl.shutdown().await;
 }
 
@@ -353,7 +360,7 @@ async fn syslog_to_a_unix_socket_standing_for_dev_log() {
     assert_eq!(pri, "<190>1");
     assert_eq!(ids[4], "conn");
     assert!(
-        msg.contains(" lb echo/s1 ") && msg.ends_with(" -- 0"),
+        msg.contains(" lb echo/s1 ") && msg.contains(" -- ") && msg.ends_with("/0 0/0"),
         "{msg}"
     );
     sl.shutdown().await;
