@@ -122,7 +122,10 @@ fn open_log(logs: &LogFiles, f: &spec::Frontend) -> Result<Option<LogSink>, Buil
             Syslog::open(&dest, t.facility, t.severity, &t.tag, &f.name)
                 .map(|s| Some(LogSink::Syslog(Arc::new(s))))
                 .map_err(|source| BuildError::LogFile {
-                    path: format!("{dest:?}"),
+                    path: match &dest {
+                        SyslogDest::Udp(a) => format!("syslog:server={a}"),
+                        SyslogDest::Unix(p) => format!("syslog:server=unix:{}", p.display()),
+                    },
                     source,
                 })
         }

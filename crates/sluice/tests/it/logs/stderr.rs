@@ -13,17 +13,16 @@ use crate::support::*;
 
 use super::{echo_backend, echo_once, tcp_frontend};
 
+/// Every stderr line of a child so far.
+type Lines = Arc<Mutex<Vec<String>>>;
+
 /// `sluice [--log-format json] run -c CONFIG` with `RUST_LOG`; waits for `n` listening lines.
 fn spawn(
     config: &std::path::Path,
     json: bool,
     rust_log: &str,
     n: usize,
-) -> (
-    ChildGuard,
-    Vec<(String, SocketAddr)>,
-    Arc<Mutex<Vec<String>>>,
-) {
+) -> (ChildGuard, Vec<(String, SocketAddr)>, Lines) {
     let mut cmd = Command::new(sluice_bin());
     if json {
         cmd.args(["--log-format", "json"]);
@@ -83,11 +82,7 @@ fn addr(addrs: &[(String, SocketAddr)], fe: &str) -> SocketAddr {
         .expect(fe)
 }
 
-async fn wait_line(
-    lines: &Arc<Mutex<Vec<String>>>,
-    what: &str,
-    cond: impl Fn(&str) -> bool,
-) -> String {
+async fn wait_line(lines: &Lines, what: &str, cond: impl Fn(&str) -> bool) -> String {
     let mut found = None;
     wait_until(what, || {
         found = lines.lock().unwrap().iter().find(|l| cond(l)).cloned();
