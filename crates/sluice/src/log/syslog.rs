@@ -59,13 +59,13 @@ fn hostname() -> String {
 
 impl Syslog {
     /// A non-blocking socket for `dest`; `facility` 0..=23, `severity` 0..=7, `tag` the
-    /// APP-NAME (already checked by the config); drops count in `frontend`'s metric.
+    /// APP-NAME (already checked by the config); each drop also increments `dropped_metric`.
     pub(crate) fn open(
         dest: &SyslogDest,
         facility: u8,
         severity: u8,
         tag: &str,
-        frontend: &str,
+        dropped_metric: Counter,
     ) -> io::Result<Syslog> {
         let socket = match dest {
             SyslogDest::Udp(addr) => {
@@ -89,7 +89,7 @@ impl Syslog {
             pri: format!("<{}>1 ", u32::from(facility) * 8 + u32::from(severity)),
             ids: format!(" {} {tag} {} ", hostname(), std::process::id()),
             dropped: AtomicU64::new(0),
-            metric: crate::metrics::global().log_dropped(frontend),
+            metric: dropped_metric,
             warned: Mutex::new((None, 0)),
         })
     }
@@ -161,12 +161,13 @@ mod tests {
     fn frames_rfc5424_and_counts_drops() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.sock");
+        let metric = Counter::default();
         let s = Syslog::open(
             &SyslogDest::Unix(path.clone()),
             23,
             6,
             "sluice",
-            "syslog_unit",
+            metric.clone(),
         )
         .unwrap();
         let t = UNIX_EPOCH + Duration::from_millis(1_709_251_199_250);
@@ -181,7 +182,7 @@ mod tests {
         // Nobody listens yet: dropped, not blocked.
         s.send("access", "one");
         assert_eq!(s.dropped(), 1);
-        assert_eq!(crate::metrics::global().log_dropped("syslog_unit").get(), 1);
+        assert_eq!(metric.get(), 1);
         let rx = UnixDatagram::bind(&path).unwrap();
         s.send("access", "two");
         let mut buf = [0u8; 512];

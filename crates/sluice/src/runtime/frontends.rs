@@ -119,15 +119,21 @@ fn open_log(logs: &LogFiles, f: &spec::Frontend) -> Result<Option<LogSink>, Buil
                 SyslogServer::Udp(a) => SyslogDest::Udp(*a),
                 SyslogServer::Unix(p) => SyslogDest::Unix(p.clone()),
             };
-            Syslog::open(&dest, t.facility, t.severity, &t.tag, &f.name)
-                .map(|s| Some(LogSink::Syslog(Arc::new(s))))
-                .map_err(|source| BuildError::LogFile {
-                    path: match &dest {
-                        SyslogDest::Udp(a) => format!("syslog:server={a}"),
-                        SyslogDest::Unix(p) => format!("syslog:server=unix:{}", p.display()),
-                    },
-                    source,
-                })
+            Syslog::open(
+                &dest,
+                t.facility,
+                t.severity,
+                &t.tag,
+                crate::metrics::global().log_dropped(&f.name),
+            )
+            .map(|s| Some(LogSink::Syslog(Arc::new(s))))
+            .map_err(|source| BuildError::LogFile {
+                path: match &dest {
+                    SyslogDest::Udp(a) => format!("syslog:server={a}"),
+                    SyslogDest::Unix(p) => format!("syslog:server=unix:{}", p.display()),
+                },
+                source,
+            })
         }
         None => Ok(None),
     }
