@@ -286,7 +286,7 @@ impl AccessRecord {
         let secs = |d: Duration| format!("{:.3}", d.as_secs_f64());
         let _ = write!(
             s,
-            "{{\"remote_addr\":\"{}\",\"remote_port\":{},\"remote_user\":null,\"time_local\":\"{}\",\
+            "{{\"remote_addr\":\"{}\",\"remote_port\":{},\"remote_user\":null,\"time_local\":\"{}\",\"time_iso8601\":\"{}\",\
              \"request\":{},\"status\":{},\"body_bytes_sent\":{},\"http_referer\":{},\
              \"http_user_agent\":{},\"host\":{},\"protocol\":\"{}\",\"tls_version\":{},\
              \"tls_resumed\":{},\"frontend\":{},\"upstream\":{},\"upstream_addr\":{},\
@@ -295,6 +295,7 @@ impl AccessRecord {
             self.client.addr().ip(),
             self.client.addr().port(),
             time::time_local(self.time),
+            time::iso8601(self.time),
             json_str(&self.request),
             self.status,
             self.body_bytes_sent,
@@ -489,6 +490,7 @@ mod tests {
         for part in [
             "\"remote_addr\":\"127.0.0.2\"",
             "\"time_local\":\"25/Nov/2026:13:28:22 +0000\"",
+            "\"time_iso8601\":\"2026-11-25T13:28:22+00:00\"",
             "\"request\":\"GET /a?b=1 HTTP/1.1\"",
             "\"status\":200",
             "\"body_bytes_sent\":12",

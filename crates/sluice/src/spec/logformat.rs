@@ -46,7 +46,8 @@ const SEVERITIES: [&str; 8] = [
 ];
 
 impl LogTarget {
-    /// A file path, or `syslog:` followed by comma-separated `key=value` (nginx's syntax).
+    /// A file path, or `syslog:` followed by comma-separated `key=value` (nginx's syntax;
+    /// `syslog:/path[,...]` for a unix socket too).
     pub fn parse(s: &str) -> Result<LogTarget, String> {
         let Some(rest) = s.strip_prefix("syslog:") else {
             if s.is_empty() {
@@ -56,7 +57,12 @@ impl LogTarget {
         };
         let mut server = None;
         let (mut facility, mut severity, mut tag) = (23u8, 6u8, "sluice".to_string());
-        for part in rest.split(',') {
+        for (i, part) in rest.split(',').enumerate() {
+            // `syslog:/dev/log` is short for `syslog:server=unix:/dev/log`.
+            if i == 0 && part.starts_with('/') {
+                server = Some(parse_server(&format!("unix:{part}"))?);
+                continue;
+            }
             let (k, v) = part
                 .split_once('=')
                 .ok_or_else(|| format!("syslog: expected key=value, got {part:?}"))?;
@@ -431,6 +437,15 @@ mod tests {
                 ..
             })
         ));
+        assert_eq!(
+            LogTarget::parse("syslog:/dev/log,tag=edge").unwrap(),
+            LogTarget::Syslog(SyslogTarget {
+                server: SyslogServer::Unix("/dev/log".into()),
+                facility: 23,
+                severity: 6,
+                tag: "edge".into()
+            })
+        );
         assert!(matches!(
             LogTarget::parse("syslog:server=[::1]").unwrap(),
             LogTarget::Syslog(SyslogTarget { server: SyslogServer::Udp(a), .. }) if a.port() == 514
