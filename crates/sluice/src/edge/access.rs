@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::balance::Lease;
 use crate::log::{json_records, json_str, push_var, time, LogSink};
-use crate::spec::{Escape, LineFormat, Template, Var};
+use crate::spec::{Escape, LineFormat, Piece, Template, Var};
 use crate::upstream::{Body, UpstreamError};
 
 use super::conn::RequestGuard;
@@ -109,6 +109,9 @@ pub(crate) struct AccessRecord {
     pub referer: Option<Vec<u8>>,
     pub user_agent: Option<Vec<u8>>,
     pub host: Option<Vec<u8>>,
+    /// The request headers the format reads (`$http_NAME`), in its `headers` order: all
+    /// values of each, joined with ", " ("; " for Cookie) as nginx does.
+    pub headers: Vec<Option<Vec<u8>>>,
     /// "TLSv1.3", "TLSv1.2"; None on plain HTTP.
     pub tls_version: Option<&'static str>,
     pub tls_resumed: bool,
@@ -150,7 +153,8 @@ pub(super) fn request_line(method: &Method, uri: &Uri, version: Version) -> Stri
 }
 
 impl AccessRecord {
-    /// A record for a request about to be handled (status and sizes filled in later).
+    /// A record for a request about to be handled (status and sizes filled in later);
+    /// `wanted`: the header names the log format reads.
     pub(crate) fn for_request(
         client: ClientAddr,
         frontend: Arc<str>,
@@ -158,6 +162,7 @@ impl AccessRecord {
         uri: &Uri,
         version: Version,
         headers: &HeaderMap,
+        wanted: &[String],
     ) -> AccessRecord {
         let field = |n: header::HeaderName| headers.get(n).map(|v| v.as_bytes().to_vec());
         // The target's authority wins over Host (RFC 9112 §3.2.2, RFC 9113 §8.3.1).
@@ -180,6 +185,7 @@ impl AccessRecord {
             referer: field(header::REFERER),
             user_agent: field(header::USER_AGENT),
             host,
+            headers: wanted.iter().map(|n| joined(headers, n)).collect(),
             tls_version: None,
             tls_resumed: false,
             frontend,
@@ -204,8 +210,16 @@ impl AccessRecord {
     pub(crate) fn render(&self, t: &Template) -> String {
         let json = t.escape == Escape::Json;
         let mut s = String::with_capacity(192);
-        t.render(&mut s, |v, out| {
-            let value = self.var(v);
+        t.render(&mut s, |p, out| {
+            let value = match p {
+                Piece::Var(v) => self.var(*v),
+                Piece::Header(i) => self
+                    .headers
+                    .get(*i)
+                    .and_then(|h| h.as_deref())
+                    .map(Cow::Borrowed),
+                Piece::Text(_) => None,
+            };
             push_var(out, value.as_deref(), json)
         });
         s
@@ -217,6 +231,22 @@ impl AccessRecord {
         let (target, _) = rest.rsplit_once(' ')?;
         Some((method, target))
     }
+}
+
+/// Every value of header `name`, joined as nginx joins them; None when it is absent.
+fn joined(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {
+    let sep: &[u8] = if name == "cookie" { b"; " } else { b", " };
+    let mut out: Option<Vec<u8>> = None;
+    for v in headers.get_all(name) {
+        match &mut out {
+            None => out = Some(v.as_bytes().to_vec()),
+            Some(o) => {
+                o.extend_from_slice(sep);
+                o.extend_from_slice(v.as_bytes());
+            }
+        }
+    }
+    out
 }
 
 /// A borrowed value.
@@ -453,6 +483,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::USER_AGENT, "curl/8 \"x\"".parse().unwrap());
         h.insert(header::HOST, "app.test".parse().unwrap());
+        h.append("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        h.append("x-forwarded-for", "10.0.0.2".parse().unwrap());
+        h.append(header::COOKIE, "a=1".parse().unwrap());
+        h.append(header::COOKIE, "b=\"".parse().unwrap());
         let mut r = AccessRecord::for_request(
             ClientAddr::direct(PeerAddr("127.0.0.2:40000".parse().unwrap())),
             "web".into(),
@@ -460,6 +494,7 @@ mod tests {
             &"/a?b=1".parse().unwrap(),
             Version::HTTP_11,
             &h,
+            &["x-forwarded-for".to_string(), "cookie".to_string()],
         );
         r.time = UNIX_EPOCH + Duration::from_secs(1_795_613_302); // 2026-11-25 13:28:22 UTC
         r.status = 200;
@@ -526,6 +561,10 @@ mod tests {
             )),
             "127.0.0.2:40000 2026-11-25T13:28:22+00:00 1795613302.000 GET /a?b=1 HTTP/1.1 \
              https app.test TLSv1.3/r app1=127.0.0.1:9000 0.005 0.007 - web"
+        );
+        assert_eq!(
+            r.line(&fmt("$http_x_forwarded_for|$http_cookie")),
+            "10.0.0.1, 10.0.0.2|a=1; b=\\x22"
         );
         let line = r.line(&fmt(
             "escape=json {\"ua\":\"$http_user_agent\",\"ref\":\"$http_referer\"}",

@@ -409,7 +409,10 @@ fn connection_error(
             &hyper::Uri::from_static("/"),
             hyper::Version::HTTP_11,
             &hyper::HeaderMap::new(),
+            fe.log.format.headers(),
         );
+        (rec.peer, rec.proxy_protocol) = (info.peer, info.proxy_protocol);
+        (rec.local, rec.connection) = (Some(info.local), info.id);
         rec.request = "-".into();
         rec.protocol = "-";
         rec.status = status;

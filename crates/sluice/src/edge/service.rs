@@ -68,6 +68,7 @@ pub(crate) async fn handle(
         req.uri(),
         req.version(),
         req.headers(),
+        fe.log.format.headers(),
     );
     rec.peer = conn.peer;
     rec.proxy_protocol = conn.proxy_protocol;

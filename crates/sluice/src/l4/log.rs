@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::log::{json_records, json_str, push_var, time, LogSink};
-use crate::spec::{Escape, LineFormat, Template, Var};
+use crate::spec::{Escape, LineFormat, Piece, Template, Var};
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum End {
@@ -145,8 +145,12 @@ impl ConnRecord {
     pub(crate) fn render(&self, t: &Template) -> String {
         let json = t.escape == Escape::Json;
         let mut s = String::with_capacity(256);
-        t.render(&mut s, |v, out| {
-            let value = self.var(v);
+        t.render(&mut s, |p, out| {
+            // Header variables are refused for tcp frontends at config load.
+            let value = match p {
+                Piece::Var(v) => self.var(*v),
+                _ => None,
+            };
             push_var(out, value.as_deref().map(str::as_bytes), json)
         });
         s

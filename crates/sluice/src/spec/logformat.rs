@@ -149,12 +149,16 @@ pub enum LineFormat {
 pub struct Template {
     pub escape: Escape,
     pub pieces: Vec<Piece>,
+    /// Request header names (lowercase, `-`) the `$http_NAME` variables read, each once.
+    pub headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {
     Text(String),
     Var(Var),
+    /// `$http_NAME`: the request header `headers[i]`.
+    Header(usize),
 }
 
 macro_rules! vars {
@@ -282,6 +286,14 @@ impl LineFormat {
 }
 
 impl LineFormat {
+    /// The request headers the line reads (`$http_NAME`).
+    pub fn headers(&self) -> &[String] {
+        match self {
+            LineFormat::Template(t) => &t.headers,
+            LineFormat::Json => &[],
+        }
+    }
+
     /// Whether the line needs HAProxy's connection counters (`$actconn` .. `$backend_queue`).
     pub fn uses_counters(&self) -> bool {
         matches!(self, LineFormat::Template(t) if t.pieces.iter().any(|p| matches!(
@@ -304,6 +316,7 @@ impl Template {
             (Escape::Default, s)
         };
         let mut pieces = Vec::new();
+        let mut headers: Vec<String> = Vec::new();
         let mut text = String::new();
         let mut rest = s;
         while let Some(i) = rest.find('$') {
@@ -327,29 +340,51 @@ impl Template {
             if name.is_empty() {
                 return Err("a $ without a variable name (write $$ for a literal $)".into());
             }
-            let var = lookup(name, mode)?;
+            let piece = match header_name(name, mode) {
+                Some(h) => {
+                    let i = headers.iter().position(|x| *x == h).unwrap_or_else(|| {
+                        headers.push(h);
+                        headers.len() - 1
+                    });
+                    Piece::Header(i)
+                }
+                None => Piece::Var(lookup(name, mode)?),
+            };
             if !text.is_empty() {
                 pieces.push(Piece::Text(std::mem::take(&mut text)));
             }
-            pieces.push(Piece::Var(var));
+            pieces.push(piece);
             rest = tail;
         }
         text.push_str(rest);
         if !text.is_empty() {
             pieces.push(Piece::Text(text));
         }
-        Ok(Template { escape, pieces })
+        Ok(Template {
+            escape,
+            pieces,
+            headers,
+        })
     }
 
-    /// Appends the line: text as is, each variable through `value`.
-    pub fn render(&self, out: &mut String, mut value: impl FnMut(Var, &mut String)) {
+    /// Appends the line: text as is, each variable or header through `value`.
+    pub fn render(&self, out: &mut String, mut value: impl FnMut(&Piece, &mut String)) {
         for p in &self.pieces {
             match p {
                 Piece::Text(t) => out.push_str(t),
-                Piece::Var(v) => value(*v, out),
+                p => value(p, out),
             }
         }
     }
+}
+
+/// `$http_NAME` in http mode, other than the named `$http_user_agent`/`$http_referer`: the
+/// header `NAME` in lowercase with `_` as `-` (nginx's rule).
+fn header_name(name: &str, mode: Mode) -> Option<String> {
+    let h = name.strip_prefix("http_")?;
+    let named = VARS.iter().any(|v| v.0 == name);
+    (mode == Mode::Http && !named && !h.is_empty())
+        .then(|| h.to_ascii_lowercase().replace('_', "-"))
 }
 
 fn lookup(name: &str, mode: Mode) -> Result<Var, String> {
@@ -389,6 +424,16 @@ mod tests {
                 Piece::Text("\"".into()),
             ]
         );
+        let t = Template::compile(
+            "$http_x_forwarded_for|$http_x_forwarded_for|$http_referer",
+            Mode::Http,
+        )
+        .unwrap();
+        assert_eq!(t.headers, ["x-forwarded-for"]);
+        assert_eq!(t.pieces[0], Piece::Header(0));
+        assert_eq!(t.pieces[4], Piece::Var(Var::HttpReferer));
+        let e = Template::compile("$http_x_real_ip", Mode::Tcp).unwrap_err();
+        assert!(e.contains("unknown variable $http_x_real_ip"), "{e}");
         let e = Template::compile("$remote_addr $nope", Mode::Http).unwrap_err();
         assert!(e.contains("unknown variable $nope"), "{e}");
         let e = Template::compile("$status", Mode::Tcp).unwrap_err();

@@ -119,12 +119,13 @@ async fn http_log_format_takes_nginx_variables() {
          log_format = '$remote_addr|$request_method|$request_uri|$server_protocol|$status|$body_bytes_sent|$upstream_name|$upstream_addr|$ssl_protocol|$scheme|$host|${{http_user_agent}}|$time_iso8601|$request_time|$upstream_response_time'\n\n\
          [[frontend]]\nname = \"js\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\nbackend = \"app\"\n\
          access_log = \"{d}/js.log\"\n\
-         log_format = 'escape=json {{\"addr\":\"$remote_addr\",\"ua\":\"$http_user_agent\",\"ref\":\"$http_referer\",\"status\":$status}}'\n\n\
+         log_format = 'escape=json {{\"addr\":\"$remote_addr\",\"ua\":\"$http_user_agent\",\"ref\":\"$http_referer\",\"xff\":\"$http_x_forwarded_for\",\"none\":\"$http_x_absent\",\"status\":$status}}'\n\n\
          [[backend]]\nname = \"app\"\nprotocol = \"uwsgi\"\n[[backend.servers]]\nname = \"u1\"\naddr = \"{uw}\"\n"
     );
     let sl = Sluice::start(&cfg).await;
     let req =
-        b"GET /v?a=1 HTTP/1.1\r\nHost: app.test\r\nUser-Agent: t\"x\r\nConnection: close\r\n\r\n";
+        b"GET /v?a=1 HTTP/1.1\r\nHost: app.test\r\nUser-Agent: t\"x\r\nX-Forwarded-For: 10.1.1.1\r\n\
+          X-Forwarded-For: 10.2.2.2\r\nConnection: close\r\n\r\n";
     for fe in ["vars", "js"] {
         let r = raw_request(sl.addr(fe), req).await;
         assert_eq!(status_of(&r), "200", "{r}");
@@ -160,6 +161,9 @@ async fn http_log_format_takes_nginx_variables() {
     assert_eq!(v["addr"], "127.0.0.2");
     assert_eq!(v["ua"], "t\"x");
     assert_eq!(v["ref"], "");
+    // Any request header as $http_NAME, repeated ones joined as nginx does.
+    assert_eq!(v["xff"], "10.1.1.1, 10.2.2.2");
+    assert_eq!(v["none"], "");
     assert_eq!(v["status"], 200);
     sl.shutdown().await;
 }
