@@ -8,6 +8,7 @@ pub(crate) mod buffer;
 mod coalesce;
 mod conn;
 mod deadline;
+mod record;
 mod rewind;
 mod service;
 mod settings;
@@ -35,9 +36,10 @@ use crate::upstream::{
     HttpOpts, HttpUpstream, Scheme, SocketCaps, Upstream, UwsgiClient, UwsgiOpts,
 };
 
-pub(crate) use access::{AccessLog, AccessRecord};
+pub(crate) use access::AccessLog;
 pub(crate) use coalesce::Coalesce;
 pub(crate) use conn::ConnInfo;
+pub(crate) use record::AccessRecord;
 pub(crate) use rewind::Rewind;
 pub(crate) use settings::EdgeSettings;
 

@@ -20,11 +20,12 @@ use tokio::time::Instant;
 use crate::balance::{Lease, NoServer, ServerId};
 use crate::upstream::{Body, RequestBody, RequestContext, UpstreamError};
 
-use super::access::{AccessRecord, LogBody, RequestLog};
+use super::access::{LogBody, RequestLog};
 use super::buffer::request::{self as reqbuf, BodyError};
 use super::buffer::spool::Spooled;
 use super::buffer::{response as respbuf, TempFiles};
 use super::conn::{ConnInfo, ConnState};
+use super::record::AccessRecord;
 use super::HttpFrontend;
 
 use crate::upstream::BoxError;
