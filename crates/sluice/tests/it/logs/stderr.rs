@@ -183,13 +183,17 @@ async fn json_process_log_is_flat_and_records_keep_their_fields() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_lines_on_stderr_are_a_switch() {
     let echo = echo_server("127.0.0.10".parse().unwrap()).await;
+    let uw = uwsgi_app().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let cfg = write_file(
         dir.path(),
         "sluice.toml",
         &format!(
-            "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n{}{}{}",
+            "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n{}{}\
+             [[frontend]]\nname = \"quiet_web\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\n\
+             backend = \"app\"\naccess_log = \"{d}/web.log\"\naccess_log_stderr = false\n\n{}\
+             [[backend]]\nname = \"app\"\nprotocol = \"uwsgi\"\n[[backend.servers]]\naddr = \"{uw}\"\n",
             tcp_frontend("loud", &format!("access_log = \"{d}/loud.log\"")),
             tcp_frontend(
                 "quiet",
@@ -198,7 +202,15 @@ async fn access_lines_on_stderr_are_a_switch() {
             echo_backend(echo)
         ),
     );
-    let (_child, addrs, lines) = spawn(&cfg, false, "info", 2);
+    let (_child, addrs, lines) = spawn(&cfg, false, "info", 3);
+    // An http frontend's access lines: only in its file.
+    let r = raw_request(
+        addr(&addrs, "quiet_web"),
+        b"GET /q HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&r), "200", "{r}");
+    wait_for_log_line(&dir.path().join("web.log"), &["GET /q "]).await;
     // The stderr line is written before the file line: once the file has it, stderr would too.
     echo_once(addr(&addrs, "quiet")).await;
     wait_for_log_line(&dir.path().join("quiet.log"), &["frontend=quiet"]).await;
@@ -211,13 +223,13 @@ async fn access_lines_on_stderr_are_a_switch() {
             .lock()
             .unwrap()
             .iter()
-            .any(|l| conn_of("frontend=quiet")(l)),
+            .any(|l| conn_of("frontend=quiet")(l) || l.contains("sluice::access")),
         "{:?}",
         lines.lock().unwrap()
     );
 
     // The process-wide switch: a RUST_LOG target filter.
-    let (_child, addrs, lines) = spawn(&cfg, false, "info,sluice::conn=off", 2);
+    let (_child, addrs, lines) = spawn(&cfg, false, "info,sluice::conn=off", 3);
     echo_once(addr(&addrs, "loud")).await;
     let log = dir.path().join("loud.log");
     wait_until("a second line in loud.log", || {
