@@ -31,5 +31,6 @@ pub mod spec;
 pub mod tls;
 pub mod upstream;
 
+pub use log::{set_json_records, FlatJson};
 pub use runtime::Server;
 pub use server::Accept;

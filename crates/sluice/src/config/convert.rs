@@ -109,12 +109,30 @@ fn frontend(f: &m::Frontend) -> Result<spec::Frontend, Unparsed> {
         bind,
         mode: f.mode,
         backend: f.backend.clone(),
-        access_log: f.access_log.clone(),
-        access_log_format: f.access_log_format,
+        access_log: f
+            .access_log
+            .as_deref()
+            .map(spec::LogTarget::parse)
+            .transpose()
+            .map_err(|e| ("access_log".to_string(), e))?,
+        log_format: log_format(f).map_err(|e| ("log_format".to_string(), e))?,
+        access_log_stderr: f.access_log_stderr,
         proxy_protocol,
         tls: f.tls.as_ref().map(tls),
         edge: edge(f),
     })
+}
+
+/// `log_format` when set, else `access_log_format` (`combined`: the mode's default).
+pub(super) fn log_format(f: &m::Frontend) -> Result<spec::LineFormat, String> {
+    match (&f.log_format, f.access_log_format) {
+        (Some(_), spec::AccessLogFormat::Json) => {
+            Err("set log_format or access_log_format = \"json\", not both".into())
+        }
+        (Some(t), _) => spec::LineFormat::parse(t, f.mode),
+        (None, spec::AccessLogFormat::Json) => Ok(spec::LineFormat::Json),
+        (None, spec::AccessLogFormat::Combined) => Ok(spec::LineFormat::default_for(f.mode)),
+    }
 }
 
 /// The TLS files of a `[frontend.tls]` section.

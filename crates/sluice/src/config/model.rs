@@ -91,6 +91,13 @@ pub struct Frontend {
     pub access_log: Option<String>,
     #[serde(default)]
     pub access_log_format: AccessLogFormat,
+    /// What an access line says: `combined`/`conn`/`tcplog`/`json` or a `$variable` template
+    /// (checked by `spec::LineFormat::parse`); overrides `access_log_format`.
+    #[serde(default)]
+    pub log_format: Option<String>,
+    /// Access lines also go to the process log (stderr, target `sluice::access`/`conn`).
+    #[serde(default = "yes")]
+    pub access_log_stderr: bool,
     #[serde(default)]
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Edge only (mode = "http"): omit for plain HTTP.

@@ -342,7 +342,14 @@ fn check_files_of(f: &super::model::Frontend, p: &KeyPath, out: &mut Issues) {
     if let Some(dir) = f.temp_dir.as_deref().filter(|_| f.mode == Mode::Http) {
         writable_temp_dir(dir, p.key("temp_dir"), out);
     }
-    if let Some(log) = &f.access_log {
+    if let Err(e) = super::convert::log_format(f) {
+        out.value(p.key("log_format"), e);
+    }
+    let target = f.access_log.as_deref().map(crate::spec::LogTarget::parse);
+    if let Some(Err(e)) = &target {
+        out.value(p.key("access_log"), e.clone());
+    }
+    if let Some(Ok(crate::spec::LogTarget::File(log))) = &target {
         let dir = Path::new(log)
             .parent()
             .filter(|d| !d.as_os_str().is_empty());

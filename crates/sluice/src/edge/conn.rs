@@ -3,13 +3,14 @@
 //! idle timeout, and the count of requests served, which ends the connection after
 //! `keepalive_requests`. No I/O and no HTTP handling here.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::addr::{ClientAddr, LocalAddr};
+use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::tls::SessionInfo;
 use crate::upstream::Scheme;
 
@@ -18,11 +19,24 @@ use crate::upstream::Scheme;
 pub(crate) struct ConnInfo {
     /// The real client: a trusted PROXY header's source, else the TCP peer.
     pub client: ClientAddr,
+    /// Whoever opened the TCP connection (nginx's `$realip_remote_addr`).
+    pub peer: PeerAddr,
+    /// The source address of an accepted PROXY header (`$proxy_protocol_addr`); None when
+    /// no header (or one without addresses: LOCAL, UNKNOWN) was received.
+    pub proxy_protocol: Option<ClientAddr>,
+    /// The connection's serial number in this process (nginx's `$connection`).
+    pub id: u64,
     /// The address the client reached (the PROXY destination when one was accepted).
     pub local: LocalAddr,
     pub scheme: Scheme,
     /// The TLS session, after its handshake; None on plain HTTP.
     pub tls: Option<SessionInfo>,
+}
+
+/// The next connection serial number (from 1).
+pub(crate) fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Requests in flight on a connection, since when it has been idle, and how many it served.
@@ -60,11 +74,11 @@ impl ConnState {
     /// connection task that polls it) for every request costs a task poll and a timer
     /// re-arm per request on a busy HTTP/2 connection.
     pub(super) fn begin(self: &Arc<Self>) -> RequestGuard {
-        let (was_idle, last) = {
+        let (was_idle, last, number) = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             g.0 += 1;
             g.2 = g.2.saturating_add(1);
-            (g.0 == 1, g.2 == self.limit)
+            (g.0 == 1, g.2 == self.limit, g.2)
         };
         if was_idle {
             self.changed.notify_waiters();
@@ -75,6 +89,7 @@ impl ConnState {
         RequestGuard {
             state: self.clone(),
             last,
+            number,
         }
     }
 
@@ -128,6 +143,8 @@ impl ConnState {
 pub(super) struct RequestGuard {
     state: Arc<ConnState>,
     last: bool,
+    /// This request's number on its connection, from 1 (`$connection_requests`).
+    number: u64,
 }
 
 impl RequestGuard {
@@ -135,6 +152,11 @@ impl RequestGuard {
     /// says `Connection: close`.
     pub(super) fn is_last(&self) -> bool {
         self.last
+    }
+
+    /// This request's number on its connection, from 1.
+    pub(super) fn number(&self) -> u64 {
+        self.number
     }
 }
 

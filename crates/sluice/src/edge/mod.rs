@@ -7,6 +7,7 @@ mod access;
 pub(crate) mod buffer;
 mod coalesce;
 mod conn;
+mod record;
 mod rewind;
 mod service;
 mod settings;
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::balance::Pool;
-use crate::log::LogFile;
+use crate::log::LogSink;
 use crate::proxy_protocol::{self as proxy, Policy};
 use crate::spec::{self, Protocol};
 use crate::tls::{self, TlsEdge};
@@ -34,9 +35,10 @@ use crate::upstream::{
     HttpOpts, HttpUpstream, Scheme, SocketCaps, Upstream, UwsgiClient, UwsgiOpts,
 };
 
-pub(crate) use access::{AccessLog, AccessRecord};
+pub(crate) use access::AccessLog;
 pub(crate) use coalesce::Coalesce;
 pub(crate) use conn::ConnInfo;
+pub(crate) use record::AccessRecord;
 pub(crate) use rewind::Rewind;
 pub(crate) use settings::EdgeSettings;
 
@@ -119,7 +121,7 @@ impl HttpFrontend {
         f: &spec::Frontend,
         b: &spec::Backend,
         pool: Arc<Pool>,
-        log_file: Option<Arc<LogFile>>,
+        log_sink: Option<LogSink>,
         force: CancellationToken,
         tls: Option<Arc<TlsEdge>>,
     ) -> Result<Arc<HttpFrontend>, EdgeError> {
@@ -170,8 +172,9 @@ impl HttpFrontend {
             retries: b.retries,
             settings,
             log: AccessLog {
-                file: log_file,
-                json: f.access_log_format == spec::AccessLogFormat::Json,
+                sink: log_sink,
+                format: Arc::new(f.log_format.clone()),
+                stderr: f.access_log_stderr,
             },
             force,
             auto,
@@ -204,6 +207,7 @@ pub(crate) async fn handle(
     // TCP_NODELAY comes from the listener (`net::bind_std`), no setsockopt here.
     let mut local = LocalAddr(stream.local_addr().unwrap_or(peer.0));
     let mut client = ClientAddr::direct(peer);
+    let mut proxy_protocol = None;
     let mut leftover = Vec::new();
     if let Some(policy) = &fe.policy {
         let accepted = tokio::select! {
@@ -215,15 +219,12 @@ pub(crate) async fn handle(
                 client = acc.client;
                 local = acc.local;
                 leftover = acc.leftover;
+                proxy_protocol = Some(client).filter(|c| acc.header_received && c.addr() != peer.0);
             }
             Err(rej) => {
                 crate::metrics::global().proxy_rejected(&fe.name, rej.code);
-                tracing::info!(
-                    target: "sluice::conn",
-                    "{peer} frontend={} end=proxy_rejected reason={:?}",
-                    fe.name,
-                    rej.to_string()
-                );
+                fe.log
+                    .proxy_rejected(peer, &fe.name, rej.code, &rej.to_string());
                 return;
             }
         }
@@ -236,6 +237,9 @@ pub(crate) async fn handle(
     let Some(edge) = fe.tls.clone() else {
         let info = ConnInfo {
             client,
+            peer,
+            proxy_protocol,
+            id: conn::next_id(),
             local,
             scheme: Scheme::Http,
             tls: None,
@@ -264,6 +268,9 @@ pub(crate) async fn handle(
             };
             let info = ConnInfo {
                 client,
+                peer,
+                proxy_protocol,
+                id: conn::next_id(),
                 local,
                 scheme: Scheme::Https,
                 tls: Some(info),
@@ -416,7 +423,10 @@ fn connection_error(
             &hyper::Uri::from_static("/"),
             hyper::Version::HTTP_11,
             &hyper::HeaderMap::new(),
+            fe.log.format.headers(),
         );
+        (rec.peer, rec.proxy_protocol) = (info.peer, info.proxy_protocol);
+        (rec.local, rec.connection) = (Some(info.local), info.id);
         rec.request = "-".into();
         rec.protocol = "-";
         rec.status = status;

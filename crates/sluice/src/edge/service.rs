@@ -20,11 +20,12 @@ use tokio::time::Instant;
 use crate::balance::{Lease, NoServer, ServerId};
 use crate::upstream::{Body, RequestBody, RequestContext, UpstreamError};
 
-use super::access::{AccessRecord, LogBody, RequestLog};
+use super::access::{LogBody, RequestLog};
 use super::buffer::request::{self as reqbuf, BodyError};
 use super::buffer::spool::Spooled;
 use super::buffer::{response as respbuf, TempFiles};
 use super::conn::{ConnInfo, ConnState};
+use super::record::AccessRecord;
 use super::HttpFrontend;
 
 use crate::upstream::BoxError;
@@ -68,7 +69,12 @@ pub(crate) async fn handle(
         req.uri(),
         req.version(),
         req.headers(),
+        fe.log.format.headers(),
     );
+    rec.peer = conn.peer;
+    rec.proxy_protocol = conn.proxy_protocol;
+    rec.local = Some(conn.local);
+    (rec.connection, rec.connection_requests) = (conn.id, guard.number());
     if let Some(tls) = &conn.tls {
         rec.tls_version = Some(tls.version).filter(|v| !v.is_empty());
         rec.tls_resumed = tls.resumed;
@@ -308,6 +314,7 @@ async fn forward(
             Err(_) => return Err(Failure::NoServer),
         };
         rec.upstream = Some(lease.name().to_string());
+        rec.upstream_addr = Some(lease.addr().to_string());
         let attempt = Request::from_parts(parts.clone(), body.attempt());
         match fe.upstream.send(lease.addr(), attempt, ctx).await {
             Ok(resp) => {

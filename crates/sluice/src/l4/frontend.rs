@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::log::{ConnLog, ConnRecord, End};
+use super::log::{ConnLog, ConnRecord, Counters, End};
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::balance::{Lease, NoServer, Pool, ServerId};
 use crate::l4::bufpool;
@@ -89,22 +89,44 @@ pub(crate) async fn handle(fe: Arc<TcpFrontend>, client: TcpStream, peer: Socket
         client: ClientAddr::direct(peer),
         peer,
         local,
+        accepted: std::time::SystemTime::now(),
         frontend: fe.name.clone(),
         backend: fe.backend.name.clone(),
         server: None,
+        queue_time: None,
         connect_time: None,
         duration: Duration::ZERO,
         to_server: 0,
         to_client: 0,
         retries: 0,
         end: End::ClientClosed,
+        counters: None,
     };
     rec.end = serve(&fe, client, &mut rec, start).await;
+    if rec.counters.is_none() && fe.log.format.uses_counters() {
+        rec.counters = Some(counters(&fe, None));
+    }
     conn_metrics
         .handles()
         .add_bytes(rec.to_server, rec.to_client);
     rec.duration = start.elapsed();
     fe.log.emit(&rec);
+}
+
+/// HAProxy's connection counters now, for the log line (`server`: the one still leased).
+fn counters(fe: &TcpFrontend, server: Option<ServerId>) -> Counters {
+    let pool = &fe.backend.pool;
+    let servers = pool.servers();
+    let queued = pool.queued() as u64;
+    Counters {
+        actconn: crate::metrics::global().current_connections(),
+        feconn: fe.metrics.current(),
+        beconn: servers.iter().map(|s| s.active as u64).sum::<u64>() + queued,
+        srv_conn: server
+            .and_then(|id| servers.iter().find(|s| s.id == id))
+            .map_or(0, |s| s.active as u64),
+        backend_queue: queued,
+    }
 }
 
 /// Runs `fut` unless the shutdown grace period ends first.
@@ -179,6 +201,9 @@ async fn serve(
         Stream::Tcp(s) => forward::forward(client, s, &opts, token).await,
         Stream::Unix(s) => forward::forward(client, s, &opts, token).await,
     };
+    if fe.log.format.uses_counters() {
+        rec.counters = Some(counters(fe, Some(lease.id())));
+    }
     drop(lease);
     rec.to_server = out.to_server + leftover.len() as u64 + early as u64;
     rec.to_client = out.to_client;
@@ -254,8 +279,11 @@ async fn connect_any(be: &L4Backend, rec: &mut ConnRecord) -> Result<(Lease, Str
     let mut tried: Vec<ServerId> = Vec::new();
     let mut last_err: Option<String> = None;
     for _attempt in 0..=be.retries {
-        let queued_by = Instant::now() + be.queue_timeout;
-        let lease = match be.pool.acquire(&rec.client, &tried, queued_by).await {
+        let queued_at = Instant::now();
+        let queued_by = queued_at + be.queue_timeout;
+        let acquired = be.pool.acquire(&rec.client, &tried, queued_by).await;
+        rec.queue_time = Some(rec.queue_time.unwrap_or_default() + queued_at.elapsed());
+        let lease = match acquired {
             Ok(lease) => lease,
             Err(NoServer::Unavailable) if last_err.is_some() => break,
             Err(_) => return Err(End::NoServer),

@@ -1,14 +1,16 @@
-//! The balancer's connection log: one line per connection (first field: the real client
-//! address) to tracing at info and, when the frontend sets `access_log`, to that file, as
-//! text or JSON. Opening and reopening files is `crate::log`'s.
+//! The balancer's connection log: one line per connection, rendered with the frontend's
+//! `log_format` (default `conn`: real client first, a timestamp, key=value fields; `tcplog`
+//! as HAProxy's, with its connection counters; `json`), to the frontend's `access_log` (file or syslog) and, when
+//! `access_log_stderr`, to the process log (target `sluice::conn`). Opening files is `log`'s.
 
-use std::fmt::{self, Write as _};
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
-use crate::log::{json_str, LogFile};
-
+use crate::log::{json_records, json_str, push_var, time, LogSink};
+use crate::spec::{Escape, LineFormat, Piece, Template, Var};
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum End {
@@ -61,9 +63,14 @@ pub(crate) struct ConnRecord {
     pub client: ClientAddr,
     pub peer: PeerAddr,
     pub local: LocalAddr,
+    /// When the connection was accepted.
+    pub accepted: SystemTime,
     pub frontend: Arc<str>,
     pub backend: Arc<str>,
     pub server: Option<String>,
+    /// Time spent waiting for a server slot (`Pool::acquire`), all attempts; None when no
+    /// server was asked for.
+    pub queue_time: Option<Duration>,
     /// Time from accept until the server connection was established.
     pub connect_time: Option<Duration>,
     pub duration: Duration,
@@ -73,64 +80,144 @@ pub(crate) struct ConnRecord {
     /// Connect attempts that failed before the one that worked (or all of them).
     pub retries: u32,
     pub end: End,
+    /// HAProxy's counters at log time; only taken when the format uses them.
+    pub counters: Option<Counters>,
+}
+
+/// Connection counts when a line is logged, as HAProxy's tcplog has them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    /// Connections open on the whole process (this one included).
+    pub actconn: u64,
+    /// Connections open on the frontend (this one included).
+    pub feconn: u64,
+    /// Connections on the backend's servers plus those queued for one.
+    pub beconn: u64,
+    /// Connections on the server this one used (this one included); 0 without a server.
+    pub srv_conn: u64,
+    /// Connections waiting in the backend's queue.
+    pub backend_queue: u64,
 }
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
 
-fn epoch() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+/// Whole milliseconds as HAProxy's timers, -1 when not reached.
+fn haproxy_ms(d: Option<Duration>) -> String {
+    d.map(|d| d.as_millis().to_string())
+        .unwrap_or_else(|| "-1".into())
 }
 
-impl fmt::Display for ConnRecord {
-    /// `CLIENT peer=.. frontend=.. backend=.. server=.. connect_ms=.. duration_ms=..
-    /// bytes_in=.. bytes_out=.. retries=.. end=CODE [reason="..."]`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} peer={} local={} frontend={} backend={} server={}",
-            self.client,
-            self.peer,
-            self.local,
-            self.frontend,
-            self.backend,
-            self.server.as_deref().unwrap_or("-")
-        )?;
-        match self.connect_time {
-            Some(t) => write!(f, " connect_ms={}", ms(t))?,
-            None => f.write_str(" connect_ms=-")?,
+impl End {
+    /// HAProxy's two-letter termination state: who ended it (C client, S server, P proxy,
+    /// K killed at shutdown, c/s a client/server-side timeout, - normal), in which phase
+    /// (C connecting, Q queued, R before the server was chosen, D data).
+    fn termination_state(&self) -> &'static str {
+        match self {
+            End::ClientClosed | End::ServerClosed => "--",
+            End::IdleTimeout => "cD",
+            End::ClientError(_) => "CD",
+            End::ServerError(_) => "SD",
+            End::NoServer => "sQ",
+            End::ConnectFailed(_) => "SC",
+            End::ProxyRejected { .. } => "PR",
+            End::Shutdown => "KD",
         }
-        write!(
-            f,
-            " duration_ms={} bytes_in={} bytes_out={} retries={} end={}",
-            ms(self.duration),
-            self.to_server,
-            self.to_client,
-            self.retries,
-            self.end.code()
-        )?;
-        if let Some(d) = self.end.detail() {
-            write!(f, " reason={d:?}")?;
-        }
-        Ok(())
     }
 }
 
 impl ConnRecord {
-    /// The same record as one JSON object (for `access_log_format = "json"`).
-    pub(crate) fn to_json(&self) -> String {
+    /// When the line is written: the end of the connection.
+    fn ended(&self) -> SystemTime {
+        self.accepted + self.duration
+    }
+
+    /// The line in `format`.
+    pub(crate) fn line(&self, format: &LineFormat) -> String {
+        match format {
+            LineFormat::Json => self.to_json(),
+            LineFormat::Template(t) => self.render(t),
+        }
+    }
+
+    /// The line from a template, each variable escaped per the template's `escape`.
+    pub(crate) fn render(&self, t: &Template) -> String {
+        let json = t.escape == Escape::Json;
         let mut s = String::with_capacity(256);
+        t.render(&mut s, |p, out| {
+            // Header variables are refused for tcp frontends at config load.
+            let value = match p {
+                Piece::Var(v) => self.var(*v),
+                _ => None,
+            };
+            push_var(out, value.as_deref().map(str::as_bytes), json)
+        });
+        s
+    }
+
+    /// One variable's value; None when it has none (`-` in text lines).
+    fn var(&self, v: Var) -> Option<Cow<'_, str>> {
+        let own = |s: String| Some(Cow::Owned(s));
+        match v {
+            Var::RemoteAddr | Var::ClientIp => own(self.client.addr().ip().to_string()),
+            Var::RemotePort | Var::ClientPort => own(self.client.addr().port().to_string()),
+            Var::Client => own(self.client.to_string()),
+            Var::Peer => own(self.peer.to_string()),
+            Var::Local => own(self.local.to_string()),
+            Var::TimeLocal => own(time::time_local(self.ended())),
+            Var::TimeIso8601 => own(time::iso8601(self.ended())),
+            Var::Msec => own(time::msec(self.ended())),
+            Var::AcceptDate => own(time::accept_date(self.accepted)),
+            Var::Frontend | Var::FrontendName => Some(Cow::Borrowed(&*self.frontend)),
+            Var::Backend | Var::BackendName => Some(Cow::Borrowed(&*self.backend)),
+            Var::Server => self.server.as_deref().map(Cow::Borrowed),
+            Var::ServerName => Some(Cow::Borrowed(self.server.as_deref().unwrap_or("<NOSRV>"))),
+            Var::Tw => own(haproxy_ms(self.queue_time)),
+            Var::Tc => {
+                own(haproxy_ms(self.connect_time.map(|c| {
+                    c.saturating_sub(self.queue_time.unwrap_or_default())
+                })))
+            }
+            Var::Tt => own(haproxy_ms(Some(self.duration))),
+            Var::ConnectMs => self.connect_time.and_then(|t| own(ms(t).to_string())),
+            Var::DurationMs => own(ms(self.duration).to_string()),
+            Var::BytesIn => own(self.to_server.to_string()),
+            Var::BytesOut | Var::BytesRead => own(self.to_client.to_string()),
+            Var::Retries => own(self.retries.to_string()),
+            Var::Actconn => self.counters.and_then(|c| own(c.actconn.to_string())),
+            Var::Feconn => self.counters.and_then(|c| own(c.feconn.to_string())),
+            Var::Beconn => self.counters.and_then(|c| own(c.beconn.to_string())),
+            Var::SrvConn => self.counters.and_then(|c| own(c.srv_conn.to_string())),
+            // sluice queues per backend, never per server.
+            Var::SrvQueue => Some(Cow::Borrowed("0")),
+            Var::BackendQueue => self.counters.and_then(|c| own(c.backend_queue.to_string())),
+            Var::TerminationState => Some(Cow::Borrowed(self.end.termination_state())),
+            Var::End => Some(Cow::Borrowed(self.end.code())),
+            Var::Reason => self.end.detail().map(Cow::Owned),
+            // http-only variables are refused for tcp frontends at config load.
+            _ => None,
+        }
+    }
+
+    /// The record as one JSON object (`log_format = "json"`, and the process log's JSON
+    /// format).
+    pub(crate) fn to_json(&self) -> String {
+        let mut s = String::with_capacity(320);
+        let t = self
+            .ended()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         let _ = write!(
             s,
-            "{{\"client\":\"{}\",\"peer\":\"{}\",\"local\":\"{}\",\"time\":{:.3},\"frontend\":{},\"backend\":{},\"server\":{},",
+            "{{\"client\":\"{}\",\"peer\":\"{}\",\"local\":\"{}\",\"time\":{:.3},\"time_iso8601\":\"{}\",\"accept_date\":\"{}\",\"frontend\":{},\"backend\":{},\"server\":{},",
             self.client,
             self.peer,
             self.local,
-            epoch(),
+            t,
+            time::iso8601(self.ended()),
+            time::accept_date(self.accepted),
             json_str(&self.frontend),
             json_str(&self.backend),
             self.server.as_deref().map(json_str).unwrap_or_else(|| "null".into()),
@@ -143,12 +230,13 @@ impl ConnRecord {
         }
         let _ = write!(
             s,
-            "\"duration_ms\":{},\"bytes_in\":{},\"bytes_out\":{},\"retries\":{},\"end\":\"{}\"",
+            "\"duration_ms\":{},\"bytes_in\":{},\"bytes_out\":{},\"retries\":{},\"end\":\"{}\",\"termination_state\":\"{}\"",
             ms(self.duration),
             self.to_server,
             self.to_client,
             self.retries,
-            self.end.code()
+            self.end.code(),
+            self.end.termination_state(),
         );
         if let Some(d) = self.end.detail() {
             let _ = write!(s, ",\"reason\":{}", json_str(&d));
@@ -158,26 +246,36 @@ impl ConnRecord {
     }
 }
 
-/// Where a frontend's connection lines go.
-#[derive(Debug, Clone, Default)]
+/// Where a frontend's connection lines go, and what they say.
+#[derive(Debug, Clone)]
 pub(crate) struct ConnLog {
-    pub file: Option<Arc<LogFile>>,
-    pub json: bool,
+    pub sink: Option<LogSink>,
+    pub format: Arc<LineFormat>,
+    /// Also to the process log (target `sluice::conn`, at info).
+    pub stderr: bool,
 }
 
 impl ConnLog {
-    /// Emits the record to tracing (target `sluice::conn`) and to the file when set.
+    /// Emits the record to the process log (when `stderr` and `sluice::conn` is enabled at
+    /// info; as a flat JSON record with `--log-format json`) and to the sink when set. Nothing
+    /// is formatted when nobody reads it.
     pub(crate) fn emit(&self, rec: &ConnRecord) {
-        tracing::info!(target: "sluice::conn", "{rec}");
-        if let Some(file) = &self.file {
-            let line = if self.json {
-                rec.to_json()
-            } else {
-                rec.to_string()
-            };
-            if let Err(e) = file.write_line(&line) {
-                tracing::warn!("cannot write to {}: {e}", file.path().display());
+        let traced = self.stderr && tracing::enabled!(target: "sluice::conn", tracing::Level::INFO);
+        if !traced && self.sink.is_none() {
+            return;
+        }
+        if traced && json_records() {
+            tracing::info!(target: "sluice::conn", json_record = %rec.to_json());
+            if self.sink.is_none() {
+                return;
             }
+        }
+        let line = rec.line(&self.format);
+        if traced && !json_records() {
+            tracing::info!(target: "sluice::conn", "{line}");
+        }
+        if let Some(sink) = &self.sink {
+            sink.write_line("conn", &line);
         }
     }
 }
@@ -185,28 +283,46 @@ impl ConnLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::{Mode, CONN, TCPLOG};
 
     fn record(end: End) -> ConnRecord {
         ConnRecord {
             client: ClientAddr::direct(PeerAddr("127.0.0.2:5000".parse().unwrap())),
             peer: PeerAddr("127.0.0.1:6000".parse().unwrap()),
             local: LocalAddr("127.0.0.1:443".parse().unwrap()),
+            // 2026-11-25 13:28:22.250 UTC
+            accepted: UNIX_EPOCH + Duration::from_millis(1_795_613_302_250),
             frontend: "fe".into(),
             backend: "be".into(),
             server: Some("s1".into()),
+            queue_time: Some(Duration::from_micros(200)),
             connect_time: Some(Duration::from_micros(1500)),
             duration: Duration::from_millis(20),
             to_server: 10,
             to_client: 20,
             retries: 0,
             end,
+            counters: Some(Counters {
+                actconn: 7,
+                feconn: 3,
+                beconn: 2,
+                srv_conn: 1,
+                backend_queue: 0,
+            }),
         }
     }
 
+    fn fmt(t: &str) -> LineFormat {
+        LineFormat::parse(t, Mode::Tcp).unwrap()
+    }
+
     #[test]
-    fn line_starts_with_client_and_names_the_end() {
-        let line = record(End::ClientClosed).to_string();
-        assert!(line.starts_with("127.0.0.2:5000 "), "{line}");
+    fn line_starts_with_client_has_a_time_and_names_the_end() {
+        let line = record(End::ClientClosed).line(&fmt(CONN));
+        assert!(
+            line.starts_with("127.0.0.2:5000 peer=127.0.0.1:6000 time=2026-11-25T13:28:22+00:00 "),
+            "{line}"
+        );
         for part in [
             "frontend=fe",
             "backend=be",
@@ -215,7 +331,7 @@ mod tests {
             "duration_ms=20",
             "bytes_in=10",
             "bytes_out=20",
-            "end=client_close",
+            "end=client_close reason=\"-\"",
         ] {
             assert!(line.contains(part), "{part} missing in {line}");
         }
@@ -223,9 +339,9 @@ mod tests {
             code: "timeout",
             reason: "no header \"x\"".into(),
         });
-        let line = rej.to_string();
+        let line = rej.line(&fmt(CONN));
         assert!(
-            line.contains("end=proxy_rejected reason=\"timeout: no header \\\"x\\\"\""),
+            line.contains("end=proxy_rejected reason=\"timeout: no header \\x22x\\x22\""),
             "{line}"
         );
         let json = rej.to_json();
@@ -233,6 +349,29 @@ mod tests {
         assert!(
             json.contains("\"reason\":\"timeout: no header \\\"x\\\"\""),
             "{json}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["accept_date"], "25/Nov/2026:13:28:22.250");
+        assert_eq!(v["termination_state"], "PR");
+    }
+
+    #[test]
+    fn tcplog_is_haproxys_and_templates_take_any_variable() {
+        assert_eq!(
+            record(End::ServerClosed).line(&fmt(TCPLOG)),
+            "127.0.0.2:5000 [25/Nov/2026:13:28:22.250] fe be/s1 0/1/20 20 -- 7/3/2/1/0 0/0"
+        );
+        let mut r = record(End::NoServer);
+        (r.server, r.connect_time) = (None, None);
+        assert_eq!(
+            r.line(&fmt(TCPLOG)),
+            "127.0.0.2:5000 [25/Nov/2026:13:28:22.250] fe be/<NOSRV> 0/-1/20 20 sQ 7/3/2/1/0 0/0"
+        );
+        assert_eq!(
+            r.line(&fmt(
+                "escape=json {\"s\":\"$server\",\"t\":\"$termination_state\",\"ms\":$msec}"
+            )),
+            "{\"s\":\"\",\"t\":\"sQ\",\"ms\":1795613302.270}"
         );
     }
 }

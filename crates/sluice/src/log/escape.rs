@@ -9,6 +9,13 @@ use std::fmt::Write;
 pub(crate) fn json_str(v: &str) -> String {
     let mut out = String::with_capacity(v.len() + 2);
     out.push('"');
+    json_escape_into(&mut out, v);
+    out.push('"');
+    out
+}
+
+/// Appends `v` escaped as the inside of a JSON string (no quotes around it).
+pub(crate) fn json_escape_into(out: &mut String, v: &str) {
     for c in v.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -19,8 +26,18 @@ pub(crate) fn json_str(v: &str) -> String {
             c => out.push(c),
         }
     }
-    out.push('"');
-    out
+}
+
+/// Appends one log variable's value: in a text line (`json` false) escaped as nginx does, an
+/// absent or empty value as `-`; inside a JSON string (`json`) escaped for it (invalid UTF-8
+/// replaced), an absent value as nothing (nginx's `escape=json`).
+pub(crate) fn push_var(out: &mut String, v: Option<&[u8]>, json: bool) {
+    match (v.filter(|b| !b.is_empty()), json) {
+        (None, false) => out.push('-'),
+        (None, true) => {}
+        (Some(b), false) => nginx_escape_into(out, b),
+        (Some(b), true) => json_escape_into(out, &String::from_utf8_lossy(b)),
+    }
 }
 
 /// Appends `bytes` escaped as nginx escapes variables in its text log formats: `"`, `\`,
@@ -45,6 +62,17 @@ mod tests {
             json_str("a\"b\\c\n\u{7f}é"),
             "\"a\\\"b\\\\c\\u000a\\u007fé\""
         );
+    }
+
+    #[test]
+    fn variables_are_escaped_per_mode() {
+        let mut s = String::new();
+        push_var(&mut s, None, false);
+        push_var(&mut s, Some(b""), true);
+        push_var(&mut s, Some(b"a\"\n"), false);
+        s.push('|');
+        push_var(&mut s, Some(b"a\"\n\xff"), true);
+        assert_eq!(s, "-a\\x22\\x0A|a\\\"\\u000a\u{fffd}");
     }
 
     #[test]

@@ -1,9 +1,16 @@
-//! Log files shared by both roles: each path opened once (`LogFiles`), appended and flushed
-//! per line, reopened on SIGUSR1; and the one field escaper (`escape`: JSON strings, nginx
-//! `\xHH`). What a line says is its role's business: `l4::log` (connections), `edge::access`.
+//! Where access lines go (`LogSink`): files shared by both roles (`LogFiles`: each path opened
+//! once, appended and flushed per line, reopened on SIGUSR1) or syslog (`syslog.rs`); the one
+//! field escaper (`escape.rs`), timestamps (`time.rs`), the process log's JSON formatter
+//! (`stderr.rs`). What a line says is its role's business: `l4::log`, `edge::access`.
 
 mod escape;
-pub(crate) use escape::{json_str, nginx_escape_into};
+mod stderr;
+mod syslog;
+pub(crate) mod time;
+pub(crate) use escape::{json_str, push_var};
+pub(crate) use stderr::json_records;
+pub use stderr::{set_json_records, FlatJson};
+pub(crate) use syslog::{Syslog, SyslogDest};
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -49,6 +56,27 @@ impl LogFile {
         let _ = out.flush();
         *out = fresh;
         Ok(())
+    }
+}
+
+/// Where one frontend's access lines go besides the process log.
+#[derive(Debug, Clone)]
+pub(crate) enum LogSink {
+    File(Arc<LogFile>),
+    Syslog(Arc<Syslog>),
+}
+
+impl LogSink {
+    /// Writes one line (`msgid`: the syslog MSGID, `access` or `conn`); a failure is logged.
+    pub(crate) fn write_line(&self, msgid: &str, line: &str) {
+        match self {
+            LogSink::File(f) => {
+                if let Err(e) = f.write_line(line) {
+                    tracing::warn!("cannot write to {}: {e}", f.path().display());
+                }
+            }
+            LogSink::Syslog(s) => s.send(msgid, line),
+        }
     }
 }
 

@@ -118,6 +118,11 @@ impl FrontendHandles {
         ConnGuard(self.clone())
     }
 
+    /// Connections open on the frontend now.
+    pub(crate) fn current(&self) -> u64 {
+        self.current.get().max(0) as u64
+    }
+
     /// Adds bytes received from / sent to clients.
     pub(crate) fn add_bytes(&self, received: u64, sent: u64) {
         if received > 0 {
@@ -158,6 +163,7 @@ pub struct Metrics {
     tls_failures: Family<Fe, Counter>,
     http_responses: Family<FeClass, Counter>,
     spilled_bodies: Family<FeDirection, Counter>,
+    log_dropped: Family<Fe, Counter>,
     upstream_duration: HistFamily<Be>,
     health_duration: HistFamily<Srv>,
     pools: scrape::PoolFamilies,
@@ -189,6 +195,7 @@ impl Metrics {
             tls_failures: Family::default(),
             http_responses: Family::default(),
             spilled_bodies: Family::default(),
+            log_dropped: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             health_duration: Family::new_with_constructor(latency_histogram),
             pools: scrape::PoolFamilies::default(),
@@ -235,6 +242,7 @@ impl Metrics {
             SPILLED_BODIES_HELP,
             m.spilled_bodies.clone(),
         );
+        r.register(LOG_DROPPED, LOG_DROPPED_HELP, m.log_dropped.clone());
         r.register(
             UPSTREAM_DURATION,
             UPSTREAM_DURATION_HELP,
@@ -286,6 +294,16 @@ impl Metrics {
             .clone()
     }
 
+    /// Connections open on every frontend of the process now (HAProxy's `actconn`).
+    pub(crate) fn current_connections(&self) -> u64 {
+        self.frontends
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(FrontendHandles::current)
+            .sum()
+    }
+
     /// A connection was accepted on `frontend`; it counts as open until the guard drops.
     pub(crate) fn conn_opened(&self, frontend: &str) -> ConnGuard {
         self.frontend(frontend).conn_opened()
@@ -335,6 +353,15 @@ impl Metrics {
                 class: status_class(status).to_string(),
             })
             .inc();
+    }
+
+    /// The counter of access lines of `frontend` its syslog target dropped.
+    pub(crate) fn log_dropped(&self, frontend: &str) -> Counter {
+        self.log_dropped
+            .get_or_create(&Fe {
+                frontend: frontend.to_string(),
+            })
+            .clone()
     }
 
     /// A request or response body of `frontend` went to a temp file (`direction`:

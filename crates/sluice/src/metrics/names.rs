@@ -17,6 +17,9 @@ pub(super) const FRONTEND_SENT_HELP: &str =
 pub(super) const PROXY_REJECTED: &str = "sluice_proxy_rejected";
 pub(super) const PROXY_REJECTED_HELP: &str =
     "Connections closed because of their PROXY header, by reason";
+pub(super) const LOG_DROPPED: &str = "sluice_log_dropped_lines";
+pub(super) const LOG_DROPPED_HELP: &str =
+    "Access or connection lines the frontend's syslog target dropped (collector absent or full)";
 
 // Per backend / server (read from the pools at scrape time).
 pub(super) const SERVER_STATE: &str = "sluice_server_state";

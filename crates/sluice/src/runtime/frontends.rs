@@ -13,10 +13,10 @@ use super::BuildError;
 use crate::edge::HttpFrontend;
 use crate::l4::frontend::TcpFrontend;
 use crate::l4::log::ConnLog;
-use crate::log::{LogFile, LogFiles};
+use crate::log::{LogFiles, LogSink, Syslog, SyslogDest};
 use crate::proxy_protocol::Policy;
 use crate::server::Frontend;
-use crate::spec::{self, AccessLogFormat, Mode, Spec};
+use crate::spec::{self, LogTarget, Mode, Spec, SyslogServer};
 use crate::tls::TlsEdge;
 
 /// Frontends of `cfg` over `backends` (already prepared), reusing `prev`'s where nothing
@@ -105,15 +105,36 @@ fn prepare_tls(
     Ok(tls)
 }
 
-fn open_log(logs: &LogFiles, path: &Option<String>) -> Result<Option<Arc<LogFile>>, BuildError> {
-    match path {
-        Some(p) => logs
+fn open_log(logs: &LogFiles, f: &spec::Frontend) -> Result<Option<LogSink>, BuildError> {
+    match &f.access_log {
+        Some(LogTarget::File(p)) => logs
             .open(Path::new(p))
-            .map(Some)
+            .map(|f| Some(LogSink::File(f)))
             .map_err(|source| BuildError::LogFile {
                 path: p.clone(),
                 source,
             }),
+        Some(LogTarget::Syslog(t)) => {
+            let dest = match &t.server {
+                SyslogServer::Udp(a) => SyslogDest::Udp(*a),
+                SyslogServer::Unix(p) => SyslogDest::Unix(p.clone()),
+            };
+            Syslog::open(
+                &dest,
+                t.facility,
+                t.severity,
+                &t.tag,
+                crate::metrics::global().log_dropped(&f.name),
+            )
+            .map(|s| Some(LogSink::Syslog(Arc::new(s))))
+            .map_err(|source| BuildError::LogFile {
+                path: match &dest {
+                    SyslogDest::Udp(a) => format!("syslog:server={a}"),
+                    SyslogDest::Unix(p) => format!("syslog:server=unix:{}", p.display()),
+                },
+                source,
+            })
+        }
         None => Ok(None),
     }
 }
@@ -125,7 +146,7 @@ pub(super) fn build(
     tls: Option<Arc<TlsEdge>>,
     ctx: &Ctx<'_>,
 ) -> Result<Arc<dyn Frontend>, BuildError> {
-    let file = open_log(ctx.logs, &f.access_log)?;
+    let sink = open_log(ctx.logs, f)?;
     let force = ctx.shutdown.force_close.clone();
     Ok(match f.mode {
         Mode::Tcp => {
@@ -135,15 +156,16 @@ pub(super) fn build(
                 backend: be.l4.clone(),
                 policy,
                 log: ConnLog {
-                    file,
-                    json: f.access_log_format == AccessLogFormat::Json,
+                    sink,
+                    format: Arc::new(f.log_format.clone()),
+                    stderr: f.access_log_stderr,
                 },
                 force,
                 splice: true,
                 metrics: crate::metrics::global().frontend(&f.name),
             })
         }
-        Mode::Http => HttpFrontend::new(f, &be.expanded, be.pool.clone(), file, force, tls)
+        Mode::Http => HttpFrontend::new(f, &be.expanded, be.pool.clone(), sink, force, tls)
             .map_err(|e| frontend_err(f, e.to_string()))?,
     })
 }

@@ -45,8 +45,11 @@ pub struct Frontend {
     pub mode: Mode,
     /// The backend's name.
     pub backend: String,
-    pub access_log: Option<String>,
-    pub access_log_format: AccessLogFormat,
+    pub access_log: Option<super::LogTarget>,
+    /// What an access line says (file, syslog and, in text mode, stderr).
+    pub log_format: super::LineFormat,
+    /// Access lines also go to the process log (stderr) at info.
+    pub access_log_stderr: bool,
     /// Who may send a PROXY header; None: nobody does (the peer is the client).
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Edge only; None: plain HTTP.

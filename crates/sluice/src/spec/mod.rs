@@ -1,10 +1,12 @@
 //! The typed specification the runtime works on: addresses, CIDRs, durations and server names
 //! already resolved from the configuration (`config::convert` builds a `Spec` once per load).
 //! Plain data with `PartialEq` so reloads diff values; no parsing, no I/O, no runtime state.
-//! Depends on nothing in the crate but `addr`.
+//! Depends on nothing in the crate but `addr`. The one exception to "no parsing": access log
+//! formats and targets (`logformat.rs`), parsed here so `config` can check them at load.
 
 mod backend;
 mod frontend;
+mod logformat;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +19,10 @@ pub use backend::{
 pub use frontend::{
     AccessLogFormat, CertPair, ClientLimits, ClientTimeouts, Edge, Frontend, Mode, ProxyProtocol,
     Tls, Untrusted,
+};
+pub use logformat::{
+    Escape, LineFormat, LogTarget, Piece, SyslogServer, SyslogTarget, Template, Var, COMBINED,
+    CONN, TCPLOG,
 };
 
 /// Edge: temp files (buffered bodies) open at once in the whole process unless

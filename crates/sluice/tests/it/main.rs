@@ -34,6 +34,7 @@ mod l4_health;
 mod l4_lifecycle;
 mod l4_limits;
 mod l4_proxy;
+mod logs;
 mod metrics_format;
 mod module_tree;
 mod packaging;

@@ -57,8 +57,8 @@ fn spawn(
         let addr = if json {
             serde_json::from_str::<serde_json::Value>(&line)
                 .ok()
-                .filter(|v| v["fields"]["message"] == "listening")
-                .and_then(|v| v["fields"]["addr"].as_str()?.parse().ok())
+                .filter(|v| v["message"] == "listening")
+                .and_then(|v| v["addr"].as_str()?.parse().ok())
         } else {
             parse_listening(&line).map(|(_, a)| a)
         };
@@ -216,8 +216,10 @@ async fn json_log_format() {
     let listening = lines
         .iter()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|v| v["fields"]["message"] == "listening")
+        .find(|v| v["message"] == "listening")
         .expect("a listening line");
-    assert_eq!(listening["fields"]["frontend"], "fe");
-    assert_eq!(listening["fields"]["addr"], fe.to_string());
+    // Flat: the event's fields beside timestamp, level, target and message.
+    assert_eq!(listening["frontend"], "fe");
+    assert_eq!(listening["addr"], fe.to_string());
+    assert_eq!(listening["target"], "sluice::server");
 }

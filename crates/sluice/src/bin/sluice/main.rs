@@ -18,12 +18,16 @@ fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match cli.log_format {
-        // One JSON object per line: {"timestamp":..,"level":..,"fields":{"message":..},..}.
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_env_filter(filter)
-            .init(),
+        // One flat JSON object per line: {"timestamp":..,"level":..,"target":..,"message":..,
+        // fields..}; access and connection records with their own fields.
+        LogFormat::Json => {
+            sluice::set_json_records(true);
+            tracing_subscriber::fmt()
+                .event_format(sluice::FlatJson)
+                .with_writer(std::io::stderr)
+                .with_env_filter(filter)
+                .init()
+        }
         LogFormat::Text => tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             // Colour only on a terminal: logs redirected to files or journald stay plain text.
