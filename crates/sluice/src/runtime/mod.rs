@@ -165,7 +165,11 @@ impl Server {
             Some(a) => {
                 // Always the current pools: a reload may replace a changed backend's pool.
                 let inherited = parts.inherited.take_admin(a.bind);
-                Some(crate::admin::AdminListener::bind(a, live.clone(), inherited)?)
+                Some(crate::admin::AdminListener::bind(
+                    a,
+                    live.clone(),
+                    inherited,
+                )?)
             }
             None => None,
         };
