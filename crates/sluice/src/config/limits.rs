@@ -24,13 +24,17 @@ pub struct FdBudget {
     pub servers: u64,
     /// splice(2) pipes of L4 connections, two descriptors each (`spec::MAX_PIPES`).
     pub pipes: u64,
-    /// Listening sockets: one per bind address per worker thread (SO_REUSEPORT shards).
+    /// Listening sockets: one per bind address per worker thread (SO_REUSEPORT shards), and
+    /// the duplicate of each that the process keeps to hand to `sluice upgrade`'s successor.
     pub listeners: u64,
     pub logs: u64,
     /// One per health-checked server (checks run one at a time per server).
     pub checks: u64,
     /// The `[admin]` listener and its connection cap.
     pub admin: u64,
+    /// With `global.pid_file`: the locked pid file, the control socket beside it and the one
+    /// control connection served at a time (`CONTROL_FDS`).
+    pub control: u64,
     /// Each worker thread's event loop (and the control thread's): `RUNTIME_FDS` each.
     pub runtimes: u64,
     /// Edge temp files (buffered bodies): `global.max_temp_files` when an edge exists.
@@ -43,6 +47,10 @@ pub struct FdBudget {
 /// copy of the signal socket.
 pub const RUNTIME_FDS: u64 = 4;
 
+/// Descriptors `global.pid_file` adds: the pid file (held locked), the control socket's
+/// listener and the connection it serves.
+pub const CONTROL_FDS: u64 = 3;
+
 impl FdBudget {
     pub fn total(&self) -> u64 {
         [
@@ -53,6 +61,7 @@ impl FdBudget {
             self.logs,
             self.checks,
             self.admin,
+            self.control,
             self.runtimes,
             self.temp_files,
             self.slack,
@@ -183,7 +192,8 @@ pub fn fd_budget(cfg: &Config) -> FdBudget {
         .iter()
         .map(|f| f.bind.len() as u64)
         .sum::<u64>()
-        .saturating_mul(sockets_per_bind(cfg));
+        .saturating_mul(sockets_per_bind(cfg))
+        .saturating_mul(2);
     let logs = cfg
         .frontends
         .iter()
@@ -208,6 +218,11 @@ pub fn fd_budget(cfg: &Config) -> FdBudget {
         logs,
         checks,
         admin,
+        control: if cfg.global.pid_file.is_some() {
+            CONTROL_FDS
+        } else {
+            0
+        },
         runtimes: RUNTIME_FDS.saturating_mul(sockets_per_bind(cfg).saturating_add(1)),
         temp_files: if cfg.frontends.iter().any(|f| f.mode == Mode::Http) {
             cfg.global.max_temp_files as u64

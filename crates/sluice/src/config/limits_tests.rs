@@ -71,10 +71,11 @@ fn counts_connections_listeners_checks_logs_and_slack() {
     // Unlimited servers: one server socket per connection; tcp: pipes for 2 directions.
     assert_eq!((b.clients, b.servers), (1000, 1000));
     assert_eq!(b.pipes, 2 * (2 * 1000u64).min(MAX_PIPES_U64));
-    assert_eq!(b.listeners, 2 * sockets_per_bind(&c));
+    // Two binds, each socket with the duplicate kept for `sluice upgrade`.
+    assert_eq!(b.listeners, 2 * 2 * sockets_per_bind(&c));
     let mut four = c.clone();
     four.global.threads = Some(4);
-    assert_eq!(fd_budget(&four).listeners, 2 * 4);
+    assert_eq!(fd_budget(&four).listeners, 2 * 2 * 4);
     assert_eq!(
         fd_budget(&four).runtimes,
         RUNTIME_FDS * 5,
@@ -85,8 +86,14 @@ fn counts_connections_listeners_checks_logs_and_slack() {
     assert_eq!(fds_needed(&c), b.total());
     assert_eq!(
         b.total(),
-        2000 + b.pipes + 2 * sockets_per_bind(&c) + 1 + 3 + b.runtimes + FD_SLACK
+        2000 + b.pipes + 2 * 2 * sockets_per_bind(&c) + 1 + 3 + b.runtimes + FD_SLACK
     );
+    // A pid file adds itself, the control socket and its one connection.
+    assert_eq!(b.control, 0);
+    let mut pid = c.clone();
+    pid.global.pid_file = Some("/run/sluice.pid".into());
+    assert_eq!(fd_budget(&pid).control, CONTROL_FDS);
+    assert_eq!(fds_needed(&pid), fds_needed(&c) + CONTROL_FDS);
     let mut no_health = c.clone();
     no_health.backends[0].health = None;
     assert_eq!(fds_needed(&no_health), fds_needed(&c) - 3);

@@ -5,29 +5,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crate::support::edge::tls_table;
 use crate::support::*;
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-fn sluice(args: &[&str], config: &Path) -> Output {
-    Command::new(sluice_bin())
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("run sluice")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// The 1-based line of the first line of `text` containing `needle`.
 fn line_of(text: &str, needle: &str) -> usize {
@@ -74,8 +57,8 @@ async fn a_refused_bind_fails_the_reload_with_file_and_line_and_the_old_config_s
     let extra = format!("[[frontend]]\nname = \"busy\"\nbind = [\"{busy}\"]\nbackend = \"be\"\n\n");
     let v2 = config(&pid, a.addr, &extra);
     std::fs::write(&path, &v2).unwrap();
-    let out = sluice(&["reload"], &path);
-    let said = text(&out);
+    let out = sluice_cli(&["reload"], &path);
+    let said = output_text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("reload refused"), "{said}");
     let at = format!("{}:{}:", path.display(), line_of(&v2, &busy.to_string()));
@@ -84,9 +67,13 @@ async fn a_refused_bind_fails_the_reload_with_file_and_line_and_the_old_config_s
 
     // Freed: the same file now reloads, and the answer says what changed.
     drop(taken);
-    let out = sluice(&["reload"], &path);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("reloaded"), "{}", text(&out));
+    let out = sluice_cli(&["reload"], &path);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("reloaded"),
+        "{}",
+        output_text(&out)
+    );
     assert_eq!(name_via(busy).await, "a");
 }
 
@@ -126,8 +113,8 @@ async fn a_bad_certificate_fails_the_reload_and_the_sighup_log_names_its_line() 
     ));
     std::fs::write(&path, &v2).unwrap();
     let at = format!("{}:{}:", path.display(), line_of(&v2, "bad.pem"));
-    let out = sluice(&["reload"], &path);
-    let said = text(&out);
+    let out = sluice_cli(&["reload"], &path);
+    let said = output_text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(
         said.contains(&at) && said.contains("tls.cert"),
@@ -158,16 +145,20 @@ async fn a_stale_pid_file_or_a_pid_that_is_not_sluice_is_reported_not_signalled(
     let pid = dir.path().join("sluice.pid");
     let path = write_file(dir.path(), "lb.toml", &config(&pid, edge_dead(), ""));
 
-    let out = sluice(&["reload"], &path);
+    let out = sluice_cli(&["reload"], &path);
     assert!(!out.status.success());
-    assert!(text(&out).contains("is sluice running?"), "{}", text(&out));
+    assert!(
+        output_text(&out).contains("is sluice running?"),
+        "{}",
+        output_text(&out)
+    );
 
     // A pid file left by a process that is gone (nobody holds its lock).
     let mut gone = Command::new("true").spawn().unwrap();
     gone.wait().unwrap();
     std::fs::write(&pid, format!("{}\n", gone.id())).unwrap();
-    let out = sluice(&["reload"], &path);
-    let said = text(&out);
+    let out = sluice_cli(&["reload"], &path);
+    let said = output_text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(
         said.contains("stale") && said.contains(&gone.id().to_string()),
@@ -176,8 +167,8 @@ async fn a_stale_pid_file_or_a_pid_that_is_not_sluice_is_reported_not_signalled(
 
     // `--pid` of another program: refused, and the program is not hung up on.
     let mut other = ChildGuard(Command::new("sleep").arg("30").spawn().unwrap());
-    let out = sluice(&["reload", "--pid", &other.0.id().to_string()], &path);
-    let said = text(&out);
+    let out = sluice_cli(&["reload", "--pid", &other.0.id().to_string()], &path);
+    let said = output_text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("not sluice"), "{said}");
     assert!(
@@ -204,10 +195,10 @@ async fn the_readme_reload_of_the_seed_config_works() {
     let seed_text = std::fs::read_to_string(seed("lb.toml")).unwrap();
     assert!(seed_text.contains("\npid_file = \"/tmp/sluice-lb.pid\""));
     // Nothing running from the seed itself: the answer names the pid file.
-    let out = sluice(&["reload"], &seed("lb.toml"));
+    let out = sluice_cli(&["reload"], &seed("lb.toml"));
     if !Path::new("/tmp/sluice-lb.pid").exists() {
         assert!(!out.status.success());
-        let said = text(&out);
+        let said = output_text(&out);
         assert!(
             said.contains("/tmp/sluice-lb.pid") && said.contains("running?"),
             "{said}"
@@ -224,11 +215,11 @@ async fn the_readme_reload_of_the_seed_config_works() {
         .replace("10.0.0.12:443", &edge_dead().to_string());
     let path = write_file(dir.path(), "lb.toml", &copy);
     let _sl = start(&path, &pid, 1).await;
-    let out = sluice(&["reload"], &path);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = sluice_cli(&["reload"], &path);
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(
-        text(&out).contains("reloaded: listeners kept=1"),
+        output_text(&out).contains("reloaded: listeners kept=1"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,23 +18,6 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::support::*;
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-fn sluice(args: &[&str], config: &Path) -> Output {
-    Command::new(sluice_bin())
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("run sluice")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// Whether `pid` has exited (no such process, or a zombie nobody reaped yet).
 fn gone(pid: i32) -> bool {
@@ -226,8 +209,8 @@ async fn a_failed_start_keeps_the_old_process_and_a_good_one_takes_over() {
     one_shot(keep).await.unwrap();
 
     // A binary that exits at once: the reason comes back, the old process serves on.
-    let out = sluice(&["upgrade", "--binary", "/bin/false"], &path);
-    let said = text(&out);
+    let out = sluice_cli(&["upgrade", "--binary", "/bin/false"], &path);
+    let said = output_text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(
         said.contains("exited before it was ready") && said.contains("keeps serving"),
@@ -250,8 +233,8 @@ async fn a_failed_start_keeps_the_old_process_and_a_good_one_takes_over() {
         ) + &admin,
     )
     .unwrap();
-    let out = sluice(&["upgrade"], &path);
-    let said = text(&out);
+    let out = sluice_cli(&["upgrade"], &path);
+    let said = output_text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(
         said.contains(&busy) && said.contains("keeps serving"),
@@ -270,14 +253,14 @@ async fn a_failed_start_keeps_the_old_process_and_a_good_one_takes_over() {
         &[("keep", "tcp", &keep.to_string()), ("added", "http", &add)],
     );
     std::fs::write(&path, v2 + &admin).unwrap();
-    let out = sluice(&["upgrade"], &path);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = sluice_cli(&["upgrade"], &path);
+    assert!(out.status.success(), "{}", output_text(&out));
     let second = pid_in(&pid).expect("pid file");
     assert_ne!(second, first);
     assert!(
-        text(&out).contains(&format!("pid {second}")),
+        output_text(&out).contains(&format!("pid {second}")),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     let said = recv();
     assert!(said.starts_with(&format!("MAINPID={second}\n")), "{said}");
@@ -392,10 +375,10 @@ async fn five_upgrades_under_load_fail_no_request() {
     for i in 1..=UPGRADES {
         tokio::time::sleep_until((started + every * i as u32).into()).await;
         let p = path.clone();
-        let out = tokio::task::spawn_blocking(move || sluice(&["upgrade"], &p))
+        let out = tokio::task::spawn_blocking(move || sluice_cli(&["upgrade"], &p))
             .await
             .unwrap();
-        assert!(out.status.success(), "upgrade {i}: {}", text(&out));
+        assert!(out.status.success(), "upgrade {i}: {}", output_text(&out));
         let now = pid_in(&pid).expect("pid file");
         assert!(
             !pids.contains(&now),
@@ -476,8 +459,8 @@ async fn the_default_binary_is_the_path_started_from_even_once_replaced() {
     std::fs::copy(sluice_bin(), &staged).unwrap();
     std::fs::rename(&staged, &installed).unwrap();
     assert!(exe(old.pid()).to_string_lossy().ends_with(" (deleted)"));
-    let out = sluice(&["upgrade"], &path);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = sluice_cli(&["upgrade"], &path);
+    assert!(out.status.success(), "{}", output_text(&out));
     let second = pid_in(&pid).unwrap();
     assert_eq!(exe(second), installed, "the new file at the same path");
     assert!(old.wait_exit().expect("old exits").success());
@@ -488,11 +471,11 @@ async fn the_default_binary_is_the_path_started_from_even_once_replaced() {
     let other = dir.path().join("other").join("sluice");
     std::fs::create_dir(other.parent().unwrap()).unwrap();
     std::fs::copy(sluice_bin(), &other).unwrap();
-    let out = sluice(
+    let out = sluice_cli(
         &["upgrade", "--binary", &other.display().to_string()],
         &path,
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let third = pid_in(&pid).unwrap();
     assert_eq!(exe(third), other);
     wait_until("the second process gone", || gone(second)).await;

@@ -364,6 +364,25 @@ pub fn sluice_bin() -> &'static str {
     env!("CARGO_BIN_EXE_sluice")
 }
 
+/// Runs `sluice <args...> --config <config>` to completion (a CLI command such as `reload`).
+pub fn sluice_cli(args: &[&str], config: &Path) -> std::process::Output {
+    Command::new(sluice_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run sluice")
+}
+
+/// A finished command's stdout and stderr as one text, for assertions on what it printed.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 impl SluiceProcess {
     /// Starts `sluice run --config <path>` and waits until `listeners` listening lines appear.
     pub fn start(config: &Path, listeners: usize) -> SluiceProcess {
