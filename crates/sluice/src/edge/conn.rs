@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
+use crate::proxy_protocol::ConnId;
 use crate::tls::SessionInfo;
 use crate::upstream::Scheme;
 
@@ -26,6 +27,9 @@ pub(crate) struct ConnInfo {
     pub proxy_protocol: Option<ClientAddr>,
     /// The connection's serial number in this process (nginx's `$connection`).
     pub id: u64,
+    /// The connection id shared with the balancer (`$connection_id`): an accepted PROXY
+    /// header's UNIQUE_ID, else a fresh one. Request ids derive from it (`request_id.rs`).
+    pub conn_id: ConnId,
     /// The address the client reached (the PROXY destination when one was accepted).
     pub local: LocalAddr,
     pub scheme: Scheme,

@@ -8,6 +8,7 @@ pub(crate) mod buffer;
 mod coalesce;
 mod conn;
 mod record;
+mod request_id;
 mod rewind;
 mod service;
 mod settings;
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::balance::Pool;
 use crate::log::LogSink;
-use crate::proxy_protocol::{self as proxy, Policy};
+use crate::proxy_protocol::{self as proxy, ConnId, Policy};
 use crate::spec::{self, Protocol};
 use crate::tls::{self, TlsEdge};
 use crate::upstream::{
@@ -208,6 +209,7 @@ pub(crate) async fn handle(
     let mut local = LocalAddr(stream.local_addr().unwrap_or(peer.0));
     let mut client = ClientAddr::direct(peer);
     let mut proxy_protocol = None;
+    let mut unique_id = None;
     let mut leftover = Vec::new();
     if let Some(policy) = &fe.policy {
         let accepted = tokio::select! {
@@ -219,6 +221,7 @@ pub(crate) async fn handle(
                 client = acc.client;
                 local = acc.local;
                 leftover = acc.leftover;
+                unique_id = acc.unique_id;
                 proxy_protocol = Some(client).filter(|c| acc.header_received && c.addr() != peer.0);
             }
             Err(rej) => {
@@ -229,6 +232,7 @@ pub(crate) async fn handle(
             }
         }
     }
+    let conn_id = unique_id.unwrap_or_else(ConnId::fresh);
     // Counts wire bytes (TLS records included) into the frontend's byte counters.
     let io = crate::metrics::Counted::new(
         Rewind::new(leftover, stream),
@@ -240,6 +244,7 @@ pub(crate) async fn handle(
             peer,
             proxy_protocol,
             id: conn::next_id(),
+            conn_id,
             local,
             scheme: Scheme::Http,
             tls: None,
@@ -271,6 +276,7 @@ pub(crate) async fn handle(
                 peer,
                 proxy_protocol,
                 id: conn::next_id(),
+                conn_id,
                 local,
                 scheme: Scheme::Https,
                 tls: Some(info),
@@ -427,6 +433,7 @@ fn connection_error(
         );
         (rec.peer, rec.proxy_protocol) = (info.peer, info.proxy_protocol);
         (rec.local, rec.connection) = (Some(info.local), info.id);
+        rec.connection_id = Some(info.conn_id.clone());
         rec.request = "-".into();
         rec.protocol = "-";
         rec.status = status;

@@ -13,6 +13,7 @@ use hyper::{Method, Uri, Version};
 
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::log::{json_str, push_var, time};
+use crate::proxy_protocol::ConnId;
 use crate::spec::{Escape, LineFormat, Piece, Template, Var};
 
 /// Everything one access log line says.
@@ -28,6 +29,10 @@ pub(crate) struct AccessRecord {
     /// The connection's serial number, and this request's number on it (from 1).
     pub connection: u64,
     pub connection_requests: u64,
+    /// The connection id shared with the balancer (`$connection_id`) and this request's id
+    /// (`$request_id`, also sent to the app); None before a request was read.
+    pub connection_id: Option<ConnId>,
+    pub request_id: Option<Arc<str>>,
     pub time: SystemTime,
     /// `METHOD target PROTOCOL`, or "-" when no request could be parsed.
     pub request: String,
@@ -105,6 +110,8 @@ impl AccessRecord {
             local: None,
             connection: 0,
             connection_requests: 1,
+            connection_id: None,
+            request_id: None,
             time: SystemTime::now(),
             request: request_line(method, uri, version),
             protocol: protocol_name(version),
@@ -203,6 +210,8 @@ impl AccessRecord {
             Var::ServerPort => self.local.and_then(|l| own(l.0.port().to_string())),
             Var::Connection => own(self.connection.to_string()),
             Var::ConnectionRequests => own(self.connection_requests.to_string()),
+            Var::ConnectionId => self.connection_id.as_ref().and_then(|c| b(c.as_str())),
+            Var::RequestId => self.request_id.as_deref().and_then(b),
             Var::TimeLocal => own(time::time_local(self.time)),
             Var::TimeIso8601 => own(time::iso8601(self.time)),
             Var::Msec => own(time::msec(self.time)),
@@ -249,7 +258,8 @@ impl AccessRecord {
              \"http_user_agent\":{},\"host\":{},\"protocol\":\"{}\",\"tls_version\":{},\
              \"tls_resumed\":{},\"frontend\":{},\"upstream\":{},\"upstream_addr\":{},\
              \"upstream_response_time\":{},\"request_time\":{},\"realip_remote_addr\":\"{}\",\
-             \"proxy_protocol_addr\":{},\"connection\":{},\"connection_requests\":{}}}",
+             \"proxy_protocol_addr\":{},\"connection\":{},\"connection_requests\":{},\
+             \"connection_id\":{},\"request_id\":{}}}",
             self.client.addr().ip(),
             self.client.addr().port(),
             time::time_local(self.time),
@@ -284,6 +294,14 @@ impl AccessRecord {
                 .unwrap_or_else(|| "null".into()),
             self.connection,
             self.connection_requests,
+            self.connection_id
+                .as_ref()
+                .map(|c| json_str(c.as_str()))
+                .unwrap_or_else(|| "null".into()),
+            self.request_id
+                .as_deref()
+                .map(json_str)
+                .unwrap_or_else(|| "null".into()),
         );
         s
     }

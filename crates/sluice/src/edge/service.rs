@@ -26,6 +26,7 @@ use super::buffer::spool::Spooled;
 use super::buffer::{response as respbuf, TempFiles};
 use super::conn::{ConnInfo, ConnState};
 use super::record::AccessRecord;
+use super::request_id;
 use super::HttpFrontend;
 
 use crate::upstream::BoxError;
@@ -57,7 +58,7 @@ pub(crate) async fn handle(
     fe: Arc<HttpFrontend>,
     conn: Arc<ConnInfo>,
     state: Arc<ConnState>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<LogBody> {
     let start = Instant::now();
     let guard = state.begin();
@@ -75,6 +76,9 @@ pub(crate) async fn handle(
     rec.proxy_protocol = conn.proxy_protocol;
     rec.local = Some(conn.local);
     (rec.connection, rec.connection_requests) = (conn.id, guard.number());
+    let trusted = request_id::trusted_hop(fe.policy.as_ref(), conn.client.addr().ip());
+    let id = request_id::take(req.headers_mut(), &conn.conn_id, guard.number(), trusted);
+    (rec.connection_id, rec.request_id) = (Some(conn.conn_id.clone()), Some(id.clone()));
     if let Some(tls) = &conn.tls {
         rec.tls_version = Some(tls.version).filter(|v| !v.is_empty());
         rec.tls_resumed = tls.resumed;
@@ -90,7 +94,7 @@ pub(crate) async fn handle(
             (super::strict::refuse(refusal, req.version()), None)
         }
         Ok(()) => {
-            let ctx = context(&conn, &req);
+            let ctx = context(&conn, &req, id);
             match forward(&fe, &ctx, req, line.rec(), &mut upstream_start).await {
                 Ok((resp, lease)) => buffer_response(&fe, resp, lease),
                 Err(f) => {
@@ -148,7 +152,7 @@ fn buffer_response(
 }
 
 /// The upstream request context: the real client, the reached address, SNI or Host.
-fn context(conn: &ConnInfo, req: &Request<Incoming>) -> RequestContext {
+fn context(conn: &ConnInfo, req: &Request<Incoming>, request_id: Arc<str>) -> RequestContext {
     let host = req.uri().host().map(str::to_string).or_else(|| {
         let h = req.headers().get(header::HOST)?.to_str().ok()?;
         let h = h.parse::<hyper::http::uri::Authority>().ok()?;
@@ -169,6 +173,7 @@ fn context(conn: &ConnInfo, req: &Request<Incoming>) -> RequestContext {
             .map(|t| t.version)
             .filter(|v| !v.is_empty()),
         tls_resumed: conn.tls.as_ref().is_some_and(|t| t.resumed),
+        request_id: Some(request_id),
     }
 }
 

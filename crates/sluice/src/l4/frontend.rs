@@ -20,8 +20,8 @@ use crate::l4::bufpool;
 use crate::l4::forward::{self, ForwardOpts};
 use crate::metrics::FrontendHandles;
 use crate::net::{self, Stream};
-use crate::proxy_protocol::{self as proxy, Policy, SendOpts, HEADER_BUF};
-use crate::spec::{self, SendProxy};
+use crate::proxy_protocol::{self as proxy, ConnId, Policy, SendOpts, HEADER_BUF};
+use crate::spec;
 
 /// A backend as the L4 path uses it.
 #[derive(Debug)]
@@ -86,6 +86,7 @@ pub(crate) async fn handle(fe: Arc<TcpFrontend>, client: TcpStream, peer: Socket
     let peer = PeerAddr(peer);
     let local = LocalAddr(client.local_addr().unwrap_or(peer.0));
     let mut rec = ConnRecord {
+        conn_id: ConnId::fresh(),
         client: ClientAddr::direct(peer),
         peer,
         local,
@@ -157,6 +158,9 @@ async fn serve(
                 rec.client = acc.client;
                 rec.local = acc.local;
                 leftover = acc.leftover;
+                if let Some(id) = acc.unique_id {
+                    rec.conn_id = id;
+                }
             }
             Err(rej) => {
                 crate::metrics::global().proxy_rejected(&fe.name, rej.code);
@@ -176,15 +180,9 @@ async fn serve(
     rec.connect_time = Some(start.elapsed());
 
     let mut hdr = [0u8; HEADER_BUF];
-    let uid =
-        (be.send.version == SendProxy::V2 && be.send.unique_id).then(proxy::send::new_unique_id);
-    let n = match proxy::build_header(
-        &be.send,
-        rec.client,
-        rec.local,
-        uid.as_ref().map(|u| &u[..]),
-        &mut hdr,
-    ) {
+    // The UNIQUE_ID sent is the id this line logs, so the next tier can log it too.
+    let uid = Some(rec.conn_id.as_str().as_bytes());
+    let n = match proxy::build_header(&be.send, rec.client, rec.local, uid, &mut hdr) {
         Ok(n) => n,
         Err(e) => return End::ServerError(format!("building PROXY header: {e}")),
     };

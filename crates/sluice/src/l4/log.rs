@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
+use crate::proxy_protocol::ConnId;
 use crate::log::{json_records, json_str, push_var, time, LogSink};
 use crate::spec::{Escape, LineFormat, Piece, Template, Var};
 /// How a connection ended.
@@ -60,6 +61,9 @@ impl End {
 /// Everything the connection log line says about one connection.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnRecord {
+    /// The connection id (`$connection_id`): a trusted incoming header's UNIQUE_ID, else a
+    /// fresh one; the UNIQUE_ID sent to the server when the backend sends one.
+    pub conn_id: ConnId,
     pub client: ClientAddr,
     pub peer: PeerAddr,
     pub local: LocalAddr,
@@ -195,6 +199,7 @@ impl ConnRecord {
             Var::TerminationState => Some(Cow::Borrowed(self.end.termination_state())),
             Var::End => Some(Cow::Borrowed(self.end.code())),
             Var::Reason => self.end.detail().map(Cow::Owned),
+            Var::ConnectionId => Some(Cow::Borrowed(self.conn_id.as_str())),
             // http-only variables are refused for tcp frontends at config load.
             _ => None,
         }
@@ -241,7 +246,7 @@ impl ConnRecord {
         if let Some(d) = self.end.detail() {
             let _ = write!(s, ",\"reason\":{}", json_str(&d));
         }
-        s.push('}');
+        let _ = write!(s, ",\"connection_id\":{}}}", json_str(self.conn_id.as_str()));
         s
     }
 }
@@ -287,6 +292,7 @@ mod tests {
 
     fn record(end: End) -> ConnRecord {
         ConnRecord {
+            conn_id: ConnId::from_unique_id(b"c0ffee").unwrap(),
             client: ClientAddr::direct(PeerAddr("127.0.0.2:5000".parse().unwrap())),
             peer: PeerAddr("127.0.0.1:6000".parse().unwrap()),
             local: LocalAddr("127.0.0.1:443".parse().unwrap()),
@@ -331,7 +337,7 @@ mod tests {
             "duration_ms=20",
             "bytes_in=10",
             "bytes_out=20",
-            "end=client_close reason=\"-\"",
+            "end=client_close reason=\"-\" id=c0ffee",
         ] {
             assert!(line.contains(part), "{part} missing in {line}");
         }
@@ -353,6 +359,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["accept_date"], "25/Nov/2026:13:28:22.250");
         assert_eq!(v["termination_state"], "PR");
+        assert_eq!(v["connection_id"], "c0ffee");
     }
 
     #[test]

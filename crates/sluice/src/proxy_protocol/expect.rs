@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use proxy_header::{DecodeOptions, Decoded, DEFAULT_MAX_V2_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::ConnId;
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::spec::{self, Untrusted};
 
@@ -52,6 +53,8 @@ pub(crate) struct Accepted {
     pub leftover: Vec<u8>,
     /// True when a PROXY header was received (even LOCAL/UNKNOWN ones).
     pub header_received: bool,
+    /// The connection id from the header's UNIQUE_ID TLV (v2), when it had a usable one.
+    pub unique_id: Option<ConnId>,
 }
 
 /// A connection that must be closed, and why (for the connection log).
@@ -97,6 +100,7 @@ pub(crate) async fn expect_header<S: AsyncRead + Unpin>(
                 local,
                 leftover: Vec::new(),
                 header_received: false,
+                unique_id: None,
             }),
             Untrusted::Reject => Err(rejected(
                 "untrusted",
@@ -155,6 +159,7 @@ async fn read_header<S: AsyncRead + Unpin>(
                     local,
                     leftover,
                     header_received: true,
+                    unique_id: header.tlvs.unique_id().and_then(ConnId::from_unique_id),
                 });
             }
             Ok(Decoded::Incomplete { .. }) if filled < cap => continue,

@@ -10,8 +10,9 @@ use crate::addr::{ClientAddr, LocalAddr};
 use crate::spec::{self, SendProxy};
 
 /// Big enough for any header built here: v1 is at most 107 bytes; v2 is 16 fixed + 36
-/// (INET6 addresses) + 3+32 (UNIQUE_ID) + 3+4 (CRC32C) = 94 bytes.
-pub(crate) const HEADER_BUF: usize = 128;
+/// (INET6 addresses) + 3+128 (UNIQUE_ID: a connection id taken from an incoming header may
+/// be that long) + 3+4 (CRC32C) = 190 bytes.
+pub(crate) const HEADER_BUF: usize = 192;
 
 /// Length of the UNIQUE_ID value sluice generates (hex of 16 random bytes).
 pub(crate) const UNIQUE_ID_LEN: usize = 32;

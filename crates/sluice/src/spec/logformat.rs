@@ -202,6 +202,8 @@ vars! {
     Host = "host": true false,
     HttpUserAgent = "http_user_agent": true false,
     HttpReferer = "http_referer": true false,
+    ConnectionId = "connection_id": true true,
+    RequestId = "request_id": true false,
     Frontend = "frontend": true true,
     FrontendName = "frontend_name": true true,
     Client = "client": false true,
@@ -248,7 +250,7 @@ pub const COMBINED: &str =
     "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";
 /// The tcp default: sluice's key=value connection line (real client and the peer it came
 /// through first, as before timestamps were added; then the time).
-pub const CONN: &str = "$client peer=$peer time=$time_iso8601 local=$local frontend=$frontend backend=$backend server=$server connect_ms=$connect_ms duration_ms=$duration_ms bytes_in=$bytes_in bytes_out=$bytes_out retries=$retries end=$end reason=\"$reason\"";
+pub const CONN: &str = "$client peer=$peer time=$time_iso8601 local=$local frontend=$frontend backend=$backend server=$server connect_ms=$connect_ms duration_ms=$duration_ms bytes_in=$bytes_in bytes_out=$bytes_out retries=$retries end=$end reason=\"$reason\" id=$connection_id";
 /// HAProxy's `option tcplog`.
 pub const TCPLOG: &str = "$client_ip:$client_port [$accept_date] $frontend_name $backend_name/$server_name $Tw/$Tc/$Tt $bytes_read $termination_state $actconn/$feconn/$beconn/$srv_conn/$retries $srv_queue/$backend_queue";
 

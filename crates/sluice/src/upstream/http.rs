@@ -24,7 +24,9 @@ use tokio::sync::Notify;
 
 use super::body::{with_progress, IdleTimeout, Progress};
 use super::connect::connect;
-use super::headers::{add_forwarding, drop_underscored, join_cookies, strip_hop_by_hop};
+use super::headers::{
+    add_forwarding, add_request_id, drop_underscored, join_cookies, strip_hop_by_hop,
+};
 use super::sockets::{Capped, SocketCaps};
 use super::{Body, BoxError, RequestContext, ServerAddr, UpstreamError};
 
@@ -118,6 +120,7 @@ impl HttpUpstream {
         }
         join_cookies(&mut parts.headers);
         add_forwarding(&mut parts.headers, ctx);
+        add_request_id(&mut parts.headers, ctx);
         if let Some(h) = host {
             parts.headers.insert(header::HOST, h);
         }

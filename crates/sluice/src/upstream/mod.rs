@@ -125,6 +125,9 @@ pub struct RequestContext {
     pub tls_version: Option<&'static str>,
     /// The TLS session was resumed (uwsgi: SSL_SESSION_REUSED "r", else ".").
     pub tls_resumed: bool,
+    /// The request's id (nginx's `$request_id`; the edge's `edge/request_id.rs`): uwsgi
+    /// `REQUEST_ID` and `HTTP_X_REQUEST_ID`, HTTP `X-Request-Id`. None: nothing is added.
+    pub request_id: Option<std::sync::Arc<str>>,
 }
 
 /// Where an app server listens (a spec server's address; `Host` is resolved at connect

@@ -43,6 +43,7 @@ mod process_conventions;
 mod reload;
 mod reload_control;
 mod reload_load;
+mod request_id;
 mod tls_resume;
 mod upgrade;
 mod upstream_uwsgi_interop;

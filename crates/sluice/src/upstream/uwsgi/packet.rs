@@ -93,6 +93,11 @@ pub fn build(
     v.push(b"SERVER_ADDR", ctx.local.0.ip().to_string().as_bytes())?;
     v.push(b"SERVER_PORT", ctx.server_port.to_string().as_bytes())?;
     v.push(b"SERVER_NAME", ctx.server_name.as_bytes())?;
+    if let Some(id) = &ctx.request_id {
+        // The edge took any client X-Request-Id off the request: these are the only ones.
+        v.push(b"REQUEST_ID", id.as_bytes())?;
+        v.push(b"HTTP_X_REQUEST_ID", id.as_bytes())?;
+    }
 
     let hop = hop_by_hop_names(&parts.headers);
     // The target's authority (HTTP/2 :authority, HTTP/1 absolute-form) wins over a Host

@@ -1,0 +1,152 @@
+//! One request id across both tiers (issue #15): a client (127.0.0.2) → sluice balancer
+//! (`send_proxy = "v2"`, `proxy_v2_unique_id`) → sluice edge (TLS, PROXY trusted from
+//! 127.0.0.1) → app. The balancer's connection line, the edge's access line and the app see
+//! the same id; a client's `X-Request-Id` counts only from a trusted hop; without UNIQUE_ID
+//! the edge makes a fresh id. The real-uWSGI case skips loudly without uwsgi's python3 plugin.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use crate::support::edge::*;
+use crate::support::*;
+
+/// A trusted HTTP hop: listed in the edge's `proxy_protocol.trusted`, connecting through the
+/// balancer like any client.
+const TRUSTED_HOP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+
+/// Two requests on one keep-alive connection, both with a client-made X-Request-Id.
+const TWO_REQUESTS: &str = "GET /first HTTP/1.1\r\nHost: app.test\r\nX-Request-Id: forged-1\r\n\r\n\
+     GET /second HTTP/1.1\r\nHost: app.test\r\nX-Request-Id: forged-2\r\nConnection: close\r\n\r\n";
+
+/// The edge `name` (its own in-process server: the balancer needs its address), serving
+/// `app` (a `[[backend.servers]]` addr) over uwsgi, logging `$connection_id $request_id`.
+async fn edge(dir: &Path, name: &str, app: &str) -> (Sluice, Vec<u8>) {
+    let (tls, der) = tls_table(dir);
+    let cfg = format!(
+        "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n\
+         [[frontend]]\nname = \"{name}\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\n\
+         backend = \"{name}_app\"\naccess_log = \"{d}/{name}.log\"\n\
+         log_format = '$remote_addr cid=$connection_id rid=$request_id \"$request\" $status'\n\
+         proxy_protocol = {{ trusted = [\"127.0.0.1/32\", \"{TRUSTED_HOP}/32\"], untrusted = \"direct\" }}\n\
+         {tls}\n\n\
+         [[backend]]\nname = \"{name}_app\"\nprotocol = \"uwsgi\"\n\
+         [[backend.servers]]\naddr = \"{app}\"\n",
+        d = dir.display(),
+    );
+    (Sluice::start(&cfg).await, der)
+}
+
+/// The balancer `name` in front of `edge`, sending PROXY v2 with UNIQUE_ID.
+async fn balancer(dir: &Path, name: &str, edge: SocketAddr) -> Sluice {
+    let cfg = format!(
+        "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n\
+         [[frontend]]\nname = \"{name}\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"{name}_edges\"\n\
+         access_log = \"{d}/{name}.log\"\n\n\
+         [[backend]]\nname = \"{name}_edges\"\nsend_proxy = \"v2\"\nproxy_v2_unique_id = true\n\
+         [[backend.servers]]\naddr = \"{edge}\"\n",
+        d = dir.display(),
+    );
+    Sluice::start(&cfg).await
+}
+
+/// The value of `key=` in a log line (up to the next space).
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let at = line
+        .find(&format!(" {key}="))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"));
+    line[at + key.len() + 2..].split(' ').next().unwrap()
+}
+
+/// Every `NAME=value` line the app answered with, in order.
+fn app_values<'a>(resp: &'a str, name: &str) -> Vec<&'a str> {
+    let prefix = format!("{name}=");
+    resp.lines().filter_map(|l| l.strip_prefix(&prefix)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_id_in_the_balancer_line_the_edge_line_and_the_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = uwsgi_app().await;
+    let (edge, der) = edge(dir.path(), "rid_edge", &app.to_string()).await;
+    let lb = balancer(dir.path(), "rid_lb", edge.addr("rid_edge")).await;
+
+    let resp = tls_request(CLIENT_IP, lb.addr("rid_lb"), b"", &der, TWO_REQUESTS)
+        .await
+        .unwrap();
+    let lb_line = wait_for_log_line(&dir.path().join("rid_lb.log"), &["end="]).await;
+    let id = field(&lb_line, "id");
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{lb_line}"
+    );
+    let want = [format!("{id}-1"), format!("{id}-2")];
+    assert_eq!(app_values(&resp, "REQUEST_ID"), want, "{resp}");
+    assert_eq!(app_values(&resp, "HTTP_X_REQUEST_ID"), want, "forged ids replaced: {resp}");
+    for (path, rid) in [("/first", &want[0]), ("/second", &want[1])] {
+        let line = wait_for_log_line(&dir.path().join("rid_edge.log"), &[path]).await;
+        assert!(
+            line.starts_with(&format!("127.0.0.2 cid={id} rid={rid} ")),
+            "{line}"
+        );
+    }
+    lb.shutdown().await;
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_hops_request_id_is_kept_an_untrusted_one_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = uwsgi_app().await;
+    let (edge, der) = edge(dir.path(), "rid_trust", &app.to_string()).await;
+    let lb = balancer(dir.path(), "rid_trust_lb", edge.addr("rid_trust")).await;
+    let req = "GET /t HTTP/1.1\r\nHost: app.test\r\nX-Request-Id: hop-7f3a\r\nConnection: close\r\n\r\n";
+
+    let resp = tls_request(TRUSTED_HOP, lb.addr("rid_trust_lb"), b"", &der, req)
+        .await
+        .unwrap();
+    assert_eq!(app_values(&resp, "REQUEST_ID"), ["hop-7f3a"], "{resp}");
+    assert_eq!(app_values(&resp, "HTTP_X_REQUEST_ID"), ["hop-7f3a"], "{resp}");
+    let line = wait_for_log_line(&dir.path().join("rid_trust.log"), &["127.0.0.3 "]).await;
+    assert!(line.contains(" rid=hop-7f3a "), "{line}");
+
+    let resp = tls_request(CLIENT_IP, lb.addr("rid_trust_lb"), b"", &der, req)
+        .await
+        .unwrap();
+    let got = app_values(&resp, "REQUEST_ID");
+    assert!(
+        got.len() == 1 && got[0] != "hop-7f3a" && got[0].ends_with("-1"),
+        "{resp}"
+    );
+    assert!(!resp.contains("hop-7f3a"), "{resp}");
+    lb.shutdown().await;
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_unique_id_the_edge_makes_a_fresh_connection_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = uwsgi_app().await;
+    let (edge, der) = edge(dir.path(), "rid_fresh", &app.to_string()).await;
+    let to = edge.addr("rid_fresh");
+    let req = "GET /f HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
+    // A direct client (untrusted = "direct"), then a PROXY v1 header (no TLVs) from 127.0.0.1.
+    let v1 = format!("PROXY TCP4 127.0.0.2 {} 40000 {}\r\n", to.ip(), to.port());
+    let mut ids = Vec::new();
+    for (from, proxy) in [(CLIENT_IP, ""), (IpAddr::V4(Ipv4Addr::LOCALHOST), v1.as_str())] {
+        let resp = tls_request(from, to, proxy.as_bytes(), &der, req).await.unwrap();
+        let got = app_values(&resp, "REQUEST_ID");
+        assert_eq!(got.len(), 1, "{resp}");
+        let conn = got[0].strip_suffix("-1").unwrap_or_else(|| panic!("{resp}"));
+        assert!(
+            conn.len() == 32 && conn.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{resp}"
+        );
+        ids.push(conn.to_string());
+    }
+    assert_ne!(ids[0], ids[1], "each connection its own id");
+    let log = dir.path().join("rid_fresh.log");
+    for id in &ids {
+        wait_for_log_line(&log, &[&format!("cid={id} rid={id}-1 ")]).await;
+    }
+    edge.shutdown().await;
+}
