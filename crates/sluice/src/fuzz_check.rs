@@ -4,7 +4,9 @@
 
 use crate::config::load::{load_str_with, LoadOptions};
 use crate::discovery::dns::{parse_response, TYPE_A, TYPE_AAAA};
+use crate::edge::request_id;
 use crate::edge::strict::valid_authority;
+use crate::proxy_protocol::conn_id::{is_id_text, ConnId, MAX_LEN};
 use crate::upstream::uwsgi::{framing, parse_response_head, HeadParse};
 
 /// uwsgi response heads: Complete/Incomplete/Invalid, never a panic; a Complete head lies
@@ -75,5 +77,31 @@ pub fn host_authority(data: &[u8]) {
         assert!(!data
             .iter()
             .any(|&b| matches!(b, b'@' | b'/' | b'\\' | b'?' | b'#')));
+    }
+}
+
+/// Ids from untrusted bytes: a PROXY UNIQUE_ID value gives a connection id or none, never a
+/// panic, and an id is id text (so a valid header value, loggable unescaped) of at most
+/// 128 bytes; a trusted hop's `X-Request-Id` gives that value only when it is id text, else
+/// `<conn id>-<n>`, and no `X-Request-Id` is left on the request.
+pub fn request_id(data: &[u8]) {
+    let conn = ConnId::from_unique_id(data);
+    if let Some(id) = &conn {
+        assert!(is_id_text(id.as_str().as_bytes()) && id.as_str().len() <= MAX_LEN);
+        assert!(hyper::header::HeaderValue::from_str(id.as_str()).is_ok());
+    }
+    let conn = conn.unwrap_or_else(ConnId::fresh);
+    let Ok(value) = hyper::header::HeaderValue::from_bytes(data) else {
+        return;
+    };
+    let mut headers = hyper::HeaderMap::new();
+    headers.insert("x-request-id", value);
+    let got = request_id::take(&mut headers, &conn, 7, true);
+    assert!(headers.is_empty());
+    assert!(hyper::header::HeaderValue::from_str(&got).is_ok());
+    if is_id_text(data) {
+        assert_eq!(got.as_bytes(), data);
+    } else {
+        assert_eq!(&*got, format!("{conn}-7"));
     }
 }

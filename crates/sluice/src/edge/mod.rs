@@ -8,7 +8,7 @@ pub(crate) mod buffer;
 mod coalesce;
 mod conn;
 mod record;
-mod request_id;
+pub(crate) mod request_id;
 mod rewind;
 mod service;
 mod settings;

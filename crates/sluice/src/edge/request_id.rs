@@ -26,7 +26,7 @@ pub(super) fn trusted_hop(policy: Option<&Policy>, hop: IpAddr) -> bool {
 /// Removes every `X-Request-Id` from `headers` and returns the request's id: the removed
 /// value when `trusted` sent exactly one that is id text ([`is_id_text`]), else
 /// `<conn_id>-<number>`.
-pub(super) fn take(
+pub(crate) fn take(
     headers: &mut HeaderMap,
     conn_id: &ConnId,
     number: u64,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
-use crate::proxy_protocol::ConnId;
 use crate::log::{json_records, json_str, push_var, time, LogSink};
+use crate::proxy_protocol::ConnId;
 use crate::spec::{Escape, LineFormat, Piece, Template, Var};
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,7 +246,11 @@ impl ConnRecord {
         if let Some(d) = self.end.detail() {
             let _ = write!(s, ",\"reason\":{}", json_str(&d));
         }
-        let _ = write!(s, ",\"connection_id\":{}}}", json_str(self.conn_id.as_str()));
+        let _ = write!(
+            s,
+            ",\"connection_id\":{}}}",
+            json_str(self.conn_id.as_str())
+        );
         s
     }
 }

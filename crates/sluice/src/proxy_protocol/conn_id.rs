@@ -57,8 +57,7 @@ impl fmt::Display for ConnId {
 pub(crate) fn is_id_text(s: &[u8]) -> bool {
     !s.is_empty()
         && s.len() <= MAX_LEN
-        && s
-            .iter()
+        && s.iter()
             .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
@@ -77,7 +76,10 @@ mod tests {
     #[test]
     fn unique_ids_printable_as_sent_binary_as_hex() {
         let id = |v: &[u8]| ConnId::from_unique_id(v).map(|i| i.to_string());
-        assert_eq!(id(b"7F000001:C2A8_7F000001:01BB_6575").unwrap(), "7F000001:C2A8_7F000001:01BB_6575");
+        assert_eq!(
+            id(b"7F000001:C2A8_7F000001:01BB_6575").unwrap(),
+            "7F000001:C2A8_7F000001:01BB_6575"
+        );
         assert_eq!(id(&[0, 0xff, 0x10]).unwrap(), "00ff10");
         assert_eq!(id(b"a b").unwrap(), "612062", "a space is not id text");
         assert_eq!(id(b"x\"y").unwrap(), "782279");

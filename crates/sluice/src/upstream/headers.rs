@@ -150,7 +150,11 @@ pub(super) fn add_forwarding(headers: &mut HeaderMap, ctx: &RequestContext) {
 /// Sets `X-Request-Id` to the request's id (`ctx.request_id`), replacing any other; after
 /// the hop-by-hop removal, so a client's `Connection: X-Request-Id` cannot remove it.
 pub(super) fn add_request_id(headers: &mut HeaderMap, ctx: &RequestContext) {
-    if let Some(v) = ctx.request_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
+    if let Some(v) = ctx
+        .request_id
+        .as_deref()
+        .and_then(|id| HeaderValue::from_str(id).ok())
+    {
         headers.insert(HeaderName::from_static("x-request-id"), v);
     }
 }

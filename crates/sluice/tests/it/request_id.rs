@@ -15,12 +15,18 @@ use crate::support::*;
 const TRUSTED_HOP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 
 /// Two requests on one keep-alive connection, both with a client-made X-Request-Id.
-const TWO_REQUESTS: &str = "GET /first HTTP/1.1\r\nHost: app.test\r\nX-Request-Id: forged-1\r\n\r\n\
+const TWO_REQUESTS: &str =
+    "GET /first HTTP/1.1\r\nHost: app.test\r\nX-Request-Id: forged-1\r\n\r\n\
      GET /second HTTP/1.1\r\nHost: app.test\r\nX-Request-Id: forged-2\r\nConnection: close\r\n\r\n";
 
 /// The edge `name` (its own in-process server: the balancer needs its address), serving
 /// `app` (a `[[backend.servers]]` addr) over uwsgi, logging `$connection_id $request_id`.
 async fn edge(dir: &Path, name: &str, app: &str) -> (Sluice, Vec<u8>) {
+    edge_with(dir, name, app, "uwsgi").await
+}
+
+/// [`edge`] with the backend speaking `protocol` (`uwsgi` or `http`).
+async fn edge_with(dir: &Path, name: &str, app: &str, protocol: &str) -> (Sluice, Vec<u8>) {
     let (tls, der) = tls_table(dir);
     let cfg = format!(
         "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n\
@@ -29,7 +35,7 @@ async fn edge(dir: &Path, name: &str, app: &str) -> (Sluice, Vec<u8>) {
          log_format = '$remote_addr cid=$connection_id rid=$request_id \"$request\" $status'\n\
          proxy_protocol = {{ trusted = [\"127.0.0.1/32\", \"{TRUSTED_HOP}/32\"], untrusted = \"direct\" }}\n\
          {tls}\n\n\
-         [[backend]]\nname = \"{name}_app\"\nprotocol = \"uwsgi\"\n\
+         [[backend]]\nname = \"{name}_app\"\nprotocol = \"{protocol}\"\n\
          [[backend.servers]]\naddr = \"{app}\"\n",
         d = dir.display(),
     );
@@ -60,7 +66,9 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 /// Every `NAME=value` line the app answered with, in order.
 fn app_values<'a>(resp: &'a str, name: &str) -> Vec<&'a str> {
     let prefix = format!("{name}=");
-    resp.lines().filter_map(|l| l.strip_prefix(&prefix)).collect()
+    resp.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +89,11 @@ async fn one_id_in_the_balancer_line_the_edge_line_and_the_app() {
     );
     let want = [format!("{id}-1"), format!("{id}-2")];
     assert_eq!(app_values(&resp, "REQUEST_ID"), want, "{resp}");
-    assert_eq!(app_values(&resp, "HTTP_X_REQUEST_ID"), want, "forged ids replaced: {resp}");
+    assert_eq!(
+        app_values(&resp, "HTTP_X_REQUEST_ID"),
+        want,
+        "forged ids replaced: {resp}"
+    );
     for (path, rid) in [("/first", &want[0]), ("/second", &want[1])] {
         let line = wait_for_log_line(&dir.path().join("rid_edge.log"), &[path]).await;
         assert!(
@@ -99,13 +111,18 @@ async fn a_trusted_hops_request_id_is_kept_an_untrusted_one_replaced() {
     let app = uwsgi_app().await;
     let (edge, der) = edge(dir.path(), "rid_trust", &app.to_string()).await;
     let lb = balancer(dir.path(), "rid_trust_lb", edge.addr("rid_trust")).await;
-    let req = "GET /t HTTP/1.1\r\nHost: app.test\r\nX-Request-Id: hop-7f3a\r\nConnection: close\r\n\r\n";
+    let req =
+        "GET /t HTTP/1.1\r\nHost: app.test\r\nX-Request-Id: hop-7f3a\r\nConnection: close\r\n\r\n";
 
     let resp = tls_request(TRUSTED_HOP, lb.addr("rid_trust_lb"), b"", &der, req)
         .await
         .unwrap();
     assert_eq!(app_values(&resp, "REQUEST_ID"), ["hop-7f3a"], "{resp}");
-    assert_eq!(app_values(&resp, "HTTP_X_REQUEST_ID"), ["hop-7f3a"], "{resp}");
+    assert_eq!(
+        app_values(&resp, "HTTP_X_REQUEST_ID"),
+        ["hop-7f3a"],
+        "{resp}"
+    );
     let line = wait_for_log_line(&dir.path().join("rid_trust.log"), &["127.0.0.3 "]).await;
     assert!(line.contains(" rid=hop-7f3a "), "{line}");
 
@@ -132,11 +149,18 @@ async fn without_unique_id_the_edge_makes_a_fresh_connection_id() {
     // A direct client (untrusted = "direct"), then a PROXY v1 header (no TLVs) from 127.0.0.1.
     let v1 = format!("PROXY TCP4 127.0.0.2 {} 40000 {}\r\n", to.ip(), to.port());
     let mut ids = Vec::new();
-    for (from, proxy) in [(CLIENT_IP, ""), (IpAddr::V4(Ipv4Addr::LOCALHOST), v1.as_str())] {
-        let resp = tls_request(from, to, proxy.as_bytes(), &der, req).await.unwrap();
+    for (from, proxy) in [
+        (CLIENT_IP, ""),
+        (IpAddr::V4(Ipv4Addr::LOCALHOST), v1.as_str()),
+    ] {
+        let resp = tls_request(from, to, proxy.as_bytes(), &der, req)
+            .await
+            .unwrap();
         let got = app_values(&resp, "REQUEST_ID");
         assert_eq!(got.len(), 1, "{resp}");
-        let conn = got[0].strip_suffix("-1").unwrap_or_else(|| panic!("{resp}"));
+        let conn = got[0]
+            .strip_suffix("-1")
+            .unwrap_or_else(|| panic!("{resp}"));
         assert!(
             conn.len() == 32 && conn.bytes().all(|b| b.is_ascii_hexdigit()),
             "{resp}"
@@ -148,5 +172,99 @@ async fn without_unique_id_the_edge_makes_a_fresh_connection_id() {
     for id in &ids {
         wait_for_log_line(&log, &[&format!("cid={id} rid={id}-1 ")]).await;
     }
+    edge.shutdown().await;
+}
+
+/// A WSGI app (plain python, no framework) answering one `KEY=value` line per string
+/// variable of its environment.
+const ENV_APP: &str = r"def application(env, start_response):
+    body = ''.join('%s=%s\n' % (k, v) for k, v in sorted(env.items()) if isinstance(v, str))
+    body = body.encode('utf-8', 'replace')
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+    return [body]
+";
+
+/// The acceptance test with the real uWSGI: the id the balancer logs is the connection id
+/// in the edge's line and the prefix of the app's REQUEST_ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_uwsgi_sees_the_id_both_tiers_log() {
+    let Some(uwsgi) = tool("uwsgi", &["/usr/bin/uwsgi", "uwsgi"]) else {
+        return;
+    };
+    let plugin = Path::new("/usr/lib/uwsgi/plugins/python3_plugin.so");
+    if !plugin.exists() {
+        skip("uwsgi python3 plugin (/usr/lib/uwsgi/plugins/python3_plugin.so)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let app = write_file(dir.path(), "env_app.py", ENV_APP);
+    let sock = dir.path().join("app.sock");
+    let (s, a) = (sock.display().to_string(), app.display().to_string());
+    let args = [
+        "--plugin",
+        "python3",
+        "--socket",
+        &s,
+        "--wsgi-file",
+        &a,
+        "--processes",
+        "1",
+        "--need-app",
+        "--die-on-term",
+    ];
+    let mut uw = spawn_peer(&uwsgi, &args, &dir.path().join("uwsgi.log"));
+    wait_unix(&sock, &mut uw, dir.path()).await;
+
+    let (edge, der) = edge(dir.path(), "rid_real", &format!("unix:{s}")).await;
+    let lb = balancer(dir.path(), "rid_real_lb", edge.addr("rid_real")).await;
+    let req =
+        "GET /env HTTP/1.1\r\nHost: app.test\r\nX-Request-Id: forged\r\nConnection: close\r\n\r\n";
+    let resp = tls_request(CLIENT_IP, lb.addr("rid_real_lb"), b"", &der, req)
+        .await
+        .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    let lb_line = wait_for_log_line(&dir.path().join("rid_real_lb.log"), &["end="]).await;
+    let id = field(&lb_line, "id");
+    let rid = format!("{id}-1");
+    assert_eq!(app_values(&resp, "REQUEST_ID"), [rid.as_str()], "{resp}");
+    assert_eq!(
+        app_values(&resp, "HTTP_X_REQUEST_ID"),
+        [rid.as_str()],
+        "{resp}"
+    );
+    assert_eq!(app_values(&resp, "REMOTE_ADDR"), ["127.0.0.2"], "{resp}");
+    let line = wait_for_log_line(&dir.path().join("rid_real.log"), &["/env"]).await;
+    assert!(
+        line.starts_with(&format!(
+            "127.0.0.2 cid={id} rid={rid} \"GET /env HTTP/1.1\" 200"
+        )),
+        "{line}"
+    );
+    lb.shutdown().await;
+    edge.shutdown().await;
+}
+
+/// HTTP apps get the id as `X-Request-Id`, the client's own removed even when its
+/// `Connection` header lists the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_apps_get_x_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = http_echo_app().await;
+    let (edge, der) = edge_with(dir.path(), "rid_http", &app.to_string(), "http").await;
+    let lb = balancer(dir.path(), "rid_http_lb", edge.addr("rid_http")).await;
+    let req = "GET /h HTTP/1.1\r\nHost: app.test\r\nX-Request-Id: forged\r\n\
+               Connection: close, X-Request-Id\r\n\r\n";
+    let resp = tls_request(CLIENT_IP, lb.addr("rid_http_lb"), b"", &der, req)
+        .await
+        .unwrap();
+    let lb_line = wait_for_log_line(&dir.path().join("rid_http_lb.log"), &["end="]).await;
+    let want = format!("x-request-id: {}-1\r\n", field(&lb_line, "id"));
+    assert!(
+        resp.to_ascii_lowercase().contains(&want),
+        "{want:?} in {resp}"
+    );
+    assert!(!resp.contains("forged"), "{resp}");
+    lb.shutdown().await;
     edge.shutdown().await;
 }
