@@ -172,5 +172,10 @@ mod tests {
         assert!(n <= HEADER_BUF);
         let (_, _, dst, _) = roundtrip(opts, "[::1]:1", "127.0.0.1:2");
         assert_eq!(dst, Some("[::ffff:127.0.0.1]:2".parse().unwrap()));
+        // A connection id taken from an incoming header may use UNIQUE_ID's whole 128 bytes.
+        let (client, local) = ends("[::1]:1", "[::1]:2");
+        let id = [b'a'; proxy_header::tlv::kind::UNIQUE_ID_MAX];
+        let n = build_header(&opts, client, local, Some(&id), &mut [0u8; HEADER_BUF]).unwrap();
+        assert_eq!(n, 190);
     }
 }

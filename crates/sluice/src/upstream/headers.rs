@@ -1,7 +1,8 @@
 //! Header rules shared by the upstream clients: hop-by-hop removal (RFC 9110 §7.6.1 plus
 //! the legacy Keep-Alive/Proxy-Connection), names with `_` (nginx `underscores_in_headers`),
-//! forwarding headers (X-Forwarded-For appended, X-Real-IP, X-Forwarded-Proto) and joining
-//! repeated fields. Pure functions over HeaderMap; no I/O, no choice of server.
+//! forwarding headers (X-Forwarded-For appended, X-Real-IP, X-Forwarded-Proto), the request
+//! id (X-Request-Id) and joining repeated fields. Pure functions over HeaderMap; no I/O, no
+//! choice of server.
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 

@@ -7,6 +7,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
+use tokio::io::AsyncWriteExt;
+
 use crate::support::edge::*;
 use crate::support::*;
 
@@ -267,4 +269,65 @@ async fn http_apps_get_x_request_id() {
     assert!(!resp.contains("forged"), "{resp}");
     lb.shutdown().await;
     edge.shutdown().await;
+}
+
+/// A PROXY v2 header from 127.0.0.2:40000 to 127.0.0.1:443 with `unique_id`.
+fn v2_with_unique_id(unique_id: &[u8]) -> Vec<u8> {
+    let addresses = proxy_header::Addresses::Inet {
+        src: "127.0.0.2:40000".parse().unwrap(),
+        dst: "127.0.0.1:443".parse().unwrap(),
+    };
+    let mut out = [0u8; 512];
+    let mut enc = proxy_header::V2Encoder::new(
+        &mut out,
+        proxy_header::Command::Proxy,
+        proxy_header::Transport::Stream,
+        &addresses,
+    )
+    .unwrap();
+    enc.unique_id(unique_id).unwrap();
+    let n = enc.finish(false).unwrap();
+    out[..n].to_vec()
+}
+
+/// A balancer behind another one (a test client from 127.0.0.1 plays it): the UNIQUE_ID it
+/// accepts is its connection id, logged and sent on; binary ids as hex.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_keeps_the_unique_id_it_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut captured) = proxy_capture_server(IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+    let cfg = format!(
+        "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n\
+         [[frontend]]\nname = \"rid_chain\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"rid_chain_be\"\n\
+         access_log = \"{d}/rid_chain.log\"\nproxy_protocol = {{ trusted = [\"127.0.0.1/32\"] }}\n\n\
+         [[backend]]\nname = \"rid_chain_be\"\nsend_proxy = \"v2\"\nproxy_v2_unique_id = true\n\
+         [[backend.servers]]\naddr = \"{server}\"\n",
+        d = dir.path().display(),
+    );
+    let lb = Sluice::start(&cfg).await;
+    let log = dir.path().join("rid_chain.log");
+    for (sent, want) in [
+        (
+            &b"7F000001:9C40_7F000001:01BB_6575D2A1_0001"[..],
+            "7F000001:9C40_7F000001:01BB_6575D2A1_0001",
+        ),
+        (&[0xde, 0xad, 0xbe, 0xef][..], "deadbeef"),
+    ] {
+        let mut s = within(
+            "connect",
+            connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST), lb.addr("rid_chain")),
+        )
+        .await
+        .unwrap();
+        s.write_all(&v2_with_unique_id(sent)).await.unwrap();
+        assert_eq!(
+            read_line(&mut s).await.as_deref(),
+            Some("src=127.0.0.2:40000")
+        );
+        drop(s);
+        let cap = next_capture(&mut captured).await;
+        assert_eq!(cap.unique_id.as_deref(), Some(want.as_bytes()), "{cap:?}");
+        wait_for_log_line(&log, &[&format!(" id={want}")]).await;
+    }
+    lb.shutdown().await;
 }
