@@ -2,7 +2,8 @@
 //! (`send_proxy = "v2"`, `proxy_v2_unique_id`) → sluice edge (TLS, PROXY trusted from
 //! 127.0.0.1) → app. The balancer's connection line, the edge's access line and the app see
 //! the same id; a client's `X-Request-Id` counts only from a trusted hop; without UNIQUE_ID
-//! the edge makes a fresh id. The real-uWSGI case skips loudly without uwsgi's python3 plugin.
+//! the edge makes a fresh id; HAProxy's `unique-id` and a chained balancer's id are kept.
+//! The real-uWSGI and HAProxy cases skip loudly without those peers.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -330,4 +331,42 @@ async fn a_balancer_keeps_the_unique_id_it_accepted() {
         wait_for_log_line(&log, &[&format!(" id={want}")]).await;
     }
     lb.shutdown().await;
+}
+
+/// HAProxy as the balancer (`send-proxy-v2` with `proxy-v2-options unique-id`): its `%ID`
+/// (logged) is the edge's connection id and the prefix of the app's REQUEST_ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxys_unique_id_is_the_edges_connection_id() {
+    let Some(haproxy) = tool("haproxy", &["/usr/sbin/haproxy", "haproxy"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = uwsgi_app().await;
+    let (edge, der) = edge(dir.path(), "rid_hap", &app.to_string()).await;
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let hcfg = format!(
+        "global\n  log stdout format raw local0\n\n\
+         defaults\n  mode tcp\n  log global\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n\
+         \x20 unique-id-format %{{+X}}o%ci:%cp_%fi:%fp_%Ts_%rt:%pid\n\
+         \x20 log-format \"hap uid=%ID client=%ci\"\n  default_backend be\n\n\
+         backend be\n  server e1 {} send-proxy-v2 proxy-v2-options unique-id\n",
+        edge.addr("rid_hap")
+    );
+    let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    let (_hap, out) = start_haproxy(&haproxy, dir.path(), &hcfg, to).await;
+    let req = "GET /h HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
+    let resp = tls_request(CLIENT_IP, to, b"", &der, req).await.unwrap();
+
+    let hap_line = wait_for_log_line(&out, &["hap uid=", "client=127.0.0.2"]).await;
+    let uid = field(&hap_line, "uid");
+    assert!(uid.contains(':') && uid.contains('_'), "{hap_line}");
+    let rid = format!("{uid}-1");
+    assert_eq!(app_values(&resp, "REQUEST_ID"), [rid.as_str()], "{resp}");
+    let line = wait_for_log_line(&dir.path().join("rid_hap.log"), &["/h "]).await;
+    assert!(
+        line.starts_with(&format!("127.0.0.2 cid={uid} rid={rid} ")),
+        "{line}"
+    );
+    edge.shutdown().await;
 }
