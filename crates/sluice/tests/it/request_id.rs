@@ -370,3 +370,40 @@ async fn haproxys_unique_id_is_the_edges_connection_id() {
     );
     edge.shutdown().await;
 }
+
+/// HTTP/2: the streams of one connection are requests 1, 2, ... of its connection id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_number_their_request_ids() {
+    let Some(curl) = tool("curl", &["/usr/bin/curl", "curl"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = uwsgi_app().await;
+    let (edge, _der) = edge(dir.path(), "rid_h2", &app.to_string()).await;
+    let lb = balancer(dir.path(), "rid_h2_lb", edge.addr("rid_h2")).await;
+    let port = lb.addr("rid_h2_lb").port();
+    let resolve = format!("{HOST}:{port}:127.0.0.1");
+    let (a, b) = (
+        format!("https://{HOST}:{port}/a"),
+        format!("https://{HOST}:{port}/b"),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        // Two URLs in one curl run: one connection, two streams, one after the other.
+        crate::support::edge::curl(&curl, &["--http2", "-k", "--resolve", &resolve, &a, &b])
+    })
+    .await
+    .unwrap();
+    let lb_line = wait_for_log_line(&dir.path().join("rid_h2_lb.log"), &["end="]).await;
+    let id = field(&lb_line, "id");
+    assert_eq!(
+        app_values(&out, "REQUEST_ID"),
+        [format!("{id}-1"), format!("{id}-2")],
+        "{out}"
+    );
+    assert_eq!(
+        app_values(&out, "SERVER_PROTOCOL"),
+        ["HTTP/2.0", "HTTP/2.0"]
+    );
+    lb.shutdown().await;
+    edge.shutdown().await;
+}
