@@ -169,6 +169,7 @@ fn context(conn: &ConnInfo, req: &Request<Incoming>) -> RequestContext {
             .map(|t| t.version)
             .filter(|v| !v.is_empty()),
         tls_resumed: conn.tls.as_ref().is_some_and(|t| t.resumed),
+        client_cert: conn.client_cert.clone(),
     }
 }
 

@@ -5,6 +5,7 @@
 //! Choosing and health-checking the app server is `balance`'s job, not this module's.
 
 mod body;
+mod client_cert;
 mod connect;
 mod headers;
 mod http;
@@ -26,6 +27,7 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::addr::{ClientAddr, LocalAddr};
 
+pub use self::client_cert::{CertDetails, ClientCert};
 pub use self::http::{HttpOpts, HttpUpstream};
 pub use self::sockets::SocketCaps;
 pub use self::uwsgi::{UwsgiClient, UwsgiOpts};
@@ -125,6 +127,9 @@ pub struct RequestContext {
     pub tls_version: Option<&'static str>,
     /// The TLS session was resumed (uwsgi: SSL_SESSION_REUSED "r", else ".").
     pub tls_resumed: bool,
+    /// The client certificate (mTLS): uwsgi SSL_CLIENT_*, HTTP X-SSL-Client-*; None where
+    /// the frontend asks for none (or on plain HTTP).
+    pub client_cert: Option<std::sync::Arc<ClientCert>>,
 }
 
 /// Where an app server listens (a spec server's address; `Host` is resolved at connect

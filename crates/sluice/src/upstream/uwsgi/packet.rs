@@ -82,6 +82,9 @@ pub fn build(
             if ctx.tls_resumed { b"r" } else { b"." },
         )?;
     }
+    for (key, val) in ctx.client_cert.iter().flat_map(|c| c.uwsgi_vars()) {
+        v.push(key, val)?;
+    }
     v.push(
         b"REMOTE_ADDR",
         ctx.client.addr().ip().to_string().as_bytes(),
