@@ -36,6 +36,21 @@ pub(crate) fn identify(
     }))
 }
 
+/// A `$ssl_client_*` log variable: nginx's values (`$ssl_client_verify` is `NONE` on a TLS
+/// connection that sent no certificate, as where none is asked for); None on plain HTTP or
+/// without a certificate.
+pub(crate) fn log_var(v: spec::Var, cert: Option<&ClientCert>, tls: bool) -> Option<&str> {
+    let details = cert.and_then(|c| c.cert.as_ref());
+    match v {
+        spec::Var::SslClientVerify if tls => Some(cert.map_or("NONE", |c| c.verify)),
+        spec::Var::SslClientSDn => details.map(|d| d.subject.as_str()),
+        spec::Var::SslClientIDn => details.map(|d| d.issuer.as_str()),
+        spec::Var::SslClientSerial => details.map(|d| d.serial.as_str()),
+        spec::Var::SslClientFingerprint => details.map(|d| d.fingerprint.as_str()),
+        _ => None,
+    }
+}
+
 /// The fields of one certificate.
 pub(crate) fn details(der: &CertificateDer<'_>, pass_pem: bool) -> Result<CertDetails, String> {
     let cert = webpki::EndEntityCert::try_from(der).map_err(|e| format!("{e:?}"))?;

@@ -440,6 +440,7 @@ fn connection_error(
             rec.tls_version = Some(tls.version).filter(|v| !v.is_empty());
             rec.tls_resumed = tls.resumed;
         }
+        rec.client_cert = info.client_cert.clone();
         fe.log.emit(&rec);
     }
 }

@@ -79,6 +79,7 @@ pub(crate) async fn handle(
         rec.tls_version = Some(tls.version).filter(|v| !v.is_empty());
         rec.tls_resumed = tls.resumed;
     }
+    rec.client_cert = conn.client_cert.clone();
     let mut line = RequestLog::new(rec, fe.log.clone(), start);
     let version = req.version();
     // From when the request (and a buffered body) is ready for the app, as nginx's
