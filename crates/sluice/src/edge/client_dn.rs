@@ -12,8 +12,11 @@ use std::fmt::Write;
 #[error("malformed distinguished name: {0}")]
 pub(crate) struct DnError(&'static str);
 
-/// Deepest nesting we accept is fixed (SET of SEQUENCE); lengths are bounded by the input.
-fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8], usize), DnError> {
+/// One TLV: its tag, contents, the input after it, and its whole encoded length.
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], usize);
+
+/// Reads one TLV (nesting is fixed: SET of SEQUENCE; lengths are bounded by the input).
+fn tlv(input: &[u8]) -> Result<Tlv<'_>, DnError> {
     let (&tag, rest) = input.split_first().ok_or(DnError("truncated tag"))?;
     if tag & 0x1f == 0x1f {
         return Err(DnError("multi-byte tag"));
@@ -213,12 +216,12 @@ fn decode_string(tag: u8, v: &[u8]) -> Option<String> {
         // (OpenSSL does the same).
         0x12 | 0x13 | 0x16 | 0x1a | 0x14 => Some(v.iter().map(|&b| char::from(b)).collect()),
         // BMPString (UCS-2)
-        0x1e if v.len() % 2 == 0 => v
+        0x1e if v.len().is_multiple_of(2) => v
             .chunks_exact(2)
             .map(|c| char::from_u32(u32::from(u16::from_be_bytes([c[0], c[1]]))))
             .collect(),
         // UniversalString (UCS-4)
-        0x1c if v.len() % 4 == 0 => v
+        0x1c if v.len().is_multiple_of(4) => v
             .chunks_exact(4)
             .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
             .collect(),
@@ -237,7 +240,7 @@ fn escape_into(s: &str, out: &mut String) {
         if special {
             out.push('\\');
             out.push(char::from(b));
-        } else if b < 0x20 || b >= 0x7f {
+        } else if !(0x20..0x7f).contains(&b) {
             let _ = write!(out, "\\{b:02X}");
         } else {
             out.push(char::from(b));

@@ -47,7 +47,7 @@ async fn s_client_out(openssl: &Path, addr: SocketAddr, args: &[&str], input: &[
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn with_cert<'a>(c: &'a Client) -> Vec<&'a str> {
+fn with_cert(c: &Client) -> Vec<&str> {
     vec![
         "-servername",
         HOST,
@@ -256,7 +256,7 @@ async fn revoked_certificates_and_chains_deeper_than_the_limit_are_refused() {
     let crl = write_file(d, "all.crl", &crls);
     let app = uwsgi_app().await;
     let inter_pem = inter.pem.to_str().unwrap();
-    let chained = |c: &'_ Client| -> Vec<String> {
+    let chained = |c: &Client| -> Vec<String> {
         let mut a: Vec<String> = with_cert(c).into_iter().map(String::from).collect();
         a.extend(["-cert_chain".to_string(), inter_pem.to_string()]);
         a
