@@ -1,9 +1,7 @@
-//! The client certificate of a finished TLS handshake (mTLS), for the app and the access
-//! log: `SUCCESS` with the leaf's subject and issuer DN, serial, SHA-1 fingerprint and, with
-//! `pass_client_cert`, its PEM; `NONE` when `client_verify = "optional"` and none was sent.
-//! Resumed sessions carry the certificate verified in their full handshake (rustls keeps it
-//! in the ticket or cache entry, bound to the same client CA setting by `tls`). It does not
-//! verify anything: a certificate rustls did not accept never completes a handshake.
+//! The client certificate of a finished handshake as the app and the access log see it
+//! (`SUCCESS` with DN, serial, SHA-1 and, with `pass_client_cert`, the PEM; or `NONE`); a
+//! resumed session carries the one verified in its full handshake. It verifies nothing: a
+//! certificate rustls refused never completes a handshake.
 
 use std::sync::Arc;
 

@@ -1,9 +1,7 @@
-//! Renders an X.509 Name (the DER of a certificate's subject or issuer, as rustls-webpki
-//! hands it out) the way nginx's `$ssl_client_s_dn` does: OpenSSL's `XN_FLAG_RFC2253` (RDNs
-//! last to first, `,` between and `+` inside them, short attribute names, RFC 2253 escapes,
-//! control and non-ASCII bytes as `\XX`, unknown attributes as `OID=#DER-in-hex`), and a
-//! serial number as `$ssl_client_serial` (upper-case hex). A strict DER walk: malformed input
-//! is an error, never a panic. It does not validate certificates (rustls did).
+//! Renders a certificate's subject/issuer Name as nginx's `$ssl_client_s_dn` (OpenSSL's
+//! `XN_FLAG_RFC2253`: RDNs reversed, short names, RFC 2253 and `\XX` escapes, unknown
+//! attributes as `OID=#hex`) and a serial as `$ssl_client_serial`. A strict DER walk: malformed
+//! input is an error, never a panic. It validates nothing (rustls did).
 
 use std::fmt::Write;
 

@@ -1,7 +1,7 @@
 //! Loads every file of a `[frontend.tls]` table the way [`super::TlsEdge::load`] does
-//! (certificate chains, keys matching them, SNI names, ticket key sizes, client CAs and CRLs) and says which entry
-//! of the table names the bad file, for `sluice check` and `sluice run` to position the error.
-//! It builds no `ServerConfig` and keeps nothing.
+//! (certificate chains, keys matching them, SNI names, ticket key sizes, client CAs and CRLs)
+//! and says which entry names the bad file, for `sluice check` and `sluice run` to position
+//! the error. It builds no `ServerConfig` and keeps nothing.
 
 use std::fmt;
 

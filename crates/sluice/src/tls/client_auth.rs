@@ -1,10 +1,7 @@
-//! Client certificates for a TLS edge (mTLS, `[frontend.tls] client_*`): loads the CA and
-//! CRL files, builds rustls' `WebPkiClientVerifier` (optional or required, CRLs for the whole
-//! chain, expired CRLs refused, as OpenSSL does for nginx's `ssl_crl`) with the
-//! `client_verify_depth` limit on top, and binds tickets and cached sessions to the client
-//! authentication in force, so a session resumes only where the identity it carries was
-//! verified under the same CAs, CRLs, mode and depth (nginx: the session id context). It
-//! does not read the client's certificate for the app (`edge/client_cert.rs` does).
+//! mTLS for a TLS edge: CA and CRL files into rustls' `WebPkiClientVerifier` plus the
+//! `client_verify_depth` limit, and tickets/cached sessions bound to that setting so a session
+//! resumes only where its identity was verified under the same CAs, CRLs, mode and depth
+//! (nginx: the session id context). It does not read certificates for the app (`edge`).
 
 use std::sync::Arc;
 

@@ -1,10 +1,7 @@
-//! Client certificates on the edge (mTLS) with real `openssl s_client` clients: under
-//! `client_verify = "required"` the app sees SUCCESS and the DN, serial and fingerprint as
-//! OpenSSL (so nginx) renders them, a client without a certificate or with an untrusted one is
-//! refused, a resumed session keeps the identity; under "optional" a client without one gets
-//! NONE and HTTP apps get `X-SSL-Client-*` (client copies removed, the PEM URL-encoded); a
-//! CRL and `client_verify_depth` refuse; a ticket from a frontend without client auth does not
-//! resume on one with it; `sluice check` positions bad CA/CRL files. Skips without openssl.
+//! Client certificates on the edge (mTLS) with openssl s_client and a real uWSGI app: SUCCESS
+//! with the DN/serial/fingerprint as OpenSSL renders them, refusals (none under required,
+//! untrusted, revoked, too deep), NONE under optional, X-SSL-Client-* headers, resumption,
+//! ticket binding, `check` errors. Skips loudly without openssl (or uwsgi's python3 plugin).
 
 mod pki;
 
@@ -429,4 +426,81 @@ fn check_positions_bad_client_ca_and_crl_files_and_refuses_half_settings() {
         ca.pem.display()
     ));
     assert!(ok, "{text}");
+}
+
+/// A WSGI app (no framework) answering with its `SSL_*` environ, one `KEY=VALUE` per line;
+/// `/cert` answers `SSL_CLIENT_CERT` alone.
+const WSGI_APP: &str = r#"
+def application(environ, start_response):
+    if environ.get("PATH_INFO") == "/cert":
+        body = environ.get("SSL_CLIENT_CERT", "missing")
+    else:
+        body = "".join("%s=%s\n" % (k, v) for k, v in sorted(environ.items()) if k.startswith("SSL_"))
+    data = body.encode("utf-8", "surrogateescape")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
+    return [data]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_uwsgi_app_sees_the_identity_and_the_pem() {
+    let Some(openssl) = openssl() else { return };
+    let Some(uwsgi) = tool("uwsgi", &["/usr/bin/uwsgi", "uwsgi"]) else {
+        return;
+    };
+    if !Path::new("/usr/lib/uwsgi/plugins/python3_plugin.so").exists() {
+        return skip("uwsgi python3 plugin (/usr/lib/uwsgi/plugins/python3_plugin.so)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let app = write_file(d, "app.py", WSGI_APP);
+    let sock = d.join("app.sock");
+    let (sock_s, app_s) = (sock.display().to_string(), app.display().to_string());
+    let args = [
+        "--plugin",
+        "python3",
+        "--socket",
+        &sock_s,
+        "--wsgi-file",
+        &app_s,
+        "--processes",
+        "1",
+        "--need-app",
+        "--die-on-term",
+        "--buffer-size",
+        "32768",
+    ];
+    let mut peer = spawn_peer(&uwsgi, &args, &d.join("uwsgi.log"));
+    wait_unix(&sock, &mut peer, d).await;
+    let ca = Ca::root(d, "ca.pem", "Test Client CA");
+    let dave = ca.client(d, "dave", "Example, Inc.", "Jöhn Doe", &[0x7f, 0x01]);
+    let extra = format!(
+        "client_ca = \"{}\"\nclient_verify = \"required\"\npass_client_cert = true\n",
+        ca.pem.display()
+    );
+    let toml = config(d, &extra, "127.0.0.1:9".parse().unwrap(), "uwsgi").replace(
+        "addr = \"127.0.0.1:9\"",
+        &format!("addr = \"unix:{sock_s}\""),
+    );
+    let sl = Sluice::start(&toml).await;
+    let fe = sl.addr("web");
+    let (s_dn, i_dn, serial, fp) = openssl_fields(&openssl, &dave.cert);
+    let out = s_client_out(&openssl, fe, &with_cert(&dave), &get("/", "")).await;
+    for want in [
+        "SSL_CLIENT_VERIFY=SUCCESS\n".to_string(),
+        format!("SSL_CLIENT_S_DN={s_dn}\n"),
+        format!("SSL_CLIENT_I_DN={i_dn}\n"),
+        format!("SSL_CLIENT_SERIAL={serial}\n"),
+        format!("SSL_CLIENT_FINGERPRINT={fp}\n"),
+        "SSL_PROTOCOL=TLSv1.3\n".to_string(),
+    ] {
+        assert!(out.contains(&want), "the app lacks {want:?}:\n{out}");
+    }
+    let out = s_client_out(&openssl, fe, &with_cert(&dave), &get("/cert", "")).await;
+    let pem = std::fs::read_to_string(&dave.cert)
+        .unwrap()
+        .replace("\r\n", "\n");
+    assert!(
+        out.contains(&pem),
+        "the app's SSL_CLIENT_CERT is not the PEM:\n{out}"
+    );
 }
