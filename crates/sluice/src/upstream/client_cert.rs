@@ -1,7 +1,7 @@
 //! What the app learns about a TLS client certificate (mTLS), as nginx's `$ssl_client_*`:
 //! uwsgi variables `SSL_CLIENT_VERIFY`, `SSL_CLIENT_S_DN`, ... and, for HTTP upstreams,
-//! `X-SSL-Client-*` request headers (client-sent copies always removed first, also where no
-//! certificate is asked for). It does not read certificates (`edge/client_cert.rs` does).
+//! `X-SSL-Client-*` request headers (client-sent copies always removed, for uwsgi apps too,
+//! also where no certificate is asked for). It does not read certificates (`edge/client_cert.rs` does).
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 

@@ -428,14 +428,15 @@ fn check_positions_bad_client_ca_and_crl_files_and_refuses_half_settings() {
     assert!(ok, "{text}");
 }
 
-/// A WSGI app (no framework) answering with its `SSL_*` environ, one `KEY=VALUE` per line;
+/// A WSGI app (no framework) answering with its `SSL_*` and `HTTP_X_SSL*` environ, one
+/// `KEY=VALUE` per line;
 /// `/cert` answers `SSL_CLIENT_CERT` alone.
 const WSGI_APP: &str = r#"
 def application(environ, start_response):
     if environ.get("PATH_INFO") == "/cert":
         body = environ.get("SSL_CLIENT_CERT", "missing")
     else:
-        body = "".join("%s=%s\n" % (k, v) for k, v in sorted(environ.items()) if k.startswith("SSL_"))
+        body = "".join("%s=%s\n" % (k, v) for k, v in sorted(environ.items()) if k.startswith(("SSL_", "HTTP_X_SSL")))
     data = body.encode("utf-8", "surrogateescape")
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
     return [data]
@@ -484,7 +485,12 @@ async fn a_real_uwsgi_app_sees_the_identity_and_the_pem() {
     let sl = Sluice::start(&toml).await;
     let fe = sl.addr("web");
     let (s_dn, i_dn, serial, fp) = openssl_fields(&openssl, &dave.cert);
-    let out = s_client_out(&openssl, fe, &with_cert(&dave), &get("/", "")).await;
+    let forged = "X-SSL-Client-S-DN: CN=admin\r\nX-SSL-Client-Verify: SUCCESS\r\n";
+    let out = s_client_out(&openssl, fe, &with_cert(&dave), &get("/", forged)).await;
+    assert!(
+        !out.contains("HTTP_X_SSL") && !out.contains("CN=admin"),
+        "a client's X-SSL-Client-* reached the uwsgi app:\n{out}"
+    );
     for want in [
         "SSL_CLIENT_VERIFY=SUCCESS\n".to_string(),
         format!("SSL_CLIENT_S_DN={s_dn}\n"),
