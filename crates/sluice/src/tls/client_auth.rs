@@ -315,3 +315,79 @@ impl ClientCertVerifier for DepthLimited {
         self.inner.supported_verify_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::server::ServerSessionMemoryCache;
+
+    fn setting(dir: &std::path::Path, cn: &str, verify: spec::ClientVerify) -> ClientAuth {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec![]).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let ca = p.self_signed(&key).unwrap();
+        let path = dir.join(format!("{cn}.pem"));
+        std::fs::write(&path, ca.pem()).unwrap();
+        let cfg = spec::ClientAuth {
+            ca: path.display().to_string(),
+            verify,
+            depth: 1,
+            crl: None,
+            pass_cert: false,
+        };
+        load(&Arc::new(super::super::edge_provider()), &cfg).unwrap()
+    }
+
+    #[test]
+    fn tickets_and_sessions_open_only_under_the_setting_that_made_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = setting(dir.path(), "a", spec::ClientVerify::Required);
+        let a_again = ClientAuth {
+            verifier: a.verifier.clone(),
+            context: a.context,
+        };
+        let b = setting(dir.path(), "b", spec::ClientVerify::Required);
+        let cfg = |verify, depth| spec::ClientAuth {
+            ca: String::new(),
+            verify,
+            depth,
+            crl: None,
+            pass_cert: false,
+        };
+        let cas = [CertificateDer::from(vec![1u8, 2, 3])];
+        let tag = |verify, depth| context_of(&cfg(verify, depth), &cas, &[]);
+        let required = tag(spec::ClientVerify::Required, 1);
+        assert_ne!(required, tag(spec::ClientVerify::Optional, 1), "mode");
+        assert_ne!(required, tag(spec::ClientVerify::Required, 2), "depth");
+        let crl = [CertificateRevocationListDer::from(vec![4u8])];
+        let with_crl = context_of(&cfg(spec::ClientVerify::Required, 1), &cas, &crl);
+        assert_ne!(required, with_crl, "CRLs");
+        let keys: Arc<dyn ProducesTickets> =
+            Arc::new(super::super::Ticketer::random(std::time::Duration::from_secs(3600)).unwrap());
+        let ticket = a.bind_tickets(keys.clone()).encrypt(b"session").unwrap();
+        assert_eq!(
+            a_again
+                .bind_tickets(keys.clone())
+                .decrypt(&ticket)
+                .as_deref(),
+            Some(&b"session"[..])
+        );
+        assert!(b.bind_tickets(keys.clone()).decrypt(&ticket).is_none());
+        // The unbound ticketer (a frontend without client auth) opens it, but its plaintext is
+        // not a session rustls can use; the reverse direction is the one that matters:
+        let plain = keys.encrypt(b"session").unwrap();
+        assert!(a.bind_tickets(keys).decrypt(&plain).is_none());
+
+        let cache: Arc<dyn StoresServerSessions> = ServerSessionMemoryCache::new(16);
+        assert!(a
+            .bind_sessions(cache.clone())
+            .put(b"id".to_vec(), b"v".to_vec()));
+        assert_eq!(
+            a_again.bind_sessions(cache.clone()).get(b"id"),
+            Some(b"v".to_vec())
+        );
+        assert!(b.bind_sessions(cache.clone()).get(b"id").is_none());
+        assert!(cache.get(b"id").is_none());
+    }
+}
