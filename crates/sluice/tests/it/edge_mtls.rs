@@ -1,7 +1,7 @@
 //! Client certificates on the edge (mTLS) with openssl s_client and a real uWSGI app: SUCCESS
 //! with the DN/serial/fingerprint as OpenSSL renders them, refusals (none under required,
-//! untrusted, revoked, too deep), NONE under optional, X-SSL-Client-* headers, resumption,
-//! ticket binding, `check` errors. Skips loudly without openssl (or uwsgi's python3 plugin).
+//! untrusted, revoked, a CRL replaced while running, too deep), NONE under optional, headers,
+//! resumption, ticket binding, `check` errors. Skips loudly without openssl (or uwsgi python3).
 
 mod pki;
 
@@ -509,4 +509,46 @@ async fn a_real_uwsgi_app_sees_the_identity_and_the_pem() {
         out.contains(&pem),
         "the app's SSL_CLIENT_CERT is not the PEM:\n{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_crl_file_applies_without_a_reload_and_ends_resumption() {
+    let Some(openssl) = openssl() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::root(d, "ca.pem", "Test Client CA");
+    let erin = ca.client(d, "erin", "Example", "erin", &[0x21]);
+    let crl = ca.crl(d, "ca.crl", &[]);
+    let extra = format!(
+        "client_ca = \"{}\"\nclient_verify = \"required\"\nclient_crl = \"{}\"\n",
+        ca.pem.display(),
+        crl.display()
+    );
+    let sl = Sluice::start(&config(d, &extra, uwsgi_app().await, "uwsgi")).await;
+    let fe = sl.addr("web");
+    let sess = d.join("erin.sess");
+    let sess = sess.to_str().unwrap();
+    let args = [&with_cert(&erin)[..], &["-sess_out", sess]].concat();
+    let out = s_client_out(&openssl, fe, &args, &get("/before", "")).await;
+    assert!(out.contains("SSL_CLIENT_VERIFY=SUCCESS\n"), "{out}");
+
+    // Published as operators do: written beside, then renamed over the watched file.
+    let next = ca.crl(d, "ca.crl.new", &[&[0x21]]);
+    std::fs::rename(&next, &crl).unwrap();
+    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = s_client_out(&openssl, fe, &with_cert(&erin), &get("/after", "")).await;
+        if !out.contains("SSL_CLIENT_VERIFY") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the revoked certificate is still accepted 30 s after the CRL changed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Her session from before the CRL does not resume either.
+    let resumed = ["-servername", HOST, "-sess_in", sess];
+    let out = s_client_out(&openssl, fe, &resumed, &get("/resumed", "")).await;
+    assert_refused(&out, "a session from before the CRL");
 }
