@@ -5,6 +5,7 @@
 use crate::config::load::{load_str_with, LoadOptions};
 use crate::discovery::dns::{parse_response, TYPE_A, TYPE_AAAA};
 use crate::edge::request_id;
+use crate::edge::client_dn::{rfc2253, serial_hex};
 use crate::edge::strict::valid_authority;
 use crate::proxy_protocol::conn_id::{is_id_text, ConnId, MAX_LEN};
 use crate::upstream::uwsgi::{framing, parse_response_head, HeadParse};
@@ -104,4 +105,21 @@ pub fn request_id(data: &[u8]) {
     } else {
         assert_eq!(&*got, format!("{conn}-7"));
     }
+}
+
+/// A client certificate's subject/issuer Name contents (the DER inside the SEQUENCE), as
+/// `$ssl_client_s_dn` renders it: rendered or refused, never a panic; a rendering is printable
+/// ASCII (control and non-ASCII bytes escaped as `\XX`). The same bytes as a serial number's
+/// contents give upper-case hex, `-` first when negative.
+pub fn client_dn(data: &[u8]) {
+    if let Ok(dn) = rfc2253(data) {
+        assert!(
+            dn.bytes().all(|b| b == b' ' || b.is_ascii_graphic()),
+            "{dn:?}"
+        );
+    }
+    let serial = serial_hex(data);
+    let hex = serial.strip_prefix('-').unwrap_or(&serial);
+    assert!(!hex.is_empty() && hex.len().is_multiple_of(2));
+    assert!(hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F')));
 }

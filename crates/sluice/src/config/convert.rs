@@ -150,6 +150,16 @@ fn tls(t: &m::Tls) -> spec::Tls {
             .collect(),
         ticket_keys: t.ticket_keys.clone(),
         session_cache: t.session_cache,
+        client: match (t.client_verify.unwrap_or_default(), &t.client_ca) {
+            (spec::ClientVerify::Off, _) | (_, None) => None,
+            (verify, Some(ca)) => Some(spec::ClientAuth {
+                ca: ca.clone(),
+                verify,
+                depth: t.client_verify_depth,
+                crl: t.client_crl.clone(),
+                pass_cert: t.pass_client_cert,
+            }),
+        },
     }
 }
 

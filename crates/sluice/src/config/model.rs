@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::duration::Dur;
 pub use crate::spec::{
-    AccessLogFormat, Balance, HealthKind, Mode, Protocol, SendProxy, Untrusted, DEFAULT_MAX_QUEUE,
-    DEFAULT_MAX_TEMP_FILES, HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
+    AccessLogFormat, Balance, ClientVerify, HealthKind, Mode, Protocol, SendProxy, Untrusted,
+    DEFAULT_MAX_QUEUE, DEFAULT_MAX_TEMP_FILES, HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
 };
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -243,6 +243,25 @@ pub struct Tls {
     pub ticket_keys: Vec<String>,
     #[serde(default = "default_session_cache")]
     pub session_cache: usize,
+    /// CA certificates for client certificates (nginx `ssl_client_certificate`).
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    /// nginx `ssl_verify_client`; unset: off (refused when `client_ca` is set, see validate).
+    #[serde(default)]
+    pub client_verify: Option<ClientVerify>,
+    /// nginx `ssl_verify_depth` (intermediate CAs allowed), 0..=6.
+    #[serde(default = "default_verify_depth")]
+    pub client_verify_depth: u8,
+    /// CRLs for client certificate chains (nginx `ssl_crl`).
+    #[serde(default)]
+    pub client_crl: Option<String>,
+    /// Pass the client certificate's PEM to the app.
+    #[serde(default)]
+    pub pass_client_cert: bool,
+}
+
+fn default_verify_depth() -> u8 {
+    1
 }
 
 fn default_session_cache() -> usize {

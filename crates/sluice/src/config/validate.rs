@@ -240,6 +240,9 @@ fn check_frontends(cfg: &Config, opts: &LoadOptions, out: &mut Issues) {
                 }
             }
         }
+        if let Some(t) = &f.tls {
+            super::client_tls::check(t, &p.key("tls"), &mut out.0);
+        }
         if f.tls.is_some() && f.mode == Mode::Tcp {
             out.key(
                 p.key("tls"),
@@ -337,6 +340,14 @@ fn check_files_of(f: &super::model::Frontend, p: &KeyPath, out: &mut Issues) {
         }
         for (j, t) in tls.ticket_keys.iter().enumerate() {
             readable(t, tp.key("ticket_keys").index(j), out);
+        }
+        for (file, key) in [
+            (&tls.client_ca, "client_ca"),
+            (&tls.client_crl, "client_crl"),
+        ] {
+            if let Some(file) = file {
+                readable(file, tp.key(key), out);
+            }
         }
     }
     if let Some(dir) = f.temp_dir.as_deref().filter(|_| f.mode == Mode::Http) {

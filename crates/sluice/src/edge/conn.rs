@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::proxy_protocol::ConnId;
 use crate::tls::SessionInfo;
-use crate::upstream::Scheme;
+use crate::upstream::{ClientCert, Scheme};
 
 /// What the edge knows about one client connection.
 #[derive(Debug, Clone)]
@@ -35,6 +35,8 @@ pub(crate) struct ConnInfo {
     pub scheme: Scheme,
     /// The TLS session, after its handshake; None on plain HTTP.
     pub tls: Option<SessionInfo>,
+    /// The client certificate's verdict and fields; None unless the frontend asks for one.
+    pub client_cert: Option<Arc<ClientCert>>,
 }
 
 /// The next connection serial number (from 1).

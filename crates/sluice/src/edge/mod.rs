@@ -5,6 +5,8 @@
 
 mod access;
 pub(crate) mod buffer;
+mod client_cert;
+pub(crate) mod client_dn;
 mod coalesce;
 mod conn;
 mod record;
@@ -248,6 +250,7 @@ pub(crate) async fn handle(
             local,
             scheme: Scheme::Http,
             tls: None,
+            client_cert: None,
         };
         serve(&fe, io, info, Versions::Any, stop).await;
         return;
@@ -261,6 +264,8 @@ pub(crate) async fn handle(
         None => return,
         Some(mut tls_stream) => {
             let info = tls::session_info(tls_stream.get_ref().1);
+            let client_cert =
+                client_cert::identify(edge.config().client.as_ref(), tls_stream.get_ref().1);
             tls_stream
                 .get_mut()
                 .0
@@ -280,6 +285,7 @@ pub(crate) async fn handle(
                 local,
                 scheme: Scheme::Https,
                 tls: Some(info),
+                client_cert,
             };
             serve(&fe, tls_stream, info, versions, stop)
         }
@@ -441,6 +447,7 @@ fn connection_error(
             rec.tls_version = Some(tls.version).filter(|v| !v.is_empty());
             rec.tls_resumed = tls.resumed;
         }
+        rec.client_cert = info.client_cert.clone();
         fe.log.emit(&rec);
     }
 }

@@ -15,6 +15,7 @@ use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::log::{json_str, push_var, time};
 use crate::proxy_protocol::ConnId;
 use crate::spec::{Escape, LineFormat, Piece, Template, Var};
+use crate::upstream::ClientCert;
 
 /// Everything one access log line says.
 #[derive(Debug, Clone)]
@@ -48,6 +49,8 @@ pub(crate) struct AccessRecord {
     /// "TLSv1.3", "TLSv1.2"; None on plain HTTP.
     pub tls_version: Option<&'static str>,
     pub tls_resumed: bool,
+    /// The client certificate (mTLS frontends only): `$ssl_client_*`.
+    pub client_cert: Option<Arc<ClientCert>>,
     pub frontend: Arc<str>,
     /// The app server that answered (or the last one tried): its name and address.
     pub upstream: Option<String>,
@@ -123,6 +126,7 @@ impl AccessRecord {
             headers: wanted.iter().map(|n| joined(headers, n)).collect(),
             tls_version: None,
             tls_resumed: false,
+            client_cert: None,
             frontend,
             upstream: None,
             upstream_addr: None,
@@ -234,6 +238,14 @@ impl AccessRecord {
             Var::SslSessionReused => self
                 .tls_version
                 .and_then(|_| b(if self.tls_resumed { "r" } else { "." })),
+            Var::SslClientVerify
+            | Var::SslClientSDn
+            | Var::SslClientIDn
+            | Var::SslClientSerial
+            | Var::SslClientFingerprint => {
+                let tls = self.tls_version.is_some();
+                super::client_cert::log_var(v, self.client_cert.as_deref(), tls).and_then(b)
+            }
             Var::Host => self.host.as_deref().map(Cow::Borrowed),
             Var::HttpUserAgent => self.user_agent.as_deref().map(Cow::Borrowed),
             Var::HttpReferer => self.referer.as_deref().map(Cow::Borrowed),

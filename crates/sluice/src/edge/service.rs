@@ -83,6 +83,7 @@ pub(crate) async fn handle(
         rec.tls_version = Some(tls.version).filter(|v| !v.is_empty());
         rec.tls_resumed = tls.resumed;
     }
+    rec.client_cert = conn.client_cert.clone();
     let mut line = RequestLog::new(rec, fe.log.clone(), start);
     let version = req.version();
     // From when the request (and a buffered body) is ready for the app, as nginx's
@@ -174,6 +175,7 @@ fn context(conn: &ConnInfo, req: &Request<Incoming>, request_id: Arc<str>) -> Re
             .filter(|v| !v.is_empty()),
         tls_resumed: conn.tls.as_ref().is_some_and(|t| t.resumed),
         request_id: Some(request_id),
+        client_cert: conn.client_cert.clone(),
     }
 }
 

@@ -79,6 +79,37 @@ pub struct Tls {
     pub ticket_keys: Vec<String>,
     /// Stateful sessions kept; 0: none.
     pub session_cache: usize,
+    /// Client certificates (mTLS); None: none asked for (`client_verify = "off"`).
+    pub client: Option<ClientAuth>,
+}
+
+/// Whether the edge asks for a client certificate (nginx `ssl_verify_client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientVerify {
+    /// No certificate asked for.
+    #[default]
+    Off,
+    /// Asked for; a client without one is served (`SSL_CLIENT_VERIFY=NONE`).
+    Optional,
+    /// A client without a valid certificate is refused in the handshake.
+    Required,
+}
+
+/// Client certificate verification of a TLS edge (`[frontend.tls] client_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// PEM file of the CA certificates client certificates must chain to.
+    pub ca: String,
+    /// `Optional` or `Required` (never `Off`: that is no `ClientAuth`).
+    pub verify: ClientVerify,
+    /// Most intermediate CA certificates between a client certificate and a CA of `ca`
+    /// (nginx `ssl_verify_depth`, OpenSSL's count).
+    pub depth: u8,
+    /// PEM file of CRLs (nginx `ssl_crl`): every certificate of the chain must be covered.
+    pub crl: Option<String>,
+    /// The app also gets the certificate itself (`SSL_CLIENT_CERT`, `X-SSL-Client-Cert`).
+    pub pass_cert: bool,
 }
 
 /// One certificate and its key.

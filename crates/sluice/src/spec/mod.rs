@@ -17,8 +17,8 @@ pub use backend::{
     HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
 };
 pub use frontend::{
-    AccessLogFormat, CertPair, ClientLimits, ClientTimeouts, Edge, Frontend, Mode, ProxyProtocol,
-    Tls, Untrusted,
+    AccessLogFormat, CertPair, ClientAuth, ClientLimits, ClientTimeouts, ClientVerify, Edge,
+    Frontend, Mode, ProxyProtocol, Tls, Untrusted,
 };
 pub use logformat::{
     Escape, LineFormat, LogTarget, Piece, SyslogServer, SyslogTarget, Template, Var, COMBINED,

@@ -1,6 +1,7 @@
 //! Certificates for the edge: loads PEM chains and keys (ECDSA, RSA, Ed25519) and picks one
 //! per handshake by SNI against the leaf's subjectAltName names, wildcards one label deep.
-//! No SNI, an IP literal or an unknown name get the first certificate. No OCSP, no client auth.
+//! No SNI, an IP literal or an unknown name get the first certificate. No OCSP; client
+//! certificates are `client_auth.rs`'s.
 
 use std::collections::HashMap;
 use std::path::Path;

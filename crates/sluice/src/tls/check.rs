@@ -1,7 +1,7 @@
 //! Loads every file of a `[frontend.tls]` table the way [`super::TlsEdge::load`] does
-//! (certificate chains, keys matching them, SNI names, ticket key sizes) and says which entry
-//! of the table names the bad file, for `sluice check` and `sluice run` to position the error.
-//! It builds no `ServerConfig` and keeps nothing.
+//! (certificate chains, keys matching them, SNI names, ticket key sizes, client CAs and CRLs)
+//! and says which entry names the bad file, for `sluice check` and `sluice run` to position
+//! the error. It builds no `ServerConfig` and keeps nothing.
 
 use std::fmt;
 
@@ -20,6 +20,10 @@ pub enum TlsEntry {
     PairKey(usize),
     /// `ticket_keys[i]`.
     TicketKey(usize),
+    /// `client_ca`.
+    ClientCa,
+    /// `client_crl`.
+    ClientCrl,
 }
 
 impl fmt::Display for TlsEntry {
@@ -31,6 +35,8 @@ impl fmt::Display for TlsEntry {
             TlsEntry::PairCert(i) => write!(f, "certs[{i}].cert"),
             TlsEntry::PairKey(i) => write!(f, "certs[{i}].key"),
             TlsEntry::TicketKey(i) => write!(f, "ticket_keys[{i}]"),
+            TlsEntry::ClientCa => f.write_str("client_ca"),
+            TlsEntry::ClientCrl => f.write_str("client_crl"),
         }
     }
 }
@@ -80,6 +86,20 @@ pub fn check_files(cfg: &spec::Tls) -> Result<(), TlsFileError> {
     }
     for (i, path) in cfg.ticket_keys.iter().enumerate() {
         TicketKey::from_file(path).map_err(|e| at(TlsEntry::TicketKey(i), e))?;
+    }
+    if let Some(client) = &cfg.client {
+        super::client_auth::load(&std::sync::Arc::new(provider), client).map_err(|e| {
+            let entry = match &e {
+                TlsError::Crl { .. } => TlsEntry::ClientCrl,
+                TlsError::Io { path, .. } | TlsError::TooLarge { path, .. }
+                    if Some(path) == client.crl.as_ref() =>
+                {
+                    TlsEntry::ClientCrl
+                }
+                _ => TlsEntry::ClientCa,
+            };
+            at(entry, e)
+        })?;
     }
     Ok(())
 }

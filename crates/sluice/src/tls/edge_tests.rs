@@ -63,6 +63,7 @@ fn edge(dir: &std::path::Path) -> (Arc<TlsEdge>, Vec<u8>) {
         certs: vec![],
         ticket_keys: vec![],
         session_cache: 100,
+        client: None,
     };
     (TlsEdge::load(&cfg).unwrap(), cert.der().to_vec())
 }

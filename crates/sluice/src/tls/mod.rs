@@ -5,6 +5,7 @@
 
 mod certs;
 mod check;
+mod client_auth;
 #[cfg(test)]
 mod edge_tests;
 mod san;
@@ -59,6 +60,8 @@ pub enum TlsError {
          format, e.g. `openssl rand 80 > {path}`)"
     )]
     TicketKeySize { path: String, len: usize },
+    #[error("CRL file {path}: {what}")]
+    Crl { path: String, what: String },
     #[error("tls: {0}")]
     Config(String),
     #[error("tls: the system random generator failed")]
@@ -96,7 +99,8 @@ impl TlsEdge {
             Arc::new(NoServerSessionStorage {})
         };
         let resolver = load_resolver(&provider, cfg)?;
-        let server = build(&provider, resolver, &ticketer, &sessions)?;
+        let client = load_client_auth(&provider, cfg)?;
+        let server = build(&provider, resolver, client, &ticketer, &sessions)?;
         Ok(Arc::new(TlsEdge {
             cfg: cfg.clone(),
             provider,
@@ -125,7 +129,14 @@ impl TlsEdge {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let loaded = watch::fingerprints(&self.watched_files());
         let resolver = load_resolver(&self.provider, &self.cfg)?;
-        let server = build(&self.provider, resolver, &self.ticketer, &self.sessions)?;
+        let client = load_client_auth(&self.provider, &self.cfg)?;
+        let server = build(
+            &self.provider,
+            resolver,
+            client,
+            &self.ticketer,
+            &self.sessions,
+        )?;
         if self.ticketer.is_file_based() {
             self.ticketer.reload(&self.cfg.ticket_keys)?;
         }
@@ -184,7 +195,21 @@ fn files_of(cfg: &spec::Tls) -> Vec<String> {
         files.push(p.key.clone());
     }
     files.extend(cfg.ticket_keys.iter().cloned());
+    if let Some(c) = &cfg.client {
+        files.push(c.ca.clone());
+        files.extend(c.crl.iter().cloned());
+    }
     files
+}
+
+fn load_client_auth(
+    provider: &Arc<CryptoProvider>,
+    cfg: &spec::Tls,
+) -> Result<Option<client_auth::ClientAuth>, TlsError> {
+    cfg.client
+        .as_ref()
+        .map(|c| client_auth::load(provider, c))
+        .transpose()
 }
 
 fn load_resolver(provider: &CryptoProvider, cfg: &spec::Tls) -> Result<SniResolver, TlsError> {
@@ -198,18 +223,26 @@ fn load_resolver(provider: &CryptoProvider, cfg: &spec::Tls) -> Result<SniResolv
 fn build(
     provider: &Arc<CryptoProvider>,
     resolver: SniResolver,
+    client: Option<client_auth::ClientAuth>,
     ticketer: &Arc<Ticketer>,
     sessions: &Arc<dyn StoresServerSessions>,
 ) -> Result<ServerConfig, TlsError> {
-    let mut c = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&TLS13, &TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&TLS13, &TLS12])?;
+    let builder = match &client {
+        Some(c) => builder.with_client_cert_verifier(c.verifier.clone()),
+        None => builder.with_no_client_auth(),
+    };
+    let mut c = builder.with_cert_resolver(Arc::new(resolver));
     c.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     // Our order (AES-128-GCM first, see `edge_provider`), not the client's.
     c.ignore_client_order = true;
     c.session_storage = sessions.clone();
     c.ticketer = ticketer.clone();
+    if let Some(client) = &client {
+        c.session_storage = client.bind_sessions(c.session_storage.clone());
+        c.ticketer = client.bind_tickets(c.ticketer.clone());
+    }
     c.send_tls13_tickets = TLS13_TICKETS;
     Ok(c)
 }

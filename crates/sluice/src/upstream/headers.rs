@@ -182,6 +182,7 @@ mod tests {
             tls_version: None,
             tls_resumed: false,
             request_id: None,
+            client_cert: None,
         }
     }
 

@@ -121,6 +121,7 @@ impl HttpUpstream {
         join_cookies(&mut parts.headers);
         add_forwarding(&mut parts.headers, ctx);
         add_request_id(&mut parts.headers, ctx);
+        super::client_cert::set_headers(&mut parts.headers, ctx.client_cert.as_deref());
         if let Some(h) = host {
             parts.headers.insert(header::HOST, h);
         }

@@ -5,6 +5,7 @@
 //! Choosing and health-checking the app server is `balance`'s job, not this module's.
 
 mod body;
+mod client_cert;
 mod connect;
 mod headers;
 mod http;
@@ -26,6 +27,7 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::addr::{ClientAddr, LocalAddr};
 
+pub use self::client_cert::{CertDetails, ClientCert};
 pub use self::http::{HttpOpts, HttpUpstream};
 pub use self::sockets::SocketCaps;
 pub use self::uwsgi::{UwsgiClient, UwsgiOpts};
@@ -128,6 +130,9 @@ pub struct RequestContext {
     /// The request's id (nginx's `$request_id`; the edge's `edge/request_id.rs`): uwsgi
     /// `REQUEST_ID` and `HTTP_X_REQUEST_ID`, HTTP `X-Request-Id`. None: nothing is added.
     pub request_id: Option<std::sync::Arc<str>>,
+    /// The client certificate (mTLS): uwsgi SSL_CLIENT_*, HTTP X-SSL-Client-*; None where
+    /// the frontend asks for none (or on plain HTTP).
+    pub client_cert: Option<std::sync::Arc<ClientCert>>,
 }
 
 /// Where an app server listens (a spec server's address; `Host` is resolved at connect

@@ -30,6 +30,7 @@ pub(super) fn ctx() -> RequestContext {
         tls_version: None,
         tls_resumed: false,
         request_id: None,
+        client_cert: None,
     }
 }
 

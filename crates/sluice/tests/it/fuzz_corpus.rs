@@ -50,6 +50,11 @@ fn every_request_id_corpus_file_replays_without_panic() {
 }
 
 #[test]
+fn every_client_dn_corpus_file_replays_without_panic() {
+    replay("client_dn", 6, fuzz_check::client_dn);
+}
+
+#[test]
 fn every_config_corpus_file_replays_without_panic() {
     replay("config", 2, fuzz_check::config);
 }

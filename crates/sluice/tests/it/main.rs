@@ -18,6 +18,7 @@ mod edge_curl;
 mod edge_http;
 mod edge_interop;
 mod edge_limits;
+mod edge_mtls;
 mod fault_down;
 mod fault_exhaustion;
 mod fault_servers;

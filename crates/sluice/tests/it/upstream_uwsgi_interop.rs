@@ -27,6 +27,7 @@ fn ctx() -> RequestContext {
         tls_version: None,
         tls_resumed: false,
         request_id: None,
+        client_cert: None,
     }
 }
 

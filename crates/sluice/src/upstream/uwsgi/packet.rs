@@ -36,7 +36,7 @@ impl Vars {
 /// Builds the whole packet (header + vars) for a request whose body is `content_length`
 /// bytes. Header fields become HTTP_<NAME> (repeated fields joined, cookies with "; ");
 /// skipped: hop-by-hop fields, Content-Type/Content-Length (they are CONTENT_*), `Proxy`
-/// (httpoxy) and, unless `underscores`, names containing '_' (they would alias a dashed
+/// (httpoxy), a client's `X-SSL-Client-*` (they would pass for ours in WSGI's headers) and, unless `underscores`, names containing '_' (they would alias a dashed
 /// name; nginx drops them by default). HTTP_HOST is the target's authority when there is one.
 pub fn build(
     parts: &Parts,
@@ -82,6 +82,9 @@ pub fn build(
             if ctx.tls_resumed { b"r" } else { b"." },
         )?;
     }
+    for (key, val) in ctx.client_cert.iter().flat_map(|c| c.uwsgi_vars()) {
+        v.push(key, val)?;
+    }
     v.push(
         b"REMOTE_ADDR",
         ctx.client.addr().ip().to_string().as_bytes(),
@@ -114,6 +117,7 @@ pub fn build(
             || name == header::CONTENT_LENGTH
             || n == "proxy"
             || (!underscores && has_underscore(name))
+            || crate::upstream::client_cert::HEADERS.contains(&n)
         {
             continue;
         }

@@ -80,6 +80,7 @@ pub fn tls_cfg(main: &CertFiles, more: &[&CertFiles], ticket_keys: &[String], ca
             .collect(),
         ticket_keys: ticket_keys.to_vec(),
         session_cache: cache,
+        client: None,
     }
 }
 

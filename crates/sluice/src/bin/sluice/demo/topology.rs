@@ -327,6 +327,7 @@ mod tests {
             certs: vec![],
             ticket_keys: vec![t.files.ticket_keys[0].display().to_string()],
             session_cache: 10,
+            client: None,
         })
         .unwrap();
     }
