@@ -207,6 +207,9 @@ fn backend(b: &m::Backend) -> Result<spec::Backend, Unparsed> {
         send_proxy: b.send_proxy,
         proxy_v2_unique_id: b.proxy_v2_unique_id,
         proxy_v2_crc32c: b.proxy_v2_crc32c,
+        proxy_v2_authority: b.proxy_v2_authority,
+        proxy_v2_alpn: b.proxy_v2_alpn,
+        proxy_v2_pass_tlvs: b.proxy_v2_pass_tlvs,
         source,
         retries: b.retries,
         timeouts: spec::Timeouts {
@@ -215,6 +218,7 @@ fn backend(b: &m::Backend) -> Result<spec::Backend, Unparsed> {
             read: t.read.get(),
             send: t.send.get(),
             queue: t.queue.map_or(t.connect.get(), |q| q.get()),
+            preread: t.preread.get(),
         },
         health: b.health.as_ref().map(|h| spec::Health {
             kind: h.kind,

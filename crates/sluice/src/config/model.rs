@@ -270,6 +270,15 @@ pub struct Backend {
     /// Add a CRC32C TLV to v2 headers.
     #[serde(default = "yes")]
     pub proxy_v2_crc32c: bool,
+    /// v2: an AUTHORITY TLV with the SNI of the client's TLS ClientHello (read, not answered).
+    #[serde(default)]
+    pub proxy_v2_authority: bool,
+    /// v2: an ALPN TLV with the protocols the client's TLS ClientHello offers.
+    #[serde(default)]
+    pub proxy_v2_alpn: bool,
+    /// v2: copy the TLVs of the PROXY v2 header received from a trusted peer.
+    #[serde(default)]
+    pub proxy_v2_pass_tlvs: bool,
     /// Local address for connections to servers.
     #[serde(default)]
     pub source: Option<String>,
@@ -326,6 +335,9 @@ pub struct Timeouts {
     /// nginx's upstream `queue ... timeout`); 503 when it expires. Default: `connect`,
     /// which is how long a queued request waited before this key existed.
     pub queue: Option<Dur>,
+    /// L4 with `proxy_v2_authority`/`proxy_v2_alpn`: longest wait for the client's TLS
+    /// ClientHello before forwarding without those TLVs (nginx `preread_timeout`, 30s).
+    pub preread: Dur,
 }
 
 impl Default for Timeouts {
@@ -336,6 +348,7 @@ impl Default for Timeouts {
             read: Dur(Duration::from_secs(60)),
             send: Dur(Duration::from_secs(60)),
             queue: None,
+            preread: Dur(Duration::from_secs(30)),
         }
     }
 }

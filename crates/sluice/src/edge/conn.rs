@@ -31,6 +31,8 @@ pub(crate) struct ConnInfo {
     pub scheme: Scheme,
     /// The TLS session, after its handshake; None on plain HTTP.
     pub tls: Option<SessionInfo>,
+    /// The TLVs of the accepted PROXY v2 header (`$proxy_protocol_tlv_*`).
+    pub proxy_tlvs: crate::upstream::ProxyTlvs,
 }
 
 /// The next connection serial number (from 1).

@@ -208,6 +208,7 @@ pub(crate) async fn handle(
     let mut local = LocalAddr(stream.local_addr().unwrap_or(peer.0));
     let mut client = ClientAddr::direct(peer);
     let mut proxy_protocol = None;
+    let mut proxy_tlvs = crate::upstream::ProxyTlvs::default();
     let mut leftover = Vec::new();
     if let Some(policy) = &fe.policy {
         let accepted = tokio::select! {
@@ -219,6 +220,7 @@ pub(crate) async fn handle(
                 client = acc.client;
                 local = acc.local;
                 leftover = acc.leftover;
+                proxy_tlvs = crate::upstream::ProxyTlvs::from_raw(&acc.tlvs);
                 proxy_protocol = Some(client).filter(|c| acc.header_received && c.addr() != peer.0);
             }
             Err(rej) => {
@@ -243,6 +245,7 @@ pub(crate) async fn handle(
             local,
             scheme: Scheme::Http,
             tls: None,
+            proxy_tlvs,
         };
         serve(&fe, io, info, Versions::Any, stop).await;
         return;
@@ -274,6 +277,7 @@ pub(crate) async fn handle(
                 local,
                 scheme: Scheme::Https,
                 tls: Some(info),
+                proxy_tlvs,
             };
             serve(&fe, tls_stream, info, versions, stop)
         }

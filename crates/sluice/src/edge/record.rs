@@ -43,6 +43,8 @@ pub(crate) struct AccessRecord {
     /// "TLSv1.3", "TLSv1.2"; None on plain HTTP.
     pub tls_version: Option<&'static str>,
     pub tls_resumed: bool,
+    /// The connection's PROXY v2 TLVs (`$proxy_protocol_tlv_NAME`).
+    pub proxy_tlvs: crate::upstream::ProxyTlvs,
     pub frontend: Arc<str>,
     /// The app server that answered (or the last one tried): its name and address.
     pub upstream: Option<String>,
@@ -116,6 +118,7 @@ impl AccessRecord {
             headers: wanted.iter().map(|n| joined(headers, n)).collect(),
             tls_version: None,
             tls_resumed: false,
+            proxy_tlvs: Default::default(),
             frontend,
             upstream: None,
             upstream_addr: None,
@@ -146,6 +149,10 @@ impl AccessRecord {
                     .get(*i)
                     .and_then(|h| h.as_deref())
                     .map(Cow::Borrowed),
+                Piece::ProxyTlv(name) => self
+                    .proxy_tlvs
+                    .get(*name)
+                    .map(|v| Cow::Borrowed(v.as_bytes())),
                 Piece::Text(_) => None,
             };
             push_var(out, value.as_deref(), json)

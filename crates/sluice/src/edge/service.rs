@@ -74,6 +74,7 @@ pub(crate) async fn handle(
     rec.peer = conn.peer;
     rec.proxy_protocol = conn.proxy_protocol;
     rec.local = Some(conn.local);
+    rec.proxy_tlvs = conn.proxy_tlvs.clone();
     (rec.connection, rec.connection_requests) = (conn.id, guard.number());
     if let Some(tls) = &conn.tls {
         rec.tls_version = Some(tls.version).filter(|v| !v.is_empty());
@@ -169,6 +170,7 @@ fn context(conn: &ConnInfo, req: &Request<Incoming>) -> RequestContext {
             .map(|t| t.version)
             .filter(|v| !v.is_empty()),
         tls_resumed: conn.tls.as_ref().is_some_and(|t| t.resumed),
+        proxy_tlvs: conn.proxy_tlvs.clone(),
     }
 }
 

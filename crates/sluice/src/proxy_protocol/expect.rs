@@ -52,6 +52,8 @@ pub(crate) struct Accepted {
     pub leftover: Vec<u8>,
     /// True when a PROXY header was received (even LOCAL/UNKNOWN ones).
     pub header_received: bool,
+    /// The v2 header's TLV area as received (validated; empty for v1 and without a header).
+    pub tlvs: Vec<u8>,
 }
 
 /// A connection that must be closed, and why (for the connection log).
@@ -97,6 +99,7 @@ pub(crate) async fn expect_header<S: AsyncRead + Unpin>(
                 local,
                 leftover: Vec::new(),
                 header_received: false,
+                tlvs: Vec::new(),
             }),
             Untrusted::Reject => Err(rejected(
                 "untrusted",
@@ -155,6 +158,7 @@ async fn read_header<S: AsyncRead + Unpin>(
                     local,
                     leftover,
                     header_received: true,
+                    tlvs: header.tlvs.as_bytes().to_vec(),
                 });
             }
             Ok(Decoded::Incomplete { .. }) if filled < cap => continue,

@@ -168,6 +168,7 @@ mod tests {
             server_port: 443,
             tls_version: None,
             tls_resumed: false,
+            proxy_tlvs: Default::default(),
         }
     }
 

@@ -9,6 +9,7 @@ mod connect;
 mod headers;
 mod http;
 mod sockets;
+mod tlv_vars;
 pub mod uwsgi;
 
 #[cfg(test)]
@@ -28,6 +29,7 @@ use crate::addr::{ClientAddr, LocalAddr};
 
 pub use self::http::{HttpOpts, HttpUpstream};
 pub use self::sockets::SocketCaps;
+pub use self::tlv_vars::ProxyTlvs;
 pub use self::uwsgi::{UwsgiClient, UwsgiOpts};
 
 /// The response body both clients return: streamed from the app server, never collected.
@@ -125,6 +127,8 @@ pub struct RequestContext {
     pub tls_version: Option<&'static str>,
     /// The TLS session was resumed (uwsgi: SSL_SESSION_REUSED "r", else ".").
     pub tls_resumed: bool,
+    /// The TLVs of the accepted PROXY v2 header (uwsgi: PROXY_PROTOCOL_TLV_*); empty without.
+    pub proxy_tlvs: ProxyTlvs,
 }
 
 /// Where an app server listens (a spec server's address; `Host` is resolved at connect

@@ -29,6 +29,7 @@ pub(super) fn ctx() -> RequestContext {
         server_port: 8443,
         tls_version: None,
         tls_resumed: false,
+        proxy_tlvs: Default::default(),
     }
 }
 

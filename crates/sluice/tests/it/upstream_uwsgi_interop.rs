@@ -26,6 +26,7 @@ fn ctx() -> RequestContext {
         server_port: 8443,
         tls_version: None,
         tls_resumed: false,
+        proxy_tlvs: Default::default(),
     }
 }
 

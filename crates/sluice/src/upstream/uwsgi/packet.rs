@@ -93,6 +93,9 @@ pub fn build(
     v.push(b"SERVER_ADDR", ctx.local.0.ip().to_string().as_bytes())?;
     v.push(b"SERVER_PORT", ctx.server_port.to_string().as_bytes())?;
     v.push(b"SERVER_NAME", ctx.server_name.as_bytes())?;
+    for (name, value) in ctx.proxy_tlvs.uwsgi_vars() {
+        v.push(name.as_bytes(), value.as_bytes())?;
+    }
 
     let hop = hop_by_hop_names(&parts.headers);
     // The target's authority (HTTP/2 :authority, HTTP/1 absolute-form) wins over a Host
