@@ -165,6 +165,7 @@ fn edge(f: &m::Frontend) -> spec::Edge {
         max_temp_file_size: f.max_temp_file_size,
         temp_dir: f.temp_dir.as_ref().map(Into::into),
         underscores_in_headers: f.underscores_in_headers,
+        proxy_tlv_headers: super::tlv_headers::convert(&f.proxy_protocol_tlv_headers),
         timeouts: spec::ClientTimeouts {
             handshake: t.handshake.get(),
             header: t.header.get(),

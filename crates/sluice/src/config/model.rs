@@ -137,6 +137,10 @@ pub struct Frontend {
     /// CGI-style variables).
     #[serde(default)]
     pub underscores_in_headers: bool,
+    /// Edge only, HTTP apps: PROXY v2 TLVs sent as request headers, `{ TLV = "Header" }`
+    /// (TLV names as nginx's `$proxy_protocol_tlv_NAME`); client-sent copies are removed.
+    #[serde(default)]
+    pub proxy_protocol_tlv_headers: std::collections::BTreeMap<String, String>,
     /// Edge only: client-side timeouts.
     #[serde(default)]
     pub timeouts: FrontendTimeouts,

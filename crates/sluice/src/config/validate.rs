@@ -265,6 +265,10 @@ fn check_frontends(cfg: &Config, opts: &LoadOptions, out: &mut Issues) {
                 out.value(pp_path.key("timeout"), "must be longer than 0s");
             }
         }
+        let tp = p.key("proxy_protocol_tlv_headers");
+        for (k, why) in super::tlv_headers::problems(&f.proxy_protocol_tlv_headers) {
+            out.value(tp.key(&k), why);
+        }
         if opts.check_files {
             check_files_of(f, &p, out);
         }

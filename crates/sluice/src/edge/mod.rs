@@ -155,6 +155,7 @@ impl HttpFrontend {
                     },
                     socket_caps: Arc::new(caps),
                     underscores_in_headers: settings.underscores_in_headers,
+                    tlv_headers: crate::upstream::tlv_header_names(&f.edge.proxy_tlv_headers),
                     ..defaults
                 }))
             }

@@ -29,7 +29,7 @@ use crate::addr::{ClientAddr, LocalAddr};
 
 pub use self::http::{HttpOpts, HttpUpstream};
 pub use self::sockets::SocketCaps;
-pub use self::tlv_vars::ProxyTlvs;
+pub use self::tlv_vars::{tlv_header_names, ProxyTlvs};
 pub use self::uwsgi::{UwsgiClient, UwsgiOpts};
 
 /// The response body both clients return: streamed from the app server, never collected.

@@ -1,10 +1,11 @@
 //! The TLVs of a connection's accepted PROXY v2 header as the app sees them: uwsgi variables
-//! `PROXY_PROTOCOL_TLV_<NAME>` (nginx's names, see `spec::TlvName`) and the values of the
-//! `$proxy_protocol_tlv_NAME` log variables. Values are text: printable ASCII as is, any
-//! other bytes hex-encoded. Reads already-validated TLVs only; decoding is `proxy-header`'s.
+//! `PROXY_PROTOCOL_TLV_<NAME>` (nginx's names, see `spec::TlvName`), configured request
+//! headers for HTTP apps and the values of `$proxy_protocol_tlv_NAME`. Values are text:
+//! printable ASCII as is, other bytes hex-encoded. Decoding TLVs is `proxy-header`'s job.
 
 use std::sync::Arc;
 
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use proxy_header::tlv::kind;
 use proxy_header::{SslSubTlv, Tlv, Tlvs};
 
@@ -108,6 +109,28 @@ impl ProxyTlvs {
     }
 }
 
+/// `proxy_protocol_tlv_headers` as header names (checked at config load; a name that does
+/// not parse is left out).
+pub fn tlv_header_names(cfg: &[(TlvName, String)]) -> Arc<[(TlvName, HeaderName)]> {
+    cfg.iter()
+        .filter_map(|(t, h)| Some((*t, HeaderName::from_bytes(h.as_bytes()).ok()?)))
+        .collect()
+}
+
+impl ProxyTlvs {
+    /// Removes every field named in `names` (a client cannot supply them), then sets each
+    /// to its TLV's value when the connection's header had that TLV.
+    pub(crate) fn set_headers(&self, headers: &mut HeaderMap, names: &[(TlvName, HeaderName)]) {
+        for (tlv, name) in names {
+            headers.remove(name);
+            let value = self.get(*tlv).and_then(|v| HeaderValue::from_str(v).ok());
+            if let Some(v) = value {
+                headers.insert(name.clone(), v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +181,25 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(t.get(TlvName::parse("0x02").unwrap()), Some("example.com"));
         assert_eq!(t.get(TlvName::parse("netns").unwrap()), None);
+    }
+
+    #[test]
+    fn configured_headers_replace_client_copies() {
+        let t = tlvs(|e| {
+            e.authority("example.com").unwrap();
+        });
+        let names = tlv_header_names(&[
+            (TlvName::Type(kind::AUTHORITY), "x-pp-authority".into()),
+            (TlvName::AwsVpceId, "x-amzn-vpce-id".into()),
+        ]);
+        let mut h = HeaderMap::new();
+        h.append("x-pp-authority", "forged".parse().unwrap());
+        h.append("x-pp-authority", "forged2".parse().unwrap());
+        h.append("x-amzn-vpce-id", "forged".parse().unwrap());
+        t.set_headers(&mut h, &names);
+        let got: Vec<_> = h.get_all("x-pp-authority").iter().collect();
+        assert_eq!(got, ["example.com"]);
+        assert_eq!(h.get("x-amzn-vpce-id"), None);
     }
 
     #[test]

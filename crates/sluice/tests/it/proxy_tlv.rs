@@ -285,3 +285,106 @@ async fn haproxy_proxy_v2_options_reach_the_edge_app() {
     assert_eq!(line, format!("127.0.0.2 authority={HOST} ssl=TLSv1.3"));
     edge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_behind_balancer_logs_sni_and_alpn_tlvs() {
+    let Some(nginx) = tool("nginx", &["/usr/sbin/nginx", "nginx"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let (c, k, der) = cert(dir.path());
+    let port = free_port(LOOP);
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n\
+           log_format tlv '$proxy_protocol_addr sni=$proxy_protocol_tlv_authority alpn=$proxy_protocol_tlv_alpn \"$request\"';\n\
+           access_log {d}/access.log tlv;\n\
+           client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
+           uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+           server {{\n\
+             listen 127.0.0.1:{port} ssl proxy_protocol;\n\
+             ssl_certificate {}; ssl_certificate_key {};\n\
+             location / {{ return 200 \"ok\\n\"; }}\n\
+           }}\n\
+         }}\n",
+        c.display(),
+        k.display()
+    );
+    let conf = write_file(dir.path(), "nginx.conf", &conf);
+    // `$proxy_protocol_tlv_*` came with nginx 1.23.2; an older nginx refuses the config.
+    let test = std::process::Command::new(&nginx)
+        .args(["-t", "-p", &format!("{d}/"), "-c", conf.to_str().unwrap()])
+        .args(["-e", &format!("{d}/error.log")])
+        .output()
+        .expect("run nginx -t");
+    let said = String::from_utf8_lossy(&test.stderr);
+    if said.contains("unknown \"proxy_protocol_tlv_authority\" variable") {
+        eprintln!(
+            "\n========== SKIP: this nginx has no $proxy_protocol_tlv_* (needs 1.23.2+) ==========\n"
+        );
+        return;
+    }
+    assert!(test.status.success(), "nginx -t: {said}");
+    let nginx_addr = SocketAddr::new(LOOP, port);
+    let _nginx = start_nginx(&nginx, dir.path(), &conf, nginx_addr).await;
+    let keys = "proxy_v2_authority = true\nproxy_v2_alpn = true";
+    let bal = Sluice::start(&balancer_toml(
+        "tlv_nginx",
+        dir.path(),
+        nginx_addr,
+        "",
+        keys,
+    ))
+    .await;
+    let req = "GET /tlv HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
+    let resp = tls_request(CLIENT_IP, bal.addr("tlv_nginx"), b"", &der, req)
+        .await
+        .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let line = wait_for_log_line(&dir.path().join("access.log"), &["GET /tlv "]).await;
+    assert!(
+        line.starts_with(&format!("127.0.0.2 sni={HOST} alpn=http/1.1 ")),
+        "nginx access log: {line}"
+    );
+    bal.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_app_gets_configured_tlv_headers_and_never_client_copies() {
+    let app = http_echo_app().await;
+    let cfg = format!(
+        "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n\
+         [[frontend]]\nname = \"tlv_edge_http\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\n\
+         backend = \"tlv_http_app\"\nproxy_protocol = {{ trusted = [\"127.0.0.10/32\"] }}\n\
+         proxy_protocol_tlv_headers = {{ aws_vpce_id = \"X-Amzn-Vpce-Id\", authority = \"X-PP-Authority\" }}\n\n\
+         [[backend]]\nname = \"tlv_http_app\"\nprotocol = \"http\"\n\
+         [[backend.servers]]\naddr = \"{app}\"\n"
+    );
+    let edge = Sluice::start(&cfg).await;
+    let mut c = within("connect", connect_from(NLB, edge.addr("tlv_edge_http")))
+        .await
+        .unwrap();
+    let mut req = nlb_header();
+    req.extend_from_slice(
+        b"GET /h HTTP/1.1\r\nHost: app.test\r\nX-Amzn-Vpce-Id: forged\r\n\
+          X-PP-Authority: forged\r\nConnection: close\r\n\r\n",
+    );
+    c.write_all(&req).await.unwrap();
+    let resp = read_all(&mut c).await.to_ascii_lowercase();
+    assert!(resp.starts_with("http/1.1 200"), "{resp}");
+    assert!(
+        resp.contains(&format!("x-amzn-vpce-id: {VPCE}\r\n")),
+        "{resp}"
+    );
+    assert!(
+        !resp.contains("forged"),
+        "a client-sent copy reached the app: {resp}"
+    );
+    assert!(
+        !resp.contains("x-pp-authority"),
+        "no AUTHORITY TLV, no header: {resp}"
+    );
+    edge.shutdown().await;
+}
