@@ -5,6 +5,7 @@
 use crate::config::load::{load_str_with, LoadOptions};
 use crate::discovery::dns::{parse_response, TYPE_A, TYPE_AAAA};
 use crate::edge::strict::valid_authority;
+use crate::l4::client_hello::{inspect, Inspect, MAX_HELLO};
 use crate::upstream::uwsgi::{framing, parse_response_head, HeadParse};
 
 /// uwsgi response heads: Complete/Incomplete/Invalid, never a panic; a Complete head lies
@@ -75,5 +76,23 @@ pub fn host_authority(data: &[u8]) {
         assert!(!data
             .iter()
             .any(|&b| matches!(b, b'@' | b'/' | b'\\' | b'?' | b'#')));
+    }
+}
+
+/// The balancer's ClientHello peek (`l4::client_hello::inspect`; rustls' `Acceptor` parses,
+/// the feeding is ours): any bytes (at most what the balancer reads) give a Hello, More or
+/// NotTls, never a panic; a Hello's SNI is a non-empty ASCII name, its ALPN list non-empty.
+/// Returns whether a Hello came out (the corpus test checks its seed does).
+pub fn client_hello(data: &[u8]) -> bool {
+    let data = &data[..data.len().min(MAX_HELLO)];
+    match inspect(data) {
+        Inspect::Hello(h) => {
+            if let Some(sni) = &h.sni {
+                assert!(!sni.is_empty() && sni.is_ascii(), "SNI {sni:?}");
+            }
+            assert!(h.alpn.as_deref() != Some(""));
+            true
+        }
+        Inspect::More | Inspect::NotTls(_) => false,
     }
 }

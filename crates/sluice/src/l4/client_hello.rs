@@ -125,7 +125,7 @@ mod tests {
     use super::*;
 
     /// A ClientHello as rustls' client writes it, for `sni` offering `alpn`.
-    pub(crate) fn client_hello(sni: &str, alpn: &[&[u8]]) -> Vec<u8> {
+    fn client_hello(sni: &str, alpn: &[&[u8]]) -> Vec<u8> {
         use std::sync::Arc;
         let roots = rustls::RootCertStore::empty();
         let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
