@@ -202,7 +202,7 @@ async fn clienthello_sni_and_alpn_reach_the_edge_app_and_logs() {
     let line = wait_for_log_line(&dir.path().join("tlv_edge_sni.log"), &["sni="]).await;
     assert_eq!(line, format!("127.0.0.2 sni={HOST} alpn=http/1.1"));
     let line = wait_for_log_line(&dir.path().join("tlv_sni.log"), &["sni="]).await;
-    assert!(line.starts_with(&format!("127.0.0.2:")), "{line}");
+    assert!(line.starts_with("127.0.0.2:"), "{line}");
     assert!(
         line.contains(&format!(" sni={HOST} alpn=http/1.1 ")),
         "{line}"
