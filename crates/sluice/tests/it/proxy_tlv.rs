@@ -388,3 +388,55 @@ async fn http_app_gets_configured_tlv_headers_and_never_client_copies() {
     );
     edge.shutdown().await;
 }
+
+#[test]
+fn config_positions_tlv_mistakes() {
+    let load = |text: &str| {
+        sluice::config::load::load_str(text, "t.toml")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let base = "[global]\nmax_connections = 100\n[[frontend]]\nname = \"f\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"b\"\n";
+    let server = "[[backend.servers]]\naddr = \"127.0.0.1:9\"\n";
+    let v1 = format!("{base}\n[[backend]]\nname = \"b\"\nsend_proxy = \"v1\"\nproxy_v2_authority = true\n{server}");
+    let err = load(&v1).unwrap_err();
+    assert!(
+        err.contains("t.toml:11:") && err.contains("proxy_v2_authority") && err.contains("v2"),
+        "{err}"
+    );
+    let zero = format!("{base}\n[[backend]]\nname = \"b\"\nsend_proxy = \"v2\"\nproxy_v2_alpn = true\ntimeouts = {{ preread = \"0s\" }}\n{server}");
+    let err = load(&zero).unwrap_err();
+    assert!(
+        err.contains("t.toml:12:") && err.contains("preread"),
+        "{err}"
+    );
+    let ok = format!("{base}\n[[backend]]\nname = \"b\"\nsend_proxy = \"v2\"\nproxy_v2_authority = true\nproxy_v2_alpn = true\nproxy_v2_pass_tlvs = true\n{server}");
+    load(&ok).unwrap();
+
+    let edge =
+        "[global]\nmax_connections = 100\n[[frontend]]\nname = \"e\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\nbackend = \"a\"\n";
+    let app = "[[backend]]\nname = \"a\"\nprotocol = \"http\"\n[[backend.servers]]\naddr = \"127.0.0.1:9\"\n";
+    let bad = format!("{edge}proxy_protocol_tlv_headers = {{ sni = \"X-Sni\" }}\n{app}");
+    let err = load(&bad).unwrap_err();
+    assert!(
+        err.contains("t.toml:8:") && err.contains("unknown PROXY TLV \"sni\""),
+        "{err}"
+    );
+    let reserved =
+        format!("{edge}proxy_protocol_tlv_headers = {{ authority = \"X-Forwarded-For\" }}\n{app}");
+    assert!(load(&reserved)
+        .unwrap_err()
+        .contains("set by sluice itself"));
+    let bad_var = format!("{edge}log_format = '$proxy_protocol_tlv_nope'\n{app}");
+    assert!(load(&bad_var)
+        .unwrap_err()
+        .contains("unknown PROXY TLV name"));
+    let tcp_var = format!(
+        "{base}log_format = '$proxy_protocol_tlv_alpn'\n[[backend]]\nname = \"b\"\n{server}"
+    );
+    assert!(load(&tcp_var)
+        .unwrap_err()
+        .contains("not available in tcp mode"));
+    let tcp_key = format!("{base}proxy_protocol_tlv_headers = {{ alpn = \"X-Alpn\" }}\n[[backend]]\nname = \"b\"\n{server}");
+    assert!(load(&tcp_key).is_err());
+}
