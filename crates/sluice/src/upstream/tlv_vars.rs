@@ -11,9 +11,13 @@ use proxy_header::{SslSubTlv, Tlv, Tlvs};
 
 use crate::spec::TlvName;
 
-/// Every TLV of one header, first occurrence of each name, in wire order. Cheap to clone.
+/// Every TLV of one header, first occurrence of each name, in wire order. Cheap to clone;
+/// None (no allocation) when there are none, the usual case.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProxyTlvs(Arc<[(TlvName, Box<str>)]>);
+pub struct ProxyTlvs(Option<Arc<[Entry]>>);
+
+/// One TLV by name and its value as text.
+type Entry = (TlvName, Box<str>);
 
 /// AWS NLB's custom TLV and the sub-type carrying the VPC endpoint id.
 const AWS_TLV: u8 = 0xEA;
@@ -55,7 +59,10 @@ impl ProxyTlvs {
         let Ok(tlvs) = Tlvs::parse(raw) else {
             return ProxyTlvs::default();
         };
-        let mut out: Vec<(TlvName, Box<str>)> = Vec::new();
+        if tlvs.is_empty() {
+            return ProxyTlvs::default();
+        }
+        let mut out: Vec<Entry> = Vec::new();
         let mut add = |name: TlvName, value: Box<str>| {
             if !out.iter().any(|(n, _)| *n == name) {
                 out.push((name, value));
@@ -85,21 +92,28 @@ impl ProxyTlvs {
                 }
             }
         }
-        ProxyTlvs(out.into())
+        ProxyTlvs((!out.is_empty()).then(|| out.into()))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_none()
+    }
+
+    fn entries(&self) -> &[Entry] {
+        self.0.as_deref().unwrap_or_default()
     }
 
     /// The value of `name`, None when the header had no such TLV.
     pub fn get(&self, name: TlvName) -> Option<&str> {
-        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| &**v)
+        self.entries()
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| &**v)
     }
 
     /// (name, value) in wire order.
     pub fn iter(&self) -> impl Iterator<Item = (TlvName, &str)> {
-        self.0.iter().map(|(n, v)| (*n, &**v))
+        self.entries().iter().map(|(n, v)| (*n, &**v))
     }
 
     /// The uwsgi variables: `PROXY_PROTOCOL_TLV_<NAME>` = value.
@@ -121,6 +135,7 @@ impl ProxyTlvs {
     /// Removes every field named in `names` (a client cannot supply them), then sets each
     /// to its TLV's value when the connection's header had that TLV.
     pub(crate) fn set_headers(&self, headers: &mut HeaderMap, names: &[(TlvName, HeaderName)]) {
+        // Typically none configured: nothing to look at per request.
         for (tlv, name) in names {
             headers.remove(name);
             let value = self.get(*tlv).and_then(|v| HeaderValue::from_str(v).ok());
