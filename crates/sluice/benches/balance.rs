@@ -27,6 +27,9 @@ fn pool(balance: Balance, n: usize) -> std::sync::Arc<Pool> {
         send_proxy: Default::default(),
         proxy_v2_unique_id: false,
         proxy_v2_crc32c: true,
+        proxy_v2_authority: false,
+        proxy_v2_alpn: false,
+        proxy_v2_pass_tlvs: false,
         source: None,
         retries: 3,
         timeouts: Timeouts {
@@ -35,6 +38,7 @@ fn pool(balance: Balance, n: usize) -> std::sync::Arc<Pool> {
             read: Duration::from_secs(60),
             send: Duration::from_secs(60),
             queue: connect,
+            preread: Duration::from_secs(30),
         },
         health: None,
         protocol: Default::default(),

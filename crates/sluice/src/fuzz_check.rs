@@ -4,9 +4,10 @@
 
 use crate::config::load::{load_str_with, LoadOptions};
 use crate::discovery::dns::{parse_response, TYPE_A, TYPE_AAAA};
-use crate::edge::request_id;
 use crate::edge::client_dn::{rfc2253, serial_hex};
+use crate::edge::request_id;
 use crate::edge::strict::valid_authority;
+use crate::l4::client_hello::{inspect, Inspect, MAX_HELLO};
 use crate::proxy_protocol::conn_id::{is_id_text, ConnId, MAX_LEN};
 use crate::upstream::uwsgi::{framing, parse_response_head, HeadParse};
 
@@ -122,4 +123,22 @@ pub fn client_dn(data: &[u8]) {
     let hex = serial.strip_prefix('-').unwrap_or(&serial);
     assert!(!hex.is_empty() && hex.len().is_multiple_of(2));
     assert!(hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F')));
+}
+
+/// The balancer's ClientHello peek (`l4::client_hello::inspect`; rustls' `Acceptor` parses,
+/// the feeding is ours): any bytes (at most what the balancer reads) give a Hello, More or
+/// NotTls, never a panic; a Hello's SNI is a non-empty ASCII name, its ALPN list non-empty.
+/// Returns whether a Hello came out (the corpus test checks its seed does).
+pub fn client_hello(data: &[u8]) -> bool {
+    let data = &data[..data.len().min(MAX_HELLO)];
+    match inspect(data) {
+        Inspect::Hello(h) => {
+            if let Some(sni) = &h.sni {
+                assert!(!sni.is_empty() && sni.is_ascii(), "SNI {sni:?}");
+            }
+            assert!(h.alpn.as_deref() != Some(""));
+            true
+        }
+        Inspect::More | Inspect::NotTls(_) => false,
+    }
 }

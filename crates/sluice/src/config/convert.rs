@@ -175,6 +175,7 @@ fn edge(f: &m::Frontend) -> spec::Edge {
         max_temp_file_size: f.max_temp_file_size,
         temp_dir: f.temp_dir.as_ref().map(Into::into),
         underscores_in_headers: f.underscores_in_headers,
+        proxy_tlv_headers: super::tlv_headers::convert(&f.proxy_protocol_tlv_headers),
         timeouts: spec::ClientTimeouts {
             handshake: t.handshake.get(),
             header: t.header.get(),
@@ -217,6 +218,9 @@ fn backend(b: &m::Backend) -> Result<spec::Backend, Unparsed> {
         send_proxy: b.send_proxy,
         proxy_v2_unique_id: b.proxy_v2_unique_id,
         proxy_v2_crc32c: b.proxy_v2_crc32c,
+        proxy_v2_authority: b.proxy_v2_authority,
+        proxy_v2_alpn: b.proxy_v2_alpn,
+        proxy_v2_pass_tlvs: b.proxy_v2_pass_tlvs,
         source,
         retries: b.retries,
         timeouts: spec::Timeouts {
@@ -225,6 +229,7 @@ fn backend(b: &m::Backend) -> Result<spec::Backend, Unparsed> {
             read: t.read.get(),
             send: t.send.get(),
             queue: t.queue.map_or(t.connect.get(), |q| q.get()),
+            preread: t.preread.get(),
         },
         health: b.health.as_ref().map(|h| spec::Health {
             kind: h.kind,

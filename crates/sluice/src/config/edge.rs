@@ -32,6 +32,7 @@ const EDGE_KEYS: &[&str] = &[
     "max_temp_file_size",
     "temp_dir",
     "underscores_in_headers",
+    "proxy_protocol_tlv_headers",
     "timeouts",
     "limits",
 ];

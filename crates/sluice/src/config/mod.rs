@@ -12,6 +12,7 @@ pub mod load;
 pub mod model;
 mod parsed;
 mod spans;
+mod tlv_headers;
 mod validate;
 
 pub use duration::Dur;

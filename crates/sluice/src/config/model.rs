@@ -137,6 +137,10 @@ pub struct Frontend {
     /// CGI-style variables).
     #[serde(default)]
     pub underscores_in_headers: bool,
+    /// Edge only, HTTP apps: PROXY v2 TLVs sent as request headers, `{ TLV = "Header" }`
+    /// (TLV names as nginx's `$proxy_protocol_tlv_NAME`); client-sent copies are removed.
+    #[serde(default)]
+    pub proxy_protocol_tlv_headers: std::collections::BTreeMap<String, String>,
     /// Edge only: client-side timeouts.
     #[serde(default)]
     pub timeouts: FrontendTimeouts,
@@ -289,6 +293,15 @@ pub struct Backend {
     /// Add a CRC32C TLV to v2 headers.
     #[serde(default = "yes")]
     pub proxy_v2_crc32c: bool,
+    /// v2: an AUTHORITY TLV with the SNI of the client's TLS ClientHello (read, not answered).
+    #[serde(default)]
+    pub proxy_v2_authority: bool,
+    /// v2: an ALPN TLV with the protocols the client's TLS ClientHello offers.
+    #[serde(default)]
+    pub proxy_v2_alpn: bool,
+    /// v2: copy the TLVs of the PROXY v2 header received from a trusted peer.
+    #[serde(default)]
+    pub proxy_v2_pass_tlvs: bool,
     /// Local address for connections to servers.
     #[serde(default)]
     pub source: Option<String>,
@@ -345,6 +358,9 @@ pub struct Timeouts {
     /// nginx's upstream `queue ... timeout`); 503 when it expires. Default: `connect`,
     /// which is how long a queued request waited before this key existed.
     pub queue: Option<Dur>,
+    /// L4 with `proxy_v2_authority`/`proxy_v2_alpn`: longest wait for the client's TLS
+    /// ClientHello before forwarding without those TLVs (nginx `preread_timeout`, 30s).
+    pub preread: Dur,
 }
 
 impl Default for Timeouts {
@@ -355,6 +371,7 @@ impl Default for Timeouts {
             read: Dur(Duration::from_secs(60)),
             send: Dur(Duration::from_secs(60)),
             queue: None,
+            preread: Dur(Duration::from_secs(30)),
         }
     }
 }

@@ -268,6 +268,10 @@ fn check_frontends(cfg: &Config, opts: &LoadOptions, out: &mut Issues) {
                 out.value(pp_path.key("timeout"), "must be longer than 0s");
             }
         }
+        let tp = p.key("proxy_protocol_tlv_headers");
+        for (k, why) in super::tlv_headers::problems(&f.proxy_protocol_tlv_headers) {
+            out.value(tp.key(&k), why);
+        }
         if opts.check_files {
             check_files_of(f, &p, out);
         }
@@ -463,6 +467,21 @@ fn check_timeouts_and_health(cfg: &Config, k: usize, out: &mut Issues) {
     }
     if b.timeouts.idle.get().is_zero() {
         out.value(tp.key("idle"), "must be longer than 0s");
+    }
+    if b.timeouts.preread.get().is_zero() {
+        out.value(tp.key("preread"), "must be longer than 0s");
+    }
+    for (key, on) in [
+        ("proxy_v2_authority", b.proxy_v2_authority),
+        ("proxy_v2_alpn", b.proxy_v2_alpn),
+        ("proxy_v2_pass_tlvs", b.proxy_v2_pass_tlvs),
+    ] {
+        if on && b.send_proxy != SendProxy::V2 {
+            out.value(
+                p.key(key),
+                "TLVs travel in PROXY v2 headers only (send_proxy = \"v2\")",
+            );
+        }
     }
     if b.resolve_interval.get() < std::time::Duration::from_millis(10) {
         out.value(p.key("resolve_interval"), "must be at least 10ms");

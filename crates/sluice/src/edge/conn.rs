@@ -37,6 +37,8 @@ pub(crate) struct ConnInfo {
     pub tls: Option<SessionInfo>,
     /// The client certificate's verdict and fields; None unless the frontend asks for one.
     pub client_cert: Option<Arc<ClientCert>>,
+    /// The TLVs of the accepted PROXY v2 header (`$proxy_protocol_tlv_*`).
+    pub proxy_tlvs: crate::upstream::ProxyTlvs,
 }
 
 /// The next connection serial number (from 1).

@@ -158,6 +158,7 @@ impl HttpFrontend {
                     },
                     socket_caps: Arc::new(caps),
                     underscores_in_headers: settings.underscores_in_headers,
+                    tlv_headers: crate::upstream::tlv_header_names(&f.edge.proxy_tlv_headers),
                     ..defaults
                 }))
             }
@@ -212,6 +213,7 @@ pub(crate) async fn handle(
     let mut client = ClientAddr::direct(peer);
     let mut proxy_protocol = None;
     let mut unique_id = None;
+    let mut proxy_tlvs = crate::upstream::ProxyTlvs::default();
     let mut leftover = Vec::new();
     if let Some(policy) = &fe.policy {
         let accepted = tokio::select! {
@@ -224,6 +226,7 @@ pub(crate) async fn handle(
                 local = acc.local;
                 leftover = acc.leftover;
                 unique_id = acc.unique_id;
+                proxy_tlvs = crate::upstream::ProxyTlvs::from_raw(&acc.tlvs);
                 proxy_protocol = Some(client).filter(|c| acc.header_received && c.addr() != peer.0);
             }
             Err(rej) => {
@@ -251,6 +254,7 @@ pub(crate) async fn handle(
             scheme: Scheme::Http,
             tls: None,
             client_cert: None,
+            proxy_tlvs,
         };
         serve(&fe, io, info, Versions::Any, stop).await;
         return;
@@ -286,6 +290,7 @@ pub(crate) async fn handle(
                 scheme: Scheme::Https,
                 tls: Some(info),
                 client_cert,
+                proxy_tlvs,
             };
             serve(&fe, tls_stream, info, versions, stop)
         }

@@ -51,6 +51,8 @@ pub(crate) struct AccessRecord {
     pub tls_resumed: bool,
     /// The client certificate (mTLS frontends only): `$ssl_client_*`.
     pub client_cert: Option<Arc<ClientCert>>,
+    /// The connection's PROXY v2 TLVs (`$proxy_protocol_tlv_NAME`).
+    pub proxy_tlvs: crate::upstream::ProxyTlvs,
     pub frontend: Arc<str>,
     /// The app server that answered (or the last one tried): its name and address.
     pub upstream: Option<String>,
@@ -127,6 +129,7 @@ impl AccessRecord {
             tls_version: None,
             tls_resumed: false,
             client_cert: None,
+            proxy_tlvs: Default::default(),
             frontend,
             upstream: None,
             upstream_addr: None,
@@ -157,6 +160,10 @@ impl AccessRecord {
                     .get(*i)
                     .and_then(|h| h.as_deref())
                     .map(Cow::Borrowed),
+                Piece::ProxyTlv(name) => self
+                    .proxy_tlvs
+                    .get(*name)
+                    .map(|v| Cow::Borrowed(v.as_bytes())),
                 Piece::Text(_) => None,
             };
             push_var(out, value.as_deref(), json)

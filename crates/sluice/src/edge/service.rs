@@ -75,6 +75,7 @@ pub(crate) async fn handle(
     rec.peer = conn.peer;
     rec.proxy_protocol = conn.proxy_protocol;
     rec.local = Some(conn.local);
+    rec.proxy_tlvs = conn.proxy_tlvs.clone();
     (rec.connection, rec.connection_requests) = (conn.id, guard.number());
     let trusted = request_id::trusted_hop(fe.policy.as_ref(), conn.client.addr().ip());
     let id = request_id::take(req.headers_mut(), &conn.conn_id, guard.number(), trusted);
@@ -176,6 +177,7 @@ fn context(conn: &ConnInfo, req: &Request<Incoming>, request_id: Arc<str>) -> Re
         tls_resumed: conn.tls.as_ref().is_some_and(|t| t.resumed),
         request_id: Some(request_id),
         client_cert: conn.client_cert.clone(),
+        proxy_tlvs: conn.proxy_tlvs.clone(),
     }
 }
 

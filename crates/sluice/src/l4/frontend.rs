@@ -20,7 +20,7 @@ use crate::l4::bufpool;
 use crate::l4::forward::{self, ForwardOpts};
 use crate::metrics::FrontendHandles;
 use crate::net::{self, Stream};
-use crate::proxy_protocol::{self as proxy, ConnId, Policy, SendOpts, HEADER_BUF};
+use crate::proxy_protocol::{self as proxy, ConnId, Extra, Policy, SendOpts, HEADER_BUF};
 use crate::spec;
 
 /// A backend as the L4 path uses it.
@@ -36,6 +36,8 @@ pub(crate) struct L4Backend {
     /// Longest wait in the backend queue for a free server slot (`timeouts.queue`).
     pub queue_timeout: Duration,
     pub idle: Duration,
+    /// Longest wait for the client's TLS ClientHello (`send.reads_hello()` only).
+    pub preread: Duration,
 }
 
 impl L4Backend {
@@ -49,6 +51,7 @@ impl L4Backend {
             connect_timeout: cfg.timeouts.connect,
             queue_timeout: cfg.timeouts.queue,
             idle: cfg.timeouts.idle,
+            preread: cfg.timeouts.preread,
         }
     }
 }
@@ -100,6 +103,8 @@ pub(crate) async fn handle(fe: Arc<TcpFrontend>, client: TcpStream, peer: Socket
         to_server: 0,
         to_client: 0,
         retries: 0,
+        sni: None,
+        alpn: None,
         end: End::ClientClosed,
         counters: None,
     };
@@ -148,6 +153,7 @@ async fn serve(
     start: Instant,
 ) -> End {
     let mut leftover = Vec::new();
+    let mut passed = Vec::new();
     if let Some(policy) = &fe.policy {
         let expect = proxy::expect_header(&mut client, rec.peer, rec.local, policy);
         let Some(accepted) = unless_forced(&fe.force, expect).await else {
@@ -161,6 +167,7 @@ async fn serve(
                 if let Some(id) = acc.unique_id {
                     rec.conn_id = id;
                 }
+                passed = acc.tlvs;
             }
             Err(rej) => {
                 crate::metrics::global().proxy_rejected(&fe.name, rej.code);
@@ -172,6 +179,21 @@ async fn serve(
         }
     }
     let be = &fe.backend;
+    let hello = if be.send.reads_hello() {
+        let read = super::client_hello::read_hello(&mut client, &mut leftover, be.preread);
+        match unless_forced(&fe.force, read).await {
+            None => return End::Shutdown,
+            Some(Ok(hello)) => Some(hello),
+            Some(Err(why)) => {
+                tracing::debug!(frontend = %fe.name, client = %rec.client, "forwarded without ClientHello TLVs: {why}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    rec.sni = hello.as_ref().and_then(|h| h.sni.clone());
+    rec.alpn = hello.as_ref().and_then(|h| h.alpn.clone());
     let (lease, mut server) = match unless_forced(&fe.force, connect_any(be, rec)).await {
         Some(Ok(pair)) => pair,
         Some(Err(end)) => return end,
@@ -180,13 +202,27 @@ async fn serve(
     rec.connect_time = Some(start.elapsed());
 
     let mut hdr = [0u8; HEADER_BUF];
-    // The UNIQUE_ID sent is the id this line logs, so the next tier can log it too.
-    let uid = Some(rec.conn_id.as_str().as_bytes());
-    let n = match proxy::build_header(&be.send, rec.client, rec.local, uid, &mut hdr) {
+    let mut big = Vec::new();
+    // The UNIQUE_ID sent (when the backend sends one) is the id this line logs, so the next
+    // tier can log it too.
+    let extra = Extra {
+        unique_id: Some(rec.conn_id.as_str().as_bytes()),
+        authority: rec.sni.as_deref(),
+        alpn: rec.alpn.as_deref().map(str::as_bytes),
+        passed: &passed,
+    };
+    let out: &mut [u8] = match proxy::header_len(&extra) {
+        HEADER_BUF => &mut hdr,
+        len => {
+            big.resize(len, 0);
+            &mut big
+        }
+    };
+    let n = match proxy::build_header(&be.send, rec.client, rec.local, &extra, out) {
         Ok(n) => n,
         Err(e) => return End::ServerError(format!("building PROXY header: {e}")),
     };
-    let early = match write_first(fe, &client, &mut server, &hdr[..n], &leftover).await {
+    let early = match write_first(fe, &client, &mut server, &out[..n], &leftover).await {
         Ok(early) => early,
         Err(end) => return end,
     };

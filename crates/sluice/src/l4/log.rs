@@ -83,6 +83,11 @@ pub(crate) struct ConnRecord {
     pub to_client: u64,
     /// Connect attempts that failed before the one that worked (or all of them).
     pub retries: u32,
+    /// The SNI of the client's TLS ClientHello, when the backend reads it
+    /// (`$ssl_preread_server_name`).
+    pub sni: Option<String>,
+    /// The ClientHello's offered protocols, comma-separated (`$ssl_preread_alpn_protocols`).
+    pub alpn: Option<String>,
     pub end: End,
     /// HAProxy's counters at log time; only taken when the format uses them.
     pub counters: Option<Counters>,
@@ -200,6 +205,8 @@ impl ConnRecord {
             Var::End => Some(Cow::Borrowed(self.end.code())),
             Var::Reason => self.end.detail().map(Cow::Owned),
             Var::ConnectionId => Some(Cow::Borrowed(self.conn_id.as_str())),
+            Var::SslPrereadServerName => self.sni.as_deref().map(Cow::Borrowed),
+            Var::SslPrereadAlpnProtocols => self.alpn.as_deref().map(Cow::Borrowed),
             // http-only variables are refused for tcp frontends at config load.
             _ => None,
         }
@@ -311,6 +318,8 @@ mod tests {
             to_server: 10,
             to_client: 20,
             retries: 0,
+            sni: Some("app.example".into()),
+            alpn: None,
             end,
             counters: Some(Counters {
                 actconn: 7,

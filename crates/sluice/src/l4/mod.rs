@@ -3,6 +3,7 @@
 //! rustix's safe wrappers). TLS, HTTP and the PROXY codec live elsewhere.
 
 mod bufpool;
+pub(crate) mod client_hello;
 pub mod forward;
 pub(crate) mod frontend;
 pub(crate) mod log;

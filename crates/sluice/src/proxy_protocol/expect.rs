@@ -55,6 +55,8 @@ pub(crate) struct Accepted {
     pub header_received: bool,
     /// The connection id from the header's UNIQUE_ID TLV (v2), when it had a usable one.
     pub unique_id: Option<ConnId>,
+    /// The v2 header's TLV area as received (validated; empty for v1 and without a header).
+    pub tlvs: Vec<u8>,
 }
 
 /// A connection that must be closed, and why (for the connection log).
@@ -101,6 +103,7 @@ pub(crate) async fn expect_header<S: AsyncRead + Unpin>(
                 leftover: Vec::new(),
                 header_received: false,
                 unique_id: None,
+                tlvs: Vec::new(),
             }),
             Untrusted::Reject => Err(rejected(
                 "untrusted",
@@ -160,6 +163,7 @@ async fn read_header<S: AsyncRead + Unpin>(
                     leftover,
                     header_received: true,
                     unique_id: header.tlvs.unique_id().and_then(ConnId::from_unique_id),
+                    tlvs: header.tlvs.as_bytes().to_vec(),
                 });
             }
             Ok(Decoded::Incomplete { .. }) if filled < cap => continue,

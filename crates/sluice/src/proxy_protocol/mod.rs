@@ -9,4 +9,4 @@ pub(crate) mod send;
 
 pub(crate) use conn_id::ConnId;
 pub(crate) use expect::{expect_header, Policy};
-pub(crate) use send::{build_header, SendOpts, HEADER_BUF};
+pub(crate) use send::{build_header, header_len, Extra, SendOpts, HEADER_BUF};

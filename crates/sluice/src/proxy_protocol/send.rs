@@ -1,10 +1,12 @@
 //! Building the PROXY header sluice writes first on a connection to a server: v1 or v2 with
-//! the real client and the address it reached, v2 optionally with CRC32C and UNIQUE_ID.
-//! Encodes into a caller-provided stack buffer; does no I/O and no allocation.
+//! the real client and the address it reached, v2 optionally with CRC32C, UNIQUE_ID, the
+//! ClientHello's AUTHORITY/ALPN and the TLVs passed on from a trusted incoming header.
+//! Encodes into a caller-provided buffer (`header_len` says how big); does no I/O.
 
 use std::net::SocketAddr;
 
-use proxy_header::{Addresses, Command, EncodeError, Transport, V2Encoder};
+use proxy_header::tlv::kind;
+use proxy_header::{Addresses, Command, EncodeError, Tlv, Tlvs, Transport, V2Encoder};
 
 use crate::addr::{ClientAddr, LocalAddr};
 use crate::spec::{self, SendProxy};
@@ -18,11 +20,38 @@ pub(crate) const HEADER_BUF: usize = 192;
 pub(crate) const UNIQUE_ID_LEN: usize = 32;
 
 /// What a backend asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct SendOpts {
     pub version: SendProxy,
     pub crc32c: bool,
     pub unique_id: bool,
+    /// AUTHORITY from the ClientHello's SNI.
+    pub authority: bool,
+    /// ALPN from the ClientHello's offered protocols.
+    pub alpn: bool,
+    /// The TLVs of a trusted incoming v2 header.
+    pub pass_tlvs: bool,
+}
+
+/// The per-connection TLV values `build_header` may add.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Extra<'a> {
+    /// A fresh UNIQUE_ID (used with `SendOpts::unique_id`).
+    pub unique_id: Option<&'a [u8]>,
+    /// The ClientHello's SNI (used with `SendOpts::authority`).
+    pub authority: Option<&'a str>,
+    /// The ClientHello's offered protocols (used with `SendOpts::alpn`).
+    pub alpn: Option<&'a [u8]>,
+    /// The incoming header's validated TLV area (used with `SendOpts::pass_tlvs`).
+    pub passed: &'a [u8],
+}
+
+/// The buffer `build_header` needs for `extra`: `HEADER_BUF` plus the variable TLVs.
+pub(crate) fn header_len(extra: &Extra<'_>) -> usize {
+    HEADER_BUF
+        + extra.passed.len()
+        + extra.authority.map_or(0, |a| 3 + a.len())
+        + extra.alpn.map_or(0, |a| 3 + a.len())
 }
 
 impl SendOpts {
@@ -31,7 +60,15 @@ impl SendOpts {
             version: b.send_proxy,
             crc32c: b.proxy_v2_crc32c,
             unique_id: b.proxy_v2_unique_id,
+            authority: b.proxy_v2_authority,
+            alpn: b.proxy_v2_alpn,
+            pass_tlvs: b.proxy_v2_pass_tlvs,
         }
+    }
+
+    /// Whether a connection waits for the client's TLS ClientHello before the header.
+    pub(crate) fn reads_hello(&self) -> bool {
+        self.version == SendProxy::V2 && (self.authority || self.alpn)
     }
 }
 
@@ -47,14 +84,16 @@ pub(crate) fn new_unique_id() -> [u8; UNIQUE_ID_LEN] {
     out
 }
 
-/// Writes the header for `client` → `local` into `out`; returns its length (0 when the
-/// backend sends none). `unique_id` is only used by v2 with `opts.unique_id`.
+/// Writes the header for `client` → `local` into `out` (at least `header_len(extra)`
+/// bytes); returns its length (0 when the backend sends none). `extra`'s values are only
+/// used by v2 with the matching `opts` flag. Passed-on TLVs come first (as received, less
+/// CRC32C, NOOP and the types sluice writes itself), then sluice's own.
 pub(crate) fn build_header(
     opts: &SendOpts,
     client: ClientAddr,
     local: LocalAddr,
-    unique_id: Option<&[u8]>,
-    out: &mut [u8; HEADER_BUF],
+    extra: &Extra<'_>,
+    out: &mut [u8],
 ) -> Result<usize, EncodeError> {
     match opts.version {
         SendProxy::None => Ok(0),
@@ -62,14 +101,56 @@ pub(crate) fn build_header(
         SendProxy::V2 => {
             let addresses = addresses(client.addr(), local.0);
             let mut enc = V2Encoder::new(out, Command::Proxy, Transport::Stream, &addresses)?;
-            if opts.unique_id {
-                if let Some(id) = unique_id {
-                    enc.unique_id(id)?;
+            let unique_id = extra.unique_id.filter(|_| opts.unique_id);
+            let authority = extra.authority.filter(|_| opts.authority);
+            let alpn = extra.alpn.filter(|_| opts.alpn);
+            if opts.pass_tlvs {
+                let own = |k: u8| {
+                    (k == kind::UNIQUE_ID && unique_id.is_some())
+                        || (k == kind::AUTHORITY && authority.is_some())
+                        || (k == kind::ALPN && alpn.is_some())
+                };
+                // Validated on receipt; a TLV area that does not validate passes nothing.
+                for tlv in Tlvs::parse(extra.passed).unwrap_or_default().iter() {
+                    if let Some((k, v)) = raw_tlv(&tlv) {
+                        if !own(k) {
+                            enc.tlv(k, &v)?;
+                        }
+                    }
                 }
+            }
+            if let Some(id) = unique_id {
+                enc.unique_id(id)?;
+            }
+            if let Some(host) = authority {
+                enc.authority(host)?;
+            }
+            if let Some(protocols) = alpn {
+                enc.alpn(protocols)?;
             }
             enc.finish(opts.crc32c)
         }
     }
+}
+
+/// A received TLV's type and value as it goes on the wire again; None for CRC32C (a new
+/// one is computed) and NOOP (padding).
+fn raw_tlv<'a>(tlv: &Tlv<'a>) -> Option<(u8, std::borrow::Cow<'a, [u8]>)> {
+    use std::borrow::Cow::{Borrowed, Owned};
+    Some(match *tlv {
+        Tlv::Crc32c(_) | Tlv::Noop(_) => return None,
+        Tlv::Alpn(v) => (kind::ALPN, Borrowed(v)),
+        Tlv::Authority(v) => (kind::AUTHORITY, Borrowed(v.as_bytes())),
+        Tlv::UniqueId(v) => (kind::UNIQUE_ID, Borrowed(v)),
+        Tlv::Netns(v) => (kind::NETNS, Borrowed(v.as_bytes())),
+        Tlv::Ssl(ssl) => {
+            let mut v = vec![ssl.client()];
+            v.extend_from_slice(&ssl.verify().to_be_bytes());
+            v.extend_from_slice(ssl.sub_bytes());
+            (kind::SSL, Owned(v))
+        }
+        Tlv::Custom { kind, value } | Tlv::Unknown { kind, value } => (kind, Borrowed(value)),
+    })
 }
 
 /// Both IPv4 → INET; otherwise INET6 with IPv4 addresses mapped (`::ffff:a.b.c.d`).
@@ -113,7 +194,11 @@ mod tests {
         let (client, local) = ends(c, l);
         let id = new_unique_id();
         let mut buf = [0u8; HEADER_BUF];
-        let n = build_header(&opts, client, local, Some(&id), &mut buf).unwrap();
+        let extra = Extra {
+            unique_id: Some(&id),
+            ..Extra::default()
+        };
+        let n = build_header(&opts, client, local, &extra, &mut buf).unwrap();
         match proxy_header::decode(&buf[..n], &DecodeOptions::default()).unwrap() {
             Decoded::Complete { header, consumed } => {
                 assert_eq!(consumed, n);
@@ -134,9 +219,10 @@ mod tests {
             version: SendProxy::None,
             crc32c: true,
             unique_id: true,
+            ..SendOpts::default()
         };
         assert_eq!(
-            build_header(&opts, c, l, None, &mut [0u8; HEADER_BUF]).unwrap(),
+            build_header(&opts, c, l, &Extra::default(), &mut [0u8; HEADER_BUF]).unwrap(),
             0
         );
     }
@@ -153,6 +239,7 @@ mod tests {
                 version,
                 crc32c,
                 unique_id,
+                ..SendOpts::default()
             };
             let (_, src, dst, _) = roundtrip(opts, "127.0.0.2:40000", "127.0.0.1:443");
             assert_eq!(src, Some("127.0.0.2:40000".parse().unwrap()), "{opts:?}");
@@ -166,6 +253,7 @@ mod tests {
             version: SendProxy::V2,
             crc32c: true,
             unique_id: true,
+            ..SendOpts::default()
         };
         let (_, src, _, n) = roundtrip(opts, "[::1]:1", "127.0.0.1:2");
         assert_eq!(src, Some("[::1]:1".parse().unwrap()));
@@ -175,7 +263,70 @@ mod tests {
         // A connection id taken from an incoming header may use UNIQUE_ID's whole 128 bytes.
         let (client, local) = ends("[::1]:1", "[::1]:2");
         let id = [b'a'; proxy_header::tlv::kind::UNIQUE_ID_MAX];
-        let n = build_header(&opts, client, local, Some(&id), &mut [0u8; HEADER_BUF]).unwrap();
+        let extra = Extra {
+            unique_id: Some(&id),
+            ..Extra::default()
+        };
+        let n = build_header(&opts, client, local, &extra, &mut [0u8; HEADER_BUF]).unwrap();
         assert_eq!(n, 190);
+    }
+
+    #[test]
+    fn passed_tlvs_kept_and_own_ones_win() {
+        // An incoming header's TLVs: AWS VPCE id, an AUTHORITY, a UNIQUE_ID, NOOP, CRC32C.
+        let mut inbuf = [0u8; 256];
+        let a = Addresses::from_socket_addrs(
+            "10.0.0.1:1".parse().unwrap(),
+            "10.0.0.2:2".parse().unwrap(),
+        );
+        let mut enc = V2Encoder::new(&mut inbuf, Command::Proxy, Transport::Stream, &a).unwrap();
+        enc.tlv(0xEA, b"\x01vpce-1").unwrap();
+        enc.authority("old.example").unwrap();
+        enc.unique_id(b"theirs").unwrap();
+        enc.noop(2).unwrap();
+        let n = enc.finish(true).unwrap();
+        let passed = &inbuf[28..n];
+
+        let opts = SendOpts {
+            version: SendProxy::V2,
+            crc32c: true,
+            unique_id: true,
+            authority: true,
+            alpn: true,
+            pass_tlvs: true,
+        };
+        let (client, local) = ends("127.0.0.2:1", "127.0.0.1:2");
+        let extra = Extra {
+            unique_id: Some(b"ours"),
+            authority: Some("app.example"),
+            alpn: Some(b"h2,http/1.1"),
+            passed,
+        };
+        let mut out = vec![0u8; header_len(&extra)];
+        let n = build_header(&opts, client, local, &extra, &mut out).unwrap();
+        let Ok(Decoded::Complete { header, .. }) =
+            proxy_header::decode(&out[..n], &DecodeOptions::default())
+        else {
+            panic!("does not decode");
+        };
+        let t = header.tlvs;
+        assert_eq!(t.get(0xEA), Some(&b"\x01vpce-1"[..]));
+        assert_eq!(t.authority(), Some("app.example"));
+        assert_eq!(t.unique_id(), Some(&b"ours"[..]));
+        assert_eq!(t.alpn(), Some(&b"h2,http/1.1"[..]));
+        assert_eq!(t.get(kind::NOOP), None);
+        assert_eq!(
+            t.iter().filter(|x| matches!(x, Tlv::Authority(_))).count(),
+            1
+        );
+        assert!(t.crc32c().is_some());
+
+        // Without the flags the same extra adds nothing.
+        let plain = SendOpts {
+            version: SendProxy::V2,
+            ..SendOpts::default()
+        };
+        let n = build_header(&plain, client, local, &extra, &mut out).unwrap();
+        assert_eq!(n, 28);
     }
 }

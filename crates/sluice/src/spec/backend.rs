@@ -69,6 +69,12 @@ pub struct Backend {
     pub proxy_v2_unique_id: bool,
     /// v2 headers carry a CRC32C TLV.
     pub proxy_v2_crc32c: bool,
+    /// v2 headers carry an AUTHORITY TLV: the SNI of the client's TLS ClientHello.
+    pub proxy_v2_authority: bool,
+    /// v2 headers carry an ALPN TLV: the protocols the ClientHello offers, comma-separated.
+    pub proxy_v2_alpn: bool,
+    /// v2 headers carry the TLVs of the header received from a trusted peer.
+    pub proxy_v2_pass_tlvs: bool,
     /// Local address for connections to servers (port chosen by the system).
     pub source: Option<IpAddr>,
     pub retries: u32,
@@ -97,6 +103,8 @@ pub struct Timeouts {
     pub send: Duration,
     /// Waiting in the backend queue for a free server slot (`connect` when not configured).
     pub queue: Duration,
+    /// L4: waiting for the client's TLS ClientHello (`proxy_v2_authority`/`_alpn` only).
+    pub preread: Duration,
 }
 
 /// Active health checks.

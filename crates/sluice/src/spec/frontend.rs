@@ -133,6 +133,8 @@ pub struct Edge {
     /// None: the system temp directory.
     pub temp_dir: Option<PathBuf>,
     pub underscores_in_headers: bool,
+    /// HTTP apps: these PROXY v2 TLVs as request headers (lowercase names).
+    pub proxy_tlv_headers: Vec<(super::TlvName, String)>,
     pub timeouts: ClientTimeouts,
     pub limits: ClientLimits,
 }

@@ -159,6 +159,8 @@ pub enum Piece {
     Var(Var),
     /// `$http_NAME`: the request header `headers[i]`.
     Header(usize),
+    /// `$proxy_protocol_tlv_NAME` (http): a TLV of the connection's PROXY v2 header.
+    ProxyTlv(super::TlvName),
 }
 
 macro_rules! vars {
@@ -239,6 +241,8 @@ vars! {
     TerminationState = "termination_state": false true,
     End = "end": false true,
     Reason = "reason": false true,
+    SslPrereadServerName = "ssl_preread_server_name": false true,
+    SslPrereadAlpnProtocols = "ssl_preread_alpn_protocols": false true,
 }
 
 impl Var {
@@ -355,7 +359,10 @@ impl Template {
                     });
                     Piece::Header(i)
                 }
-                None => Piece::Var(lookup(name, mode)?),
+                None => match tlv_name(name, mode)? {
+                    Some(t) => Piece::ProxyTlv(t),
+                    None => Piece::Var(lookup(name, mode)?),
+                },
             };
             if !text.is_empty() {
                 pieces.push(Piece::Text(std::mem::take(&mut text)));
@@ -392,6 +399,19 @@ fn header_name(name: &str, mode: Mode) -> Option<String> {
     let named = VARS.iter().any(|v| v.0 == name);
     (mode == Mode::Http && !named && !h.is_empty())
         .then(|| h.to_ascii_lowercase().replace('_', "-"))
+}
+
+/// `$proxy_protocol_tlv_NAME`: http mode only, NAME one nginx knows (`super::TlvName`).
+fn tlv_name(name: &str, mode: Mode) -> Result<Option<super::TlvName>, String> {
+    let Some(t) = name.strip_prefix("proxy_protocol_tlv_") else {
+        return Ok(None);
+    };
+    if mode != Mode::Http {
+        return Err(format!("variable ${name} is not available in tcp mode"));
+    }
+    super::TlvName::parse(t)
+        .map(Some)
+        .ok_or_else(|| format!("unknown PROXY TLV name in ${name} (alpn, authority, unique_id, netns, ssl_version, ssl_cn, ssl_cipher, ssl_sig_alg, ssl_key_alg, ssl_verify, aws_vpce_id, 0xNN, ssl_0xNN)"))
 }
 
 fn lookup(name: &str, mode: Mode) -> Result<Var, String> {

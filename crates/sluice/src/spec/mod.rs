@@ -7,6 +7,7 @@
 mod backend;
 mod frontend;
 mod logformat;
+mod proxy_tlv;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ pub use logformat::{
     Escape, LineFormat, LogTarget, Piece, SyslogServer, SyslogTarget, Template, Var, COMBINED,
     CONN, TCPLOG,
 };
+pub use proxy_tlv::TlvName;
 
 /// Edge: temp files (buffered bodies) open at once in the whole process unless
 /// `global.max_temp_files` says otherwise.

@@ -183,6 +183,7 @@ mod tests {
             tls_resumed: false,
             request_id: None,
             client_cert: None,
+            proxy_tlvs: Default::default(),
         }
     }
 

@@ -48,6 +48,9 @@ pub struct HttpOpts {
     /// Most sockets per server (its `max_connections`): a pool miss waits for a slot (within
     /// `connect_timeout`) instead of opening one more.
     pub socket_caps: Arc<SocketCaps>,
+    /// PROXY v2 TLVs sent as request headers (`proxy_protocol_tlv_headers`); client-sent
+    /// fields of these names are always removed.
+    pub tlv_headers: Arc<[(crate::spec::TlvName, hyper::header::HeaderName)]>,
 }
 
 impl Default for HttpOpts {
@@ -59,6 +62,7 @@ impl Default for HttpOpts {
             max_idle_per_server: 256,
             underscores_in_headers: false,
             socket_caps: Arc::default(),
+            tlv_headers: Arc::new([]),
         }
     }
 }
@@ -122,6 +126,8 @@ impl HttpUpstream {
         add_forwarding(&mut parts.headers, ctx);
         add_request_id(&mut parts.headers, ctx);
         super::client_cert::set_headers(&mut parts.headers, ctx.client_cert.as_deref());
+        ctx.proxy_tlvs
+            .set_headers(&mut parts.headers, &self.opts.tlv_headers);
         if let Some(h) = host {
             parts.headers.insert(header::HOST, h);
         }

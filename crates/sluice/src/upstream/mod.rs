@@ -10,6 +10,7 @@ mod connect;
 mod headers;
 mod http;
 mod sockets;
+mod tlv_vars;
 pub mod uwsgi;
 
 #[cfg(test)]
@@ -30,6 +31,7 @@ use crate::addr::{ClientAddr, LocalAddr};
 pub use self::client_cert::{CertDetails, ClientCert};
 pub use self::http::{HttpOpts, HttpUpstream};
 pub use self::sockets::SocketCaps;
+pub use self::tlv_vars::{tlv_header_names, ProxyTlvs};
 pub use self::uwsgi::{UwsgiClient, UwsgiOpts};
 
 /// The response body both clients return: streamed from the app server, never collected.
@@ -133,6 +135,8 @@ pub struct RequestContext {
     /// The client certificate (mTLS): uwsgi SSL_CLIENT_*, HTTP X-SSL-Client-*; None where
     /// the frontend asks for none (or on plain HTTP).
     pub client_cert: Option<std::sync::Arc<ClientCert>>,
+    /// The TLVs of the accepted PROXY v2 header (uwsgi: PROXY_PROTOCOL_TLV_*); empty without.
+    pub proxy_tlvs: ProxyTlvs,
 }
 
 /// Where an app server listens (a spec server's address; `Host` is resolved at connect

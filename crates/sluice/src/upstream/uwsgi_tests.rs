@@ -31,6 +31,7 @@ pub(super) fn ctx() -> RequestContext {
         tls_resumed: false,
         request_id: None,
         client_cert: None,
+        proxy_tlvs: Default::default(),
     }
 }
 

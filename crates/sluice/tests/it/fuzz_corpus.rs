@@ -71,3 +71,17 @@ fn every_dns_response_corpus_file_replays_and_the_seed_parses() {
         .sum();
     assert!(parsed >= 1, "the seed answer parses");
 }
+
+#[test]
+fn every_client_hello_corpus_file_replays_and_the_seed_gives_a_hello() {
+    replay("client_hello", 3, |d| {
+        fuzz_check::client_hello(d);
+    });
+    let hellos = corpus("client_hello", 3)
+        .iter()
+        .filter(|(p, d)| {
+            p.file_name().is_some_and(|n| n == "hello_h2") && fuzz_check::client_hello(d)
+        })
+        .count();
+    assert_eq!(hellos, 1, "the seed ClientHello gives a hello");
+}

@@ -41,6 +41,7 @@ mod module_tree;
 mod packaging;
 mod ports;
 mod process_conventions;
+mod proxy_tlv;
 mod reload;
 mod reload_control;
 mod reload_load;

@@ -28,6 +28,7 @@ fn ctx() -> RequestContext {
         tls_resumed: false,
         request_id: None,
         client_cert: None,
+        proxy_tlvs: Default::default(),
     }
 }
 

@@ -101,6 +101,9 @@ pub fn build(
         v.push(b"REQUEST_ID", id.as_bytes())?;
         v.push(b"HTTP_X_REQUEST_ID", id.as_bytes())?;
     }
+    for (name, value) in ctx.proxy_tlvs.uwsgi_vars() {
+        v.push(name.as_bytes(), value.as_bytes())?;
+    }
 
     let hop = hop_by_hop_names(&parts.headers);
     // The target's authority (HTTP/2 :authority, HTTP/1 absolute-form) wins over a Host

@@ -18,6 +18,8 @@ pub struct Captured {
     pub destination: Option<SocketAddr>,
     pub unique_id: Option<Vec<u8>>,
     pub crc32c: bool,
+    /// The header's TLV area as received (validated; empty for v1).
+    pub tlvs: Vec<u8>,
     /// Error text when the connection did not start with a valid header.
     pub error: Option<String>,
     /// Application bytes after the header, up to the client's EOF (at most 1 MiB).
@@ -49,6 +51,7 @@ async fn capture_one(mut s: TcpStream) -> Captured {
         destination: None,
         unique_id: None,
         crc32c: false,
+        tlvs: Vec::new(),
         error: None,
         data: Vec::new(),
     };
@@ -74,6 +77,7 @@ async fn capture_one(mut s: TcpStream) -> Captured {
                 cap.destination = header.destination();
                 cap.unique_id = header.tlvs.unique_id().map(|u| u.to_vec());
                 cap.crc32c = header.tlvs.crc32c().is_some();
+                cap.tlvs = header.tlvs.as_bytes().to_vec();
                 cap.data.extend_from_slice(&buf[consumed..filled]);
                 break;
             }
