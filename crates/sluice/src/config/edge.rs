@@ -32,6 +32,7 @@ const EDGE_KEYS: &[&str] = &[
     "max_temp_file_size",
     "temp_dir",
     "underscores_in_headers",
+    "forwarded",
     "timeouts",
     "limits",
 ];

@@ -7,6 +7,8 @@ mod access;
 pub(crate) mod buffer;
 mod coalesce;
 mod conn;
+pub(crate) mod forwarded;
+pub(crate) mod forwarded_parse;
 mod record;
 mod rewind;
 mod service;

@@ -62,8 +62,9 @@ pub(crate) async fn handle(
     let start = Instant::now();
     let guard = state.begin();
     let checked = super::strict::check(&req);
+    let decision = forwarded_decision(&fe, &conn, &req);
     let mut rec = AccessRecord::for_request(
-        conn.client,
+        decision.client,
         fe.name.clone(),
         req.method(),
         req.uri(),
@@ -90,7 +91,7 @@ pub(crate) async fn handle(
             (super::strict::refuse(refusal, req.version()), None)
         }
         Ok(()) => {
-            let ctx = context(&conn, &req);
+            let ctx = context(&conn, &req, decision);
             match forward(&fe, &ctx, req, line.rec(), &mut upstream_start).await {
                 Ok((resp, lease)) => buffer_response(&fe, resp, lease),
                 Err(f) => {
@@ -147,8 +148,34 @@ fn buffer_response(
     })
 }
 
+/// The forwarding-header policy's decision for this request (`forwarded`): the client and
+/// the forwarding fields the app gets.
+fn forwarded_decision(
+    fe: &HttpFrontend,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+) -> super::forwarded::Decision {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| req.headers().get(header::HOST).map(HeaderValue::as_bytes))
+        .filter(|h| !h.is_empty() && h.iter().all(u8::is_ascii_graphic));
+    super::forwarded::decide(
+        &fe.settings.forwarded,
+        conn.client,
+        conn.scheme,
+        host,
+        req.headers(),
+    )
+}
+
 /// The upstream request context: the real client, the reached address, SNI or Host.
-fn context(conn: &ConnInfo, req: &Request<Incoming>) -> RequestContext {
+fn context(
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    decision: super::forwarded::Decision,
+) -> RequestContext {
     let host = req.uri().host().map(str::to_string).or_else(|| {
         let h = req.headers().get(header::HOST)?.to_str().ok()?;
         let h = h.parse::<hyper::http::uri::Authority>().ok()?;
@@ -156,7 +183,8 @@ fn context(conn: &ConnInfo, req: &Request<Incoming>) -> RequestContext {
     });
     let sni = conn.tls.as_ref().and_then(|t| t.sni.clone());
     RequestContext {
-        client: conn.client,
+        client: decision.client,
+        forwarding: decision.forwarding,
         local: conn.local,
         scheme: conn.scheme,
         server_name: sni

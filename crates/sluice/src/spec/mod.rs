@@ -17,8 +17,8 @@ pub use backend::{
     HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
 };
 pub use frontend::{
-    AccessLogFormat, CertPair, ClientLimits, ClientTimeouts, Edge, Frontend, Mode, ProxyProtocol,
-    Tls, Untrusted,
+    AccessLogFormat, CertPair, ClientLimits, ClientTimeouts, Edge, ForwardField, Forwarded,
+    ForwardedFor, Frontend, Mode, ProxyProtocol, RealIpHeader, Tls, Untrusted, DEFAULT_EMIT,
 };
 pub use logformat::{
     Escape, LineFormat, LogTarget, Piece, SyslogServer, SyslogTarget, Template, Var, COMBINED,

@@ -1,11 +1,13 @@
 //! The uwsgi request packet (modifier1 = 0): a 4-byte header (modifier1, datasize u16 LE,
-//! modifier2) and the CGI variables of nginx's `uwsgi_params` plus SERVER_ADDR and HTTP_*.
+//! modifier2) and the CGI variables of nginx's `uwsgi_params` plus SERVER_ADDR and HTTP_*
+//! (the forwarding fields as the edge decided them, never the client's copies).
 //! Pure: builds bytes from request parts and context; the body is sent by the caller.
 
 use hyper::header::{self, HeaderMap};
 use hyper::http::request::Parts;
 use hyper::{Method, Version};
 
+use crate::upstream::forwarding::is_forwarding;
 use crate::upstream::headers::{has_underscore, hop_by_hop_names, joined};
 use crate::upstream::{RequestContext, Scheme, UpstreamError};
 
@@ -36,8 +38,9 @@ impl Vars {
 /// Builds the whole packet (header + vars) for a request whose body is `content_length`
 /// bytes. Header fields become HTTP_<NAME> (repeated fields joined, cookies with "; ");
 /// skipped: hop-by-hop fields, Content-Type/Content-Length (they are CONTENT_*), `Proxy`
-/// (httpoxy) and, unless `underscores`, names containing '_' (they would alias a dashed
-/// name; nginx drops them by default). HTTP_HOST is the target's authority when there is one.
+/// (httpoxy), the forwarding fields (the edge's come from `ctx.forwarding`) and, unless
+/// `underscores`, names containing '_' (they would alias a dashed name; nginx drops them by
+/// default). HTTP_HOST is the target's authority when there is one.
 pub fn build(
     parts: &Parts,
     ctx: &RequestContext,
@@ -108,25 +111,34 @@ pub fn build(
             || name == header::CONTENT_TYPE
             || name == header::CONTENT_LENGTH
             || n == "proxy"
+            || is_forwarding(name)
             || (!underscores && has_underscore(name))
         {
             continue;
         }
-        let mut key = Vec::with_capacity(5 + n.len());
-        key.extend_from_slice(b"HTTP_");
-        key.extend(n.bytes().map(|b| {
-            if b == b'-' {
-                b'_'
-            } else {
-                b.to_ascii_uppercase()
-            }
-        }));
         let val = joined(&parts.headers, name).unwrap_or_default();
-        v.push(&key, &val)?;
+        v.push(&http_key(n), &val)?;
+    }
+    for (name, val) in &ctx.forwarding.fields {
+        v.push(&http_key(name.as_str()), val.as_bytes())?;
     }
     let size = (v.buf.len() - 4) as u16; // push() keeps it <= MAX_DATASIZE
     v.buf[1..3].copy_from_slice(&size.to_le_bytes());
     Ok(v.buf)
+}
+
+/// `HTTP_` and the field name uppercased with `-` as `_` (CGI).
+fn http_key(n: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(5 + n.len());
+    key.extend_from_slice(b"HTTP_");
+    key.extend(n.bytes().map(|b| {
+        if b == b'-' {
+            b'_'
+        } else {
+            b.to_ascii_uppercase()
+        }
+    }));
+    key
 }
 
 /// Methods that carry a body, or any request that announced one.
