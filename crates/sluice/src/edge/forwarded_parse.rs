@@ -234,7 +234,7 @@ impl<'a> Cursor<'a> {
         }
         if self.i == start {
             return Err(match self.peek() {
-                Some(b) if b < 0x20 || b >= 0x7f => ParseError::BadByte,
+                Some(b) if !(0x20..0x7f).contains(&b) => ParseError::BadByte,
                 _ => ParseError::Syntax,
             });
         }

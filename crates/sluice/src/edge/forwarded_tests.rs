@@ -48,11 +48,21 @@ const CDN: &[&str] = &["10.0.0.0/8", "2001:db8:cd::/48"];
 
 /// (case, policy, hop, request headers, expected client, expected X-Forwarded-For,
 /// expected `Forwarded`).
+type Case<'a> = (
+    &'a str,
+    Forwarded,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    &'a str,
+    &'a str,
+    &'a str,
+);
+
 #[test]
 fn hop_list_cases() {
     use RealIpHeader::{Forwarded as Fwd, None as NoHdr, XForwardedFor as Xff};
     #[rustfmt::skip]
-    let cases: &[(&str, Forwarded, &str, &[(&str, &str)], &str, &str, &str)] = &[
+    let cases: &[Case<'_>] = &[
         ("untrusted hop: client copies gone", policy(CDN, Xff, true), "203.0.113.7:5000",
          &[("x-forwarded-for", "8.8.8.8"), ("forwarded", "for=8.8.8.8"), ("x-real-ip", "8.8.8.8")],
          "203.0.113.7:5000", "203.0.113.7", "for=203.0.113.7;proto=https;host=\"app.test\""),

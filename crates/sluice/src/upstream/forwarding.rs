@@ -42,10 +42,19 @@ impl Forwarding {
         Forwarding { fields }
     }
 
-    /// Replaces the request's forwarding fields by these (HTTP upstreams).
+    /// Replaces the request's forwarding fields by these (HTTP upstreams); names that
+    /// differ from one only by `_` for `-` (passed with `underscores_in_headers`) go too.
     pub(super) fn apply(&self, headers: &mut HeaderMap) {
         for name in FORWARDING_NAMES.iter() {
             headers.remove(name);
+        }
+        let aliases: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_forwarding(n))
+            .cloned()
+            .collect();
+        for name in aliases {
+            headers.remove(&name);
         }
         for (name, value) in &self.fields {
             headers.append(name.clone(), value.clone());
@@ -53,9 +62,17 @@ impl Forwarding {
     }
 }
 
-/// True for a name the builders own (skipped when copying the client's headers).
+/// True for a name the builders own, or one that aliases it in CGI variables
+/// (`X-Forwarded_For` is `HTTP_X_FORWARDED_FOR` too): skipped when copying the client's headers.
 pub(super) fn is_forwarding(name: &HeaderName) -> bool {
-    FORWARDING_NAMES.contains(name)
+    let n = name.as_str().as_bytes();
+    FORWARDING_NAMES.iter().any(|f| {
+        let f = f.as_str().as_bytes();
+        f.len() == n.len()
+            && f.iter()
+                .zip(n)
+                .all(|(a, b)| a == b || (*a == b'-' && *b == b'_'))
+    })
 }
 
 #[cfg(test)]
@@ -71,9 +88,13 @@ mod tests {
             h.append(n.clone(), HeaderValue::from_static("9.9.9.9"));
         }
         h.insert("x-keep", HeaderValue::from_static("yes"));
+        h.insert("x-forwarded_for", HeaderValue::from_static("8.8.8.8"));
+        h.insert("x_real_ip", HeaderValue::from_static("8.8.8.8"));
+        h.insert("x-forwarded-fort", HeaderValue::from_static("kept"));
         let client = ClientAddr::direct(PeerAddr("127.0.0.2:4000".parse().unwrap()));
         Forwarding::direct(client, Scheme::Https).apply(&mut h);
-        assert_eq!(h.len(), 4, "{h:?}");
+        assert_eq!(h.len(), 5, "{h:?}");
+        assert_eq!(h["x-forwarded-fort"], "kept");
         assert_eq!(h["x-forwarded-for"], "127.0.0.2");
         assert_eq!(h["x-real-ip"], "127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "https");

@@ -217,6 +217,50 @@ fn hex(b: u8) -> Option<u8> {
 mod tests {
     use super::*;
 
+    /// The variables of a packet, in order.
+    fn vars_of(packet: &[u8]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut i = 4;
+        while i < packet.len() {
+            let kl = u16::from_le_bytes([packet[i], packet[i + 1]]) as usize;
+            let k = String::from_utf8_lossy(&packet[i + 2..i + 2 + kl]).into_owned();
+            i += 2 + kl;
+            let vl = u16::from_le_bytes([packet[i], packet[i + 1]]) as usize;
+            let v = String::from_utf8_lossy(&packet[i + 2..i + 2 + vl]).into_owned();
+            i += 2 + vl;
+            out.push((k, v));
+        }
+        out
+    }
+
+    #[test]
+    fn forwarding_vars_are_the_contexts_even_with_underscores() {
+        let req = hyper::Request::get("/")
+            .header("host", "app.test")
+            .header("x-forwarded-for", "8.8.8.8")
+            .header("x-forwarded_for", "8.8.8.8")
+            .header("forwarded", "for=8.8.8.8")
+            .header("x_real_ip", "8.8.8.8")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let ctx = crate::upstream::uwsgi_tests::ctx();
+        let vars = vars_of(&build(&parts, &ctx, 0, "", true).unwrap());
+        let fwd: Vec<_> = vars
+            .iter()
+            .filter(|(k, _)| k.contains("FORWARDED") || k.contains("REAL_IP"))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            fwd,
+            [
+                ("HTTP_X_FORWARDED_FOR", "127.0.0.2"),
+                ("HTTP_X_REAL_IP", "127.0.0.2"),
+                ("HTTP_X_FORWARDED_PROTO", "https"),
+            ]
+        );
+    }
+
     fn du(p: &str) -> String {
         String::from_utf8(document_uri(p).unwrap()).unwrap()
     }
