@@ -63,8 +63,9 @@ pub(crate) async fn handle(
     let guard = state.begin();
     let checked = super::strict::check(&req);
     let decision = forwarded_decision(&fe, &conn, &req);
+    let client = decision.client;
     let mut rec = AccessRecord::for_request(
-        decision.client,
+        client,
         fe.name.clone(),
         req.method(),
         req.uri(),
@@ -87,7 +88,7 @@ pub(crate) async fn handle(
     let mut upstream_start = start;
     let (mut resp, lease) = match checked {
         Err(refusal) => {
-            tracing::debug!(frontend = %fe.name, client = %conn.client, "refused: {}", refusal.reason);
+            tracing::debug!(frontend = %fe.name, client = %client, "refused: {}", refusal.reason);
             (super::strict::refuse(refusal, req.version()), None)
         }
         Ok(()) => {
@@ -98,13 +99,13 @@ pub(crate) async fn handle(
                     match &f {
                         Failure::Upstream(e) => tracing::info!(
                             frontend = %fe.name,
-                            client = %conn.client,
+                            client = %client,
                             server = line.rec().upstream.as_deref().unwrap_or("-"),
                             "request failed: {e}"
                         ),
                         Failure::Body(e) => tracing::info!(
                             frontend = %fe.name,
-                            client = %conn.client,
+                            client = %client,
                             "request refused: {e}"
                         ),
                         Failure::NoServer => {}
