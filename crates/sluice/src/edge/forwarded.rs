@@ -14,7 +14,7 @@ use crate::addr::ClientAddr;
 use crate::spec::{ForwardField, Forwarded, ForwardedFor, RealIpHeader};
 use crate::upstream::{Forwarding, Scheme, FORWARDING_NAMES};
 
-use super::forwarded_parse::{parse_forwarded, parse_xff, Node};
+use super::forwarded_parse::{parse_forwarded, parse_xff, Node, MAX_HOPS};
 
 /// What the policy decided for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,9 @@ pub(crate) fn decide(
     };
     let xff_in = incoming(0);
     let fwd_in = incoming(4);
-    let fwd_in = fwd_in.filter(|v| parse_forwarded(v).is_ok());
+    // Kept only when it parses and leaves room for the edge's element (the app's list stays
+    // within MAX_HOPS, so a next sluice tier believes it too).
+    let fwd_in = fwd_in.filter(|v| parse_forwarded(v).is_ok_and(|n| n.len() < MAX_HOPS));
     let chosen = match (trusted, p.real_ip_header) {
         (true, RealIpHeader::XForwardedFor) => xff_in
             .as_deref()
