@@ -1,7 +1,8 @@
 //! Address newtypes that keep the trusted hop and the real client apart (after linkerd2-proxy).
 //! `PeerAddr` is whoever opened the TCP connection; `ClientAddr` is who we believe the client
-//! is (a trusted PROXY header's source, else the peer). Nothing converts one into the other
-//! implicitly: the only way to a `ClientAddr` from a peer is `ClientAddr::direct`.
+//! is (a trusted PROXY header's source or a trusted hop's forwarding header, else the peer).
+//! Nothing converts one into the other implicitly: the only way to a `ClientAddr` from a peer
+//! is `ClientAddr::direct`.
 //! `ServerAddr` is where a backend server listens; parsing it from text is `config::parsed`'s.
 
 use std::fmt;
@@ -28,8 +29,14 @@ impl ClientAddr {
     }
 
     /// The source a trusted PROXY header asserted (`proxy_protocol::expect`, after the peer was
-    /// checked against the trusted CIDRs). The only other way to make a `ClientAddr`.
+    /// checked against the trusted CIDRs).
     pub(crate) fn from_trusted_header(src: SocketAddr) -> Self {
+        ClientAddr(src)
+    }
+
+    /// The address a trusted hop's `X-Forwarded-For`/`Forwarded` named (`edge::forwarded`,
+    /// after the hop matched `[frontend.forwarded] trusted`); port 0 when the header gave none.
+    pub(crate) fn from_trusted_forwarded(src: SocketAddr) -> Self {
         ClientAddr(src)
     }
 

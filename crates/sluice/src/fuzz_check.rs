@@ -5,6 +5,8 @@
 use crate::config::load::{load_str_with, LoadOptions};
 use crate::discovery::dns::{parse_response, TYPE_A, TYPE_AAAA};
 use crate::edge::client_dn::{rfc2253, serial_hex};
+use crate::edge::forwarded::decide;
+use crate::edge::forwarded_parse::{parse_forwarded, parse_xff, Node, MAX_HOPS};
 use crate::edge::request_id;
 use crate::edge::strict::valid_authority;
 use crate::l4::client_hello::{inspect, Inspect, MAX_HELLO};
@@ -140,5 +142,66 @@ pub fn client_hello(data: &[u8]) -> bool {
             true
         }
         Inspect::More | Inspect::NotTls(_) => false,
+    }
+}
+
+/// `X-Forwarded-For` / `Forwarded` values from a trusted hop: both parsers return a list of
+/// at most `MAX_HOPS` or an error, never a panic; the policy (every address trusted, recursive,
+/// every field emitted) picks the hop or an address the value holds, and the `Forwarded` it
+/// writes for the app parses again, ending with the edge's own element.
+pub fn forwarded_header(data: &[u8]) {
+    let xff = parse_xff(data);
+    if let Ok(nodes) = &xff {
+        assert!(!nodes.is_empty() && nodes.len() <= MAX_HOPS);
+    }
+    let fwd = parse_forwarded(data);
+    if let Ok(nodes) = &fwd {
+        assert!(nodes.len() <= MAX_HOPS);
+    }
+    let Ok(value) = hyper::header::HeaderValue::from_bytes(data) else {
+        return;
+    };
+    let hop = crate::addr::ClientAddr::direct(crate::addr::PeerAddr(([10, 0, 0, 1], 9).into()));
+    for (header, name, nodes) in [
+        (
+            crate::spec::RealIpHeader::XForwardedFor,
+            "x-forwarded-for",
+            xff,
+        ),
+        (crate::spec::RealIpHeader::Forwarded, "forwarded", fwd),
+    ] {
+        let policy = crate::spec::Forwarded {
+            trusted: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+            real_ip_header: header,
+            recursive: true,
+            emit: crate::spec::DEFAULT_EMIT.to_vec(),
+            forwarded_for: crate::spec::ForwardedFor::Ip,
+        };
+        let mut policy = policy;
+        policy.emit.push(crate::spec::ForwardField::Forwarded);
+        let mut headers = hyper::header::HeaderMap::new();
+        headers.insert(name, value.clone());
+        let d = decide(
+            &policy,
+            hop,
+            crate::upstream::Scheme::Https,
+            Some(b"a.test"),
+            &headers,
+        );
+        let client = d.client.addr();
+        if client != hop.addr() {
+            let listed = nodes.unwrap_or_default().iter().any(|n| {
+                matches!(*n, Node::Ip(ip, port) if ip.to_canonical() == client.ip() && port == client.port())
+            });
+            assert!(listed, "client {client} not in the value");
+        }
+        let (_, out) = d
+            .forwarding
+            .fields
+            .iter()
+            .find(|(n, _)| n == "forwarded")
+            .expect("forwarded emitted");
+        let parsed = parse_forwarded(out.as_bytes()).expect("the edge's Forwarded parses");
+        assert_eq!(parsed.last(), Some(&Node::Ip(hop.addr().ip(), 0)));
     }
 }

@@ -119,7 +119,33 @@ fn frontend(f: &m::Frontend) -> Result<spec::Frontend, Unparsed> {
         access_log_stderr: f.access_log_stderr,
         proxy_protocol,
         tls: f.tls.as_ref().map(tls),
-        edge: edge(f),
+        edge: spec::Edge {
+            forwarded: forwarded(f)?,
+            ..edge(f)
+        },
+    })
+}
+
+/// `[frontend.forwarded]`, or the default policy (nobody trusted, today's fields).
+fn forwarded(f: &m::Frontend) -> Result<spec::Forwarded, Unparsed> {
+    let Some(fw) = &f.forwarded else {
+        return Ok(spec::Forwarded::default());
+    };
+    let trusted = fw
+        .trusted
+        .iter()
+        .enumerate()
+        .map(|(i, c)| parse_cidr(c).map_err(|e| (format!("forwarded.trusted[{i}]"), e)))
+        .collect::<Result<_, _>>()?;
+    let mut emit = fw.emit.clone();
+    let mut seen = std::collections::HashSet::new();
+    emit.retain(|e| seen.insert(*e));
+    Ok(spec::Forwarded {
+        trusted,
+        real_ip_header: fw.real_ip_header,
+        recursive: fw.recursive,
+        emit,
+        forwarded_for: fw.forwarded_for,
     })
 }
 
@@ -176,6 +202,7 @@ fn edge(f: &m::Frontend) -> spec::Edge {
         temp_dir: f.temp_dir.as_ref().map(Into::into),
         underscores_in_headers: f.underscores_in_headers,
         proxy_tlv_headers: super::tlv_headers::convert(&f.proxy_protocol_tlv_headers),
+        forwarded: spec::Forwarded::default(),
         timeouts: spec::ClientTimeouts {
             handshake: t.handshake.get(),
             header: t.header.get(),

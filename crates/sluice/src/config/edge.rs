@@ -33,6 +33,7 @@ const EDGE_KEYS: &[&str] = &[
     "temp_dir",
     "underscores_in_headers",
     "proxy_protocol_tlv_headers",
+    "forwarded",
     "timeouts",
     "limits",
 ];

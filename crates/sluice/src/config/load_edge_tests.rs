@@ -277,3 +277,67 @@ fn temp_dir_must_take_a_temp_file_when_files_are_checked() {
     );
     assert!(err.message.contains("cannot create a temp file"), "{err}");
 }
+
+#[test]
+fn forwarded_policy_loads_and_converts() {
+    let t = text(
+        "[frontend.forwarded]\ntrusted = [\"10.0.0.0/8\", \"::1\"]\nreal_ip_header = \"X-Forwarded-For\"\n\
+         recursive = true\nemit = [\"x-forwarded-for\", \"forwarded\", \"forwarded\"]\n\
+         forwarded_for = \"obfuscated\"",
+        "",
+        "",
+        "",
+    );
+    let spec = load(&t).unwrap().spec().unwrap();
+    let fw = &spec.frontends[0].edge.forwarded;
+    assert_eq!(fw.trusted.len(), 2);
+    assert_eq!(fw.real_ip_header, crate::spec::RealIpHeader::XForwardedFor);
+    assert!(fw.recursive);
+    use crate::spec::ForwardField as F;
+    assert_eq!(
+        fw.emit,
+        [F::XForwardedFor, F::Forwarded],
+        "duplicates dropped"
+    );
+    assert_eq!(fw.forwarded_for, crate::spec::ForwardedFor::Obfuscated);
+    // Unset: nobody trusted, the fields earlier versions sent.
+    let spec = load(&text("", "", "", "")).unwrap().spec().unwrap();
+    assert_eq!(
+        spec.frontends[0].edge.forwarded,
+        crate::spec::Forwarded::default()
+    );
+}
+
+#[test]
+fn forwarded_policy_mistakes_are_refused_at_the_key() {
+    let t = text("forwarded = { trusted = [\"10.0.0.0/33\"] }", "", "", "");
+    refused(
+        &t,
+        "\"10.0.0.0/33\"",
+        "frontend[0].forwarded.trusted[0]",
+        "",
+    );
+    let t = text("forwarded = { real_ip_header = \"forwarded\" }", "", "", "");
+    refused(
+        &t,
+        "forwarded = ^{",
+        "frontend[0].forwarded.trusted",
+        "is empty",
+    );
+    let t = text(
+        "forwarded = { trusted = [\"::1\"], real_ip_header = \"x-real-ip\" }",
+        "",
+        "",
+        "",
+    );
+    assert!(load(&t).is_err(), "unknown real_ip_header accepted");
+    let t = text("forwarded = { emit = [\"via\"] }", "", "", "");
+    assert!(load(&t).is_err(), "unknown emit field accepted");
+    let line = "forwarded = { trusted = [\"::1\"] }";
+    refused(
+        &text("", "", line, ""),
+        line,
+        "frontend[1].forwarded",
+        "http-mode (edge)",
+    );
+}

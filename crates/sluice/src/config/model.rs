@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::duration::Dur;
+use crate::spec;
 pub use crate::spec::{
     AccessLogFormat, Balance, ClientVerify, HealthKind, Mode, Protocol, SendProxy, Untrusted,
     DEFAULT_MAX_QUEUE, DEFAULT_MAX_TEMP_FILES, HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
@@ -141,6 +142,9 @@ pub struct Frontend {
     /// (TLV names as nginx's `$proxy_protocol_tlv_NAME`); client-sent copies are removed.
     #[serde(default)]
     pub proxy_protocol_tlv_headers: std::collections::BTreeMap<String, String>,
+    /// Edge only: forwarding-header policy (`[frontend.forwarded]`).
+    #[serde(default)]
+    pub forwarded: Option<Forwarded>,
     /// Edge only: client-side timeouts.
     #[serde(default)]
     pub timeouts: FrontendTimeouts,
@@ -218,6 +222,33 @@ impl Default for FrontendLimits {
             keepalive_requests: 1000,
         }
     }
+}
+
+/// `[frontend.forwarded]` (edge): which hops' forwarding headers are believed, where the
+/// client address may come from, which fields the app gets (nginx's realip module and
+/// `proxy_set_header X-Forwarded-*`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forwarded {
+    /// CIDRs whose forwarding headers are believed (nginx `set_real_ip_from`).
+    #[serde(default)]
+    pub trusted: Vec<String>,
+    /// nginx `real_ip_header`: `none`, `x-forwarded-for` or `forwarded`.
+    #[serde(default)]
+    pub real_ip_header: spec::RealIpHeader,
+    /// nginx `real_ip_recursive`.
+    #[serde(default)]
+    pub recursive: bool,
+    /// Fields the app gets (all others removed).
+    #[serde(default = "default_emit")]
+    pub emit: Vec<spec::ForwardField>,
+    /// `ip` or `obfuscated`: the `for=` of the `Forwarded` element the edge adds.
+    #[serde(default)]
+    pub forwarded_for: spec::ForwardedFor,
+}
+
+fn default_emit() -> Vec<spec::ForwardField> {
+    spec::DEFAULT_EMIT.to_vec()
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

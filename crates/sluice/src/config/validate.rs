@@ -272,6 +272,21 @@ fn check_frontends(cfg: &Config, opts: &LoadOptions, out: &mut Issues) {
         for (k, why) in super::tlv_headers::problems(&f.proxy_protocol_tlv_headers) {
             out.value(tp.key(&k), why);
         }
+        if let Some(fw) = &f.forwarded {
+            let fw_path = p.key("forwarded");
+            for (j, c) in fw.trusted.iter().enumerate() {
+                if let Err(e) = parse_cidr(c) {
+                    out.value(fw_path.key("trusted").index(j), e);
+                }
+            }
+            if fw.trusted.is_empty() && fw.real_ip_header != crate::spec::RealIpHeader::None {
+                out.value(
+                    fw_path.key("trusted"),
+                    "is empty, so real_ip_header would never be used; list the proxies \
+                     (CDN, load balancer) whose header names the client",
+                );
+            }
+        }
         if opts.check_files {
             check_files_of(f, &p, out);
         }

@@ -9,6 +9,8 @@ mod client_cert;
 pub(crate) mod client_dn;
 mod coalesce;
 mod conn;
+pub(crate) mod forwarded;
+pub(crate) mod forwarded_parse;
 mod record;
 pub(crate) mod request_id;
 mod rewind;

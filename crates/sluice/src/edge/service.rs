@@ -63,8 +63,10 @@ pub(crate) async fn handle(
     let start = Instant::now();
     let guard = state.begin();
     let checked = super::strict::check(&req);
+    let decision = forwarded_decision(&fe, &conn, &req);
+    let client = decision.client;
     let mut rec = AccessRecord::for_request(
-        conn.client,
+        client,
         fe.name.clone(),
         req.method(),
         req.uri(),
@@ -92,24 +94,24 @@ pub(crate) async fn handle(
     let mut upstream_start = start;
     let (mut resp, lease) = match checked {
         Err(refusal) => {
-            tracing::debug!(frontend = %fe.name, client = %conn.client, "refused: {}", refusal.reason);
+            tracing::debug!(frontend = %fe.name, client = %client, "refused: {}", refusal.reason);
             (super::strict::refuse(refusal, req.version()), None)
         }
         Ok(()) => {
-            let ctx = context(&conn, &req, id);
+            let ctx = context(&conn, &req, decision, id);
             match forward(&fe, &ctx, req, line.rec(), &mut upstream_start).await {
                 Ok((resp, lease)) => buffer_response(&fe, resp, lease),
                 Err(f) => {
                     match &f {
                         Failure::Upstream(e) => tracing::info!(
                             frontend = %fe.name,
-                            client = %conn.client,
+                            client = %client,
                             server = line.rec().upstream.as_deref().unwrap_or("-"),
                             "request failed: {e}"
                         ),
                         Failure::Body(e) => tracing::info!(
                             frontend = %fe.name,
-                            client = %conn.client,
+                            client = %client,
                             "request refused: {e}"
                         ),
                         Failure::NoServer => {}
@@ -153,8 +155,35 @@ fn buffer_response(
     })
 }
 
+/// The forwarding-header policy's decision for this request (`forwarded`): the client and
+/// the forwarding fields the app gets.
+fn forwarded_decision(
+    fe: &HttpFrontend,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+) -> super::forwarded::Decision {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| req.headers().get(header::HOST).map(HeaderValue::as_bytes))
+        .filter(|h| !h.is_empty() && h.iter().all(u8::is_ascii_graphic));
+    super::forwarded::decide(
+        &fe.settings.forwarded,
+        conn.client,
+        conn.scheme,
+        host,
+        req.headers(),
+    )
+}
+
 /// The upstream request context: the real client, the reached address, SNI or Host.
-fn context(conn: &ConnInfo, req: &Request<Incoming>, request_id: Arc<str>) -> RequestContext {
+fn context(
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    decision: super::forwarded::Decision,
+    request_id: Arc<str>,
+) -> RequestContext {
     let host = req.uri().host().map(str::to_string).or_else(|| {
         let h = req.headers().get(header::HOST)?.to_str().ok()?;
         let h = h.parse::<hyper::http::uri::Authority>().ok()?;
@@ -162,7 +191,8 @@ fn context(conn: &ConnInfo, req: &Request<Incoming>, request_id: Arc<str>) -> Re
     });
     let sni = conn.tls.as_ref().and_then(|t| t.sni.clone());
     RequestContext {
-        client: conn.client,
+        client: decision.client,
+        forwarding: decision.forwarding,
         local: conn.local,
         scheme: conn.scheme,
         server_name: sni

@@ -1,5 +1,5 @@
 //! The edge's knobs as typed values: client timeouts and limits, body and response
-//! buffering, where temp files go, header-name policy, upstream read/send timeouts.
+//! buffering, where temp files go, header-name and forwarding-header policy, upstream read/send timeouts.
 //! Built from a frontend's and its backend's spec (`EdgeSettings::new`); the edge reads
 //! these. No I/O here.
 
@@ -49,6 +49,8 @@ pub(crate) struct EdgeSettings {
     pub upstream: UpstreamTimeouts,
     /// Pass header names containing `_` to the app.
     pub underscores_in_headers: bool,
+    /// Forwarding-header policy (`edge::forwarded`).
+    pub forwarded: spec::Forwarded,
 }
 
 impl EdgeSettings {
@@ -74,6 +76,7 @@ impl EdgeSettings {
                 queue: b.timeouts.queue,
             },
             underscores_in_headers: e.underscores_in_headers,
+            forwarded: e.forwarded.clone(),
         }
     }
 }

@@ -135,6 +135,8 @@ pub struct Edge {
     pub underscores_in_headers: bool,
     /// HTTP apps: these PROXY v2 TLVs as request headers (lowercase names).
     pub proxy_tlv_headers: Vec<(super::TlvName, String)>,
+    /// Forwarding-header policy (`[frontend.forwarded]`).
+    pub forwarded: Forwarded,
     pub timeouts: ClientTimeouts,
     pub limits: ClientLimits,
 }
@@ -165,4 +167,79 @@ pub struct ClientLimits {
     pub h2_streams: u32,
     /// Requests on one connection before it is closed.
     pub keepalive_requests: u64,
+}
+
+/// Where the edge may take the client address from, besides a PROXY header
+/// (nginx `real_ip_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum RealIpHeader {
+    /// Only the connection (or its trusted PROXY header) says who the client is.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    #[serde(rename = "x-forwarded-for", alias = "X-Forwarded-For")]
+    XForwardedFor,
+    #[serde(rename = "forwarded", alias = "Forwarded")]
+    Forwarded,
+}
+
+/// A forwarding field the edge can write for the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum ForwardField {
+    #[serde(rename = "x-forwarded-for", alias = "X-Forwarded-For")]
+    XForwardedFor,
+    #[serde(rename = "x-real-ip", alias = "X-Real-IP")]
+    XRealIp,
+    #[serde(rename = "x-forwarded-proto", alias = "X-Forwarded-Proto")]
+    XForwardedProto,
+    #[serde(rename = "x-forwarded-host", alias = "X-Forwarded-Host")]
+    XForwardedHost,
+    #[serde(rename = "forwarded", alias = "Forwarded")]
+    Forwarded,
+}
+
+/// How the edge names the client in the `for=` of the `Forwarded` element it adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardedFor {
+    /// The address (`for=192.0.2.7`, `for="[2001:db8::7]"`).
+    #[default]
+    Ip,
+    /// An RFC 7239 obfuscated identifier, the same for one address within one process
+    /// (`for=_3f09c2a17b44e1d0`).
+    Obfuscated,
+}
+
+/// The forwarding-header policy of one edge frontend (`[frontend.forwarded]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    /// Hops whose forwarding headers are believed (nginx `set_real_ip_from`); the address
+    /// checked is the connection's client (after a trusted PROXY header).
+    pub trusted: Vec<IpNet>,
+    /// Take the client address from this header of a trusted hop (nginx `real_ip_header`).
+    pub real_ip_header: RealIpHeader,
+    /// Skip trusted addresses from the right of the list (nginx `real_ip_recursive`).
+    pub recursive: bool,
+    /// The fields the app gets, in the edge's values; every other forwarding field is removed.
+    pub emit: Vec<ForwardField>,
+    pub forwarded_for: ForwardedFor,
+}
+
+/// `emit` when unset: what earlier versions sent HTTP apps.
+pub const DEFAULT_EMIT: [ForwardField; 3] = [
+    ForwardField::XForwardedFor,
+    ForwardField::XRealIp,
+    ForwardField::XForwardedProto,
+];
+
+impl Default for Forwarded {
+    fn default() -> Self {
+        Forwarded {
+            trusted: Vec::new(),
+            real_ip_header: RealIpHeader::None,
+            recursive: false,
+            emit: DEFAULT_EMIT.to_vec(),
+            forwarded_for: ForwardedFor::Ip,
+        }
+    }
 }

@@ -1,8 +1,7 @@
 //! Header rules shared by the upstream clients: hop-by-hop removal (RFC 9110 §7.6.1 plus
 //! the legacy Keep-Alive/Proxy-Connection), names with `_` (nginx `underscores_in_headers`),
-//! forwarding headers (X-Forwarded-For appended, X-Real-IP, X-Forwarded-Proto), the request
-//! id (X-Request-Id) and joining repeated fields. Pure functions over HeaderMap; no I/O, no
-//! choice of server.
+//! the request id (X-Request-Id) and joining repeated fields. Pure functions over HeaderMap;
+//! no I/O, no choice of server. The forwarding fields are `forwarding.rs`'s.
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -121,33 +120,6 @@ pub(super) fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// Adds the forwarding headers for the real client (`ctx.client`, never the TCP peer):
-/// X-Forwarded-For gets ", <ip>" appended to whatever the request carried (all values
-/// joined), X-Real-IP and X-Forwarded-Proto are set, replacing client-sent values.
-pub(super) fn add_forwarding(headers: &mut HeaderMap, ctx: &RequestContext) {
-    let ip = ctx.client.addr().ip().to_string();
-    let xff_name = HeaderName::from_static("x-forwarded-for");
-    let xff = match joined(headers, &xff_name) {
-        Some(mut prev) if !prev.is_empty() => {
-            prev.extend_from_slice(b", ");
-            prev.extend_from_slice(ip.as_bytes());
-            prev
-        }
-        _ => ip.clone().into_bytes(),
-    };
-    // Each part came from a valid HeaderValue or is an IP literal: always valid.
-    if let Ok(v) = HeaderValue::from_bytes(&xff) {
-        headers.insert(xff_name, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&ip) {
-        headers.insert(HeaderName::from_static("x-real-ip"), v);
-    }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(ctx.scheme.as_str()),
-    );
-}
-
 /// Sets `X-Request-Id` to the request's id (`ctx.request_id`), replacing any other; after
 /// the hop-by-hop removal, so a client's `Connection: X-Request-Id` cannot remove it.
 pub(super) fn add_request_id(headers: &mut HeaderMap, ctx: &RequestContext) {
@@ -169,24 +141,6 @@ mod tests {
         let names: Vec<&str> = HOP_BY_HOP_NAMES.iter().map(|n| n.as_str()).collect();
         assert_eq!(names, HOP_BY_HOP);
     }
-    use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
-    use crate::upstream::Scheme;
-
-    fn ctx() -> RequestContext {
-        RequestContext {
-            client: ClientAddr::direct(PeerAddr("127.0.0.2:40000".parse().unwrap())),
-            local: LocalAddr("127.0.0.1:443".parse().unwrap()),
-            scheme: Scheme::Https,
-            server_name: "example.test".into(),
-            server_port: 443,
-            tls_version: None,
-            tls_resumed: false,
-            request_id: None,
-            client_cert: None,
-            proxy_tlvs: Default::default(),
-        }
-    }
-
     #[test]
     fn strips_fixed_and_connection_listed() {
         let mut h = HeaderMap::new();
@@ -198,21 +152,6 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-keep"], "yes");
-    }
-
-    #[test]
-    fn forwarding_appends_xff_and_overrides_the_rest() {
-        let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", HeaderValue::from_static("10.9.9.9"));
-        h.append("x-forwarded-for", HeaderValue::from_static("10.8.8.8"));
-        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
-        add_forwarding(&mut h, &ctx());
-        assert_eq!(h["x-forwarded-for"], "10.9.9.9, 10.8.8.8, 127.0.0.2");
-        assert_eq!(h["x-real-ip"], "127.0.0.2");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        let mut h = HeaderMap::new();
-        add_forwarding(&mut h, &ctx());
-        assert_eq!(h["x-forwarded-for"], "127.0.0.2");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! HTTP upstream client: HTTP/1.1 to TCP or unix-socket servers through a keep-alive pool
 //! (hyper-util's legacy Client with a connector that understands `ServerAddr`). Requests
-//! lose their hop-by-hop headers (and names with `_` unless allowed) and gain X-Forwarded-For/
-//! X-Real-IP/X-Forwarded-Proto for the real client; HTTP/2 requests go out as HTTP/1.1; Host
+//! lose their hop-by-hop headers (and names with `_` unless allowed), and their forwarding
+//! fields are the edge's (`RequestContext::forwarding`); HTTP/2 requests go out as HTTP/1.1; Host
 //! is the target's authority when there is one. Sockets per server stay within its cap
 //! (`sockets.rs`), whether in use, idle or connecting.
 
@@ -24,9 +24,7 @@ use tokio::sync::Notify;
 
 use super::body::{with_progress, IdleTimeout, Progress};
 use super::connect::connect;
-use super::headers::{
-    add_forwarding, add_request_id, drop_underscored, join_cookies, strip_hop_by_hop,
-};
+use super::headers::{add_request_id, drop_underscored, join_cookies, strip_hop_by_hop};
 use super::sockets::{Capped, SocketCaps};
 use super::{Body, BoxError, RequestContext, ServerAddr, UpstreamError};
 
@@ -123,7 +121,7 @@ impl HttpUpstream {
             drop_underscored(&mut parts.headers);
         }
         join_cookies(&mut parts.headers);
-        add_forwarding(&mut parts.headers, ctx);
+        ctx.forwarding.apply(&mut parts.headers);
         add_request_id(&mut parts.headers, ctx);
         super::client_cert::set_headers(&mut parts.headers, ctx.client_cert.as_deref());
         ctx.proxy_tlvs

@@ -7,6 +7,7 @@
 mod body;
 mod client_cert;
 mod connect;
+mod forwarding;
 mod headers;
 mod http;
 mod sockets;
@@ -29,6 +30,8 @@ use hyper::{Request, Response, StatusCode};
 use crate::addr::{ClientAddr, LocalAddr};
 
 pub use self::client_cert::{CertDetails, ClientCert};
+pub use self::forwarding::Forwarding;
+pub(crate) use self::forwarding::FORWARDING_NAMES;
 pub use self::http::{HttpOpts, HttpUpstream};
 pub use self::sockets::SocketCaps;
 pub use self::tlv_vars::{tlv_header_names, ProxyTlvs};
@@ -116,8 +119,12 @@ impl Scheme {
 /// What the edge knows about the client connection, passed with every request.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
-    /// The real client (PROXY source when trusted); becomes REMOTE_ADDR / X-Forwarded-For.
+    /// The real client (PROXY source when trusted, or what a trusted hop's forwarding header
+    /// named); becomes REMOTE_ADDR / REMOTE_PORT.
     pub client: ClientAddr,
+    /// The forwarding fields the app gets (HTTP headers, uwsgi `HTTP_*`), decided by the
+    /// edge's `[frontend.forwarded]` policy; client-sent copies never pass.
+    pub forwarding: Forwarding,
     /// The address the client reached; becomes SERVER_ADDR.
     pub local: LocalAddr,
     pub scheme: Scheme,

@@ -23,6 +23,10 @@ use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 pub(super) fn ctx() -> RequestContext {
     RequestContext {
         client: ClientAddr::direct(PeerAddr("127.0.0.2:40000".parse().unwrap())),
+        forwarding: Forwarding::direct(
+            ClientAddr::direct(PeerAddr("127.0.0.2:40000".parse().unwrap())),
+            Scheme::Https,
+        ),
         local: LocalAddr("127.0.0.1:8443".parse().unwrap()),
         scheme: Scheme::Https,
         server_name: "app.test".into(),
@@ -220,6 +224,8 @@ async fn tcp_request_carries_every_variable_with_the_real_client() {
         .header("connection", "keep-alive, x-hop")
         .header("x-hop", "gone")
         .header("proxy", "http://evil")
+        .header("x-forwarded-for", "9.9.9.9")
+        .header("forwarded", "for=9.9.9.9")
         .body(Empty::<Bytes>::new())
         .unwrap();
     let resp = client().send(&srv.addr, req, &ctx()).await.unwrap();
@@ -248,12 +254,21 @@ async fn tcp_request_carries_every_variable_with_the_real_client() {
         ("HTTP_COOKIE", "a=1; b=2"),
         ("HTTP_ACCEPT", "text/plain, text/html"),
         ("HTTP_X_CUSTOM_THING", "v"),
+        // The context's forwarding fields, never the client's copies.
+        ("HTTP_X_FORWARDED_FOR", "127.0.0.2"),
+        ("HTTP_X_REAL_IP", "127.0.0.2"),
+        ("HTTP_X_FORWARDED_PROTO", "https"),
         ("BODY-LEN", "0"),
     ];
     for (k, val) in want {
         assert_eq!(v.get(k).map(String::as_str), Some(val), "{k} in {v:?}");
     }
-    for absent in ["HTTP_CONNECTION", "HTTP_X_HOP", "HTTP_PROXY"] {
+    for absent in [
+        "HTTP_CONNECTION",
+        "HTTP_X_HOP",
+        "HTTP_PROXY",
+        "HTTP_FORWARDED",
+    ] {
         assert!(!v.contains_key(absent), "{absent} forwarded: {v:?}");
     }
 }

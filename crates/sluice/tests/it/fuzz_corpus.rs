@@ -55,6 +55,11 @@ fn every_client_dn_corpus_file_replays_without_panic() {
 }
 
 #[test]
+fn every_forwarded_header_corpus_file_replays_without_panic() {
+    replay("forwarded_header", 6, fuzz_check::forwarded_header);
+}
+
+#[test]
 fn every_config_corpus_file_replays_without_panic() {
     replay("config", 2, fuzz_check::config);
 }

@@ -24,6 +24,7 @@ mod fault_exhaustion;
 mod fault_servers;
 mod fault_tls_slowloris;
 mod forward;
+mod forwarded;
 mod fuzz_corpus;
 mod hostile_config;
 mod hostile_http;

@@ -13,13 +13,17 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::{Request, StatusCode};
 use sluice::addr::{ClientAddr, LocalAddr, PeerAddr};
-use sluice::upstream::{RequestContext, Scheme, ServerAddr, UwsgiClient, UwsgiOpts};
+use sluice::upstream::{Forwarding, RequestContext, Scheme, ServerAddr, UwsgiClient, UwsgiOpts};
 
 use crate::support::{start_seed_uwsgi, tool, wait_unix};
 
 fn ctx() -> RequestContext {
     RequestContext {
         client: ClientAddr::direct(PeerAddr("127.0.0.2:40000".parse().unwrap())),
+        forwarding: Forwarding::direct(
+            ClientAddr::direct(PeerAddr("127.0.0.2:40000".parse().unwrap())),
+            Scheme::Https,
+        ),
         local: LocalAddr("127.0.0.1:8443".parse().unwrap()),
         scheme: Scheme::Https,
         server_name: "app.test".into(),

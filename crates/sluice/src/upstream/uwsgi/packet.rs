@@ -1,11 +1,13 @@
 //! The uwsgi request packet (modifier1 = 0): a 4-byte header (modifier1, datasize u16 LE,
-//! modifier2) and the CGI variables of nginx's `uwsgi_params` plus SERVER_ADDR and HTTP_*.
+//! modifier2) and the CGI variables of nginx's `uwsgi_params` plus SERVER_ADDR and HTTP_*
+//! (the forwarding fields as the edge decided them, never the client's copies).
 //! Pure: builds bytes from request parts and context; the body is sent by the caller.
 
 use hyper::header::{self, HeaderMap};
 use hyper::http::request::Parts;
 use hyper::{Method, Version};
 
+use crate::upstream::forwarding::is_forwarding;
 use crate::upstream::headers::{has_underscore, hop_by_hop_names, joined};
 use crate::upstream::{RequestContext, Scheme, UpstreamError};
 
@@ -36,8 +38,10 @@ impl Vars {
 /// Builds the whole packet (header + vars) for a request whose body is `content_length`
 /// bytes. Header fields become HTTP_<NAME> (repeated fields joined, cookies with "; ");
 /// skipped: hop-by-hop fields, Content-Type/Content-Length (they are CONTENT_*), `Proxy`
-/// (httpoxy), a client's `X-SSL-Client-*` (they would pass for ours in WSGI's headers) and, unless `underscores`, names containing '_' (they would alias a dashed
-/// name; nginx drops them by default). HTTP_HOST is the target's authority when there is one.
+/// (httpoxy), the forwarding fields (the edge's come from `ctx.forwarding`), a client's
+/// `X-SSL-Client-*` (they would pass for ours in WSGI's headers) and, unless `underscores`,
+/// names containing '_' (they would alias a dashed name; nginx drops them by default).
+/// HTTP_HOST is the target's authority when there is one.
 pub fn build(
     parts: &Parts,
     ctx: &RequestContext,
@@ -119,26 +123,35 @@ pub fn build(
             || name == header::CONTENT_TYPE
             || name == header::CONTENT_LENGTH
             || n == "proxy"
+            || is_forwarding(name)
             || (!underscores && has_underscore(name))
             || crate::upstream::client_cert::HEADERS.contains(&n)
         {
             continue;
         }
-        let mut key = Vec::with_capacity(5 + n.len());
-        key.extend_from_slice(b"HTTP_");
-        key.extend(n.bytes().map(|b| {
-            if b == b'-' {
-                b'_'
-            } else {
-                b.to_ascii_uppercase()
-            }
-        }));
         let val = joined(&parts.headers, name).unwrap_or_default();
-        v.push(&key, &val)?;
+        v.push(&http_key(n), &val)?;
+    }
+    for (name, val) in &ctx.forwarding.fields {
+        v.push(&http_key(name.as_str()), val.as_bytes())?;
     }
     let size = (v.buf.len() - 4) as u16; // push() keeps it <= MAX_DATASIZE
     v.buf[1..3].copy_from_slice(&size.to_le_bytes());
     Ok(v.buf)
+}
+
+/// `HTTP_` and the field name uppercased with `-` as `_` (CGI).
+fn http_key(n: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(5 + n.len());
+    key.extend_from_slice(b"HTTP_");
+    key.extend(n.bytes().map(|b| {
+        if b == b'-' {
+            b'_'
+        } else {
+            b.to_ascii_uppercase()
+        }
+    }));
+    key
 }
 
 /// Methods that carry a body, or any request that announced one.
@@ -216,6 +229,50 @@ fn hex(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The variables of a packet, in order.
+    fn vars_of(packet: &[u8]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut i = 4;
+        while i < packet.len() {
+            let kl = u16::from_le_bytes([packet[i], packet[i + 1]]) as usize;
+            let k = String::from_utf8_lossy(&packet[i + 2..i + 2 + kl]).into_owned();
+            i += 2 + kl;
+            let vl = u16::from_le_bytes([packet[i], packet[i + 1]]) as usize;
+            let v = String::from_utf8_lossy(&packet[i + 2..i + 2 + vl]).into_owned();
+            i += 2 + vl;
+            out.push((k, v));
+        }
+        out
+    }
+
+    #[test]
+    fn forwarding_vars_are_the_contexts_even_with_underscores() {
+        let req = hyper::Request::get("/")
+            .header("host", "app.test")
+            .header("x-forwarded-for", "8.8.8.8")
+            .header("x-forwarded_for", "8.8.8.8")
+            .header("forwarded", "for=8.8.8.8")
+            .header("x_real_ip", "8.8.8.8")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let ctx = crate::upstream::uwsgi_tests::ctx();
+        let vars = vars_of(&build(&parts, &ctx, 0, "", true).unwrap());
+        let fwd: Vec<_> = vars
+            .iter()
+            .filter(|(k, _)| k.contains("FORWARDED") || k.contains("REAL_IP"))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            fwd,
+            [
+                ("HTTP_X_FORWARDED_FOR", "127.0.0.2"),
+                ("HTTP_X_REAL_IP", "127.0.0.2"),
+                ("HTTP_X_FORWARDED_PROTO", "https"),
+            ]
+        );
+    }
 
     fn du(p: &str) -> String {
         String::from_utf8(document_uri(p).unwrap()).unwrap()
