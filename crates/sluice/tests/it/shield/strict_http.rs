@@ -280,7 +280,12 @@ async fn underscored_header_names_reach_no_app_unless_allowed() {
     let resp = raw_request(sl.addr("ht_on"), req.as_bytes()).await;
     let lower = resp.to_ascii_lowercase();
     assert!(lower.contains("\r\nx-foo_bar: 1\r\n"), "{resp}");
-    assert!(lower.contains("\r\nx-forwarded_for: 9.9.9.9\r\n"), "{resp}");
+    // Except a name that aliases a forwarding field (`[frontend.forwarded]`): an app mapping
+    // `_` and `-` alike would take it for the edge's X-Forwarded-For.
+    assert!(
+        !lower.contains("x-forwarded_for") && !lower.contains("9.9.9.9"),
+        "{resp}"
+    );
     sl.shutdown().await;
 }
 
