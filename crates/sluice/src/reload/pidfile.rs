@@ -140,13 +140,18 @@ impl Drop for PidFile {
 
 /// Writes `pid` into the open pid file `file` so that a reader never sees it empty or
 /// mixed: one write over the old content (padded with spaces, which readers trim), then the
-/// file is cut to length. The running sluice writes its successor's pid this way on upgrade.
+/// file is cut to length when the old content was longer. The running sluice writes its
+/// successor's pid this way on upgrade. A file that needs no cut is written once: a reader
+/// that saw the pid sees the file change no more (its mtime included).
 pub(crate) fn write_pid(file: &File, pid: u32) -> io::Result<()> {
     let text = format!("{pid}\n");
     let old = file.metadata()?.len().min(MAX_PID_FILE) as usize;
     let padded = format!("{text:<old$}");
     file.write_all_at(padded.as_bytes(), 0)?;
-    file.set_len(text.len() as u64)
+    if padded.len() != text.len() {
+        file.set_len(text.len() as u64)?;
+    }
+    Ok(())
 }
 
 /// Whether `file` is the file now at `path` (not one removed or replaced since it opened).

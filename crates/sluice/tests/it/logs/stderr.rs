@@ -137,8 +137,9 @@ async fn json_process_log_is_flat_and_records_keep_their_fields() {
         "{rejected}"
     );
     assert!(rejected.get("message").is_none(), "{rejected}");
+    // The connection line, not the PROXY rejection (same target) logged around it.
     let conn = wait_line(&lines, "a connection record", |l| {
-        l.contains("\"sluice::conn\"")
+        l.contains("\"sluice::conn\"") && !l.contains("\"proxy_rejected\"")
     })
     .await;
     let access = wait_line(&lines, "an access record", |l| {
