@@ -445,33 +445,12 @@ def application(environ, start_response):
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_uwsgi_app_sees_the_identity_and_the_pem() {
     let Some(openssl) = openssl() else { return };
-    let Some(uwsgi) = tool("uwsgi", &["/usr/bin/uwsgi", "uwsgi"]) else {
-        return;
-    };
-    if !Path::new("/usr/lib/uwsgi/plugins/python3_plugin.so").exists() {
-        return skip("uwsgi python3 plugin (/usr/lib/uwsgi/plugins/python3_plugin.so)");
-    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let app = write_file(d, "app.py", WSGI_APP);
-    let sock = d.join("app.sock");
-    let (sock_s, app_s) = (sock.display().to_string(), app.display().to_string());
-    let args = [
-        "--plugin",
-        "python3",
-        "--socket",
-        &sock_s,
-        "--wsgi-file",
-        &app_s,
-        "--processes",
-        "1",
-        "--need-app",
-        "--die-on-term",
-        "--buffer-size",
-        "32768",
-    ];
-    let mut peer = spawn_peer(&uwsgi, &args, &d.join("uwsgi.log"));
-    wait_unix(&sock, &mut peer, d).await;
+    let Some((_peer, sock)) = start_uwsgi_wsgi(d, WSGI_APP, &["--buffer-size", "32768"]).await
+    else {
+        return;
+    };
     let ca = Ca::root(d, "ca.pem", "Test Client CA");
     let dave = ca.client(d, "dave", "Example, Inc.", "Jöhn Doe", &[0x7f, 0x01]);
     let extra = format!(
@@ -480,7 +459,7 @@ async fn a_real_uwsgi_app_sees_the_identity_and_the_pem() {
     );
     let toml = config(d, &extra, "127.0.0.1:9".parse().unwrap(), "uwsgi").replace(
         "addr = \"127.0.0.1:9\"",
-        &format!("addr = \"unix:{sock_s}\""),
+        &format!("addr = \"unix:{}\"", sock.display()),
     );
     let sl = Sluice::start(&toml).await;
     let fe = sl.addr("web");

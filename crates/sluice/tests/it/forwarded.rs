@@ -24,33 +24,9 @@ def application(environ, start_response):
     return [body]
 "#;
 
-/// The real uWSGI running [`ENV_APP`] on `<dir>/env.sock`; None after a SKIP line.
+/// The real uWSGI running [`ENV_APP`]; None after a SKIP line.
 async fn env_uwsgi(dir: &Path) -> Option<(ChildGuard, PathBuf)> {
-    let uwsgi = tool("uwsgi", &["/usr/bin/uwsgi", "uwsgi"])?;
-    if !Path::new("/usr/lib/uwsgi/plugins/python3_plugin.so").exists() {
-        skip("uwsgi python3 plugin (/usr/lib/uwsgi/plugins/python3_plugin.so)");
-        return None;
-    }
-    let app = write_file(dir, "env_app.py", ENV_APP);
-    let sock = dir.join("env.sock");
-    let (s, a) = (sock.display().to_string(), app.display().to_string());
-    let args = [
-        "--plugin",
-        "python3",
-        "--socket",
-        &s,
-        "--wsgi-file",
-        &a,
-        "--processes",
-        "1",
-        "--threads",
-        "2",
-        "--need-app",
-        "--die-on-term",
-    ];
-    let mut child = spawn_peer(&uwsgi, &args, &dir.join("uwsgi.log"));
-    wait_unix(&sock, &mut child, dir).await;
-    Some((child, sock))
+    start_uwsgi_wsgi(dir, ENV_APP, &["--threads", "2"]).await
 }
 
 /// An edge frontend `name` on `backend` with `extra` lines (PROXY, `[frontend.forwarded]`).

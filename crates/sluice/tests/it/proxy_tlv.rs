@@ -39,31 +39,9 @@ const ENV_APP: &str = r#"def application(env, start_response):
     return [body]
 "#;
 
-/// The real uWSGI serving `ENV_APP` on `<dir>/env.sock`; None after a SKIP line.
+/// The real uWSGI serving `ENV_APP`; None after a SKIP line.
 async fn env_uwsgi(dir: &Path) -> Option<(ChildGuard, std::path::PathBuf)> {
-    let uwsgi = tool("uwsgi", &["/usr/bin/uwsgi", "uwsgi"])?;
-    if !Path::new("/usr/lib/uwsgi/plugins/python3_plugin.so").exists() {
-        skip("uwsgi python3 plugin (/usr/lib/uwsgi/plugins/python3_plugin.so)");
-        return None;
-    }
-    let app = write_file(dir, "env_app.py", ENV_APP);
-    let sock = dir.join("env.sock");
-    let (s, a) = (sock.display().to_string(), app.display().to_string());
-    let args = [
-        "--plugin",
-        "python3",
-        "--socket",
-        &s,
-        "--wsgi-file",
-        &a,
-        "--processes",
-        "1",
-        "--need-app",
-        "--die-on-term",
-    ];
-    let mut child = spawn_peer(&uwsgi, &args, &dir.join("uwsgi.log"));
-    wait_unix(&sock, &mut child, dir).await;
-    Some((child, sock))
+    start_uwsgi_wsgi(dir, ENV_APP, &[]).await
 }
 
 /// A plain-HTTP edge trusting PROXY from 127.0.0.1, logging `log_format` to `<dir>/<name>.log`.

@@ -191,32 +191,11 @@ const ENV_APP: &str = r"def application(env, start_response):
 /// in the edge's line and the prefix of the app's REQUEST_ID.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_uwsgi_sees_the_id_both_tiers_log() {
-    let Some(uwsgi) = tool("uwsgi", &["/usr/bin/uwsgi", "uwsgi"]) else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_uw, sock)) = start_uwsgi_wsgi(dir.path(), ENV_APP, &[]).await else {
         return;
     };
-    let plugin = Path::new("/usr/lib/uwsgi/plugins/python3_plugin.so");
-    if !plugin.exists() {
-        skip("uwsgi python3 plugin (/usr/lib/uwsgi/plugins/python3_plugin.so)");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let app = write_file(dir.path(), "env_app.py", ENV_APP);
-    let sock = dir.path().join("app.sock");
-    let (s, a) = (sock.display().to_string(), app.display().to_string());
-    let args = [
-        "--plugin",
-        "python3",
-        "--socket",
-        &s,
-        "--wsgi-file",
-        &a,
-        "--processes",
-        "1",
-        "--need-app",
-        "--die-on-term",
-    ];
-    let mut uw = spawn_peer(&uwsgi, &args, &dir.path().join("uwsgi.log"));
-    wait_unix(&sock, &mut uw, dir.path()).await;
+    let s = sock.display().to_string();
 
     let (edge, der) = edge(dir.path(), "rid_real", &format!("unix:{s}")).await;
     let lb = balancer(dir.path(), "rid_real_lb", edge.addr("rid_real")).await;

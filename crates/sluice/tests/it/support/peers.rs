@@ -1,13 +1,14 @@
 //! Peer programs as child processes: `spawn_peer` runs one (killed on drop), `wait_ready`
 //! polls until its socket accepts (panicking with its log if it exits), and `start_haproxy` /
-//! `start_nginx` are the one way tests launch those two. Configs stay with each test.
+//! `start_nginx` are the one way tests launch those two, `start_uwsgi_wsgi` the one way to run
+//! a WSGI file under the real uWSGI. Configs stay with each test.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{write_file, ChildGuard};
+use super::{skip, tool, wait_unix, write_file, ChildGuard};
 
 /// Upper bound for a peer to come up (uWSGI imports Flask; the machine is shared).
 pub const STARTUP: Duration = Duration::from_secs(30);
@@ -89,4 +90,38 @@ pub async fn start_nginx(nginx: &Path, dir: &Path, conf: &Path, addr: SocketAddr
     );
     wait_ready("nginx", &mut child, Path::new(&err), Probe::Tcp(addr)).await;
     child
+}
+
+/// The real uWSGI (Debian's python3 plugin) serving the WSGI source `app` (written to `dir`)
+/// on `<dir>/app.sock`, one process, `extra` arguments appended; ready once the socket
+/// accepts. None, after a SKIP line, when uwsgi or its python3 plugin is missing.
+pub async fn start_uwsgi_wsgi(
+    dir: &Path,
+    app: &str,
+    extra: &[&str],
+) -> Option<(ChildGuard, PathBuf)> {
+    let uwsgi = tool("uwsgi", &["/usr/bin/uwsgi", "uwsgi"])?;
+    if !Path::new("/usr/lib/uwsgi/plugins/python3_plugin.so").exists() {
+        skip("uwsgi python3 plugin (/usr/lib/uwsgi/plugins/python3_plugin.so)");
+        return None;
+    }
+    let app = write_file(dir, "app.py", app);
+    let sock = dir.join("app.sock");
+    let (s, a) = (sock.display().to_string(), app.display().to_string());
+    let mut args = vec![
+        "--plugin",
+        "python3",
+        "--socket",
+        &s,
+        "--wsgi-file",
+        &a,
+        "--processes",
+        "1",
+        "--need-app",
+        "--die-on-term",
+    ];
+    args.extend_from_slice(extra);
+    let mut child = spawn_peer(&uwsgi, &args, &dir.join("uwsgi.log"));
+    wait_unix(&sock, &mut child, dir).await;
+    Some((child, sock))
 }
