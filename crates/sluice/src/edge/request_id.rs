@@ -10,6 +10,7 @@ use hyper::header::{HeaderMap, HeaderName};
 
 use crate::proxy_protocol::conn_id::is_id_text;
 use crate::proxy_protocol::{ConnId, Policy};
+use crate::spec::Forwarded;
 
 /// The request header carrying the id.
 pub(super) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -17,10 +18,12 @@ pub(super) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-
 /// Whether the sender of a request's headers may set its id. That sender is the HTTP hop:
 /// the real client (a trusted PROXY header's source, else the TCP peer), never the L4
 /// balancer in front, which does not write HTTP. Trusted: the hop's address is in the
-/// frontend's `proxy_protocol.trusted` CIDRs. The one place that decides, so another trust
-/// list (a forwarding-header policy's) can take its place.
-pub(super) fn trusted_hop(policy: Option<&Policy>, hop: IpAddr) -> bool {
-    policy.is_some_and(|p| p.is_trusted(hop))
+/// frontend's `proxy_protocol.trusted` CIDRs, or in `[frontend.forwarded].trusted` (the HTTP
+/// proxies whose forwarding headers the edge believes: a CDN or proxy in front that set an
+/// id). The one place that decides.
+pub(super) fn trusted_hop(policy: Option<&Policy>, forwarded: &Forwarded, hop: IpAddr) -> bool {
+    let hop = hop.to_canonical();
+    policy.is_some_and(|p| p.is_trusted(hop)) || forwarded.trusted.iter().any(|n| n.contains(&hop))
 }
 
 /// Removes every `X-Request-Id` from `headers` and returns the request's id: the removed
@@ -91,8 +94,20 @@ mod tests {
             untrusted: crate::spec::Untrusted::Reject,
             max_v2_len: 1024,
         };
-        assert!(trusted_hop(Some(&p), "127.0.0.3".parse().unwrap()));
-        assert!(!trusted_hop(Some(&p), "127.0.0.2".parse().unwrap()));
-        assert!(!trusted_hop(None, "127.0.0.3".parse().unwrap()));
+        let none = Forwarded::default();
+        assert!(trusted_hop(Some(&p), &none, "127.0.0.3".parse().unwrap()));
+        assert!(!trusted_hop(Some(&p), &none, "127.0.0.2".parse().unwrap()));
+        assert!(!trusted_hop(None, &none, "127.0.0.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_hop_the_forwarding_policy_trusts_may_set_the_id() {
+        let fwd = Forwarded {
+            trusted: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Forwarded::default()
+        };
+        assert!(trusted_hop(None, &fwd, "10.1.2.3".parse().unwrap()));
+        assert!(trusted_hop(None, &fwd, "::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!trusted_hop(None, &fwd, "127.0.0.2".parse().unwrap()));
     }
 }

@@ -79,7 +79,11 @@ pub(crate) async fn handle(
     rec.local = Some(conn.local);
     rec.proxy_tlvs = conn.proxy_tlvs.clone();
     (rec.connection, rec.connection_requests) = (conn.id, guard.number());
-    let trusted = request_id::trusted_hop(fe.policy.as_ref(), conn.client.addr().ip());
+    let trusted = request_id::trusted_hop(
+        fe.policy.as_ref(),
+        &fe.settings.forwarded,
+        conn.client.addr().ip(),
+    );
     let id = request_id::take(req.headers_mut(), &conn.conn_id, guard.number(), trusted);
     (rec.connection_id, rec.request_id) = (Some(conn.conn_id.clone()), Some(id.clone()));
     if let Some(tls) = &conn.tls {

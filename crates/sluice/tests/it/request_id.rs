@@ -386,3 +386,42 @@ async fn http2_streams_number_their_request_ids() {
     lb.shutdown().await;
     edge.shutdown().await;
 }
+
+/// A CDN or HTTP proxy in front (127.0.0.4, listed in `[frontend.forwarded].trusted`, no
+/// PROXY protocol) may set the request id; a direct client may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_forwarding_hop_may_set_the_request_id() {
+    let app = http_echo_app().await;
+    let cfg = format!(
+        "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n\
+         [[frontend]]\nname = \"rid_cdn\"\nbind = [\"127.0.0.1:0\"]\nmode = \"http\"\n\
+         backend = \"rid_cdn_app\"\n\
+         [frontend.forwarded]\ntrusted = [\"127.0.0.4/32\"]\n\n\
+         [[backend]]\nname = \"rid_cdn_app\"\nprotocol = \"http\"\n\
+         [[backend.servers]]\naddr = \"{app}\"\n"
+    );
+    let edge = Sluice::start(&cfg).await;
+    let req =
+        b"GET /c HTTP/1.1\r\nHost: app.test\r\nX-Request-Id: cdn-77\r\nConnection: close\r\n\r\n";
+    for (from, kept) in [
+        (Ipv4Addr::new(127, 0, 0, 4), true),
+        (Ipv4Addr::new(127, 0, 0, 2), false),
+    ] {
+        let mut c = within(
+            "connect",
+            connect_from(IpAddr::V4(from), edge.addr("rid_cdn")),
+        )
+        .await
+        .unwrap();
+        c.write_all(req).await.unwrap();
+        let resp = read_all(&mut c).await.to_ascii_lowercase();
+        assert!(resp.starts_with("http/1.1 200"), "{resp}");
+        assert_eq!(
+            resp.contains("x-request-id: cdn-77\r\n"),
+            kept,
+            "from {from}: {resp}"
+        );
+        assert!(resp.contains("x-request-id: "), "{resp}");
+    }
+    edge.shutdown().await;
+}
