@@ -1,7 +1,8 @@
 //! Checks of the client certificate keys of a `[frontend.tls]` table (`client_ca`,
 //! `client_verify`, `client_verify_depth`, `client_crl`, `pass_client_cert`): combinations
-//! that cannot work and the depth rustls-webpki can build. It reads no file (the CA and CRL
-//! are parsed by `tls::check_files`, as `run` loads them).
+//! that cannot work and the depth rustls-webpki can build; and of its ticket keys
+//! (`ticket_keys` or `ticket_secret`, `ticket_rotation`). It reads no file (the CA, CRL and
+//! secrets are read by `tls::check_files`, as `run` loads them).
 
 use super::model::{ClientVerify, Tls};
 use super::spans::{At, KeyPath};
@@ -10,8 +11,44 @@ use super::validate::Issue;
 /// Most intermediate CA certificates rustls-webpki puts in a path (its `MAX_SUB_CA_COUNT`).
 pub(super) const MAX_VERIFY_DEPTH: u8 = 6;
 
-/// The problems of `t`'s client certificate keys; `tp` is the table's path.
+/// The problems of `t`'s ticket keys; `tp` is the table's path.
+fn check_tickets(t: &Tls, tp: &KeyPath, out: &mut Vec<Issue>) {
+    let mut push = |key: &str, at: At, message: &str| {
+        out.push(Issue {
+            path: tp.key(key),
+            at,
+            message: message.to_string(),
+        })
+    };
+    if t.ticket_secret.is_some() && !t.ticket_keys.is_empty() {
+        push(
+            "ticket_secret",
+            At::Key,
+            "and ticket_keys both set: choose one (a shared secret whose keys rotate by \
+             themselves, or nginx key files you rotate)",
+        );
+    }
+    if let Some(d) = t.ticket_rotation {
+        let (lo, hi) = crate::spec::TICKET_ROTATION_RANGE;
+        if t.ticket_secret.is_none() {
+            push(
+                "ticket_rotation",
+                At::Key,
+                "has no effect without ticket_secret",
+            );
+        } else if d.0 < lo || d.0 > hi {
+            push(
+                "ticket_rotation",
+                At::Value,
+                "must be 1s to 84h (a ticket lives two periods; TLS 1.3 allows 7 days)",
+            );
+        }
+    }
+}
+
+/// The problems of `t`'s client certificate and ticket keys; `tp` is the table's path.
 pub(super) fn check(t: &Tls, tp: &KeyPath, out: &mut Vec<Issue>) {
+    check_tickets(t, tp, out);
     let mut push = |key: &str, at: At, message: String| {
         out.push(Issue {
             path: tp.key(key),

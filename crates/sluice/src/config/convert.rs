@@ -175,6 +175,10 @@ fn tls(t: &m::Tls) -> spec::Tls {
             })
             .collect(),
         ticket_keys: t.ticket_keys.clone(),
+        ticket_secret: t.ticket_secret.clone(),
+        ticket_rotation: t
+            .ticket_rotation
+            .map_or(spec::DEFAULT_TICKET_ROTATION, |d| d.0),
         session_cache: t.session_cache,
         client: match (t.client_verify.unwrap_or_default(), &t.client_ca) {
             (spec::ClientVerify::Off, _) | (_, None) => None,

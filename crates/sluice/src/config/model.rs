@@ -276,6 +276,12 @@ pub struct Tls {
     pub certs: Vec<CertPair>,
     #[serde(default)]
     pub ticket_keys: Vec<String>,
+    /// A file of at least 32 random bytes shared by every edge: ticket keys derived from it.
+    #[serde(default)]
+    pub ticket_secret: Option<String>,
+    /// How often `ticket_secret`'s key changes (wall clock); default 12 h.
+    #[serde(default)]
+    pub ticket_rotation: Option<Dur>,
     #[serde(default = "default_session_cache")]
     pub session_cache: usize,
     /// CA certificates for client certificates (nginx `ssl_client_certificate`).

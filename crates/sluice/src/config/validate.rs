@@ -361,6 +361,7 @@ fn check_files_of(f: &super::model::Frontend, p: &KeyPath, out: &mut Issues) {
             readable(t, tp.key("ticket_keys").index(j), out);
         }
         for (file, key) in [
+            (&tls.ticket_secret, "ticket_secret"),
             (&tls.client_ca, "client_ca"),
             (&tls.client_crl, "client_crl"),
         ] {

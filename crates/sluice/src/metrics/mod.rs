@@ -161,6 +161,7 @@ pub struct Metrics {
     proxy_rejected: Family<FeReason, Counter>,
     tls_handshakes: Family<FeTls, Counter>,
     tls_failures: Family<Fe, Counter>,
+    ticket_failures: Family<Fe, Counter>,
     http_responses: Family<FeClass, Counter>,
     spilled_bodies: Family<FeDirection, Counter>,
     log_dropped: Family<Fe, Counter>,
@@ -193,6 +194,7 @@ impl Metrics {
             proxy_rejected: Family::default(),
             tls_handshakes: Family::default(),
             tls_failures: Family::default(),
+            ticket_failures: Family::default(),
             http_responses: Family::default(),
             spilled_bodies: Family::default(),
             log_dropped: Family::default(),
@@ -231,6 +233,11 @@ impl Metrics {
             TLS_HANDSHAKE_FAILURES,
             TLS_HANDSHAKE_FAILURES_HELP,
             m.tls_failures.clone(),
+        );
+        r.register(
+            TICKET_DECRYPT_FAILURES,
+            TICKET_DECRYPT_FAILURES_HELP,
+            m.ticket_failures.clone(),
         );
         r.register(
             HTTP_RESPONSES,
@@ -332,6 +339,15 @@ impl Metrics {
                 }
                 .to_string(),
                 kind: if resumed { "resumed" } else { "full" }.to_string(),
+            })
+            .inc();
+    }
+
+    /// A session ticket a client offered did not decrypt.
+    pub(crate) fn ticket_decrypt_failed(&self, frontend: &str) {
+        self.ticket_failures
+            .get_or_create(&Fe {
+                frontend: frontend.to_string(),
             })
             .inc();
     }

@@ -48,6 +48,9 @@ pub(super) const TLS_HANDSHAKES_HELP: &str =
     "Completed TLS handshakes, by protocol version and kind (full, resumed)";
 pub(super) const TLS_HANDSHAKE_FAILURES: &str = "sluice_tls_handshake_failures";
 pub(super) const TLS_HANDSHAKE_FAILURES_HELP: &str = "TLS handshakes that failed or timed out";
+pub(super) const TICKET_DECRYPT_FAILURES: &str = "sluice_tls_ticket_decrypt_failures";
+pub(super) const TICKET_DECRYPT_FAILURES_HELP: &str =
+    "Session tickets offered that no current key opens (unknown, expired or another fleet's key)";
 pub(super) const HTTP_RESPONSES: &str = "sluice_http_responses";
 pub(super) const HTTP_RESPONSES_HELP: &str = "HTTP responses sent to clients, by status class";
 pub(super) const SPILLED_BODIES: &str = "sluice_spilled_bodies";

@@ -87,6 +87,10 @@ fn prepare_tls(
             }
             _ => {
                 let edge = TlsEdge::load(t).map_err(|e| frontend_err(f, e.to_string()))?;
+                let name = f.name.clone();
+                edge.ticketer().on_decrypt_failure(move || {
+                    crate::metrics::global().ticket_decrypt_failed(&name)
+                });
                 let rt = TlsRt {
                     edge,
                     watcher: ctx.shutdown.stop_background.child_token(),

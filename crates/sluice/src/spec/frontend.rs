@@ -75,8 +75,12 @@ pub struct Tls {
     pub key: String,
     /// More certificates, chosen by SNI.
     pub certs: Vec<CertPair>,
-    /// nginx-format ticket key files; empty: a rotating random key.
+    /// nginx-format ticket key files; empty (and no `ticket_secret`): a rotating random key.
     pub ticket_keys: Vec<String>,
+    /// A secret shared by a fleet's edges: ticket keys derived from it per period.
+    pub ticket_secret: Option<String>,
+    /// The period of `ticket_secret`'s keys (wall clock).
+    pub ticket_rotation: Duration,
     /// Stateful sessions kept; 0: none.
     pub session_cache: usize,
     /// Client certificates (mTLS); None: none asked for (`client_verify = "off"`).

@@ -36,6 +36,14 @@ pub const DEFAULT_MAX_TEMP_FILES: usize = 1024;
 /// L4 connections copy through user space (`l4::splice`, counted by `config::limits`).
 pub const MAX_PIPES: usize = 1024;
 
+/// `[frontend.tls] ticket_rotation` when unset: nginx's advice for key rotation, and the
+/// random key's period.
+pub const DEFAULT_TICKET_ROTATION: Duration = Duration::from_secs(12 * 60 * 60);
+/// Shortest and longest `ticket_rotation`: a ticket lives two periods, and TLS 1.3 caps a
+/// ticket's lifetime at 7 days (RFC 8446 §4.6.1).
+pub const TICKET_ROTATION_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(302_400));
+
 /// Most admin connections served at once (`admin`, counted by `config::limits`).
 pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 

@@ -1,5 +1,6 @@
 //! Loads every file of a `[frontend.tls]` table the way [`super::TlsEdge::load`] does
-//! (certificate chains, keys matching them, SNI names, ticket key sizes, client CAs and CRLs)
+//! (certificate chains, keys matching them, SNI names, ticket key sizes and secrets, client CAs
+//! and CRLs)
 //! and says which entry names the bad file, for `sluice check` and `sluice run` to position
 //! the error. It builds no `ServerConfig` and keeps nothing.
 
@@ -20,6 +21,8 @@ pub enum TlsEntry {
     PairKey(usize),
     /// `ticket_keys[i]`.
     TicketKey(usize),
+    /// `ticket_secret`.
+    TicketSecret,
     /// `client_ca`.
     ClientCa,
     /// `client_crl`.
@@ -35,6 +38,7 @@ impl fmt::Display for TlsEntry {
             TlsEntry::PairCert(i) => write!(f, "certs[{i}].cert"),
             TlsEntry::PairKey(i) => write!(f, "certs[{i}].key"),
             TlsEntry::TicketKey(i) => write!(f, "ticket_keys[{i}]"),
+            TlsEntry::TicketSecret => f.write_str("ticket_secret"),
             TlsEntry::ClientCa => f.write_str("client_ca"),
             TlsEntry::ClientCrl => f.write_str("client_crl"),
         }
@@ -86,6 +90,9 @@ pub fn check_files(cfg: &spec::Tls) -> Result<(), TlsFileError> {
     }
     for (i, path) in cfg.ticket_keys.iter().enumerate() {
         TicketKey::from_file(path).map_err(|e| at(TlsEntry::TicketKey(i), e))?;
+    }
+    if let Some(path) = &cfg.ticket_secret {
+        super::ticket_secret::read_secret(path).map_err(|e| at(TlsEntry::TicketSecret, e))?;
     }
     if let Some(client) = &cfg.client {
         super::client_auth::load(&std::sync::Arc::new(provider), client).map_err(|e| {

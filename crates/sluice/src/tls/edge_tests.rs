@@ -62,6 +62,8 @@ fn edge(dir: &std::path::Path) -> (Arc<TlsEdge>, Vec<u8>) {
         key: k.to_str().unwrap().into(),
         certs: vec![],
         ticket_keys: vec![],
+        ticket_secret: None,
+        ticket_rotation: spec::DEFAULT_TICKET_ROTATION,
         session_cache: 100,
         client: None,
     };

@@ -9,6 +9,7 @@ mod client_auth;
 #[cfg(test)]
 mod edge_tests;
 mod san;
+mod ticket_secret;
 mod tickets;
 mod watch;
 
@@ -24,6 +25,7 @@ use crate::spec;
 
 pub use certs::SniResolver;
 pub use check::{check_files, TlsEntry, TlsFileError};
+pub use ticket_secret::{system_clock, Clock};
 pub use tickets::{TicketKey, Ticketer, TICKET_LIFETIME_SECS};
 pub use watch::spawn_watcher;
 
@@ -88,10 +90,10 @@ impl TlsEdge {
     pub fn load(cfg: &spec::Tls) -> Result<Arc<TlsEdge>, TlsError> {
         let loaded = watch::fingerprints(&files_of(cfg));
         let provider = Arc::new(edge_provider());
-        let ticketer = Arc::new(if cfg.ticket_keys.is_empty() {
-            Ticketer::random(tickets::RANDOM_ROTATION)?
-        } else {
-            Ticketer::from_files(&cfg.ticket_keys)?
+        let ticketer = Arc::new(match &cfg.ticket_secret {
+            Some(secret) => Ticketer::from_secret(secret, cfg.ticket_rotation, system_clock())?,
+            None if cfg.ticket_keys.is_empty() => Ticketer::random(tickets::RANDOM_ROTATION)?,
+            None => Ticketer::from_files(&cfg.ticket_keys)?,
         });
         let sessions: Arc<dyn StoresServerSessions> = if cfg.session_cache > 0 {
             ServerSessionMemoryCache::new(cfg.session_cache)
@@ -139,6 +141,10 @@ impl TlsEdge {
         )?;
         if self.ticketer.is_file_based() {
             self.ticketer.reload(&self.cfg.ticket_keys)?;
+        }
+        if let Some(secret) = &self.cfg.ticket_secret {
+            self.ticketer
+                .reload_secret(secret, self.cfg.ticket_rotation, system_clock())?;
         }
         self.current.store(Arc::new(server));
         *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = loaded;
@@ -195,6 +201,7 @@ fn files_of(cfg: &spec::Tls) -> Vec<String> {
         files.push(p.key.clone());
     }
     files.extend(cfg.ticket_keys.iter().cloned());
+    files.extend(cfg.ticket_secret.iter().cloned());
     if let Some(c) = &cfg.client {
         files.push(c.ca.clone());
         files.extend(c.crl.iter().cloned());

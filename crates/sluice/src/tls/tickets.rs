@@ -1,12 +1,13 @@
 //! Stateless session tickets: nginx `ssl_session_ticket_key` files (80 or 48 random bytes),
-//! the first key encrypts, all decrypt, swapped lock-free on reload; or, without files, a
+//! the first key encrypts, all decrypt, swapped lock-free on reload; or keys derived from a
+//! shared `ticket_secret` per wall-clock period (`ticket_secret.rs`); or, with neither, a
 //! random key per process rotated every 12 h with the previous one still accepted.
 //! Tickets are AES-GCM sealed (not nginx's AES-CBC+HMAC): sluice and nginx share key files and
 //! rotation tooling, not tickets (their plaintexts differ anyway).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -14,6 +15,7 @@ use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_
 use rustls::server::ProducesTickets;
 
 use super::certs::read_limited;
+use super::ticket_secret::{read_secret, Clock, Derivation};
 use super::TlsError;
 
 /// Lifetime hint sent with tickets (seconds). nginx uses `ssl_session_timeout`; we pick 12 h,
@@ -83,6 +85,25 @@ impl TicketKey {
         TicketKey::from_nginx_bytes(&bytes, path)
     }
 
+    /// A key from its name and a 32-byte AES-256-GCM key (derived keys).
+    pub(super) fn aes256(name: [u8; NAME_LEN], aes: &[u8]) -> Result<TicketKey, TlsError> {
+        let key = UnboundKey::new(&AES_256_GCM, aes).map_err(|_| TlsError::Random)?;
+        Ok(TicketKey {
+            name,
+            aead: LessSafeKey::new(key),
+        })
+    }
+
+    #[cfg(test)]
+    pub(super) fn seal_for_test(&self, plain: &[u8]) -> Vec<u8> {
+        self.seal(plain).unwrap()
+    }
+
+    #[cfg(test)]
+    pub(super) fn open_for_test(&self, ticket: &[u8]) -> Option<Vec<u8>> {
+        self.open(&ticket[NAME_LEN..])
+    }
+
     /// A fresh random 80-byte key.
     pub fn random() -> Result<TicketKey, TlsError> {
         let mut bytes = [0u8; 80];
@@ -148,11 +169,31 @@ struct Rotation {
     lock: Mutex<()>,
 }
 
-/// A [`ProducesTickets`] whose key set can be swapped at any time without locks.
+/// Where a [`Ticketer`]'s keys come from.
 #[derive(Debug)]
+enum Source {
+    Files,
+    Random(Rotation),
+    Secret(ArcSwap<Derivation>),
+}
+
+/// Called on each ticket that could not be decrypted (a metric).
+type FailureHook = Box<dyn Fn() + Send + Sync>;
+
+/// A [`ProducesTickets`] whose key set can be swapped at any time without locks.
 pub struct Ticketer {
     keys: ArcSwap<KeySet>,
-    rotation: Option<Rotation>,
+    source: Source,
+    on_failure: OnceLock<FailureHook>,
+}
+
+impl fmt::Debug for Ticketer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticketer")
+            .field("keys", &self.keys)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ticketer {
@@ -160,8 +201,28 @@ impl Ticketer {
     pub fn from_files(paths: &[String]) -> Result<Ticketer, TlsError> {
         Ok(Ticketer {
             keys: ArcSwap::from_pointee(read_key_files(paths)?),
-            rotation: None,
+            source: Source::Files,
+            on_failure: OnceLock::new(),
         })
+    }
+
+    /// Keys derived from the secret in `path` per period of `every` wall-clock time
+    /// (`clock`: seconds since the Unix epoch), the same on every edge with that secret.
+    pub fn from_secret(path: &str, every: Duration, clock: Clock) -> Result<Ticketer, TlsError> {
+        let d = Derivation::new(read_secret(path)?, every, clock);
+        let keys = d.keys_for(d.period())?;
+        let t = Ticketer {
+            keys: ArcSwap::from_pointee(KeySet::of(keys)),
+            source: Source::Secret(ArcSwap::from_pointee(d)),
+            on_failure: OnceLock::new(),
+        };
+        t.maybe_rotate();
+        Ok(t)
+    }
+
+    /// Sets what runs on each ticket that does not decrypt (once; later calls are ignored).
+    pub fn on_decrypt_failure(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let _ = self.on_failure.set(Box::new(hook));
     }
 
     /// One random key now, a new one every `every`; the previous key keeps decrypting until
@@ -172,24 +233,40 @@ impl Ticketer {
         };
         Ok(Ticketer {
             keys: ArcSwap::from_pointee(keys),
-            rotation: Some(Rotation {
+            source: Source::Random(Rotation {
                 every,
                 start: tokio::time::Instant::now(),
                 next_ms: AtomicU64::new(every.as_millis() as u64),
                 lock: Mutex::new(()),
             }),
+            on_failure: OnceLock::new(),
         })
     }
 
     /// True when keys come from files (and [`Ticketer::reload`] applies).
     pub fn is_file_based(&self) -> bool {
-        self.rotation.is_none()
+        matches!(self.source, Source::Files)
     }
 
     /// Replaces the key set from files; on error the old set stays.
     pub fn reload(&self, paths: &[String]) -> Result<(), TlsError> {
         let set = read_key_files(paths)?;
         self.keys.store(Arc::new(set));
+        Ok(())
+    }
+
+    /// Re-reads the secret (and takes a new rotation); on error the old keys stay. Only for
+    /// a ticketer made by [`Ticketer::from_secret`]; others are left as they are.
+    pub fn reload_secret(&self, path: &str, every: Duration, clock: Clock) -> Result<(), TlsError> {
+        let Source::Secret(current) = &self.source else {
+            return Ok(());
+        };
+        let d = Derivation::new(read_secret(path)?, every, clock);
+        let period = d.period();
+        let keys = d.keys_for(period)?;
+        d.due(); // claims `period`: the keys below are its keys
+        current.store(Arc::new(d));
+        self.keys.store(Arc::new(KeySet::of(keys)));
         Ok(())
     }
 
@@ -200,7 +277,11 @@ impl Ticketer {
     }
 
     fn maybe_rotate(&self) {
-        let Some(r) = &self.rotation else { return };
+        let r = match &self.source {
+            Source::Files => return,
+            Source::Secret(d) => return self.maybe_derive(&d.load()),
+            Source::Random(r) => r,
+        };
         let now_ms = r.start.elapsed().as_millis() as u64;
         if now_ms < r.next_ms.load(Ordering::Acquire) {
             return;
@@ -221,6 +302,29 @@ impl Ticketer {
             .store(now_ms + r.every.as_millis() as u64, Ordering::Release);
         tracing::info!("rotated the random session ticket key");
     }
+
+    /// Installs the keys of a new period (the first caller to see it derives them).
+    fn maybe_derive(&self, d: &Derivation) {
+        let Some(period) = d.due() else { return };
+        match d.keys_for(period) {
+            Ok(keys) => self.keys.store(Arc::new(KeySet::of(keys))),
+            Err(e) => tracing::warn!("session ticket keys for period {period}: {e}"),
+        }
+    }
+
+    fn failed(&self) {
+        if let Some(hook) = self.on_failure.get() {
+            hook();
+        }
+    }
+}
+
+impl KeySet {
+    fn of(keys: Vec<TicketKey>) -> KeySet {
+        KeySet {
+            keys: keys.into_iter().map(Arc::new).collect(),
+        }
+    }
 }
 
 fn read_key_files(paths: &[String]) -> Result<KeySet, TlsError> {
@@ -240,7 +344,10 @@ impl ProducesTickets for Ticketer {
     }
 
     fn lifetime(&self) -> u32 {
-        TICKET_LIFETIME_SECS
+        match &self.source {
+            Source::Secret(d) => d.load().lifetime_secs(),
+            _ => TICKET_LIFETIME_SECS,
+        }
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
@@ -250,13 +357,21 @@ impl ProducesTickets for Ticketer {
 
     fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
         if ticket.len() > MAX_TICKET || ticket.len() < NAME_LEN {
+            self.failed();
             return None;
         }
         self.maybe_rotate();
         let (name, rest) = ticket.split_at(NAME_LEN);
         let set = self.keys.load();
-        let key = set.keys.iter().find(|k| k.name[..] == *name)?;
-        key.open(rest)
+        let plain = set
+            .keys
+            .iter()
+            .find(|k| k.name[..] == *name)
+            .and_then(|key| key.open(rest));
+        if plain.is_none() {
+            self.failed();
+        }
+        plain
     }
 }
 

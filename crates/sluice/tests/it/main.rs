@@ -47,6 +47,7 @@ mod reload;
 mod reload_control;
 mod reload_load;
 mod request_id;
+mod ticket_secret;
 mod tls_resume;
 mod upgrade;
 mod upstream_uwsgi_interop;

@@ -79,6 +79,8 @@ pub fn tls_cfg(main: &CertFiles, more: &[&CertFiles], ticket_keys: &[String], ca
             })
             .collect(),
         ticket_keys: ticket_keys.to_vec(),
+        ticket_secret: None,
+        ticket_rotation: sluice::spec::DEFAULT_TICKET_ROTATION,
         session_cache: cache,
         client: None,
     }

@@ -326,6 +326,8 @@ mod tests {
             key: t.files.key.display().to_string(),
             certs: vec![],
             ticket_keys: vec![t.files.ticket_keys[0].display().to_string()],
+            ticket_secret: None,
+            ticket_rotation: sluice::spec::DEFAULT_TICKET_ROTATION,
             session_cache: 10,
             client: None,
         })
