@@ -123,6 +123,7 @@ fn frontend(f: &m::Frontend) -> Result<spec::Frontend, Unparsed> {
             forwarded: forwarded(f)?,
             ..edge(f)
         },
+        routes: super::routes::convert(f)?,
     })
 }
 

@@ -243,6 +243,7 @@ fn check_frontends(cfg: &Config, opts: &LoadOptions, out: &mut Issues) {
         if let Some(t) = &f.tls {
             super::client_tls::check(t, &p.key("tls"), &mut out.0);
         }
+        super::routes::check(cfg, i, &p, &mut out.0);
         if f.tls.is_some() && f.mode == Mode::Tcp {
             out.key(
                 p.key("tls"),

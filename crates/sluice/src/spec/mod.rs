@@ -8,6 +8,7 @@ mod backend;
 mod frontend;
 mod logformat;
 mod proxy_tlv;
+mod route;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ pub use logformat::{
     CONN, TCPLOG,
 };
 pub use proxy_tlv::TlvName;
+pub use route::{NoHello, Route, Routes, SniPattern, DEFAULT_PREREAD_TIMEOUT};
 
 /// Edge: temp files (buffered bodies) open at once in the whole process unless
 /// `global.max_temp_files` says otherwise.

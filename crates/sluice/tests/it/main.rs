@@ -47,6 +47,7 @@ mod reload;
 mod reload_control;
 mod reload_load;
 mod request_id;
+mod sni_routing;
 mod ticket_secret;
 mod tls_resume;
 mod upgrade;
