@@ -247,6 +247,7 @@ fn backend(b: &m::Backend) -> Result<spec::Backend, Unparsed> {
     Ok(spec::Backend {
         name: b.name.clone(),
         balance: b.balance,
+        hash_key: b.hash_key.unwrap_or_default(),
         send_proxy: b.send_proxy,
         proxy_v2_unique_id: b.proxy_v2_unique_id,
         proxy_v2_crc32c: b.proxy_v2_crc32c,

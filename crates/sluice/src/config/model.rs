@@ -345,6 +345,9 @@ pub struct Backend {
     pub name: String,
     #[serde(default)]
     pub balance: Balance,
+    /// `balance = "hash"`: what is hashed (`source`, `sni`).
+    #[serde(default)]
+    pub hash_key: Option<crate::spec::HashKey>,
     #[serde(default)]
     pub send_proxy: SendProxy,
     /// Extra v2 TLVs: a UNIQUE_ID per connection when true.

@@ -38,8 +38,10 @@ pub(crate) struct L4Backend {
     /// Longest wait in the backend queue for a free server slot (`timeouts.queue`).
     pub queue_timeout: Duration,
     pub idle: Duration,
-    /// Longest wait for the client's TLS ClientHello (`send.reads_hello()` only).
+    /// Longest wait for the client's TLS ClientHello (`reads_hello()` only).
     pub preread: Duration,
+    /// `balance = "hash"` with `hash_key = "sni"`: the SNI is the key.
+    pub hash_sni: bool,
 }
 
 impl L4Backend {
@@ -54,7 +56,13 @@ impl L4Backend {
             queue_timeout: cfg.timeouts.queue,
             idle: cfg.timeouts.idle,
             preread: cfg.timeouts.preread,
+            hash_sni: cfg.balance == spec::Balance::Hash && cfg.hash_key == spec::HashKey::Sni,
         }
+    }
+
+    /// Whether connections need the client's ClientHello read before a server is picked.
+    pub(crate) fn reads_hello(&self) -> bool {
+        self.send.reads_hello() || self.hash_sni
     }
 }
 
@@ -220,7 +228,7 @@ async fn serve(
         },
         None => (&fe.backend, None),
     };
-    let hello = if hello.is_none() && fe.routes.is_none() && be.send.reads_hello() {
+    let hello = if hello.is_none() && fe.routes.is_none() && be.reads_hello() {
         let read = super::client_hello::read_hello(&mut client, &mut leftover, be.preread);
         match unless_forced(&fe.force, read).await {
             None => return End::Shutdown,
@@ -357,7 +365,18 @@ async fn connect_any(be: &L4Backend, rec: &mut ConnRecord) -> Result<(Lease, Str
     for _attempt in 0..=be.retries {
         let queued_at = Instant::now();
         let queued_by = queued_at + be.queue_timeout;
-        let acquired = be.pool.acquire(&rec.client, &tried, queued_by).await;
+        // Host names compare without case: the key is the lower-case SNI.
+        let key = (rec.sni.as_deref())
+            .filter(|_| be.hash_sni)
+            .map(str::to_ascii_lowercase);
+        let acquired = (be.pool)
+            .acquire_keyed(
+                &rec.client,
+                key.as_deref().map(str::as_bytes),
+                &tried,
+                queued_by,
+            )
+            .await;
         rec.queue_time = Some(rec.queue_time.unwrap_or_default() + queued_at.elapsed());
         let lease = match acquired {
             Ok(lease) => lease,

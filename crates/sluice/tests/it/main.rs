@@ -26,6 +26,7 @@ mod fault_tls_slowloris;
 mod forward;
 mod forwarded;
 mod fuzz_corpus;
+mod hash_balance;
 mod hostile_config;
 mod hostile_http;
 mod hostile_proxy;
