@@ -11,6 +11,7 @@ mod admin_browser;
 mod admin_export;
 mod check_tls;
 mod config_check;
+mod ctl;
 #[cfg(feature = "demo")]
 mod demo;
 mod dns_discovery;
