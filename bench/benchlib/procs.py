@@ -289,5 +289,9 @@ class Env:
         with open(ticket, "wb") as f:
             f.write(os.urandom(80))
         out["ticket"] = ticket
+        secret = self.path("certs", "ticket.secret")
+        with open(secret, "wb") as f:
+            f.write(os.urandom(32))
+        out["secret"] = secret
         self._certs = out
         return out

@@ -44,7 +44,7 @@ def _unix_ready(path):
         return False
 
 
-def start_stack(env, impl, apps):
+def start_stack(env, impl, apps, edge_template="sluice-seed-edge.toml"):
     c = env.certs()
     crt, key = c["ecdsa"]
     port, edge_port = procs.free_port("127.0.0.21"), procs.free_port("127.0.0.24")
@@ -54,9 +54,9 @@ def start_stack(env, impl, apps):
     for ip in EDGE_IPS:
         name = f"seed-{impl}-edge-{ip}"
         values = {"ip": ip, "edge_port": edge_port, "cert": crt, "key": key,
-                  "ticket": c["ticket"], "sock": apps[ip][1]}
+                  "ticket": c["ticket"], "secret": c["secret"], "sock": apps[ip][1]}
         if impl == "sluice":
-            p = env.start_sluice(name, "sluice-seed-edge.toml", **values)
+            p = env.start_sluice(name, edge_template, **values)
         else:
             p = env.start_nginx(name, "nginx-seed-edge.conf", **values)
         stack.append(p)
