@@ -47,6 +47,10 @@ pub enum Protocol {
     #[default]
     Http,
     Uwsgi,
+    /// HTTP/2 with prior knowledge, one multiplexed connection pool per server.
+    H2c,
+    /// gRPC over HTTP/2 (h2c): unbuffered streams, trailers, gRPC error statuses.
+    Grpc,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
