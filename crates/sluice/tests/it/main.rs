@@ -49,4 +49,5 @@ mod reload_load;
 mod request_id;
 mod tls_resume;
 mod upgrade;
+mod upstream_grpc;
 mod upstream_uwsgi_interop;
