@@ -8,7 +8,7 @@ mod body;
 mod client_cert;
 mod connect;
 mod forwarding;
-mod grpc;
+pub(crate) mod grpc;
 mod h2;
 mod h2_pool;
 mod headers;
