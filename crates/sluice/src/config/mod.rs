@@ -13,6 +13,7 @@ pub mod model;
 mod parsed;
 mod spans;
 mod tlv_headers;
+mod upstream_tls;
 mod validate;
 
 pub use duration::Dur;

@@ -37,7 +37,7 @@ use crate::proxy_protocol::{self as proxy, ConnId, Policy};
 use crate::spec::{self, Protocol};
 use crate::tls::{self, TlsEdge};
 use crate::upstream::{
-    H2Opts, H2Upstream, HttpOpts, HttpUpstream, Scheme, SocketCaps, Upstream, UwsgiClient,
+    H2Opts, H2Tls, H2Upstream, HttpOpts, HttpUpstream, Scheme, SocketCaps, Upstream, UwsgiClient,
     UwsgiOpts,
 };
 
@@ -171,6 +171,13 @@ impl HttpFrontend {
                 underscores_in_headers: settings.underscores_in_headers,
                 tlv_headers: crate::upstream::tlv_header_names(&f.edge.proxy_tlv_headers),
                 grpc: b.protocol == Protocol::Grpc,
+                tls: match &b.tls {
+                    Some(t) => Some(H2Tls {
+                        config: tls::upstream_client(t)?,
+                        name: t.name.clone(),
+                    }),
+                    None => None,
+                },
             })),
         };
         let auto = builder(&settings);

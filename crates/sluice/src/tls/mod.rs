@@ -10,6 +10,7 @@ mod client_auth;
 mod edge_tests;
 mod san;
 mod tickets;
+mod upstream;
 mod watch;
 
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,8 @@ use crate::spec;
 pub use certs::SniResolver;
 pub use check::{check_files, TlsEntry, TlsFileError};
 pub use tickets::{TicketKey, Ticketer, TICKET_LIFETIME_SECS};
+pub(crate) use upstream::no_verify_client_config;
+pub use upstream::upstream_client;
 pub use watch::spawn_watcher;
 
 /// ALPN protocols offered, in server preference order.

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use super::body::{with_progress, IdleTimeout, Progress};
 use super::grpc;
-use super::h2_pool::{H2Pool, Stream};
+use super::h2_pool::{H2Pool, H2Tls, Stream};
 use super::headers::{add_request_id, drop_underscored, strip_hop_by_hop};
 use super::{Body, RequestBody, RequestContext, ServerAddr, UpstreamError};
 
@@ -34,6 +34,8 @@ pub struct H2Opts {
     /// gRPC (`protocol = "grpc"`): HTTP/2 clients only, `te: trailers`, `grpc-timeout`
     /// deadlines, unbuffered streams, failures as gRPC statuses.
     pub grpc: bool,
+    /// gRPC only: TLS to the servers (nginx `grpc_pass grpcs://`); None: h2c.
+    pub tls: Option<H2Tls>,
 }
 
 /// The client of one edge frontend; clones share the pool.
@@ -48,7 +50,7 @@ static TE_TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 impl H2Upstream {
     pub fn new(opts: H2Opts) -> Self {
         H2Upstream {
-            pool: H2Pool::default(),
+            pool: H2Pool::new(opts.tls.clone()),
             opts,
         }
     }
@@ -169,7 +171,11 @@ impl H2Upstream {
             .map(|p| p.as_str())
             .unwrap_or("/");
         parts.uri = Uri::builder()
-            .scheme("http")
+            .scheme(if self.opts.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            })
             .authority(authority.as_str())
             .path_and_query(pq)
             .build()

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::connect::connect;
 use super::{RequestBody, ServerAddr, UpstreamError};
@@ -91,10 +93,21 @@ impl Server {
     }
 }
 
+/// TLS to the servers (`protocol = "grpc"` with `[backend.tls]`).
+#[derive(Debug, Clone)]
+pub struct H2Tls {
+    /// Verification, ALPN h2 and SNI are set here (`tls::upstream_client`).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name checked in the certificate (and sent as SNI when enabled); None: the
+    /// server's host.
+    pub name: Option<String>,
+}
+
 /// The pool: server address → its connections. Clones share it.
 #[derive(Clone, Default)]
 pub(crate) struct H2Pool {
     servers: Arc<Mutex<HashMap<ServerAddr, Arc<Server>>>>,
+    tls: Option<H2Tls>,
 }
 
 impl std::fmt::Debug for H2Pool {
@@ -104,6 +117,13 @@ impl std::fmt::Debug for H2Pool {
 }
 
 impl H2Pool {
+    pub(crate) fn new(tls: Option<H2Tls>) -> Self {
+        H2Pool {
+            servers: Arc::default(),
+            tls,
+        }
+    }
+
     /// A stream slot to `addr`: on a pooled connection with room, else on a new connection
     /// (connect and HTTP/2 handshake within `connect_timeout`).
     pub(crate) async fn stream(
@@ -127,7 +147,7 @@ impl H2Pool {
             return Ok(s);
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let conn = Arc::new(open(addr, left).await?);
+        let conn = Arc::new(open(addr, left, self.tls.as_ref()).await?);
         let slot = conn.try_take().ok_or_else(|| {
             UpstreamError::Io(std::io::Error::other("new connection allows no streams"))
         })?;
@@ -140,31 +160,68 @@ impl H2Pool {
     }
 }
 
-/// Connects to `addr` and does the HTTP/2 handshake (prior knowledge) within `timeout`; the
-/// connection runs on its own task until the peer or the pool (every sender dropped) ends it.
-async fn open(addr: &ServerAddr, timeout: Duration) -> Result<Conn, UpstreamError> {
+/// Connects to `addr` (with a TLS handshake when `tls`) and does the HTTP/2 handshake (prior
+/// knowledge) within `timeout`; the connection runs on its own task until the peer or the
+/// pool (every sender dropped) ends it.
+async fn open(
+    addr: &ServerAddr,
+    timeout: Duration,
+    tls: Option<&H2Tls>,
+) -> Result<Conn, UpstreamError> {
     let work = async {
         let stream = connect(addr, timeout).await?;
-        let mut b = http2::Builder::new(TokioExecutor::new());
-        b.timer(TokioTimer::new())
-            .keep_alive_interval(PING_EVERY)
-            .keep_alive_timeout(PING_TIMEOUT)
-            .keep_alive_while_idle(true);
-        b.handshake::<_, RequestBody>(TokioIo::new(stream))
+        let Some(tls) = tls else {
+            return start(stream).await;
+        };
+        let name = server_name(addr, tls.name.as_deref())?;
+        let tls_stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+            .connect(name, stream)
             .await
-            .map_err(|e| UpstreamError::Connect(std::io::Error::other(e)))
+            .map_err(UpstreamError::Connect)?;
+        start(tls_stream).await
     };
-    let (sender, conn) = tokio::time::timeout(timeout, work)
+    tokio::time::timeout(timeout, work)
         .await
-        .map_err(|_| UpstreamError::Timeout)??;
+        .map_err(|_| UpstreamError::Timeout)?
+}
+
+/// The name a server's certificate is checked against: `name`, else its host.
+fn server_name(
+    addr: &ServerAddr,
+    name: Option<&str>,
+) -> Result<ServerName<'static>, UpstreamError> {
+    let bad = |e| UpstreamError::Connect(std::io::Error::new(std::io::ErrorKind::InvalidInput, e));
+    match (name, addr) {
+        (Some(n), _) => ServerName::try_from(n.to_string()).map_err(|e| bad(e.to_string())),
+        (None, ServerAddr::Inet(sa)) => Ok(ServerName::IpAddress(sa.ip().into())),
+        (None, ServerAddr::Host { host, .. }) => {
+            ServerName::try_from(host.clone()).map_err(|e| bad(e.to_string()))
+        }
+        (None, ServerAddr::Unix(_)) => Ok(ServerName::try_from("localhost").expect("a valid name")),
+    }
+}
+
+/// The HTTP/2 handshake over `io`, the connection task spawned.
+async fn start<T>(io: T) -> Result<Conn, UpstreamError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .keep_alive_interval(PING_EVERY)
+        .keep_alive_timeout(PING_TIMEOUT)
+        .keep_alive_while_idle(true);
+    let (sender, conn) = b
+        .handshake::<_, RequestBody>(TokioIo::new(io))
+        .await
+        .map_err(|e| UpstreamError::Connect(std::io::Error::other(e)))?;
     let max_streams = Arc::new(AtomicUsize::new(conn.current_max_send_streams()));
     let closed = Arc::new(AtomicBool::new(false));
-    let task = Driver {
+    tokio::spawn(Driver {
         conn: Box::pin(conn),
         max_streams: max_streams.clone(),
         closed: closed.clone(),
-    };
-    tokio::spawn(task);
+    });
     Ok(Conn {
         sender,
         in_flight: AtomicUsize::new(0),
@@ -173,17 +230,15 @@ async fn open(addr: &ServerAddr, timeout: Duration) -> Result<Conn, UpstreamErro
     })
 }
 
-type H2Conn = http2::Connection<TokioIo<crate::net::Stream>, RequestBody, TokioExecutor>;
-
 /// Runs a connection, publishing the peer's stream limit after each poll and marking the
 /// connection closed when it ends.
-struct Driver {
-    conn: Pin<Box<H2Conn>>,
+struct Driver<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
+    conn: Pin<Box<http2::Connection<TokioIo<T>, RequestBody, TokioExecutor>>>,
     max_streams: Arc<AtomicUsize>,
     closed: Arc<AtomicBool>,
 }
 
-impl Future for Driver {
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<T> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {

@@ -36,6 +36,7 @@ pub use self::client_cert::{CertDetails, ClientCert};
 pub use self::forwarding::Forwarding;
 pub(crate) use self::forwarding::FORWARDING_NAMES;
 pub use self::h2::{H2Opts, H2Upstream};
+pub use self::h2_pool::H2Tls;
 pub use self::http::{HttpOpts, HttpUpstream};
 pub use self::sockets::SocketCaps;
 pub use self::tlv_vars::{tlv_header_names, ProxyTlvs};

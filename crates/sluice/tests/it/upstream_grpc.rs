@@ -2,7 +2,8 @@
 //! behind a sluice balancer (PROXY v2), called by a grpcio client: unary, server-, client-
 //! and bidi-streaming calls with their statuses and trailers, the real client address in the
 //! app's metadata, a killed app answered as UNAVAILABLE by the edge; `grpc-timeout` enforced
-//! by the edge (DEADLINE_EXCEEDED), HTTP/1.1 refused; `protocol = "h2c"`: HTTP/1.1 clients
+//! by the edge (DEADLINE_EXCEEDED), HTTP/1.1 refused; TLS to the app (`[backend.tls]`) with
+//! and without verification; `protocol = "h2c"`: HTTP/1.1 clients
 //! reach an h2c app over one multiplexed connection, trailers pass. SKIPs without grpcio.
 
 #[path = "grpc/apps.rs"]
@@ -46,7 +47,7 @@ fn code(v: &Value, call: &str) -> String {
 async fn grpc_calls_pass_balancer_and_tls_edge_and_a_dead_app_is_unavailable() {
     let Some(python) = grpc_python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (app, app_addr) = start_grpc_app(&python).await;
+    let (app, app_addr) = start_grpc_app(&python, None).await;
     let (tls, _der) = tls_table(dir.path());
     let ca = dir.path().join("cert.pem");
     let extra = format!("proxy_protocol = {{ trusted = [\"127.0.0.10/32\"] }}\n{tls}");
@@ -107,7 +108,7 @@ async fn grpc_calls_pass_balancer_and_tls_edge_and_a_dead_app_is_unavailable() {
 #[tokio::test]
 async fn grpc_timeout_is_enforced_by_the_edge_and_http1_is_refused() {
     let Some(python) = grpc_python() else { return };
-    let (_app, app_addr) = start_grpc_app(&python).await;
+    let (_app, app_addr) = start_grpc_app(&python, None).await;
     let dead = dead_addr();
     let cfg = format!(
         "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n{}{}",
@@ -177,6 +178,58 @@ async fn grpc_timeout_is_enforced_by_the_edge_and_http1_is_refused() {
     let resp = raw_request(s.addr("gr_plain"), req.as_bytes()).await;
     assert_eq!(status_of(&resp), "400", "{resp}");
     assert!(!resp.to_ascii_lowercase().contains("grpc-status"), "{resp}");
+}
+
+#[tokio::test]
+async fn grpc_over_tls_to_the_app_checks_its_certificate_when_asked() {
+    let Some(python) = grpc_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = cert(dir.path());
+    let (_app, app_addr) = start_grpc_app(&python, Some((&cert, &key))).await;
+    let tls = |extra: &str| format!("tls = {{ {extra} }}\n");
+    let ca = format!(
+        "verify = true, trusted_certificate = \"{}\"",
+        cert.display()
+    );
+    let mut cfg = String::from("[global]\nmax_connections = 100\ngrace = \"1s\"\n\n");
+    for (name, t) in [
+        (
+            "gt_verified",
+            tls(&format!("{ca}, name = \"app.test\", server_name = true")),
+        ),
+        (
+            "gt_wrong_name",
+            tls(&format!("{ca}, name = \"other.test\"")),
+        ),
+        ("gt_unverified", tls("")),
+    ] {
+        cfg.push_str(&edge(name, "", "grpc", app_addr).replace(
+            "protocol = \"grpc\"\n",
+            &format!("protocol = \"grpc\"\n{t}"),
+        ));
+    }
+    let s = Sluice::start(&cfg).await;
+    let call = |fe: &str| {
+        h2_exchange(
+            s.addr(fe),
+            "POST",
+            "/test.Echo/Unary",
+            &[("content-type", "application/grpc"), ("te", "trailers")],
+            grpc_frame(b"tls"),
+        )
+    };
+    for fe in ["gt_verified", "gt_unverified"] {
+        let a = call(fe).await;
+        assert_eq!(a.status, 200, "{fe}");
+        assert_eq!(a.body, grpc_frame(b"tls"), "{fe}");
+        let t = a.trailers.expect("the app's trailers");
+        assert_eq!(t["grpc-status"], "0", "{fe}");
+        assert_eq!(t["x-trailer"], "t-tls", "{fe}");
+    }
+    // The certificate is not for other.test: no connection, UNAVAILABLE.
+    let a = call("gt_wrong_name").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers["grpc-status"], "14", "{:?}", a.headers);
 }
 
 #[tokio::test]

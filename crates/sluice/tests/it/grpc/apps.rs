@@ -39,10 +39,18 @@ pub fn grpc_python() -> Option<PathBuf> {
     }
 }
 
-/// The grpcio test app on 127.0.0.1 (port 0); killed on drop. Returns once it listens.
-pub async fn start_grpc_app(python: &Path) -> (ChildGuard, SocketAddr) {
-    let mut child = std::process::Command::new(python)
-        .arg(script("server.py"))
+/// The grpcio test app on 127.0.0.1 (port 0), over TLS with `tls` = (cert, key); killed on
+/// drop. Returns once it listens.
+pub async fn start_grpc_app(
+    python: &Path,
+    tls: Option<(&Path, &Path)>,
+) -> (ChildGuard, SocketAddr) {
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(script("server.py"));
+    if let Some((cert, key)) = tls {
+        cmd.arg(cert).arg(key);
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()

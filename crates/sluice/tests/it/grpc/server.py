@@ -1,6 +1,7 @@
 # A gRPC test app on grpcio (Debian python3-grpcio), no protoc: generic handlers with raw
 # bytes. Service test.Echo: Unary, ServerStream, ClientStream, Bidi. It listens on
-# 127.0.0.1 port 0, prints "PORT <n>" and serves until killed.
+# 127.0.0.1 port 0 (TLS with argv = cert key, PEM files), prints "PORT <n>" and serves
+# until killed.
 #   Unary "who"     -> JSON of the peer and the forwarding metadata it got
 #   Unary "fail"    -> status NOT_FOUND "no such thing", trailing metadata x-why=because
 #   Unary "sleep"   -> sleeps 5 s, then answers "late"
@@ -62,7 +63,11 @@ handlers = {
 
 server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
 server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
-port = server.add_insecure_port("127.0.0.1:0")
+if len(sys.argv) == 3:
+    pair = (open(sys.argv[2], "rb").read(), open(sys.argv[1], "rb").read())
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([pair]))
+else:
+    port = server.add_insecure_port("127.0.0.1:0")
 server.start()
 print("PORT %d" % port, flush=True)
 server.wait_for_termination()
