@@ -234,7 +234,7 @@ async fn grpc_over_tls_to_the_app_checks_its_certificate_when_asked() {
 
 #[tokio::test]
 async fn h2c_app_gets_http1_clients_over_one_connection_with_trailers() {
-    let (app, accepted) = h2c_app().await;
+    let (app, accepted) = h2c_app(false).await;
     let cfg = format!(
         "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n{}",
         edge("hc_edge", "", "h2c", app)
@@ -259,6 +259,27 @@ async fn h2c_app_gets_http1_clients_over_one_connection_with_trailers() {
     assert_eq!(a.status, 200);
     assert_eq!(a.trailers.expect("trailers")["x-app-trailer"], "done");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn h2c_connection_closed_by_goaway_is_replaced() {
+    // Each app connection serves one request and says GOAWAY: every next request finds its
+    // pooled connection gone (or going) and gets a new one, never an error.
+    let (app, accepted) = h2c_app(true).await;
+    let cfg = format!(
+        "[global]\nmax_connections = 100\ngrace = \"1s\"\n\n{}",
+        edge("hc_goaway", "", "h2c", app)
+    );
+    let s = Sluice::start(&cfg).await;
+    for i in 1..=5 {
+        let resp = raw_request(
+            s.addr("hc_goaway"),
+            b"GET /x HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status_of(&resp), "200", "request {i}: {resp}");
+    }
+    assert!(accepted.load(Ordering::SeqCst) >= 2);
 }
 
 /// Awaits every future concurrently (no futures crate in the tree).

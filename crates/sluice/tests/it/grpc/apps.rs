@@ -103,8 +103,9 @@ pub async fn grpc_client(
 
 /// An h2c app (HTTP/2 prior knowledge only) on 127.0.0.1: answers each request with
 /// `<version> <x-forwarded-for> <te>` and a trailer `x-app-trailer: done`; the counter is
-/// the connections it accepted.
-pub async fn h2c_app() -> (SocketAddr, Arc<AtomicUsize>) {
+/// the connections it accepted. With `goaway`, each connection says GOAWAY (graceful) as it
+/// answers its first request.
+pub async fn h2c_app(goaway: bool) -> (SocketAddr, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -112,31 +113,47 @@ pub async fn h2c_app() -> (SocketAddr, Arc<AtomicUsize>) {
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
-            let svc =
-                hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let h = req.headers();
-                    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("-");
-                    let text = format!(
-                        "{:?} {} {}",
-                        req.version(),
-                        get("x-forwarded-for"),
-                        get("te")
-                    );
-                    let mut trailers = HeaderMap::new();
-                    trailers.insert("x-app-trailer", "done".parse().unwrap());
-                    let body = Full::new(Bytes::from(text))
-                        .with_trailers(async move { Some(Ok(trailers)) });
-                    Ok::<_, std::convert::Infallible>(Response::new(body))
-                });
+            let answered = Arc::new(tokio::sync::Notify::new());
+            let signal = answered.clone();
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                signal.notify_one();
+                async move { Ok::<_, std::convert::Infallible>(h2c_answer(&req)) }
+            });
             tokio::spawn(async move {
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = answered.notified(), if goaway => conn.as_mut().graceful_shutdown(),
+                }
+                let _ = conn.await;
             });
         }
     });
     (addr, accepted)
 }
+
+/// The h2c app's answer to `req`.
+fn h2c_answer(
+    req: &Request<hyper::body::Incoming>,
+) -> Response<http_body_util::combinators::WithTrailers<Full<Bytes>, TrailersFut>> {
+    let h = req.headers();
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let text = format!(
+        "{:?} {} {}",
+        req.version(),
+        get("x-forwarded-for"),
+        get("te")
+    );
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-app-trailer", "done".parse().unwrap());
+    Response::new(
+        Full::new(Bytes::from(text)).with_trailers(std::future::ready(Some(Ok(trailers)))),
+    )
+}
+
+type TrailersFut = std::future::Ready<Option<Result<HeaderMap, std::convert::Infallible>>>;
 
 /// What an HTTP/2 exchange gave: status, head, body bytes, trailers.
 pub struct H2Answer {
