@@ -43,6 +43,7 @@ fn pool(balance: Balance, n: usize) -> std::sync::Arc<Pool> {
         },
         health: None,
         protocol: Default::default(),
+        tls: None,
         resolve_interval: Duration::from_secs(30),
         max_queue: sluice::spec::DEFAULT_MAX_QUEUE,
         servers,

@@ -205,3 +205,21 @@ pub fn forwarded_header(data: &[u8]) {
         assert_eq!(parsed.last(), Some(&Node::Ip(hop.addr().ip(), 0)));
     }
 }
+
+/// `grpc-timeout` values: a duration exactly for 1 to 8 ASCII digits and a unit of `HMSmun`,
+/// never a panic, and never more than the largest value in hours.
+pub fn grpc_timeout(data: &[u8]) {
+    let got = crate::upstream::grpc::parse_timeout(data);
+    let valid = match data.split_last() {
+        Some((unit, digits)) => {
+            (1..=8).contains(&digits.len())
+                && digits.iter().all(u8::is_ascii_digit)
+                && b"HMSmun".contains(unit)
+        }
+        None => false,
+    };
+    assert_eq!(got.is_some(), valid, "{data:?}");
+    if let Some(d) = got {
+        assert!(d <= std::time::Duration::from_secs(99_999_999 * 3600));
+    }
+}

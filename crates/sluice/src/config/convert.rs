@@ -274,6 +274,7 @@ fn backend(b: &m::Backend) -> Result<spec::Backend, Unparsed> {
             expect_status: h.expect_status,
         }),
         protocol: b.protocol,
+        tls: b.tls.clone(),
         resolve_interval: b.resolve_interval.get(),
         max_queue: b.max_queue,
         servers,

@@ -60,6 +60,7 @@ pub(super) fn default_edge_cap(protocol: Protocol) -> usize {
     match protocol {
         Protocol::Uwsgi => UWSGI_MAX_CONNECTIONS,
         Protocol::Http => HTTP_MAX_CONNECTIONS,
+        Protocol::H2c | Protocol::Grpc => HTTP_MAX_CONNECTIONS,
     }
 }
 
@@ -205,6 +206,7 @@ pub(super) fn check(cfg: &Config, doc: Option<&Located<'_>>, out: &mut Vec<Issue
                                 match b.protocol {
                                     Protocol::Uwsgi => "uwsgi",
                                     Protocol::Http => "http",
+                                    Protocol::H2c | Protocol::Grpc => "HTTP/2",
                                 }
                             ),
                         );

@@ -134,7 +134,7 @@ fn reach(cfg: &Config) -> BTreeMap<&str, Reach> {
             let sum = caps().fold(0u64, |sum, c| {
                 sum.saturating_add(if c == 0 { max } else { c as u64 })
             });
-            let pools = if b.protocol == Protocol::Http {
+            let pools = if matches!(b.protocol, Protocol::Http | Protocol::H2c | Protocol::Grpc) {
                 r.http
             } else {
                 1

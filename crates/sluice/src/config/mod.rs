@@ -14,6 +14,7 @@ mod parsed;
 mod routes;
 mod spans;
 mod tlv_headers;
+mod upstream_tls;
 mod validate;
 
 pub use duration::Dur;

@@ -377,6 +377,9 @@ pub struct Backend {
     /// Edge only: how requests reach the app servers.
     #[serde(default)]
     pub protocol: Protocol,
+    /// `protocol = "grpc"` only: TLS to the app servers (`config/upstream_tls.rs`).
+    #[serde(default)]
+    pub tls: Option<crate::spec::UpstreamTls>,
     /// How often host-name servers are re-resolved (issue #7, servers from DNS).
     #[serde(default = "default_resolve_interval")]
     pub resolve_interval: Dur,

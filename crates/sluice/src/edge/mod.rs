@@ -37,7 +37,8 @@ use crate::proxy_protocol::{self as proxy, ConnId, Policy};
 use crate::spec::{self, Protocol};
 use crate::tls::{self, TlsEdge};
 use crate::upstream::{
-    HttpOpts, HttpUpstream, Scheme, SocketCaps, Upstream, UwsgiClient, UwsgiOpts,
+    H2Opts, H2Tls, H2Upstream, HttpOpts, HttpUpstream, Scheme, SocketCaps, Upstream, UwsgiClient,
+    UwsgiOpts,
 };
 
 pub(crate) use access::AccessLog;
@@ -164,6 +165,20 @@ impl HttpFrontend {
                     ..defaults
                 }))
             }
+            Protocol::H2c | Protocol::Grpc => Arc::new(H2Upstream::new(H2Opts {
+                connect_timeout: up.connect,
+                read_timeout: up.read,
+                underscores_in_headers: settings.underscores_in_headers,
+                tlv_headers: crate::upstream::tlv_header_names(&f.edge.proxy_tlv_headers),
+                grpc: b.protocol == Protocol::Grpc,
+                tls: match &b.tls {
+                    Some(t) => Some(H2Tls {
+                        config: tls::upstream_client(t)?,
+                        name: t.name.clone(),
+                    }),
+                    None => None,
+                },
+            })),
         };
         let auto = builder(&settings);
         let h1 = auto.clone().http1_only();

@@ -120,7 +120,8 @@ pub(crate) async fn handle(
                         ),
                         Failure::NoServer => {}
                     }
-                    (error_response(f.status()), None)
+                    let gen = fe.upstream.failure_response(f.status(), version);
+                    (gen.unwrap_or_else(|| error_response(f.status())), None)
                 }
             }
         }
@@ -148,7 +149,7 @@ fn buffer_response(
 ) -> (Response<Body>, Option<Lease>) {
     let b = &fe.settings.buffering;
     let limits = respbuf::Limits {
-        enabled: b.response,
+        enabled: b.response && !fe.upstream.streams(),
         mem: b.response_buffer_size,
         max_file: b.max_temp_file_size,
         temp_dir: &b.temp_dir,
@@ -306,7 +307,7 @@ async fn prepare(fe: &HttpFrontend, req: Request<Incoming>) -> Result<Request<Pr
         !parts.headers.contains_key(header::CONTENT_LENGTH) && body.size_hint().exact().is_none();
     let prepared = if body.is_end_stream() {
         Prepared::Full(Bytes::new())
-    } else if b.request || (unknown_len && fe.upstream.needs_length()) {
+    } else if (b.request && !fe.upstream.streams()) || (unknown_len && fe.upstream.needs_length()) {
         let limits = reqbuf::Limits {
             max_body: b.max_body,
             mem: b.body_buffer_size,

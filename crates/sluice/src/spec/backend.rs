@@ -60,6 +60,10 @@ pub enum Protocol {
     #[default]
     Http,
     Uwsgi,
+    /// HTTP/2 with prior knowledge, one multiplexed connection pool per server.
+    H2c,
+    /// gRPC over HTTP/2 (h2c): unbuffered streams, trailers, gRPC error statuses.
+    Grpc,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -98,12 +102,34 @@ pub struct Backend {
     pub health: Option<Health>,
     /// Edge only: how requests reach the app servers.
     pub protocol: Protocol,
+    /// `protocol = "grpc"` only: TLS to the app servers (nginx `grpc_pass grpcs://`).
+    pub tls: Option<UpstreamTls>,
     /// How often host-name servers are re-resolved.
     pub resolve_interval: Duration,
     /// Most requests or connections waiting for a free server slot.
     pub max_queue: usize,
     /// In configuration order.
     pub servers: Vec<Server>,
+}
+
+/// TLS from the edge to gRPC app servers (`[backend.tls]`), named after nginx's `grpc_ssl_*`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// Check the server's certificate against `trusted_certificate` and `name` (nginx
+    /// `grpc_ssl_verify`, off by default as there).
+    #[serde(default)]
+    pub verify: bool,
+    /// PEM file of the CAs trusted when `verify` (nginx `grpc_ssl_trusted_certificate`).
+    #[serde(default)]
+    pub trusted_certificate: Option<String>,
+    /// The name checked in the certificate (nginx `grpc_ssl_name`); default: the server's
+    /// host (name or address).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Send `name` as SNI (nginx `grpc_ssl_server_name`, off by default as there).
+    #[serde(default)]
+    pub server_name: bool,
 }
 
 /// Backend timeouts.

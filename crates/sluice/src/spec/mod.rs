@@ -16,6 +16,7 @@ use std::time::Duration;
 
 pub use backend::{
     Backend, Balance, HashKey, Health, HealthKind, Protocol, SendProxy, Server, Timeouts,
+    UpstreamTls,
     DEFAULT_MAX_QUEUE, HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
 };
 pub use frontend::{

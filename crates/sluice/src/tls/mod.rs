@@ -11,6 +11,7 @@ mod edge_tests;
 mod san;
 mod ticket_secret;
 mod tickets;
+mod upstream;
 mod watch;
 
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,8 @@ pub use certs::SniResolver;
 pub use check::{check_files, TlsEntry, TlsFileError};
 pub use ticket_secret::{system_clock, Clock};
 pub use tickets::{TicketKey, Ticketer, TICKET_LIFETIME_SECS};
+pub(crate) use upstream::no_verify_client_config;
+pub use upstream::upstream_client;
 pub use watch::spawn_watcher;
 
 /// ALPN protocols offered, in server preference order.

@@ -8,6 +8,9 @@ mod body;
 mod client_cert;
 mod connect;
 mod forwarding;
+pub(crate) mod grpc;
+mod h2;
+mod h2_pool;
 mod headers;
 mod http;
 mod sockets;
@@ -25,13 +28,15 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode, Version};
 
 use crate::addr::{ClientAddr, LocalAddr};
 
 pub use self::client_cert::{CertDetails, ClientCert};
 pub use self::forwarding::Forwarding;
 pub(crate) use self::forwarding::FORWARDING_NAMES;
+pub use self::h2::{H2Opts, H2Upstream};
+pub use self::h2_pool::H2Tls;
 pub use self::http::{HttpOpts, HttpUpstream};
 pub use self::sockets::SocketCaps;
 pub use self::tlv_vars::{tlv_header_names, ProxyTlvs};
@@ -68,6 +73,40 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
     /// Whether a request body of unknown length must be read whole before sending (uwsgi
     /// needs CONTENT_LENGTH; HTTP can send it chunked).
     fn needs_length(&self) -> bool;
+
+    /// Whether requests and responses stream whatever the frontend's buffering says (gRPC).
+    fn streams(&self) -> bool {
+        false
+    }
+
+    /// The answer to a request that failed with `status` before a response head, when the
+    /// protocol has its own form (gRPC: a trailers-only status); None: the edge's page.
+    fn failure_response(&self, _status: StatusCode, _version: Version) -> Option<Response<Body>> {
+        None
+    }
+}
+
+impl Upstream for H2Upstream {
+    fn send<'a>(
+        &'a self,
+        addr: &'a ServerAddr,
+        req: Request<RequestBody>,
+        ctx: &'a RequestContext,
+    ) -> SendFuture<'a> {
+        Box::pin(H2Upstream::send(self, addr, req, ctx))
+    }
+
+    fn needs_length(&self) -> bool {
+        false
+    }
+
+    fn streams(&self) -> bool {
+        H2Upstream::streams(self)
+    }
+
+    fn failure_response(&self, status: StatusCode, version: Version) -> Option<Response<Body>> {
+        H2Upstream::failure_response(self, status, version)
+    }
 }
 
 impl Upstream for UwsgiClient {

@@ -53,4 +53,5 @@ mod sni_routing;
 mod ticket_secret;
 mod tls_resume;
 mod upgrade;
+mod upstream_grpc;
 mod upstream_uwsgi_interop;

@@ -1,0 +1,219 @@
+//! HTTP/2 upstream client of `protocol = "h2c"` and `protocol = "grpc"` backends: the request
+//! gets the same header rules as `http.rs` (hop-by-hop and `_` names removed, the edge's
+//! forwarding fields, request id, client certificate, TLV headers), `:authority` = the
+//! client's, and goes out on a pooled multiplexed connection (`h2_pool.rs`); trailers flow
+//! back in the response body. gRPC adds `te: trailers`, the `grpc-timeout` deadline and
+//! trailers-only error answers (`grpc.rs`). Server choice and retries are the edge's.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use tokio::sync::Notify;
+
+use super::body::{with_progress, IdleTimeout, Progress};
+use super::grpc;
+use super::h2_pool::{H2Pool, H2Tls, Stream};
+use super::headers::{add_request_id, drop_underscored, strip_hop_by_hop};
+use super::{Body, RequestBody, RequestContext, ServerAddr, UpstreamError};
+
+/// Settings of the HTTP/2 client.
+#[derive(Debug, Clone)]
+pub struct H2Opts {
+    pub connect_timeout: Duration,
+    /// Longest silence from the server: waiting for the head (restarted by each request
+    /// body chunk sent) and between response body frames (nginx `grpc_read_timeout`).
+    pub read_timeout: Duration,
+    /// Pass header names containing `_` (nginx `underscores_in_headers`); dropped if false.
+    pub underscores_in_headers: bool,
+    /// PROXY v2 TLVs sent as request headers (`proxy_protocol_tlv_headers`).
+    pub tlv_headers: Arc<[(crate::spec::TlvName, hyper::header::HeaderName)]>,
+    /// gRPC (`protocol = "grpc"`): HTTP/2 clients only, `te: trailers`, `grpc-timeout`
+    /// deadlines, unbuffered streams, failures as gRPC statuses.
+    pub grpc: bool,
+    /// gRPC only: TLS to the servers (nginx `grpc_pass grpcs://`); None: h2c.
+    pub tls: Option<H2Tls>,
+}
+
+/// The client of one edge frontend; clones share the pool.
+#[derive(Debug, Clone)]
+pub struct H2Upstream {
+    pool: H2Pool,
+    opts: H2Opts,
+}
+
+static TE_TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
+
+impl H2Upstream {
+    pub fn new(opts: H2Opts) -> Self {
+        H2Upstream {
+            pool: H2Pool::new(opts.tls.clone()),
+            opts,
+        }
+    }
+
+    /// gRPC: requests and responses stream, whatever the frontend's buffering says.
+    pub(crate) fn streams(&self) -> bool {
+        self.opts.grpc
+    }
+
+    /// gRPC over HTTP/2: an edge failure answered as a trailers-only gRPC status. An
+    /// HTTP/1.x client gets the edge's usual page (it cannot be sent gRPC).
+    pub(crate) fn failure_response(
+        &self,
+        status: StatusCode,
+        version: Version,
+    ) -> Option<Response<Body>> {
+        (self.opts.grpc && version == Version::HTTP_2)
+            .then(|| grpc::status_response(grpc::code_for(status)))
+    }
+
+    /// Forwards `req` to the server at `addr`; the response body (and its trailers) stream.
+    pub async fn send(
+        &self,
+        addr: &ServerAddr,
+        req: Request<RequestBody>,
+        ctx: &RequestContext,
+    ) -> Result<Response<Body>, UpstreamError> {
+        if !self.opts.grpc {
+            return self.exchange(addr, req, ctx).await;
+        }
+        if req.version() != Version::HTTP_2 {
+            return Err(UpstreamError::BadRequest(
+                "gRPC needs HTTP/2 between the client and the edge".into(),
+            ));
+        }
+        let Some(deadline) = grpc::deadline(req.headers()) else {
+            return self.exchange(addr, req, ctx).await;
+        };
+        match tokio::time::timeout_at(deadline, self.exchange(addr, req, ctx)).await {
+            Ok(Ok(resp)) => Ok(resp.map(|b| grpc::Deadline::new(b, deadline).boxed())),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(grpc::status_response(grpc::DEADLINE_EXCEEDED)),
+        }
+    }
+
+    /// One request/response exchange on a pooled stream; a connection found closed before
+    /// the request left is dropped and the request sent once more on a fresh one.
+    async fn exchange(
+        &self,
+        addr: &ServerAddr,
+        req: Request<RequestBody>,
+        ctx: &RequestContext,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let progress = Arc::new(Notify::new());
+        let (parts, body) = self.rewrite(req, ctx)?.into_parts();
+        let body = Progress {
+            inner: body,
+            progress: progress.clone(),
+        };
+        let mut req = Request::from_parts(parts, body.boxed_unsync());
+        let mut fresh = false;
+        loop {
+            let slot = self.pool.stream(addr, self.opts.connect_timeout).await?;
+            let mut sender = slot.sender();
+            let sent = sender.try_send_request(req);
+            match with_progress(sent, &progress, self.opts.read_timeout).await? {
+                Ok(resp) => return Ok(self.response(resp, slot)),
+                Err(mut e) => match e.take_message() {
+                    Some(back) if !fresh => {
+                        slot.mark_closed();
+                        req = back;
+                        fresh = true;
+                    }
+                    _ => return Err(map_error(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The request as the app gets it: the edge's header rules and an absolute URI.
+    fn rewrite(
+        &self,
+        req: Request<RequestBody>,
+        ctx: &RequestContext,
+    ) -> Result<Request<RequestBody>, UpstreamError> {
+        let (mut parts, body) = req.into_parts();
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                let h = parts.headers.get(header::HOST)?.to_str().ok()?;
+                Some(h.to_string())
+            })
+            .unwrap_or_else(|| ctx.server_name.clone());
+        let trailers = parts
+            .headers
+            .get_all(header::TE)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::HOST);
+        if !self.opts.underscores_in_headers {
+            drop_underscored(&mut parts.headers);
+        }
+        ctx.forwarding.apply(&mut parts.headers);
+        add_request_id(&mut parts.headers, ctx);
+        super::client_cert::set_headers(&mut parts.headers, ctx.client_cert.as_deref());
+        ctx.proxy_tlvs
+            .set_headers(&mut parts.headers, &self.opts.tlv_headers);
+        if self.opts.grpc || trailers {
+            // The one TE value HTTP/2 allows, and the one gRPC servers require.
+            parts.headers.insert(header::TE, TE_TRAILERS.clone());
+        }
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        parts.uri = Uri::builder()
+            .scheme(if self.opts.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            })
+            .authority(authority.as_str())
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| UpstreamError::BadRequest(format!("cannot address the app: {e}")))?;
+        parts.version = Version::HTTP_2;
+        Ok(Request::from_parts(parts, body))
+    }
+
+    /// The app's response: its body (frames and trailers) holds the stream slot until it
+    /// ends, with the read timeout between frames.
+    fn response(&self, resp: Response<hyper::body::Incoming>, slot: Stream) -> Response<Body> {
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = body
+            .map_err(move |e| {
+                let _held = &slot;
+                UpstreamError::Io(io::Error::other(e))
+            })
+            .boxed();
+        let body = IdleTimeout::new(body, self.opts.read_timeout, None).boxed();
+        Response::from_parts(parts, body)
+    }
+}
+
+/// hyper's error for a request that got no response head: the client's own body failing is
+/// a bad request (400), anything else the app's side (502).
+fn map_error(e: hyper::Error) -> UpstreamError {
+    if e.is_user() {
+        return UpstreamError::BadRequest(format!("request body: {e}"));
+    }
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    // Bounded by the depth of the error chain (a handful of links).
+    for _ in 0..16 {
+        let Some(s) = src else { break };
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    UpstreamError::Io(io::Error::other(msg))
+}
