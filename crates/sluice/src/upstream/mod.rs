@@ -1,12 +1,14 @@
 //! The edge's upstream clients: one request in, one response out, to an app server over
-//! uwsgi (`uwsgi`) or HTTP/1.1 with a keep-alive pool (`http`), both behind the [`Upstream`]
+//! uwsgi (`uwsgi`), FastCGI (`fastcgi`) or HTTP/1.1 with a keep-alive pool (`http`), behind the [`Upstream`]
 //! trait. Shared here: the request context, the error type (with its HTTP status) and the
 //! body types.
 //! Choosing and health-checking the app server is `balance`'s job, not this module's.
 
 mod body;
+mod cgi;
 mod client_cert;
 mod connect;
+pub mod fastcgi;
 mod forwarding;
 mod headers;
 mod http;
@@ -30,6 +32,7 @@ use hyper::{Request, Response, StatusCode};
 use crate::addr::{ClientAddr, LocalAddr};
 
 pub use self::client_cert::{CertDetails, ClientCert};
+pub use self::fastcgi::{FastCgiClient, FastCgiOpts};
 pub use self::forwarding::Forwarding;
 pub(crate) use self::forwarding::FORWARDING_NAMES;
 pub use self::http::{HttpOpts, HttpUpstream};
