@@ -268,6 +268,7 @@ fn backend(b: &m::Backend) -> Result<spec::Backend, Unparsed> {
             expect_status: h.expect_status,
         }),
         protocol: b.protocol,
+        fastcgi: super::fastcgi::spec(b),
         resolve_interval: b.resolve_interval.get(),
         max_queue: b.max_queue,
         servers,

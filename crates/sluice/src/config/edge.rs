@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use super::model::{Config, Mode, Protocol, HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS};
+use super::model::{
+    Config, Mode, Protocol, FASTCGI_MAX_CONNECTIONS, HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
+};
 use super::spans::{At, KeyPath, Located};
 use super::validate::Issue;
 
@@ -57,6 +59,7 @@ pub(super) fn default_edge_cap(protocol: Protocol) -> usize {
     match protocol {
         Protocol::Uwsgi => UWSGI_MAX_CONNECTIONS,
         Protocol::Http => HTTP_MAX_CONNECTIONS,
+        Protocol::Fastcgi => FASTCGI_MAX_CONNECTIONS,
     }
 }
 
@@ -202,6 +205,7 @@ pub(super) fn check(cfg: &Config, doc: Option<&Located<'_>>, out: &mut Vec<Issue
                                 match b.protocol {
                                     Protocol::Uwsgi => "uwsgi",
                                     Protocol::Http => "http",
+                                    Protocol::Fastcgi => "fastcgi",
                                 }
                             ),
                         );

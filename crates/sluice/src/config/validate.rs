@@ -53,6 +53,7 @@ pub(super) fn default_server_name(index: usize) -> String {
 pub(super) fn check(cfg: &Config, opts: &LoadOptions, doc: Option<&Located<'_>>) -> Vec<Issue> {
     let mut out = Issues(Vec::new());
     super::edge::check(cfg, doc, &mut out.0);
+    super::fastcgi::check(cfg, &mut out.0);
     check_global(cfg, opts, &mut out);
     check_admin(cfg, &mut out);
     check_frontends(cfg, opts, &mut out);

@@ -21,6 +21,10 @@ pub const UWSGI_MAX_CONNECTIONS: usize = 100;
 /// the keep-alive pool's idle limit per server (`upstream::HttpOpts::max_idle_per_server`).
 pub const HTTP_MAX_CONNECTIONS: usize = 256;
 
+/// Default `max_connections` of a server of an http-mode backend with `protocol = "fastcgi"`:
+/// as for uwsgi, a listen backlog's worth (php-fpm queues what its children cannot take).
+pub const FASTCGI_MAX_CONNECTIONS: usize = 100;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Balance {
@@ -47,6 +51,7 @@ pub enum Protocol {
     #[default]
     Http,
     Uwsgi,
+    Fastcgi,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -83,12 +88,26 @@ pub struct Backend {
     pub health: Option<Health>,
     /// Edge only: how requests reach the app servers.
     pub protocol: Protocol,
+    /// `protocol = "fastcgi"` only: root, index, keepalive.
+    pub fastcgi: FastCgi,
     /// How often host-name servers are re-resolved.
     pub resolve_interval: Duration,
     /// Most requests or connections waiting for a free server slot.
     pub max_queue: usize,
     /// In configuration order.
     pub servers: Vec<Server>,
+}
+
+/// The FastCGI keys of a backend (`protocol = "fastcgi"`; defaults elsewhere).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FastCgi {
+    /// `root`: DOCUMENT_ROOT and the first part of SCRIPT_FILENAME (nginx `root`).
+    pub root: String,
+    /// `index`: appended to a path ending in `/` (nginx `fastcgi_index`).
+    pub index: String,
+    /// `keepalive`: idle connections kept per server, sent FCGI_KEEP_CONN (nginx upstream
+    /// `keepalive` with `fastcgi_keep_conn on`); 0: a connection per request.
+    pub keepalive: usize,
 }
 
 /// Backend timeouts.

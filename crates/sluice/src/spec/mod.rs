@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use backend::{
-    Backend, Balance, Health, HealthKind, Protocol, SendProxy, Server, Timeouts, DEFAULT_MAX_QUEUE,
-    HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
+    Backend, Balance, FastCgi, Health, HealthKind, Protocol, SendProxy, Server, Timeouts,
+    DEFAULT_MAX_QUEUE, FASTCGI_MAX_CONNECTIONS, HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
 };
 pub use frontend::{
     AccessLogFormat, CertPair, ClientAuth, ClientLimits, ClientTimeouts, ClientVerify, Edge,

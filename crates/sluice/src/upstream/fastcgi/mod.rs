@@ -96,6 +96,29 @@ struct Head {
     buf: BytesMut,
 }
 
+impl FastCgiOpts {
+    /// The options of an edge backend: its FastCGI keys, `[connect, read, send]` timeouts,
+    /// the frontend's `max_body` and `underscores_in_headers`; the rest default.
+    pub fn for_backend(
+        b: &crate::spec::FastCgi,
+        [connect, read, send]: [Duration; 3],
+        max_body: usize,
+        underscores_in_headers: bool,
+    ) -> Self {
+        FastCgiOpts {
+            connect_timeout: connect,
+            read_timeout: read,
+            send_timeout: send,
+            max_body,
+            document_root: b.root.clone(),
+            index: b.index.clone(),
+            underscores_in_headers,
+            keepalive: b.keepalive,
+            ..FastCgiOpts::default()
+        }
+    }
+}
+
 impl FastCgiClient {
     pub fn new(opts: FastCgiOpts) -> Self {
         let pool = (opts.keepalive > 0)
