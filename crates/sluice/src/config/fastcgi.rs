@@ -118,3 +118,81 @@ pub(super) fn spec(b: &Backend) -> spec::FastCgi {
         keepalive: b.keepalive.unwrap_or(0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load::{load_str_with, LoadOptions};
+    use crate::spec::Protocol;
+
+    fn edge(backend: &str, mode: &str) -> String {
+        format!(
+            "[[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:8080\"]\nmode = \"{mode}\"\n\
+             backend = \"php\"\n\n[[backend]]\nname = \"php\"\n{backend}\n\
+             servers = [{{ addr = \"unix:/run/php/fpm.sock\" }}]\n"
+        )
+    }
+
+    fn refused(backend: &str, mode: &str, says: &str) {
+        let err = load_str_with(&edge(backend, mode), "f.toml", &LoadOptions::content_only())
+            .expect_err("config accepted");
+        let msg = err.to_string();
+        assert!(msg.contains(says), "{backend:?}: {msg}");
+    }
+
+    #[test]
+    fn defaults_and_spec() {
+        let t = edge("protocol = \"fastcgi\"\nroot = \"/srv/www\"", "http");
+        let cfg = load_str_with(&t, "f.toml", &LoadOptions::content_only()).unwrap();
+        let spec = cfg.spec().unwrap();
+        let b = &spec.backends[0];
+        assert_eq!(b.protocol, Protocol::Fastcgi);
+        assert_eq!(
+            (b.fastcgi.root.as_str(), b.fastcgi.index.as_str()),
+            ("/srv/www", "index.php")
+        );
+        assert_eq!(b.fastcgi.keepalive, 0);
+        assert_eq!(b.servers[0].max_connections, 100);
+        let t = edge(
+            "protocol = \"fastcgi\"\nroot = \"/srv\"\nindex = \"app.php\"\nkeepalive = 8",
+            "http",
+        );
+        let cfg = load_str_with(&t, "f.toml", &LoadOptions::content_only()).unwrap();
+        let b = &cfg.spec().unwrap().backends[0];
+        assert_eq!(
+            (b.fastcgi.index.as_str(), b.fastcgi.keepalive),
+            ("app.php", 8)
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        refused("protocol = \"fastcgi\"", "http", "needs root");
+        refused("protocol = \"fastcgi\"\nroot = \"www\"", "http", "absolute");
+        refused(
+            "protocol = \"fastcgi\"\nroot = \"/w\"\nindex = \"a/b.php\"",
+            "http",
+            "file name",
+        );
+        refused(
+            "protocol = \"fastcgi\"\nroot = \"/w\"\nkeepalive = 101",
+            "http",
+            "max_connections (100)",
+        );
+        refused(
+            "protocol = \"fastcgi\"\nroot = \"/w\"",
+            "tcp",
+            "http-mode frontend",
+        );
+        refused(
+            "protocol = \"fastcgi\"\nroot = \"/w\"\nhealth = { kind = \"http\" }",
+            "http",
+            "kind = \"tcp\"",
+        );
+        refused(
+            "protocol = \"uwsgi\"\nkeepalive = 2",
+            "http",
+            "keepalive is for",
+        );
+        refused("root = \"/w\"", "http", "root is for");
+    }
+}

@@ -5,7 +5,7 @@
 //! Choosing and health-checking the app server is `balance`'s job, not this module's.
 
 mod body;
-mod cgi;
+pub(crate) mod cgi;
 mod client_cert;
 mod connect;
 pub mod fastcgi;

@@ -34,6 +34,10 @@ use super::uwsgi::{framing, prepare_body, write_all, HeadParse, ReqBody, Respons
 use super::{Body, BoxError, RequestContext, ServerAddr, UpstreamError};
 use crate::net::Stream;
 
+/// Most STDERR bytes accepted while waiting for the response head (the head itself is
+/// capped by `max_response_head`), so a chatty app cannot keep the edge reading forever.
+const MAX_STDERR_BEFORE_HEAD: usize = 1 << 20;
+
 /// Limits, timeouts and paths of the FastCGI client.
 #[derive(Debug, Clone)]
 pub struct FastCgiOpts {
@@ -242,7 +246,13 @@ impl FastCgiClient {
                             HeadParse::Incomplete => {}
                         }
                     }
-                    Record::Stderr(b) => stderr.record(&b),
+                    Record::Stderr(b) => {
+                        stderr.record(&b);
+                        if stderr.seen() > MAX_STDERR_BEFORE_HEAD {
+                            let m = "FastCGI app sent over 1 MiB of stderr and no response head";
+                            return Err((UpstreamError::BadResponse(m.into()), true));
+                        }
+                    }
                     Record::End { .. } => {
                         return Err((
                             UpstreamError::BadResponse(

@@ -143,6 +143,9 @@ impl VarSink for Pairs {
     }
 }
 
+/// A decoded name-value pair (name, value).
+pub type Pair<'a> = (&'a [u8], &'a [u8]);
+
 /// Reads one pair length (1 byte under 128, else 4 bytes with the top bit set).
 fn pair_len(b: &[u8]) -> Result<(usize, usize), RecordError> {
     match b {
@@ -157,7 +160,7 @@ fn pair_len(b: &[u8]) -> Result<(usize, usize), RecordError> {
 
 /// Decodes a whole PARAMS stream content into its pairs (what an app does; the edge uses it
 /// in tests and the fuzz target checks it against the encoder).
-pub fn decode_pairs(mut b: &[u8]) -> Result<Vec<(&[u8], &[u8])>, RecordError> {
+pub fn decode_pairs(mut b: &[u8]) -> Result<Vec<Pair<'_>>, RecordError> {
     let mut out = Vec::new();
     // Bounded: each pass consumes at least two bytes or fails.
     while !b.is_empty() {
@@ -230,7 +233,7 @@ mod tests {
         v.extend_from_slice(&(content.len() as u16).to_be_bytes());
         v.extend_from_slice(&[pad, 0]);
         v.extend_from_slice(content);
-        v.extend(std::iter::repeat(0).take(pad as usize));
+        v.extend(std::iter::repeat_n(0, pad as usize));
         v
     }
 

@@ -34,6 +34,7 @@ pub(crate) struct StderrLog {
     server: ServerAddr,
     logged: usize,
     dropped: usize,
+    seen: usize,
 }
 
 impl StderrLog {
@@ -42,10 +43,17 @@ impl StderrLog {
             server,
             logged: 0,
             dropped: 0,
+            seen: 0,
         }
     }
 
+    /// STDERR bytes of this request so far.
+    pub(crate) fn seen(&self) -> usize {
+        self.seen
+    }
+
     pub(crate) fn record(&mut self, b: &[u8]) {
+        self.seen = self.seen.saturating_add(b.len());
         let room = MAX_STDERR_LOG - self.logged;
         let take = b.len().min(room);
         self.dropped += b.len() - take;
