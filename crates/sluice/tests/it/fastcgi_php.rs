@@ -342,5 +342,9 @@ async fn php_fpm_over_tcp_without_keepalive() {
     }
     let (st, _, b) = call(&mut c, "POST", "/echo.php", b"over tcp".to_vec()).await;
     assert_eq!((st, text(&b).as_str()), (StatusCode::OK, "over tcp"));
+    let (st, _, b) = call(&mut c, "HEAD", "/vars.php", vec![]).await;
+    assert_eq!((st, b.len()), (StatusCode::OK, 0));
+    let (st, _, b) = call(&mut c, "GET", "/teapot.php", vec![]).await;
+    assert_eq!((st.as_u16(), text(&b).as_str()), (418, "short and stout"));
     lb.shutdown().await;
 }
