@@ -44,6 +44,7 @@ fn pool(balance: Balance, n: usize) -> std::sync::Arc<Pool> {
         health: None,
         protocol: Default::default(),
         tls: None,
+        fastcgi: Default::default(),
         resolve_interval: Duration::from_secs(30),
         max_queue: sluice::spec::DEFAULT_MAX_QUEUE,
         servers,

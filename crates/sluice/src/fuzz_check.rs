@@ -11,6 +11,7 @@ use crate::edge::request_id;
 use crate::edge::strict::valid_authority;
 use crate::l4::client_hello::{inspect, Inspect, MAX_HELLO};
 use crate::proxy_protocol::conn_id::{is_id_text, ConnId, MAX_LEN};
+use crate::upstream::fastcgi::{parse_cgi_head, record};
 use crate::upstream::uwsgi::{framing, parse_response_head, HeadParse};
 
 /// uwsgi response heads: Complete/Incomplete/Invalid, never a panic; a Complete head lies
@@ -26,6 +27,57 @@ pub fn uwsgi_response(data: &[u8]) {
             assert!(head.len <= buf.len() && head.len <= limit);
             let _ = framing(&head, false);
             let _ = framing(&head, true);
+        }
+        HeadParse::Incomplete => assert!(buf.len() <= limit),
+        HeadParse::Invalid(_) => {}
+    }
+}
+
+/// FastCGI records from an app: taken off the buffer one by one until an error or a need
+/// for more bytes, never a panic; each record consumes bytes and its content fits a record;
+/// "more bytes" only while less than one largest record is buffered. The same bytes as a
+/// PARAMS stream: pairs that decode re-encode and decode to the same pairs.
+pub fn fastcgi_record(data: &[u8]) {
+    let mut buf = bytes::BytesMut::from(data);
+    loop {
+        let before = buf.len();
+        match record::decode(&mut buf) {
+            Ok(Some(r)) => {
+                assert!(buf.len() < before, "a record consumed nothing");
+                if let record::Record::Stdout(c) | record::Record::Stderr(c) = r {
+                    assert!(c.len() <= record::MAX_CONTENT);
+                }
+            }
+            Ok(None) => {
+                assert!(buf.len() < record::HEADER_LEN + record::MAX_CONTENT + 256);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    if let Ok(pairs) = record::decode_pairs(data) {
+        let mut enc = record::Pairs::new(usize::MAX);
+        for (k, v) in &pairs {
+            crate::upstream::cgi::VarSink::push(&mut enc, k, v).expect("a decoded pair encodes");
+        }
+        assert_eq!(record::decode_pairs(&enc.buf).as_ref(), Ok(&pairs));
+    }
+}
+
+/// CGI response heads (FastCGI STDOUT): Complete/Incomplete/Invalid, never a panic; a
+/// Complete head lies within the input and the limit, has a final status and no `Status`
+/// field left; framing never panics. The first byte picks the limit.
+pub fn fastcgi_head(data: &[u8]) {
+    let (limit, buf) = match data.split_first() {
+        Some((&b, rest)) => ((b as usize + 1) * 256, rest),
+        None => (65536, data),
+    };
+    match parse_cgi_head(buf, limit) {
+        HeadParse::Complete(head) => {
+            assert!(head.len <= buf.len() && head.len <= limit);
+            assert!(head.status.as_u16() >= 200);
+            assert!(!head.headers.contains_key("status"));
+            let _ = framing(&head, false);
         }
         HeadParse::Incomplete => assert!(buf.len() <= limit),
         HeadParse::Invalid(_) => {}

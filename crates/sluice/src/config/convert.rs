@@ -275,6 +275,7 @@ fn backend(b: &m::Backend) -> Result<spec::Backend, Unparsed> {
         }),
         protocol: b.protocol,
         tls: b.tls.clone(),
+        fastcgi: super::fastcgi::spec(b),
         resolve_interval: b.resolve_interval.get(),
         max_queue: b.max_queue,
         servers,

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use super::model::{Config, Mode, Protocol, HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS};
+use super::model::{
+    Config, Mode, Protocol, FASTCGI_MAX_CONNECTIONS, HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
+};
 use super::spans::{At, KeyPath, Located};
 use super::validate::Issue;
 
@@ -61,6 +63,7 @@ pub(super) fn default_edge_cap(protocol: Protocol) -> usize {
         Protocol::Uwsgi => UWSGI_MAX_CONNECTIONS,
         Protocol::Http => HTTP_MAX_CONNECTIONS,
         Protocol::H2c | Protocol::Grpc => HTTP_MAX_CONNECTIONS,
+        Protocol::Fastcgi => FASTCGI_MAX_CONNECTIONS,
     }
 }
 
@@ -207,6 +210,7 @@ pub(super) fn check(cfg: &Config, doc: Option<&Located<'_>>, out: &mut Vec<Issue
                                     Protocol::Uwsgi => "uwsgi",
                                     Protocol::Http => "http",
                                     Protocol::H2c | Protocol::Grpc => "HTTP/2",
+                                    Protocol::Fastcgi => "fastcgi",
                                 }
                             ),
                         );

@@ -134,10 +134,11 @@ fn reach(cfg: &Config) -> BTreeMap<&str, Reach> {
             let sum = caps().fold(0u64, |sum, c| {
                 sum.saturating_add(if c == 0 { max } else { c as u64 })
             });
-            let pools = if matches!(b.protocol, Protocol::Http | Protocol::H2c | Protocol::Grpc) {
-                r.http
-            } else {
-                1
+            let pools = match b.protocol {
+                Protocol::Http | Protocol::H2c | Protocol::Grpc => r.http,
+                // In-use sockets within the lease, plus each frontend's idle ones (≤ a cap).
+                Protocol::Fastcgi if b.keepalive.unwrap_or(0) > 0 => r.http + 1,
+                _ => 1,
             };
             r.edge = sum.saturating_mul(pools);
         }

@@ -7,6 +7,7 @@ mod client_tls;
 mod convert;
 mod duration;
 mod edge;
+mod fastcgi;
 pub mod limits;
 pub mod load;
 pub mod model;

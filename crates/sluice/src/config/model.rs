@@ -10,7 +10,8 @@ use super::duration::Dur;
 use crate::spec;
 pub use crate::spec::{
     AccessLogFormat, Balance, ClientVerify, HealthKind, Mode, Protocol, SendProxy, Untrusted,
-    DEFAULT_MAX_QUEUE, DEFAULT_MAX_TEMP_FILES, HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
+    DEFAULT_MAX_QUEUE, DEFAULT_MAX_TEMP_FILES, FASTCGI_MAX_CONNECTIONS, HTTP_MAX_CONNECTIONS,
+    UWSGI_MAX_CONNECTIONS,
 };
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -380,6 +381,15 @@ pub struct Backend {
     /// `protocol = "grpc"` only: TLS to the app servers (`config/upstream_tls.rs`).
     #[serde(default)]
     pub tls: Option<crate::spec::UpstreamTls>,
+    /// `protocol = "fastcgi"`: DOCUMENT_ROOT and SCRIPT_FILENAME's first part (nginx `root`).
+    #[serde(default)]
+    pub root: Option<String>,
+    /// `protocol = "fastcgi"`: appended to a path ending in `/` (nginx `fastcgi_index`).
+    #[serde(default)]
+    pub index: Option<String>,
+    /// `protocol = "fastcgi"`: idle connections kept per server (0: none, as nginx).
+    #[serde(default)]
+    pub keepalive: Option<usize>,
     /// How often host-name servers are re-resolved (issue #7, servers from DNS).
     #[serde(default = "default_resolve_interval")]
     pub resolve_interval: Dur,

@@ -54,6 +54,7 @@ pub(super) fn check(cfg: &Config, opts: &LoadOptions, doc: Option<&Located<'_>>)
     let mut out = Issues(Vec::new());
     super::edge::check(cfg, doc, &mut out.0);
     super::upstream_tls::check(cfg, &mut out.0);
+    super::fastcgi::check(cfg, &mut out.0);
     check_global(cfg, opts, &mut out);
     check_admin(cfg, &mut out);
     check_frontends(cfg, opts, &mut out);
@@ -309,11 +310,18 @@ fn check_pairing(cfg: &Config, i: usize, k: usize, out: &mut Issues) {
     let bp = KeyPath::root().key("backend").index(k);
     match f.mode {
         Mode::Tcp => {
-            if b.protocol == Protocol::Uwsgi {
+            let app = match b.protocol {
+                Protocol::Http => None,
+                Protocol::Uwsgi => Some("uwsgi"),
+                Protocol::Fastcgi => Some("fastcgi"),
+                Protocol::H2c => Some("h2c"),
+                Protocol::Grpc => Some("grpc"),
+            };
+            if let Some(app) = app {
                 out.value(
                     bp.key("protocol"),
                     format!(
-                        "protocol = \"uwsgi\" needs an http-mode frontend, but tcp-mode frontend \
+                        "protocol = \"{app}\" needs an http-mode frontend, but tcp-mode frontend \
                          {:?} forwards bytes unmodified to this backend",
                         f.name
                     ),

@@ -37,8 +37,8 @@ use crate::proxy_protocol::{self as proxy, ConnId, Policy};
 use crate::spec::{self, Protocol};
 use crate::tls::{self, TlsEdge};
 use crate::upstream::{
-    H2Opts, H2Tls, H2Upstream, HttpOpts, HttpUpstream, Scheme, SocketCaps, Upstream, UwsgiClient,
-    UwsgiOpts,
+    FastCgiClient, FastCgiOpts, H2Opts, H2Tls, H2Upstream, HttpOpts, HttpUpstream, Scheme,
+    SocketCaps, Upstream, UwsgiClient, UwsgiOpts,
 };
 
 pub(crate) use access::AccessLog;
@@ -143,6 +143,12 @@ impl HttpFrontend {
                 underscores_in_headers: settings.underscores_in_headers,
                 ..UwsgiOpts::default()
             })),
+            Protocol::Fastcgi => Arc::new(FastCgiClient::new(FastCgiOpts::for_backend(
+                &b.fastcgi,
+                [up.connect, up.read, up.send],
+                f.edge.max_body,
+                settings.underscores_in_headers,
+            ))),
             Protocol::Http => {
                 // Each server's sockets stay within its max_connections (the lease bounds
                 // requests; this bounds the pool's idle and background-connecting sockets).

@@ -21,6 +21,10 @@ pub const UWSGI_MAX_CONNECTIONS: usize = 100;
 /// the keep-alive pool's idle limit per server (`upstream::HttpOpts::max_idle_per_server`).
 pub const HTTP_MAX_CONNECTIONS: usize = 256;
 
+/// Default `max_connections` of a server of an http-mode backend with `protocol = "fastcgi"`:
+/// as for uwsgi, a listen backlog's worth (php-fpm queues what its children cannot take).
+pub const FASTCGI_MAX_CONNECTIONS: usize = 100;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Balance {
@@ -64,6 +68,7 @@ pub enum Protocol {
     H2c,
     /// gRPC over HTTP/2 (h2c): unbuffered streams, trailers, gRPC error statuses.
     Grpc,
+    Fastcgi,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -104,6 +109,8 @@ pub struct Backend {
     pub protocol: Protocol,
     /// `protocol = "grpc"` only: TLS to the app servers (nginx `grpc_pass grpcs://`).
     pub tls: Option<UpstreamTls>,
+    /// `protocol = "fastcgi"` only: root, index, keepalive.
+    pub fastcgi: FastCgi,
     /// How often host-name servers are re-resolved.
     pub resolve_interval: Duration,
     /// Most requests or connections waiting for a free server slot.
@@ -130,6 +137,18 @@ pub struct UpstreamTls {
     /// Send `name` as SNI (nginx `grpc_ssl_server_name`, off by default as there).
     #[serde(default)]
     pub server_name: bool,
+}
+
+/// The FastCGI keys of a backend (`protocol = "fastcgi"`; defaults elsewhere).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FastCgi {
+    /// `root`: DOCUMENT_ROOT and the first part of SCRIPT_FILENAME (nginx `root`).
+    pub root: String,
+    /// `index`: appended to a path ending in `/` (nginx `fastcgi_index`).
+    pub index: String,
+    /// `keepalive`: idle connections kept per server, sent FCGI_KEEP_CONN (nginx upstream
+    /// `keepalive` with `fastcgi_keep_conn on`); 0: a connection per request.
+    pub keepalive: usize,
 }
 
 /// Backend timeouts.

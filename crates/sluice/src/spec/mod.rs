@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use backend::{
-    Backend, Balance, HashKey, Health, HealthKind, Protocol, SendProxy, Server, Timeouts,
-    UpstreamTls,
-    DEFAULT_MAX_QUEUE, HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
+    Backend, Balance, FastCgi, HashKey, Health, HealthKind, Protocol, SendProxy, Server, Timeouts,
+    UpstreamTls, DEFAULT_MAX_QUEUE, FASTCGI_MAX_CONNECTIONS, HTTP_MAX_CONNECTIONS,
+    UWSGI_MAX_CONNECTIONS,
 };
 pub use frontend::{
     AccessLogFormat, CertPair, ClientAuth, ClientLimits, ClientTimeouts, ClientVerify, Edge,

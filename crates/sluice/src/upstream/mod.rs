@@ -1,12 +1,14 @@
 //! The edge's upstream clients: one request in, one response out, to an app server over
-//! uwsgi (`uwsgi`) or HTTP/1.1 with a keep-alive pool (`http`), both behind the [`Upstream`]
+//! uwsgi (`uwsgi`), FastCGI (`fastcgi`) or HTTP/1.1 with a keep-alive pool (`http`), behind the [`Upstream`]
 //! trait. Shared here: the request context, the error type (with its HTTP status) and the
 //! body types.
 //! Choosing and health-checking the app server is `balance`'s job, not this module's.
 
 mod body;
+pub(crate) mod cgi;
 mod client_cert;
 mod connect;
+pub mod fastcgi;
 mod forwarding;
 pub(crate) mod grpc;
 mod h2;
@@ -33,6 +35,7 @@ use hyper::{Request, Response, StatusCode, Version};
 use crate::addr::{ClientAddr, LocalAddr};
 
 pub use self::client_cert::{CertDetails, ClientCert};
+pub use self::fastcgi::{FastCgiClient, FastCgiOpts};
 pub use self::forwarding::Forwarding;
 pub(crate) use self::forwarding::FORWARDING_NAMES;
 pub use self::h2::{H2Opts, H2Upstream};

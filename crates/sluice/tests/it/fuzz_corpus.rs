@@ -40,6 +40,16 @@ fn every_uwsgi_response_corpus_file_replays_without_panic() {
 }
 
 #[test]
+fn every_fastcgi_record_corpus_file_replays_without_panic() {
+    replay("fastcgi_record", 5, fuzz_check::fastcgi_record);
+}
+
+#[test]
+fn every_fastcgi_head_corpus_file_replays_without_panic() {
+    replay("fastcgi_head", 4, fuzz_check::fastcgi_head);
+}
+
+#[test]
 fn every_host_authority_corpus_file_replays_without_panic() {
     replay("host_authority", 4, fuzz_check::host_authority);
 }

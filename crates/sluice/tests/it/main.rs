@@ -20,6 +20,7 @@ mod edge_http;
 mod edge_interop;
 mod edge_limits;
 mod edge_mtls;
+mod fastcgi_php;
 mod fault_down;
 mod fault_exhaustion;
 mod fault_servers;

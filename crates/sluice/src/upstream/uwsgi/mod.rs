@@ -68,8 +68,8 @@ pub struct UwsgiClient {
     opts: UwsgiOpts,
 }
 
-/// The request body as it will be sent.
-enum ReqBody<B> {
+/// The request body as it will be sent (FastCGI sends it the same way).
+pub(crate) enum ReqBody<B> {
     /// Fully in memory (empty, or an unknown-length body buffered).
     Full(Bytes),
     /// Streamed; exactly this many bytes (the Content-Length) must come.
@@ -100,7 +100,13 @@ impl UwsgiClient {
         let (parts, body) = req.into_parts();
         let body = Box::pin(body);
         let is_head = parts.method == Method::HEAD;
-        let req_body = self.prepare_body(&parts.headers, body).await?;
+        let req_body = prepare_body(
+            &parts.headers,
+            body,
+            self.opts.max_body,
+            self.opts.send_timeout,
+        )
+        .await?;
         let len = match &req_body {
             ReqBody::Full(b) => b.len() as u64,
             ReqBody::Stream(_, n) => *n,
@@ -181,48 +187,50 @@ impl UwsgiClient {
         *resp.headers_mut() = headers;
         Ok(resp)
     }
+}
 
-    /// Decides how the body goes: streamed with its Content-Length (header or exact size
-    /// hint), empty, or buffered up to `max_body` when the length is unknown.
-    async fn prepare_body<B>(
-        &self,
-        headers: &HeaderMap,
-        mut body: std::pin::Pin<Box<B>>,
-    ) -> Result<ReqBody<std::pin::Pin<Box<B>>>, UpstreamError>
-    where
-        B: HttpBody<Data = Bytes>,
-        B::Error: Into<BoxError>,
-    {
-        if let Some(n) = content_length(headers)? {
-            return Ok(if n == 0 {
-                ReqBody::Full(Bytes::new())
-            } else {
-                ReqBody::Stream(body, n)
-            });
-        }
-        if body.is_end_stream() {
-            return Ok(ReqBody::Full(Bytes::new()));
-        }
-        if let Some(n) = body.size_hint().exact() {
-            return Ok(ReqBody::Stream(body, n));
-        }
-        let mut buf = BytesMut::new();
-        // Bounded by max_body (bytes) and send_timeout (per frame).
-        loop {
-            let frame = tokio::time::timeout(self.opts.send_timeout, body.frame())
-                .await
-                .map_err(|_| UpstreamError::Timeout)?;
-            let Some(frame) = frame else { break };
-            let frame = frame.map_err(|e| UpstreamError::BadRequest(e.into().to_string()))?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > self.opts.max_body {
-                    return Err(UpstreamError::BodyTooLarge);
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        Ok(ReqBody::Full(buf.freeze()))
+/// Decides how the body goes: streamed with its Content-Length (header or exact size hint),
+/// empty, or buffered up to `max_body` (each frame within `timeout`) when the length is
+/// unknown (uwsgi and FastCGI need CONTENT_LENGTH).
+pub(crate) async fn prepare_body<B>(
+    headers: &HeaderMap,
+    mut body: std::pin::Pin<Box<B>>,
+    max_body: usize,
+    timeout: Duration,
+) -> Result<ReqBody<std::pin::Pin<Box<B>>>, UpstreamError>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    if let Some(n) = content_length(headers)? {
+        return Ok(if n == 0 {
+            ReqBody::Full(Bytes::new())
+        } else {
+            ReqBody::Stream(body, n)
+        });
     }
+    if body.is_end_stream() {
+        return Ok(ReqBody::Full(Bytes::new()));
+    }
+    if let Some(n) = body.size_hint().exact() {
+        return Ok(ReqBody::Stream(body, n));
+    }
+    let mut buf = BytesMut::new();
+    // Bounded by max_body (bytes) and send_timeout (per frame).
+    loop {
+        let frame = tokio::time::timeout(timeout, body.frame())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?;
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| UpstreamError::BadRequest(e.into().to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max_body {
+                return Err(UpstreamError::BodyTooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(ReqBody::Full(buf.freeze()))
 }
 
 /// The request's Content-Length: None when absent, BadRequest when malformed or conflicting.
@@ -245,7 +253,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, UpstreamError> {
     Ok(len)
 }
 
-async fn write_all<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
     w: &mut W,
     b: &[u8],
     t: Duration,
