@@ -236,7 +236,11 @@ fn backend(b: &m::Backend) -> Result<spec::Backend, Unparsed> {
         .map(|(j, s)| {
             Ok(spec::Server {
                 name: s.name.clone().unwrap_or_else(|| default_server_name(j)),
-                addr: parse_server_addr(&s.addr).map_err(|e| (format!("servers[{j}].addr"), e))?,
+                addr: match &s.srv {
+                    Some(name) => super::srv::server_addr(name),
+                    None => parse_server_addr(&s.addr)
+                        .map_err(|e| (format!("servers[{j}].addr"), e))?,
+                },
                 weight: s.weight,
                 backup: s.backup,
                 max_connections: s.cap(),
