@@ -28,6 +28,9 @@ pub struct DiscoveryError {
     pub message: String,
 }
 
+/// An SRV record's weight is capped at this (the admin API's and HAProxy's range).
+pub(crate) const MAX_SRV_WEIGHT: u32 = 256;
+
 /// A record TTL shortens the re-resolve interval down to this, never below.
 pub(crate) const TTL_FLOOR: Duration = Duration::from_secs(1);
 
@@ -223,7 +226,7 @@ impl Discovery {
 
     /// `b` with DNS servers expanded from the cache (call `prime` first): a host name into
     /// one `Inet` server per address (`NAME-IP`), an SRV name into one per record
-    /// (`NAME-TARGET-PORT`, the record's weight, 0 counted as 1; records of a priority other
+    /// (`NAME-TARGET-PORT`, the record's weight within 1..=256; records of a priority other
     /// than the lowest are backups). Also the names of the servers that came from DNS.
     pub(crate) fn expand(&self, b: &spec::Backend) -> Result<Expanded, String> {
         let st = self.state();
@@ -263,7 +266,7 @@ impl Discovery {
                         out.push(spec::Server {
                             name,
                             addr: ServerAddr::Inet(SocketAddr::new(t.ip, t.port)),
-                            weight: u32::from(t.weight.max(1)),
+                            weight: u32::from(t.weight).clamp(1, MAX_SRV_WEIGHT),
                             backup: s.backup || Some(t.priority) != best,
                             ..s.clone()
                         });

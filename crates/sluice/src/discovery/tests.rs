@@ -108,7 +108,7 @@ servers = [{ name = "app", srv = "_app._tcp.example.test", max_connections = 7 }
         vec![
             target(10, "a.example.test", 8001, 5, "127.0.0.21"),
             target(10, "b.example.test", 8002, 0, "127.0.0.22"),
-            target(20, "c.example.test", 8003, 100, "127.0.0.23"),
+            target(20, "c.example.test", 8003, 1000, "127.0.0.23"),
         ],
     );
     let (expanded, from_dns) = d.expand(b).unwrap();
@@ -122,7 +122,7 @@ servers = [{ name = "app", srv = "_app._tcp.example.test", max_connections = 7 }
         [
             ("app-a.example.test-8001", "127.0.0.21:8001".into(), 5, false),
             ("app-b.example.test-8002", "127.0.0.22:8002".into(), 1, false),
-            ("app-c.example.test-8003", "127.0.0.23:8003".into(), 100, true),
+            ("app-c.example.test-8003", "127.0.0.23:8003".into(), 256, true),
             ("srv2", "127.0.0.11:80".into(), 1, false),
         ]
     );

@@ -14,6 +14,7 @@ mod config_check;
 #[cfg(feature = "demo")]
 mod demo;
 mod dns_discovery;
+mod dns_srv;
 mod edge_curl;
 mod edge_http;
 mod edge_interop;
