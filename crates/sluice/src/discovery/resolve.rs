@@ -63,7 +63,9 @@ pub(crate) fn build(servers: &[SocketAddr]) -> Result<TokioResolver, String> {
     opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     // `Discovery` asks again on its own schedule: a cached answer would hide a change.
     opts.cache_size = 0;
-    builder.build().map_err(|e| format!("building the resolver: {e}"))
+    builder
+        .build()
+        .map_err(|e| format!("building the resolver: {e}"))
 }
 
 /// A failed look-up in words (NXDOMAIN named as such).

@@ -120,9 +120,24 @@ servers = [{ name = "app", srv = "_app._tcp.example.test", max_connections = 7 }
     assert_eq!(
         got,
         [
-            ("app-a.example.test-8001", "127.0.0.21:8001".into(), 5, false),
-            ("app-b.example.test-8002", "127.0.0.22:8002".into(), 1, false),
-            ("app-c.example.test-8003", "127.0.0.23:8003".into(), 256, true),
+            (
+                "app-a.example.test-8001",
+                "127.0.0.21:8001".into(),
+                5,
+                false
+            ),
+            (
+                "app-b.example.test-8002",
+                "127.0.0.22:8002".into(),
+                1,
+                false
+            ),
+            (
+                "app-c.example.test-8003",
+                "127.0.0.23:8003".into(),
+                256,
+                true
+            ),
             ("srv2", "127.0.0.11:80".into(), 1, false),
         ]
     );

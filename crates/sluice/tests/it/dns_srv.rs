@@ -95,9 +95,24 @@ servers = [{{ name = "web", addr = "web.example.test:{pw}" }}]
     assert_eq!(
         servers(&pool),
         [
-            (format!("app-a.example.test-{pa}"), format!("127.0.0.31:{pa}"), 5, false),
-            (format!("app-b.example.test-{pb}"), format!("127.0.0.32:{pb}"), 1, false),
-            (format!("app-c.example.test-{pc}"), format!("127.0.0.33:{pc}"), 1, true),
+            (
+                format!("app-a.example.test-{pa}"),
+                format!("127.0.0.31:{pa}"),
+                5,
+                false
+            ),
+            (
+                format!("app-b.example.test-{pb}"),
+                format!("127.0.0.32:{pb}"),
+                1,
+                false
+            ),
+            (
+                format!("app-c.example.test-{pc}"),
+                format!("127.0.0.33:{pc}"),
+                1,
+                true
+            ),
         ]
     );
     let seen = greetings(sluice.addr("fe_srv"), 12).await;
@@ -117,7 +132,11 @@ servers = [{{ name = "web", addr = "web.example.test:{pw}" }}]
         servers(&pool)
             .iter()
             .any(|s| s.0.starts_with("app-a.") && s.1 == moved)
-            && servers(&web).iter().map(|s| s.0.as_str()).collect::<Vec<_>>() == ["web-127.0.0.42"]
+            && servers(&web)
+                .iter()
+                .map(|s| s.0.as_str())
+                .collect::<Vec<_>>()
+                == ["web-127.0.0.42"]
     })
     .await;
     assert!(started.elapsed() < std::time::Duration::from_secs(8));
@@ -129,16 +148,25 @@ servers = [{{ name = "web", addr = "web.example.test:{pw}" }}]
 
     // SRV records change (dnsmasq restarted on the same port): b leaves, c becomes a
     // primary with weight 2.
-    dns.restart(&srv(&[("a", pa, 10, 5), ("c", pc, 10, 2)])).await;
+    dns.restart(&srv(&[("a", pa, 10, 5), ("c", pc, 10, 2)]))
+        .await;
     wait_until("b gone and c a primary", || {
         servers(&pool)
             == [
                 (format!("app-a.example.test-{pa}"), moved.clone(), 5, false),
-                (format!("app-c.example.test-{pc}"), format!("127.0.0.33:{pc}"), 2, false),
+                (
+                    format!("app-c.example.test-{pc}"),
+                    format!("127.0.0.33:{pc}"),
+                    2,
+                    false,
+                ),
             ]
     })
     .await;
-    let seen: BTreeSet<String> = greetings(sluice.addr("fe_srv"), 14).await.into_iter().collect();
+    let seen: BTreeSet<String> = greetings(sluice.addr("fe_srv"), 14)
+        .await
+        .into_iter()
+        .collect();
     assert_eq!(seen, ["a2", "c"].map(String::from).into());
 
     sluice.shutdown().await;
