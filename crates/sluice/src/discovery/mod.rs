@@ -31,6 +31,9 @@ pub struct DiscoveryError {
 /// An SRV record's weight is capped at this (the admin API's and HAProxy's range).
 pub(crate) const MAX_SRV_WEIGHT: u32 = 256;
 
+/// The system's resolver configuration is read again when older than this.
+const SYSTEM_CONF_REREAD: Duration = Duration::from_secs(1);
+
 /// A record TTL shortens the re-resolve interval down to this, never below.
 pub(crate) const TTL_FLOOR: Duration = Duration::from_secs(1);
 
@@ -92,8 +95,8 @@ struct State {
 /// The resolver and the last good answers, shared by the server and its refresh task.
 pub(crate) struct Discovery {
     /// `[global] resolvers` (empty: the system's) and the resolver built for them (lazily,
-    /// on the runtime that looks up).
-    resolver: Mutex<(Vec<SocketAddr>, Option<TokioResolver>)>,
+    /// on the runtime that looks up) with when it was built.
+    resolver: Mutex<(Vec<SocketAddr>, Option<(TokioResolver, std::time::Instant)>)>,
     state: Mutex<State>,
 }
 
@@ -146,10 +149,16 @@ impl Discovery {
 
     fn resolver(&self) -> Result<TokioResolver, String> {
         let mut r = self.resolver.lock().unwrap_or_else(|e| e.into_inner());
-        if r.1.is_none() {
-            r.1 = Some(resolve::build(&r.0)?);
+        // The system's resolver is rebuilt (at most once a second) so that edits of
+        // /etc/resolv.conf and /etc/hosts apply, as they do for getaddrinfo.
+        let stale = r.0.is_empty()
+            && r.1
+                .as_ref()
+                .is_some_and(|(_, at)| at.elapsed() >= SYSTEM_CONF_REREAD);
+        if r.1.is_none() || stale {
+            r.1 = Some((resolve::build(&r.0)?, std::time::Instant::now()));
         }
-        Ok(r.1.clone().expect("built above"))
+        Ok(r.1.as_ref().expect("built above").0.clone())
     }
 
     async fn look_up(&self, key: &Key) -> Result<(Answer, Option<Duration>), String> {

@@ -121,12 +121,11 @@ servers = [{{ name = "web", addr = "web.example.test:{pw}" }}]
     assert_eq!(greetings(sluice.addr("fe_web"), 2).await, ["w1", "w1"]);
 
     // A records change (dnsmasq re-reads its hosts file): followed at the 1s TTL, not the
-    // hour of resolve_interval.
+    // hour of resolve_interval (wait_until gives up long before an hour).
     dns.set_hosts(
         "127.0.0.34 a.example.test\n127.0.0.32 b.example.test\n\
          127.0.0.33 c.example.test\n127.0.0.42 web.example.test\n",
     );
-    let started = std::time::Instant::now();
     let moved = format!("127.0.0.34:{pa}");
     wait_until("a's target and web.example.test moved", || {
         servers(&pool)
@@ -139,7 +138,6 @@ servers = [{{ name = "web", addr = "web.example.test:{pw}" }}]
                 == ["web-127.0.0.42"]
     })
     .await;
-    assert!(started.elapsed() < std::time::Duration::from_secs(8));
     assert_eq!(greetings(sluice.addr("fe_web"), 2).await, ["w2", "w2"]);
     assert!(greetings(sluice.addr("fe_srv"), 6)
         .await
