@@ -92,11 +92,14 @@ struct State {
     watch: Vec<Watch>,
 }
 
+/// A resolver and when it was built.
+type Built = (TokioResolver, std::time::Instant);
+
 /// The resolver and the last good answers, shared by the server and its refresh task.
 pub(crate) struct Discovery {
     /// `[global] resolvers` (empty: the system's) and the resolver built for them (lazily,
     /// on the runtime that looks up) with when it was built.
-    resolver: Mutex<(Vec<SocketAddr>, Option<(TokioResolver, std::time::Instant)>)>,
+    resolver: Mutex<(Vec<SocketAddr>, Option<Built>)>,
     state: Mutex<State>,
 }
 
