@@ -73,6 +73,9 @@ pub enum ServerAddr {
     Unix(PathBuf),
     /// "app.internal:8080": resolved at start (`config::parsed::resolve`, `discovery`).
     Host { host: String, port: u16 },
+    /// `srv = "_app._tcp.example.test"`: one `Inet` server per SRV record, expanded by
+    /// `discovery` before a pool is built (never connected to as such).
+    Srv { name: String },
 }
 
 impl fmt::Display for ServerAddr {
@@ -81,6 +84,7 @@ impl fmt::Display for ServerAddr {
             ServerAddr::Inet(a) => a.fmt(f),
             ServerAddr::Unix(p) => write!(f, "unix:{}", p.display()),
             ServerAddr::Host { host, port } => write!(f, "{host}:{port}"),
+            ServerAddr::Srv { name } => write!(f, "SRV {name}"),
         }
     }
 }

@@ -3,7 +3,6 @@
 //! apart. Each panics when the parser breaks a property. Not part of the supported API.
 
 use crate::config::load::{load_str_with, LoadOptions};
-use crate::discovery::dns::{parse_response, TYPE_A, TYPE_AAAA};
 use crate::edge::client_dn::{rfc2253, serial_hex};
 use crate::edge::forwarded::decide;
 use crate::edge::forwarded_parse::{parse_forwarded, parse_xff, Node, MAX_HOPS};
@@ -106,22 +105,6 @@ pub fn config(data: &[u8]) {
             let _ = e.to_string();
         }
     }
-}
-
-/// DNS answers: parse or error, never a panic; what parses matches the question's family.
-/// Returns how many addresses parsed (the corpus test checks its seed parses).
-pub fn dns_response(data: &[u8]) -> usize {
-    let id = data
-        .first()
-        .map_or(0, |&b| (u16::from(b) << 8) | u16::from(b));
-    let mut parsed = 0;
-    for qtype in [TYPE_A, TYPE_AAAA] {
-        if let Ok(ips) = parse_response(data, id, "app.test", qtype) {
-            assert!(ips.iter().all(|ip| ip.is_ipv4() == (qtype == TYPE_A)));
-            parsed += ips.len();
-        }
-    }
-    parsed
 }
 
 /// Host / :authority values: accepted or refused, never a panic; what is accepted has no

@@ -229,20 +229,24 @@ fn backend(b: &m::Backend) -> Result<spec::Backend, Unparsed> {
         Some(s) => Some(parse_source(s).map_err(|e| ("source".to_string(), e))?),
         None => None,
     };
-    let servers = b
-        .servers
-        .iter()
-        .enumerate()
-        .map(|(j, s)| {
-            Ok(spec::Server {
-                name: s.name.clone().unwrap_or_else(|| default_server_name(j)),
-                addr: parse_server_addr(&s.addr).map_err(|e| (format!("servers[{j}].addr"), e))?,
-                weight: s.weight,
-                backup: s.backup,
-                max_connections: s.cap(),
+    let servers =
+        b.servers
+            .iter()
+            .enumerate()
+            .map(|(j, s)| {
+                Ok(spec::Server {
+                    name: s.name.clone().unwrap_or_else(|| default_server_name(j)),
+                    addr: match &s.srv {
+                        Some(name) => super::srv::server_addr(name),
+                        None => parse_server_addr(&s.addr)
+                            .map_err(|e| (format!("servers[{j}].addr"), e))?,
+                    },
+                    weight: s.weight,
+                    backup: s.backup,
+                    max_connections: s.cap(),
+                })
             })
-        })
-        .collect::<Result<_, Unparsed>>()?;
+            .collect::<Result<_, Unparsed>>()?;
     let t = &b.timeouts;
     Ok(spec::Backend {
         name: b.name.clone(),

@@ -1,6 +1,6 @@
 //! Configuration: the TOML model (`model`), duration strings (`duration`), parsing address
 //! strings (`parsed`), loading with file:line:col errors (`load`, `validate`, `spans`), the
-//! edge's role-dependent rules (`edge`), the file-descriptor budget (`limits`) and the
+//! edge's role-dependent rules (`edge`), the file-descriptor budget (`limits`), servers from SRV records (`srv`) and the
 //! conversion into the runtime's `spec` (`convert`). Imports only `spec` and `addr`.
 
 mod client_tls;
@@ -14,6 +14,7 @@ pub mod model;
 mod parsed;
 mod routes;
 mod spans;
+mod srv;
 mod tlv_headers;
 mod upstream_tls;
 mod validate;

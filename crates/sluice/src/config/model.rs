@@ -485,8 +485,13 @@ pub struct Server {
     /// Defaults to "srvN" (1-based position) when omitted.
     #[serde(default)]
     pub name: Option<String>,
-    /// "ip:port", "host:port" (resolved at start) or "unix:/path".
+    /// "ip:port", "host:port" (resolved at start) or "unix:/path". Empty when `srv` is set
+    /// (exactly one of the two; `validate` checks).
+    #[serde(default)]
     pub addr: String,
+    /// A DNS SRV name (`_app._tcp.example.test`): one server per record (`discovery`).
+    #[serde(default)]
+    pub srv: Option<String>,
     #[serde(default = "default_weight")]
     pub weight: u32,
     #[serde(default)]

@@ -461,6 +461,12 @@ fn check_backend(cfg: &Config, k: usize, out: &mut Issues) {
         } else {
             names.insert(name, j);
         }
+        if s.srv.is_some() || s.addr.is_empty() {
+            if let Err((key, e)) = super::srv::check_server(s) {
+                out.value(sp.index(j).key(key), e);
+            }
+            continue;
+        }
         match parse_server_addr(&s.addr) {
             Err(e) => out.value(sp.index(j).key("addr"), e),
             Ok(addr) => check_source_fits(source, &addr, sp.index(j).key("addr"), out),

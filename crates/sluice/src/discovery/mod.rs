@@ -1,20 +1,24 @@
-//! Servers from DNS (issue #7): a server whose `addr` is `host:port` becomes one server per
-//! address the name resolves to, named `NAME-IP` (`srv1-10.0.0.7`), and the name is
-//! re-resolved every `resolve_interval`. This module resolves, caches and says when an answer
-//! changed; updating the affected pools in place is the runtime's (`runtime::dns`).
+//! Servers from DNS (issues #7, #17): a server whose `addr` is `host:port` becomes one server
+//! per address the name resolves to, named `NAME-IP` (`srv1-10.0.0.7`); a server with `srv`
+//! becomes one server per SRV record, `NAME-TARGET-PORT`. Names are re-resolved every
+//! `resolve_interval`, sooner when the answer's TTL is shorter (never under 1s). This module
+//! resolves (`resolve`, through hickory-resolver), caches and says when an answer changed;
+//! updating the affected pools in place is the runtime's (`runtime::dns`).
 
-pub(crate) mod dns;
+mod resolve;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hickory_resolver::TokioResolver;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::ServerAddr;
 use crate::spec::{self, Spec};
+use resolve::SrvTarget;
 
 /// A host name of a backend's server could not be resolved (and no answer is known).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,56 +28,103 @@ pub struct DiscoveryError {
     pub message: String,
 }
 
-/// How long one DNS server gets to answer one query.
-pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// An SRV record's weight is capped at this (the admin API's and HAProxy's range).
+pub(crate) const MAX_SRV_WEIGHT: u32 = 256;
 
-/// Where host names are looked up.
+/// The system's resolver configuration is read again when older than this.
+const SYSTEM_CONF_REREAD: Duration = Duration::from_secs(1);
+
+/// A record TTL shortens the re-resolve interval down to this, never below.
+pub(crate) const TTL_FLOOR: Duration = Duration::from_secs(1);
+
+/// What is looked up: a host name (A/AAAA) or an SRV name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Host(String),
+    Srv(String),
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Host(h) => f.write_str(h),
+            Key::Srv(n) => write!(f, "SRV {n}"),
+        }
+    }
+}
+
+/// The last good answer for a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Resolver {
-    /// getaddrinfo (/etc/hosts, /etc/resolv.conf), on tokio's blocking pool.
-    System,
-    /// `[global] resolvers`: these DNS servers, in order.
-    Servers(Vec<SocketAddr>),
+enum Answer {
+    /// Sorted, deduplicated.
+    Ips(Vec<IpAddr>),
+    /// Sorted by (priority, target, port).
+    Srv(Vec<SrvTarget>),
+}
+
+/// When a key is looked up next.
+#[derive(Debug)]
+struct Watch {
+    key: Key,
+    /// The shortest `resolve_interval` of the backends using it.
+    every: Duration,
+    /// The last answer's TTL.
+    ttl: Option<Duration>,
+    due: tokio::time::Instant,
+}
+
+/// The interval until the next look-up: `resolve_interval`, or the answer's TTL when that is
+/// shorter, but at least `TTL_FLOOR` (a TTL of 0, as Consul's, must not spin).
+pub(crate) fn next_interval(every: Duration, ttl: Option<Duration>) -> Duration {
+    match ttl {
+        Some(t) => every.min(t.max(TTL_FLOOR)),
+        None => every,
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Last good answer per host name (sorted, deduplicated).
-    cache: HashMap<String, Vec<IpAddr>>,
-    /// Hosts whose last look-up failed (a failure streak is logged once).
-    failing: HashSet<String>,
-    /// (host, interval, next due) for every host name of the running configuration.
-    watch: Vec<(String, Duration, tokio::time::Instant)>,
+    /// Last good answer per key, with its TTL.
+    cache: HashMap<Key, (Answer, Option<Duration>)>,
+    /// Keys whose last look-up failed (a failure streak is logged once).
+    failing: HashSet<Key>,
+    /// Every key of the running configuration.
+    watch: Vec<Watch>,
 }
 
+/// A resolver and when it was built.
+type Built = (TokioResolver, std::time::Instant);
+
 /// The resolver and the last good answers, shared by the server and its refresh task.
-#[derive(Debug)]
 pub(crate) struct Discovery {
-    resolver: Mutex<Resolver>,
+    /// `[global] resolvers` (empty: the system's) and the resolver built for them (lazily,
+    /// on the runtime that looks up) with when it was built.
+    resolver: Mutex<(Vec<SocketAddr>, Option<Built>)>,
     state: Mutex<State>,
 }
 
-/// The host names of a backend's servers.
-fn hosts_of(b: &spec::Backend) -> Vec<(String, u16)> {
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a backend's servers look up.
+fn keys_of(b: &spec::Backend) -> Vec<(Key, String)> {
     b.servers
         .iter()
         .filter_map(|s| match &s.addr {
-            ServerAddr::Host { host, port } => Some((host.clone(), *port)),
+            ServerAddr::Host { host, .. } => Some((Key::Host(host.clone()), s.addr.to_string())),
+            ServerAddr::Srv { name } => Some((Key::Srv(name.clone()), s.addr.to_string())),
             _ => None,
         })
         .collect()
 }
 
-fn resolver_of(cfg: &Spec) -> Resolver {
-    if cfg.global.resolvers.is_empty() {
-        Resolver::System
-    } else {
-        Resolver::Servers(cfg.global.resolvers.clone())
-    }
-}
-
-/// A backend's spec with host names expanded (one server per address), and the names of the
-/// servers that came from a host name.
+/// A backend's spec with DNS servers expanded, and the names of the servers that came from
+/// DNS.
 pub(crate) type Expanded = (spec::Backend, HashSet<String>);
 
 /// A server expanded from `host:port` gets this name: the configured (or positional) name,
@@ -82,10 +133,15 @@ pub(crate) fn expanded_name(base: &str, ip: IpAddr) -> String {
     format!("{base}-{ip}")
 }
 
+/// A server expanded from an SRV record: `NAME-TARGET-PORT` (stable while the record is).
+pub(crate) fn srv_name(base: &str, t: &SrvTarget) -> String {
+    format!("{base}-{}-{}", t.target, t.port)
+}
+
 impl Discovery {
     pub(crate) fn new(cfg: &Spec) -> Discovery {
         Discovery {
-            resolver: Mutex::new(resolver_of(cfg)),
+            resolver: Mutex::new((cfg.global.resolvers.clone(), None)),
             state: Mutex::new(State::default()),
         }
     }
@@ -94,80 +150,116 @@ impl Discovery {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn look_up(&self, host: &str) -> Result<Vec<IpAddr>, String> {
-        let resolver = self
-            .resolver
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let mut found = match resolver {
-            Resolver::System => tokio::net::lookup_host((host, 0))
-                .await
-                .map_err(|e| e.to_string())?
-                .map(|a| a.ip())
-                .collect::<Vec<_>>(),
-            Resolver::Servers(s) => dns::lookup(&s, host, QUERY_TIMEOUT)
-                .await
-                .map_err(|e| e.to_string())?,
-        };
-        found.sort();
-        found.dedup();
-        if found.is_empty() {
-            return Err("the resolver returned no addresses".into());
+    fn resolver(&self) -> Result<TokioResolver, String> {
+        let mut r = self.resolver.lock().unwrap_or_else(|e| e.into_inner());
+        // The system's resolver is rebuilt (at most once a second) so that edits of
+        // /etc/resolv.conf and /etc/hosts apply, as they do for getaddrinfo.
+        let stale = r.0.is_empty()
+            && r.1
+                .as_ref()
+                .is_some_and(|(_, at)| at.elapsed() >= SYSTEM_CONF_REREAD);
+        if r.1.is_none() || stale {
+            r.1 = Some((resolve::build(&r.0)?, std::time::Instant::now()));
         }
-        Ok(found)
+        Ok(r.1.as_ref().expect("built above").0.clone())
+    }
+
+    async fn look_up(&self, key: &Key) -> Result<(Answer, Option<Duration>), String> {
+        let r = self.resolver()?;
+        match key {
+            Key::Host(h) => {
+                let (ips, ttl) = resolve::ips(&r, h).await?;
+                Ok((Answer::Ips(ips), ttl))
+            }
+            Key::Srv(n) => {
+                let (targets, ttl, skipped) = resolve::srv(&r, n).await?;
+                if !skipped.is_empty() {
+                    tracing::warn!(
+                        "dns: SRV {n}: targets without an address left out: {}",
+                        skipped.join("; ")
+                    );
+                }
+                Ok((Answer::Srv(targets), ttl))
+            }
+        }
     }
 
     /// Before `cfg` goes into effect (start, reload): takes its resolvers and resolution
-    /// intervals, and resolves every host name not resolved yet. Fails (naming the server)
-    /// when a host name has no address and none is known from before.
+    /// intervals, and resolves every name not resolved yet. Fails (naming the server) when a
+    /// name has no answer and none is known from before.
     pub(crate) async fn prime(&self, cfg: &Spec) -> Result<(), DiscoveryError> {
-        *self.resolver.lock().unwrap_or_else(|e| e.into_inner()) = resolver_of(cfg);
+        {
+            let mut r = self.resolver.lock().unwrap_or_else(|e| e.into_inner());
+            if r.0 != cfg.global.resolvers {
+                *r = (cfg.global.resolvers.clone(), None);
+            }
+        }
         let now = tokio::time::Instant::now();
-        let mut watch: Vec<(String, Duration, tokio::time::Instant)> = Vec::new();
+        let mut watch: Vec<Watch> = Vec::new();
         for b in &cfg.backends {
             let every = b.resolve_interval;
-            for (host, port) in hosts_of(b) {
-                let known = self.state().cache.contains_key(&host);
-                if !known {
-                    let ips = self.look_up(&host).await.map_err(|e| DiscoveryError {
-                        backend: b.name.clone(),
-                        message: format!("cannot resolve {host}:{port}: {e}"),
-                    })?;
-                    self.state().cache.insert(host.clone(), ips);
-                }
-                match watch.iter_mut().find(|(h, _, _)| *h == host) {
-                    Some(w) => w.1 = w.1.min(every),
-                    None => watch.push((host, every, now + every)),
+            for (key, shown) in keys_of(b) {
+                let known = self.state().cache.get(&key).map(|c| c.1);
+                let ttl = match known {
+                    Some(ttl) => ttl,
+                    None => {
+                        let (answer, ttl) =
+                            self.look_up(&key).await.map_err(|e| DiscoveryError {
+                                backend: b.name.clone(),
+                                message: format!("cannot resolve {shown}: {e}"),
+                            })?;
+                        self.state().cache.insert(key.clone(), (answer, ttl));
+                        ttl
+                    }
+                };
+                match watch.iter_mut().find(|w| w.key == key) {
+                    Some(w) => w.every = w.every.min(every),
+                    None => watch.push(Watch {
+                        key,
+                        every,
+                        ttl,
+                        due: now,
+                    }),
                 }
             }
         }
         let mut st = self.state();
-        // Keep the schedule of hosts that stay; forget hosts no longer configured.
         for w in &mut watch {
-            if let Some(old) = st.watch.iter().find(|o| o.0 == w.0) {
-                w.2 = old.2.min(now + w.1);
+            w.due = now + next_interval(w.every, w.ttl);
+            // Keep the schedule of keys that stay; forget keys no longer configured.
+            if let Some(old) = st.watch.iter().find(|o| o.key == w.key) {
+                w.due = w.due.min(old.due);
             }
         }
-        st.cache.retain(|h, _| watch.iter().any(|w| &w.0 == h));
+        st.cache.retain(|k, _| watch.iter().any(|w| &w.key == k));
         st.watch = watch;
         Ok(())
     }
 
-    /// `b` with host-name servers expanded from the cache (call `prime` first) into one
-    /// `Inet` server per address, named `NAME-IP`: the spec to build the pool from. Also the
-    /// names of servers that came from a host name.
+    /// `b` with DNS servers expanded from the cache (call `prime` first): a host name into
+    /// one `Inet` server per address (`NAME-IP`), an SRV name into one per record
+    /// (`NAME-TARGET-PORT`, the record's weight within 1..=256; records of a priority other
+    /// than the lowest are backups). Also the names of the servers that came from DNS.
     pub(crate) fn expand(&self, b: &spec::Backend) -> Result<Expanded, String> {
         let st = self.state();
         let mut out = Vec::with_capacity(b.servers.len());
         let mut from_dns = HashSet::new();
         for s in &b.servers {
-            match &s.addr {
-                ServerAddr::Host { host, port } => {
-                    let ips = st
-                        .cache
-                        .get(host)
-                        .ok_or_else(|| format!("{} has not been resolved", s.addr))?;
+            let key = match &s.addr {
+                ServerAddr::Host { host, .. } => Key::Host(host.clone()),
+                ServerAddr::Srv { name } => Key::Srv(name.clone()),
+                _ => {
+                    out.push(s.clone());
+                    continue;
+                }
+            };
+            let answer = &st
+                .cache
+                .get(&key)
+                .ok_or_else(|| format!("{} has not been resolved", s.addr))?
+                .0;
+            match (answer, &s.addr) {
+                (Answer::Ips(ips), ServerAddr::Host { port, .. }) => {
                     for ip in ips {
                         let name = expanded_name(&s.name, *ip);
                         from_dns.insert(name.clone());
@@ -178,7 +270,21 @@ impl Discovery {
                         });
                     }
                 }
-                _ => out.push(s.clone()),
+                (Answer::Srv(targets), _) => {
+                    let best = targets.iter().map(|t| t.priority).min();
+                    for t in targets {
+                        let name = srv_name(&s.name, t);
+                        from_dns.insert(name.clone());
+                        out.push(spec::Server {
+                            name,
+                            addr: ServerAddr::Inet(SocketAddr::new(t.ip, t.port)),
+                            weight: u32::from(t.weight).clamp(1, MAX_SRV_WEIGHT),
+                            backup: s.backup || Some(t.priority) != best,
+                            ..s.clone()
+                        });
+                    }
+                }
+                _ => return Err(format!("{}: unexpected answer", s.addr)),
             }
         }
         let mut expanded = b.clone();
@@ -189,46 +295,58 @@ impl Discovery {
     /// Stores `ips` as the answer for `host`, as a look-up would (tests of the callers).
     #[cfg(test)]
     pub(crate) fn set_answer(&self, host: &str, ips: Vec<IpAddr>) {
-        self.state().cache.insert(host.to_string(), ips);
+        self.state()
+            .cache
+            .insert(Key::Host(host.to_string()), (Answer::Ips(ips), None));
     }
 
-    /// Re-resolves the host names that are due. Returns true when an answer changed (a
-    /// failure keeps the last good answer, logged once per failure streak).
+    /// Stores `targets` as the answer for SRV `name` (tests).
+    #[cfg(test)]
+    fn set_srv(&self, name: &str, targets: Vec<SrvTarget>) {
+        self.state()
+            .cache
+            .insert(Key::Srv(name.to_string()), (Answer::Srv(targets), None));
+    }
+
+    /// Re-resolves the names that are due. Returns true when an answer changed (a failure
+    /// keeps the last good answer, logged once per failure streak).
     pub(crate) async fn refresh_due(&self) -> bool {
         let now = tokio::time::Instant::now();
-        let due: Vec<(String, Duration)> = self
+        let due: Vec<Key> = self
             .state()
             .watch
             .iter()
-            .filter(|w| w.2 <= now)
-            .map(|w| (w.0.clone(), w.1))
+            .filter(|w| w.due <= now)
+            .map(|w| w.key.clone())
             .collect();
         let mut changed = false;
-        for (host, every) in due {
-            let got = self.look_up(&host).await;
+        for key in due {
+            let got = self.look_up(&key).await;
             let mut st = self.state();
-            if let Some(w) = st.watch.iter_mut().find(|w| w.0 == host) {
-                w.2 = tokio::time::Instant::now() + every;
+            let ttl = got.as_ref().ok().and_then(|g| g.1);
+            if let Some(w) = st.watch.iter_mut().find(|w| w.key == key) {
+                if got.is_ok() {
+                    w.ttl = ttl;
+                }
+                w.due = tokio::time::Instant::now() + next_interval(w.every, w.ttl);
             }
             match got {
-                Ok(ips) => {
-                    if st.failing.remove(&host) {
-                        tracing::info!("dns: {host} resolves again: {ips:?}");
+                Ok((answer, ttl)) => {
+                    if st.failing.remove(&key) {
+                        tracing::info!("dns: {key} resolves again: {answer:?}");
                     }
-                    if st.cache.get(&host) != Some(&ips) {
-                        tracing::info!(
-                            "dns: {host} now resolves to {ips:?} (was {:?})",
-                            st.cache.get(&host).cloned().unwrap_or_default()
-                        );
-                        st.cache.insert(host, ips);
+                    let old = st.cache.get(&key).map(|c| c.0.clone());
+                    if old.as_ref() != Some(&answer) {
+                        tracing::info!("dns: {key} now resolves to {answer:?} (was {old:?})");
                         changed = true;
                     }
+                    st.cache.insert(key, (answer, ttl));
                 }
                 Err(e) => {
-                    if st.failing.insert(host.clone()) {
+                    if st.failing.insert(key.clone()) {
                         tracing::warn!(
-                            "dns: cannot resolve {host}: {e}; keeping the last good addresses {:?}",
-                            st.cache.get(&host).cloned().unwrap_or_default()
+                            "dns: cannot resolve {key}: {e}; keeping the last good answer {:?}",
+                            st.cache.get(&key).map(|c| &c.0)
                         );
                     }
                 }
@@ -237,9 +355,9 @@ impl Discovery {
         changed
     }
 
-    /// When the next host name is due (None when no server has a host name).
+    /// When the next name is due (None when no server has a DNS name).
     fn next_due(&self) -> Option<tokio::time::Instant> {
-        self.state().watch.iter().map(|w| w.2).min()
+        self.state().watch.iter().map(|w| w.due).min()
     }
 }
 

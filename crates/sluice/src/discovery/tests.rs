@@ -1,5 +1,6 @@
-//! Tests of host-name expansion: one named server per address, other servers keep their
-//! (positional) names, an unresolved name is an error.
+//! Tests of expansion: a host name gives one named server per address, an SRV name one per
+//! record (weights, lower priorities as backups), other servers keep their (positional)
+//! names, an unresolved name is an error; the TTL shortens the interval down to 1s.
 
 use super::*;
 
@@ -28,8 +29,8 @@ servers = [{ addr = "127.0.0.10:80" }, { addr = "app.test:8080", weight = 3 }, {
     let d = Discovery::new(&c);
     let b = &c.backends[0];
     assert!(d.expand(b).is_err(), "not primed");
-    d.state().cache.insert(
-        "app.test".into(),
+    d.set_answer(
+        "app.test",
         vec!["127.0.0.21".parse().unwrap(), "127.0.0.22".parse().unwrap()],
     );
     let (expanded, from_dns) = d.expand(b).unwrap();
@@ -70,4 +71,89 @@ servers = [{ addr = "localhost:8080" }]
         .iter()
         .all(|s| matches!(s.addr, ServerAddr::Inet(sa) if sa.ip().is_loopback())));
     assert!(d.next_due().is_some());
+}
+
+fn target(priority: u16, target: &str, port: u16, weight: u16, ip: &str) -> SrvTarget {
+    SrvTarget {
+        priority,
+        target: target.into(),
+        port,
+        weight,
+        ip: ip.parse().unwrap(),
+    }
+}
+
+#[test]
+fn srv_names_expand_to_one_server_per_record() {
+    let c = cfg(r#"
+[[frontend]]
+name = "fe"
+bind = ["127.0.0.1:0"]
+backend = "be"
+[[backend]]
+name = "be"
+servers = [{ name = "app", srv = "_app._tcp.example.test", max_connections = 7 }, { addr = "127.0.0.11:80" }]
+"#);
+    let d = Discovery::new(&c);
+    let b = &c.backends[0];
+    assert_eq!(
+        b.servers[0].addr,
+        ServerAddr::Srv {
+            name: "_app._tcp.example.test".into()
+        }
+    );
+    assert!(d.expand(b).is_err(), "not primed");
+    d.set_srv(
+        "_app._tcp.example.test",
+        vec![
+            target(10, "a.example.test", 8001, 5, "127.0.0.21"),
+            target(10, "b.example.test", 8002, 0, "127.0.0.22"),
+            target(20, "c.example.test", 8003, 1000, "127.0.0.23"),
+        ],
+    );
+    let (expanded, from_dns) = d.expand(b).unwrap();
+    let got: Vec<_> = expanded
+        .servers
+        .iter()
+        .map(|s| (s.name.as_str(), s.addr.to_string(), s.weight, s.backup))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "app-a.example.test-8001",
+                "127.0.0.21:8001".into(),
+                5,
+                false
+            ),
+            (
+                "app-b.example.test-8002",
+                "127.0.0.22:8002".into(),
+                1,
+                false
+            ),
+            (
+                "app-c.example.test-8003",
+                "127.0.0.23:8003".into(),
+                256,
+                true
+            ),
+            ("srv2", "127.0.0.11:80".into(), 1, false),
+        ]
+    );
+    assert!(expanded.servers[..3].iter().all(|s| s.max_connections == 7));
+    assert_eq!(from_dns.len(), 3);
+}
+
+#[test]
+fn ttl_shortens_the_interval_down_to_a_floor() {
+    let s = Duration::from_secs;
+    assert_eq!(next_interval(s(30), None), s(30));
+    assert_eq!(next_interval(s(30), Some(s(300))), s(30));
+    assert_eq!(next_interval(s(30), Some(s(5))), s(5));
+    assert_eq!(next_interval(s(30), Some(s(0))), s(1), "Consul's TTL 0");
+    assert_eq!(
+        next_interval(Duration::from_millis(200), Some(s(0))),
+        Duration::from_millis(200)
+    );
 }

@@ -133,6 +133,7 @@ async fn check(addr: &ServerAddr, spec: &CheckSpec, progress: &Progress) -> Resu
     let host = match addr {
         ServerAddr::Inet(sa) => sa.ip().to_string(),
         ServerAddr::Host { host, .. } => host.clone(),
+        ServerAddr::Srv { name } => name.clone(),
         ServerAddr::Unix(_) => "localhost".to_owned(),
     };
     match spec.kind {
@@ -210,7 +211,7 @@ fn server_name(addr: &ServerAddr) -> Result<ServerName<'static>, String> {
     match addr {
         ServerAddr::Inet(sa) => Ok(ServerName::IpAddress(sa.ip().into())),
         ServerAddr::Unix(_) => Ok(ServerName::try_from("localhost").map_err(|e| e.to_string())?),
-        ServerAddr::Host { host, .. } => {
+        ServerAddr::Host { host, .. } | ServerAddr::Srv { name: host } => {
             ServerName::try_from(host.clone()).map_err(|e| format!("tls server name {host:?}: {e}"))
         }
     }

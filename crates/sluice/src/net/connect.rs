@@ -116,6 +116,11 @@ async fn connect_inner(
                 io::Error::new(io::ErrorKind::NotFound, format!("{host}: no addresses"))
             }))
         }
+        // `discovery` expands SRV servers before any pool holds them.
+        ServerAddr::Srv { name } => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("SRV {name}: not expanded into servers"),
+        )),
     }
 }
 

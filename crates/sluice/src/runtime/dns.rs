@@ -35,7 +35,8 @@ pub(super) fn update_pools(
         };
         let (expanded, from_dns) = ctx.discovery.expand(b).map_err(|e| backend_err(b, e))?;
         let resolved: Vec<ServerAddr> = expanded.servers.iter().map(|s| s.addr.clone()).collect();
-        if resolved != rt.resolved {
+        // SRV answers can change a server's weight or priority (backup) at the same address.
+        if resolved != rt.resolved || expanded.servers != rt.expanded.servers {
             updates.push(Update {
                 name: b.name.clone(),
                 expanded,
@@ -62,6 +63,12 @@ fn update_one(running: &mut Running, u: Update, ctx: &Ctx<'_>, summary: &mut Rel
     // Old checks stop first: none of them records a result on the new set.
     rt.checks.cancel();
     let diff = rt.pool.update(&rt.expanded, &u.expanded, &u.from_dns);
+    // A kept server keeps its live weight in `update`; an SRV record's new weight applies.
+    for name in &diff.reweighted {
+        if let Some(s) = u.expanded.servers.iter().find(|s| &s.name == name) {
+            let _ = rt.pool.set_admin(name, None, Some(s.weight));
+        }
+    }
     rt.expanded = u.expanded;
     rt.resolved = u.resolved;
     rt.checks = ctx.shutdown.stop_background.child_token();

@@ -198,6 +198,8 @@ fn server_name(
             ServerName::try_from(host.clone()).map_err(|e| bad(e.to_string()))
         }
         (None, ServerAddr::Unix(_)) => Ok(ServerName::try_from("localhost").expect("a valid name")),
+        // Discovery expands SRV servers into addresses before a pool holds them.
+        (None, ServerAddr::Srv { name }) => Err(bad(format!("unexpanded SRV server {name}"))),
     }
 }
 

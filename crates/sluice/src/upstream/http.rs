@@ -160,6 +160,8 @@ fn pool_uri(addr: &ServerAddr, pq: &str) -> Result<Uri, UpstreamError> {
     let s = match addr {
         ServerAddr::Inet(sa) => format!("http://{sa}{pq}"),
         ServerAddr::Host { host, port } => format!("http://{host}:{port}{pq}"),
+        // Expanded by `discovery` before a pool holds it; the URI fails to parse.
+        ServerAddr::Srv { name } => format!("srv://{name}{pq}"),
         ServerAddr::Unix(path) => {
             let hex: String = path
                 .as_os_str()

@@ -15,6 +15,7 @@ mod ctl;
 #[cfg(feature = "demo")]
 mod demo;
 mod dns_discovery;
+mod dns_srv;
 mod edge_curl;
 mod edge_http;
 mod edge_interop;

@@ -7,11 +7,13 @@
 
 pub mod admin;
 mod capture;
+mod dnsmasq;
 pub mod edge;
 mod peers;
 mod seed;
 
 pub use capture::*;
+pub use dnsmasq::*;
 pub use peers::*;
 pub use seed::*;
 
