@@ -17,6 +17,8 @@ mod rewind;
 mod service;
 mod settings;
 pub(crate) mod strict;
+mod tunnel;
+mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -165,7 +167,10 @@ impl HttpFrontend {
                 }))
             }
         };
-        let auto = builder(&settings);
+        let mut auto = builder(&settings);
+        if upstream.can_upgrade() && !settings.upgrade_protocols.is_empty() {
+            auto.http2().enable_connect_protocol(); // RFC 8441, for WebSocket over HTTP/2
+        }
         let h1 = auto.clone().http1_only();
         let h2 = auto.clone().http2_only();
         Ok(Arc::new(HttpFrontend {
@@ -377,7 +382,7 @@ where
         Versions::H2 => &fe.h2,
     };
     let io = crate::net::SendDeadline::new(io, fe.settings.client.send);
-    let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), svc));
+    let mut conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), svc));
     async move {
         let mut draining = false;
         let mut stopping = false;
@@ -387,6 +392,12 @@ where
                 r = conn.as_mut() => {
                     if let Err(e) = r {
                         connection_error(fe, &info, e);
+                    }
+                    // An HTTP/1 connection that switched protocols lives on as its tunnel.
+                    state.tunnels.close();
+                    tokio::select! {
+                        _ = state.tunnels.wait() => {}
+                        _ = fe.force.cancelled() => {}
                     }
                     return;
                 }

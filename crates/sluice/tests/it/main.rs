@@ -50,3 +50,4 @@ mod request_id;
 mod tls_resume;
 mod upgrade;
 mod upstream_uwsgi_interop;
+mod websocket;

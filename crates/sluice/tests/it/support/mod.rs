@@ -10,6 +10,7 @@ mod capture;
 pub mod edge;
 mod peers;
 mod seed;
+pub mod ws;
 
 pub use capture::*;
 pub use peers::*;
