@@ -18,7 +18,7 @@ mod service;
 mod settings;
 pub(crate) mod strict;
 mod tunnel;
-mod upgrade;
+pub(crate) mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

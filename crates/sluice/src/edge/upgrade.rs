@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
@@ -69,27 +69,38 @@ pub(super) fn classify(
     if !req.body().is_end_stream() {
         return Ok(None);
     }
-    let has_token = |name: HeaderName, want: &str| {
-        req.headers().get_all(name).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(want)))
+    Ok(offered(req.headers(), &[])
+        .filter(|t| listed(t))
+        .map(|t| Want {
+            proto: t.to_string(),
+            h2: false,
+        }))
+}
+
+/// The protocol an HTTP/1.1 request's fields ask to switch to: the first of `Upgrade`
+/// (without a `/version`) when `Connection` lists `upgrade`, and, unless `listed` is empty,
+/// only a protocol in `listed` (ASCII case ignored). Pure (fuzzed: `upgrade_request`).
+pub(crate) fn offered<'a>(headers: &'a HeaderMap, listed: &[String]) -> Option<&'a str> {
+    let connection_upgrade = headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
         })
-    };
-    if !has_token(header::CONNECTION, "upgrade") {
-        return Ok(None);
+    });
+    if !connection_upgrade {
+        return None;
     }
-    // The first protocol offered, without a version (`websocket`, `foo/2`).
-    let first = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.split(',').next())
-        .map(|t| t.trim().split('/').next().unwrap_or("").trim())
-        .filter(|t| !t.is_empty());
-    Ok(first.filter(|t| listed(t)).map(|t| Want {
-        proto: t.to_string(),
-        h2: false,
-    }))
+    let first = headers
+        .get(header::UPGRADE)?
+        .to_str()
+        .ok()?
+        .split(',')
+        .next()?
+        .trim();
+    let name = first.split('/').next()?.trim();
+    let ok = !name.is_empty()
+        && (listed.is_empty() || listed.iter().any(|l| l.eq_ignore_ascii_case(name)));
+    ok.then_some(name)
 }
 
 /// Sends the upgrade to an app server (another on a connect failure, up to `retries`); on
@@ -314,6 +325,26 @@ fn base64(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offered_needs_connection_upgrade_and_takes_the_first_protocol() {
+        let h = |c: &str, u: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::CONNECTION, HeaderValue::from_str(c).unwrap());
+            m.insert(header::UPGRADE, HeaderValue::from_str(u).unwrap());
+            m
+        };
+        let ws = ["websocket".to_string()];
+        assert_eq!(
+            offered(&h("keep-alive, Upgrade", "WebSocket"), &ws),
+            Some("WebSocket")
+        );
+        assert_eq!(offered(&h("close", "websocket"), &ws), None);
+        assert_eq!(offered(&h("upgrade", "h2c"), &ws), None);
+        assert_eq!(offered(&h("upgrade", "h2c, websocket"), &ws), None);
+        assert_eq!(offered(&h("upgrade", "foo/2, bar"), &[]), Some("foo"));
+        assert_eq!(offered(&h("upgrade", " , x"), &[]), None);
+    }
 
     #[test]
     fn accept_matches_rfc_6455_example() {

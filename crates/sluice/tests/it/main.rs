@@ -51,3 +51,4 @@ mod tls_resume;
 mod upgrade;
 mod upstream_uwsgi_interop;
 mod websocket;
+mod websocket_rules;
