@@ -258,3 +258,30 @@ pub fn grpc_timeout(data: &[u8]) {
         assert!(d <= std::time::Duration::from_secs(99_999_999 * 3600));
     }
 }
+
+/// An HTTP/1.1 upgrade request's `Connection` and `Upgrade` (first two lines of `data`) with
+/// the listed protocols (the other lines): never a panic; a protocol chosen is a trimmed,
+/// non-empty name without `,` or `/`, one of the listed (when any), and `Connection` named
+/// `upgrade`.
+pub fn upgrade_request(data: &[u8]) {
+    use hyper::header::{self, HeaderMap, HeaderValue};
+    let mut lines = data.split(|&b| b == b'\n');
+    let mut headers = HeaderMap::new();
+    for name in [header::CONNECTION, header::UPGRADE] {
+        if let Some(v) = lines.next().and_then(|l| HeaderValue::from_bytes(l).ok()) {
+            headers.insert(name, v);
+        }
+    }
+    let listed: Vec<String> = lines
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    if let Some(p) = crate::edge::upgrade::offered(&headers, &listed) {
+        assert!(!p.is_empty() && p.trim() == p && !p.contains([',', '/']));
+        assert!(listed.is_empty() || listed.iter().any(|l| l.eq_ignore_ascii_case(p)));
+        let conn = headers[header::CONNECTION]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(conn.contains("upgrade"));
+    }
+}

@@ -208,12 +208,18 @@ fn edge(f: &m::Frontend) -> spec::Edge {
         underscores_in_headers: f.underscores_in_headers,
         proxy_tlv_headers: super::tlv_headers::convert(&f.proxy_protocol_tlv_headers),
         forwarded: spec::Forwarded::default(),
+        upgrade_protocols: f
+            .upgrade_protocols
+            .iter()
+            .map(|p| p.to_ascii_lowercase())
+            .collect(),
         timeouts: spec::ClientTimeouts {
             handshake: t.handshake.get(),
             header: t.header.get(),
             body: t.body.get(),
             send: t.send.get(),
             keepalive: t.keepalive.get(),
+            tunnel: t.tunnel.get(),
         },
         limits: spec::ClientLimits {
             header_bytes: l.header_bytes,

@@ -36,6 +36,7 @@ const EDGE_KEYS: &[&str] = &[
     "underscores_in_headers",
     "proxy_protocol_tlv_headers",
     "forwarded",
+    "upgrade_protocols",
     "timeouts",
     "limits",
 ];
@@ -146,6 +147,7 @@ pub(super) fn check(cfg: &Config, doc: Option<&Located<'_>>, out: &mut Vec<Issue
             ("header", t.header),
             ("body", t.body),
             ("send", t.send),
+            ("tunnel", t.tunnel),
         ] {
             timeout(out, tp.key(name), d.get(), false);
         }
@@ -158,6 +160,22 @@ pub(super) fn check(cfg: &Config, doc: Option<&Located<'_>>, out: &mut Vec<Issue
             );
         } else {
             timeout(out, tp.key("keepalive"), t.keepalive.get(), false);
+        }
+        for (j, proto) in f.upgrade_protocols.iter().enumerate() {
+            let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&c);
+            if proto.is_empty() || !proto.bytes().all(token) {
+                value(
+                    out,
+                    p.key("upgrade_protocols").index(j),
+                    "not an HTTP token",
+                );
+            } else if proto.eq_ignore_ascii_case("h2c") {
+                value(
+                    out,
+                    p.key("upgrade_protocols").index(j),
+                    "h2c is never upgraded (HTTP/2 cleartext is spoken with prior knowledge)",
+                );
+            }
         }
         let l = &f.limits;
         let lp = p.key("limits");

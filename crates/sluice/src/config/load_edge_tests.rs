@@ -122,7 +122,7 @@ fn settable_timeouts_and_limits_load() {
 
 #[test]
 fn zero_or_absurd_timeouts_are_refused() {
-    for k in ["handshake", "header", "body", "send"] {
+    for k in ["handshake", "header", "body", "send", "tunnel"] {
         let fe = format!("timeouts = {{ {k} = \"0s\" }}");
         refused(
             &text(&fe, "", "", ""),
@@ -152,6 +152,34 @@ fn zero_or_absurd_timeouts_are_refused() {
             "longer than 0s",
         );
     }
+}
+
+#[test]
+fn upgrade_protocols_default_to_websocket_and_h2c_is_refused() {
+    let cfg = load(&text("", "", "", "")).unwrap();
+    let f = &cfg.frontends[0];
+    assert_eq!(f.upgrade_protocols, ["websocket"]);
+    assert_eq!(f.timeouts.tunnel.get(), Duration::from_secs(60));
+    let cfg = load(&text("upgrade_protocols = []", "", "", "")).unwrap();
+    assert!(cfg.frontends[0].upgrade_protocols.is_empty());
+    refused(
+        &text("upgrade_protocols = [\"websocket\", \"H2C\"]", "", "", ""),
+        "\"H2C\"",
+        "frontend[0].upgrade_protocols[1]",
+        "h2c is never upgraded",
+    );
+    refused(
+        &text("upgrade_protocols = [\"web socket\"]", "", "", ""),
+        "\"web socket\"",
+        "frontend[0].upgrade_protocols[0]",
+        "not an HTTP token",
+    );
+    refused(
+        &text("", "", "upgrade_protocols = [\"websocket\"]", ""),
+        "upgrade_protocols = [\"websocket\"]\n\n[[backend]]",
+        "frontend[1].upgrade_protocols",
+        "http-mode (edge) setting",
+    );
 }
 
 #[test]

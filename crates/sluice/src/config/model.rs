@@ -146,6 +146,10 @@ pub struct Frontend {
     /// Edge only: forwarding-header policy (`[frontend.forwarded]`).
     #[serde(default)]
     pub forwarded: Option<Forwarded>,
+    /// Edge only: the `Upgrade` protocols passed to the app (HTTP/1.1 `Upgrade`, HTTP/2
+    /// extended CONNECT `:protocol`); any other `Upgrade` is stripped. `h2c` is refused.
+    #[serde(default = "default_upgrade_protocols")]
+    pub upgrade_protocols: Vec<String>,
     /// Edge only: client-side timeouts.
     #[serde(default)]
     pub timeouts: FrontendTimeouts,
@@ -181,6 +185,10 @@ fn default_max_body() -> usize {
     1 << 20
 }
 
+fn default_upgrade_protocols() -> Vec<String> {
+    vec!["websocket".into()]
+}
+
 fn default_body_buffer_size() -> usize {
     16 * 1024
 }
@@ -208,6 +216,9 @@ pub struct FrontendTimeouts {
     pub send: Dur,
     /// An idle keep-alive connection is closed after this (nginx `keepalive_timeout`, 75s).
     pub keepalive: Dur,
+    /// An upgraded connection (WebSocket) with no byte in either direction is closed after
+    /// this (nginx: `proxy_read_timeout`/`uwsgi_read_timeout` on the tunnel, 60s).
+    pub tunnel: Dur,
 }
 
 impl Default for FrontendTimeouts {
@@ -218,6 +229,7 @@ impl Default for FrontendTimeouts {
             body: Dur(Duration::from_secs(60)),
             send: Dur(Duration::from_secs(60)),
             keepalive: Dur(Duration::from_secs(75)),
+            tunnel: Dur(Duration::from_secs(60)),
         }
     }
 }

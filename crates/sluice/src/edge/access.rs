@@ -148,6 +148,14 @@ impl LogBody {
         }
     }
 
+    /// A body that logs nothing (an upgraded request's line is written by its tunnel).
+    pub(super) fn bare(inner: Body) -> LogBody {
+        LogBody {
+            inner,
+            pending: None,
+        }
+    }
+
     fn finish(&mut self) {
         self.pending = None;
     }

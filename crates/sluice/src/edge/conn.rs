@@ -57,6 +57,8 @@ pub(super) struct ConnState {
     limit: u64,
     /// Signalled (once, with a stored permit) when the request number `limit` starts.
     spent: Notify,
+    /// The connection's upgraded tunnels (`edge/upgrade.rs`): it ends after them.
+    pub(super) tunnels: tokio_util::task::TaskTracker,
 }
 
 impl Default for ConnState {
@@ -74,6 +76,7 @@ impl ConnState {
             changed: Notify::new(),
             limit: keepalive_requests.max(1),
             spent: Notify::new(),
+            tunnels: tokio_util::task::TaskTracker::new(),
         }
     }
 

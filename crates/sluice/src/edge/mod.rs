@@ -17,6 +17,8 @@ mod rewind;
 mod service;
 mod settings;
 pub(crate) mod strict;
+mod tunnel;
+pub(crate) mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
@@ -77,8 +80,9 @@ pub(crate) struct HttpFrontend {
     pub force: CancellationToken,
     /// Both protocols (plain HTTP, ALPN h2 or none).
     auto: auto::Builder<TokioExecutor>,
-    /// HTTP/1 only (ALPN http/1.1).
-    h1: auto::Builder<TokioExecutor>,
+    /// HTTP/1 only (ALPN http/1.1): hyper's own builder, since hyper-util's auto builder
+    /// ignores `http1_only` when serving with upgrades.
+    h1: hyper::server::conn::http1::Builder,
     /// HTTP/2 only (ALPN h2): anything but the HTTP/2 preface ends the connection.
     h2: auto::Builder<TokioExecutor>,
 }
@@ -116,6 +120,17 @@ fn builder(s: &EdgeSettings) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(u32::try_from(s.limits.header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
         .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
+    b
+}
+
+/// The HTTP/1 settings of [`builder`] on hyper's own HTTP/1 builder (ALPN http/1.1).
+fn h1_builder(s: &EdgeSettings) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(s.client.header)
+        .keep_alive(true)
+        .max_buf_size(s.limits.header_bytes)
+        .max_headers(s.limits.headers);
     b
 }
 
@@ -186,8 +201,11 @@ impl HttpFrontend {
                 },
             })),
         };
-        let auto = builder(&settings);
-        let h1 = auto.clone().http1_only();
+        let mut auto = builder(&settings);
+        if upstream.can_upgrade() && !settings.upgrade_protocols.is_empty() {
+            auto.http2().enable_connect_protocol(); // RFC 8441, for WebSocket over HTTP/2
+        }
+        let h1 = h1_builder(&settings);
         let h2 = auto.clone().http2_only();
         Ok(Arc::new(HttpFrontend {
             name: f.name.as_str().into(),
@@ -366,7 +384,8 @@ enum Versions {
 /// after the send timeout (`net::SendDeadline`).
 ///
 /// Not an `async fn`: hyper's connection (which owns `io`) is built here and boxed, and the
-/// returned future holds only the box. As an `async fn` the connection's task kept `io`
+/// returned future (`drive` over the box) holds only the box. As an `async fn` the
+/// connection's task kept `io`
 /// twice more next to the connection (the parameter and the wrapped local stay in the
 /// state machine for its whole life), ~2.8 KiB per TLS connection.
 fn serve<'a, IO>(
@@ -392,48 +411,82 @@ where
             async move { Ok::<_, Infallible>(Box::pin(service::handle(fe, info, state, req)).await) }
         })
     };
-    let builder = match versions {
-        Versions::Any => &fe.auto,
-        Versions::H1 => &fe.h1,
-        Versions::H2 => &fe.h2,
-    };
-    let io = crate::net::SendDeadline::new(io, fe.settings.client.send);
-    let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), svc));
-    async move {
-        let mut draining = false;
-        let mut stopping = false;
-        // Each pass ends the connection or starts its graceful close (at most once).
-        loop {
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        connection_error(fe, &info, e);
-                    }
-                    return;
+    let io = TokioIo::new(crate::net::SendDeadline::new(io, fe.settings.client.send));
+    // Upgrades (WebSocket): HTTP/1 needs hyper's upgrade-aware connection; HTTP/2's extended
+    // CONNECT needs none. hyper-util's `serve_connection_with_upgrades` always sniffs the
+    // preface, so ALPN's choice is served by the version's own builder.
+    match versions {
+        Versions::Any => {
+            let conn = Box::pin(fe.auto.serve_connection_with_upgrades(io, svc));
+            Either::Left(drive(fe, info, state, stop, conn, |c| {
+                c.graceful_shutdown()
+            }))
+        }
+        Versions::H1 => {
+            let conn = Box::pin(fe.h1.serve_connection(io, svc).with_upgrades());
+            let d = drive(fe, info, state, stop, conn, |c| c.graceful_shutdown());
+            Either::Right(Either::Left(d))
+        }
+        Versions::H2 => {
+            let conn = Box::pin(fe.h2.serve_connection(io, svc));
+            let d = drive(fe, info, state, stop, conn, |c| c.graceful_shutdown());
+            Either::Right(Either::Right(d))
+        }
+    }
+}
+
+/// Drives hyper's connection `conn` to its end (see [`serve`]); `shutdown` starts its
+/// graceful close. An HTTP/1 connection that switched protocols ends once its tunnel did.
+async fn drive<C, E>(
+    fe: &Arc<HttpFrontend>,
+    info: Arc<ConnInfo>,
+    state: Arc<conn::ConnState>,
+    stop: CancellationToken,
+    mut conn: std::pin::Pin<Box<C>>,
+    shutdown: impl Fn(std::pin::Pin<&mut C>),
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut draining = false;
+    let mut stopping = false;
+    // Each pass ends the connection or starts its graceful close (at most once).
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    connection_error(fe, &info, e.into());
                 }
-                // Shutdown (or `sluice upgrade`): closing an idle HTTP/1 connection races
-                // a request the client may be sending, so it closes once idle for
-                // DRAIN_LINGER; a request before that is answered with `Connection: close`.
-                _ = stop.cancelled(), if !stopping => stopping = true,
-                _ = state.busy(), if stopping && !draining => {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
+                // An HTTP/1 connection that switched protocols lives on as its tunnel.
+                state.tunnels.close();
+                tokio::select! {
+                    _ = state.tunnels.wait() => {}
+                    _ = fe.force.cancelled() => {}
                 }
-                _ = state.idle_for(DRAIN_LINGER.min(fe.settings.client.keepalive)), if stopping && !draining => {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = state.idle_for(fe.settings.client.keepalive), if !draining => {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                // HTTP/1: no keep-alive after the response in flight; HTTP/2: GOAWAY.
-                _ = state.spent(), if !draining => {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = fe.force.cancelled() => return,
+                return;
             }
+            // Shutdown (or `sluice upgrade`): closing an idle HTTP/1 connection races
+            // a request the client may be sending, so it closes once idle for
+            // DRAIN_LINGER; a request before that is answered with `Connection: close`.
+            _ = stop.cancelled(), if !stopping => stopping = true,
+            _ = state.busy(), if stopping && !draining => {
+                draining = true;
+                shutdown(conn.as_mut());
+            }
+            _ = state.idle_for(DRAIN_LINGER.min(fe.settings.client.keepalive)), if stopping && !draining => {
+                draining = true;
+                shutdown(conn.as_mut());
+            }
+            _ = state.idle_for(fe.settings.client.keepalive), if !draining => {
+                draining = true;
+                shutdown(conn.as_mut());
+            }
+            // HTTP/1: no keep-alive after the response in flight; HTTP/2: GOAWAY.
+            _ = state.spent(), if !draining => {
+                draining = true;
+                shutdown(conn.as_mut());
+            }
+            _ = fe.force.cancelled() => return,
         }
     }
 }

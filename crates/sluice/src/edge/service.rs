@@ -62,7 +62,7 @@ pub(crate) async fn handle(
 ) -> Response<LogBody> {
     let start = Instant::now();
     let guard = state.begin();
-    let checked = super::strict::check(&req);
+    let checked = super::strict::check(&req).and_then(|()| super::upgrade::classify(&fe, &req));
     let decision = forwarded_decision(&fe, &conn, &req);
     let client = decision.client;
     let mut rec = AccessRecord::for_request(
@@ -101,7 +101,11 @@ pub(crate) async fn handle(
             tracing::debug!(frontend = %fe.name, client = %client, "refused: {}", refusal.reason);
             (super::strict::refuse(refusal, req.version()), None)
         }
-        Ok(()) => {
+        Ok(Some(want)) => {
+            let ctx = context(&conn, &req, decision, id);
+            return super::upgrade::handle(&fe, ctx, want, req, line, guard, &state).await;
+        }
+        Ok(None) => {
             let ctx = context(&conn, &req, decision, id);
             match forward(&fe, &ctx, req, line.rec(), &mut upstream_start).await {
                 Ok((resp, lease)) => buffer_response(&fe, resp, lease),

@@ -51,6 +51,8 @@ pub(crate) struct EdgeSettings {
     pub underscores_in_headers: bool,
     /// Forwarding-header policy (`edge::forwarded`).
     pub forwarded: spec::Forwarded,
+    /// `Upgrade` protocols passed to the app (`edge::upgrade`).
+    pub upgrade_protocols: Vec<String>,
 }
 
 impl EdgeSettings {
@@ -77,6 +79,7 @@ impl EdgeSettings {
             },
             underscores_in_headers: e.underscores_in_headers,
             forwarded: e.forwarded.clone(),
+            upgrade_protocols: e.upgrade_protocols.clone(),
         }
     }
 }

@@ -42,7 +42,9 @@ pub(crate) fn check<B>(req: &Request<B>) -> Result<(), Refusal> {
     if let Some(a) = req.uri().authority() {
         valid_authority(a.as_str().as_bytes()).map_err(bad)?;
     }
-    if req.method() == Method::CONNECT || req.method() == Method::TRACE {
+    // An extended CONNECT (RFC 8441, `:protocol`) is `upgrade`'s to judge.
+    let extended = req.extensions().get::<hyper::ext::Protocol>().is_some();
+    if (req.method() == Method::CONNECT && !extended) || req.method() == Method::TRACE {
         return Err(Refusal {
             status: StatusCode::METHOD_NOT_ALLOWED,
             reason: "CONNECT and TRACE are not served",

@@ -67,6 +67,12 @@ struct FeDirection {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeProto {
+    frontend: String,
+    protocol: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Be {
     backend: String,
 }
@@ -150,6 +156,16 @@ impl Drop for ConnGuard {
     }
 }
 
+/// One open upgraded connection (`Metrics::upgraded`).
+#[derive(Debug)]
+pub(crate) struct UpgradedGuard(Gauge);
+
+impl Drop for UpgradedGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Every metric family of the process.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -165,6 +181,8 @@ pub struct Metrics {
     http_responses: Family<FeClass, Counter>,
     spilled_bodies: Family<FeDirection, Counter>,
     log_dropped: Family<Fe, Counter>,
+    upgraded: Family<FeProto, Counter>,
+    upgraded_current: Family<FeProto, Gauge>,
     upstream_duration: HistFamily<Be>,
     health_duration: HistFamily<Srv>,
     pools: scrape::PoolFamilies,
@@ -198,6 +216,8 @@ impl Metrics {
             http_responses: Family::default(),
             spilled_bodies: Family::default(),
             log_dropped: Family::default(),
+            upgraded: Family::default(),
+            upgraded_current: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             health_duration: Family::new_with_constructor(latency_histogram),
             pools: scrape::PoolFamilies::default(),
@@ -250,6 +270,12 @@ impl Metrics {
             m.spilled_bodies.clone(),
         );
         r.register(LOG_DROPPED, LOG_DROPPED_HELP, m.log_dropped.clone());
+        r.register(UPGRADED, UPGRADED_HELP, m.upgraded.clone());
+        r.register(
+            UPGRADED_CURRENT,
+            UPGRADED_CURRENT_HELP,
+            m.upgraded_current.clone(),
+        );
         r.register(
             UPSTREAM_DURATION,
             UPSTREAM_DURATION_HELP,
@@ -389,6 +415,19 @@ impl Metrics {
                 direction: direction.to_string(),
             })
             .inc();
+    }
+
+    /// A request of `frontend` switched to `protocol` (WebSocket): counted now, open until
+    /// the guard drops.
+    pub(crate) fn upgraded(&self, frontend: &str, protocol: &str) -> UpgradedGuard {
+        let key = FeProto {
+            frontend: frontend.to_string(),
+            protocol: protocol.to_string(),
+        };
+        self.upgraded.get_or_create(&key).inc();
+        let open = self.upgraded_current.get_or_create(&key).clone();
+        open.inc();
+        UpgradedGuard(open)
     }
 
     /// An app server of `backend` answered (or failed) after `took`.

@@ -56,6 +56,11 @@ pub(super) const HTTP_RESPONSES_HELP: &str = "HTTP responses sent to clients, by
 pub(super) const SPILLED_BODIES: &str = "sluice_spilled_bodies";
 pub(super) const SPILLED_BODIES_HELP: &str =
     "Request or response bodies buffered to a temp file, by direction (request, response)";
+pub(super) const UPGRADED: &str = "sluice_upgraded_connections";
+pub(super) const UPGRADED_HELP: &str =
+    "Requests switched to another protocol (WebSocket) and relayed as a tunnel, by protocol";
+pub(super) const UPGRADED_CURRENT: &str = "sluice_upgraded_current_connections";
+pub(super) const UPGRADED_CURRENT_HELP: &str = "Upgraded connections open right now, by protocol";
 pub(super) const UPSTREAM_DURATION: &str = "sluice_upstream_response_duration_seconds";
 pub(super) const UPSTREAM_DURATION_HELP: &str =
     "Time from the request to the app server's response head (or the failure)";

@@ -143,6 +143,8 @@ pub struct Edge {
     pub proxy_tlv_headers: Vec<(super::TlvName, String)>,
     /// Forwarding-header policy (`[frontend.forwarded]`).
     pub forwarded: Forwarded,
+    /// `Upgrade` protocols passed to the app (lowercase; `websocket` by default).
+    pub upgrade_protocols: Vec<String>,
     pub timeouts: ClientTimeouts,
     pub limits: ClientLimits,
 }
@@ -160,6 +162,8 @@ pub struct ClientTimeouts {
     pub send: Duration,
     /// Idle keep-alive connection (nginx `keepalive_timeout`).
     pub keepalive: Duration,
+    /// Idle upgraded connection (WebSocket), no byte either way.
+    pub tunnel: Duration,
 }
 
 /// Client-side limits of one edge frontend.

@@ -228,7 +228,7 @@ vars! {
     Tt = "Tt": false true,
     ConnectMs = "connect_ms": false true,
     DurationMs = "duration_ms": false true,
-    BytesIn = "bytes_in": false true,
+    BytesIn = "bytes_in": true true,
     BytesOut = "bytes_out": false true,
     BytesRead = "bytes_read": false true,
     Retries = "retries": false true,

@@ -96,6 +96,10 @@ impl HttpUpstream {
         HttpUpstream { client, opts }
     }
 
+    pub(super) fn opts(&self) -> &HttpOpts {
+        &self.opts
+    }
+
     /// Forwards `req` to the server at `addr`; the response body streams.
     pub async fn send<B>(
         &self,
@@ -108,27 +112,7 @@ impl HttpUpstream {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = req.into_parts();
-        // The target's authority (HTTP/2 :authority, HTTP/1 absolute-form) wins over a Host
-        // field (RFC 9113 §8.3.1, RFC 9112 §3.2.2).
-        let host = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            .or_else(|| parts.headers.get(header::HOST).cloned())
-            .or_else(|| HeaderValue::from_str(&ctx.server_name).ok());
-        strip_hop_by_hop(&mut parts.headers);
-        if !self.opts.underscores_in_headers {
-            drop_underscored(&mut parts.headers);
-        }
-        join_cookies(&mut parts.headers);
-        ctx.forwarding.apply(&mut parts.headers);
-        add_request_id(&mut parts.headers, ctx);
-        super::client_cert::set_headers(&mut parts.headers, ctx.client_cert.as_deref());
-        ctx.proxy_tlvs
-            .set_headers(&mut parts.headers, &self.opts.tlv_headers);
-        if let Some(h) = host {
-            parts.headers.insert(header::HOST, h);
-        }
+        self.prepare_head(&mut parts, ctx);
         let pq = parts
             .uri
             .path_and_query()
@@ -151,6 +135,37 @@ impl HttpUpstream {
         let body = body.map_err(|e| UpstreamError::Io(io::Error::other(e)));
         let body = IdleTimeout::new(body, self.opts.read_timeout, None).boxed();
         Ok(Response::from_parts(parts, body))
+    }
+
+    /// The request's fields as the app gets them: hop-by-hop and (unless allowed) `_` names
+    /// removed, cookies joined, the edge's forwarding fields, request id, client certificate
+    /// and TLV headers set, Host the target's authority when there is one.
+    pub(super) fn prepare_head(
+        &self,
+        parts: &mut hyper::http::request::Parts,
+        ctx: &RequestContext,
+    ) {
+        // The target's authority (HTTP/2 :authority, HTTP/1 absolute-form) wins over a Host
+        // field (RFC 9113 §8.3.1, RFC 9112 §3.2.2).
+        let host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| parts.headers.get(header::HOST).cloned())
+            .or_else(|| HeaderValue::from_str(&ctx.server_name).ok());
+        strip_hop_by_hop(&mut parts.headers);
+        if !self.opts.underscores_in_headers {
+            drop_underscored(&mut parts.headers);
+        }
+        join_cookies(&mut parts.headers);
+        ctx.forwarding.apply(&mut parts.headers);
+        add_request_id(&mut parts.headers, ctx);
+        super::client_cert::set_headers(&mut parts.headers, ctx.client_cert.as_deref());
+        ctx.proxy_tlvs
+            .set_headers(&mut parts.headers, &self.opts.tlv_headers);
+        if let Some(h) = host {
+            parts.headers.insert(header::HOST, h);
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod headers;
 mod http;
 mod sockets;
 mod tlv_vars;
+pub(crate) mod upgrade;
 pub mod uwsgi;
 
 #[cfg(test)]
@@ -43,6 +44,7 @@ pub use self::h2_pool::H2Tls;
 pub use self::http::{HttpOpts, HttpUpstream};
 pub use self::sockets::SocketCaps;
 pub use self::tlv_vars::{tlv_header_names, ProxyTlvs};
+pub use self::upgrade::Upgraded;
 pub use self::uwsgi::{UwsgiClient, UwsgiOpts};
 
 /// The response body both clients return: streamed from the app server, never collected.
@@ -57,6 +59,10 @@ pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 /// What [`Upstream::send`] returns: the response head with its body still streaming.
 pub type SendFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'a>>;
+
+/// What [`Upstream::upgrade`] returns: the app switched protocols, or its answer.
+pub type UpgradeFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Upgraded, UpstreamError>> + Send + 'a>>;
 
 /// An app-server protocol client, as the edge uses it: send one request to the server the
 /// balancer picked, get its response. Limits, timeouts, pooling and error mapping are the
@@ -86,6 +92,25 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
     /// protocol has its own form (gRPC: a trailers-only status); None: the edge's page.
     fn failure_response(&self, _status: StatusCode, _version: Version) -> Option<Response<Body>> {
         None
+    }
+
+    /// Whether [`Upstream::upgrade`] works (uwsgi and HTTP apps); the edge upgrades nothing
+    /// for a protocol that cannot.
+    fn can_upgrade(&self) -> bool {
+        false
+    }
+
+    /// Sends the head `parts` (no body) on a new connection to `addr`, asking the app to
+    /// switch to `proto` (`Upgrade`), and reads its answer (`upstream/upgrade.rs`).
+    fn upgrade<'a>(
+        &'a self,
+        addr: &'a ServerAddr,
+        parts: hyper::http::request::Parts,
+        proto: &'a str,
+        ctx: &'a RequestContext,
+    ) -> UpgradeFuture<'a> {
+        let _ = (addr, parts, proto, ctx);
+        Box::pin(async { Err(UpstreamError::BadRequest("no upgrade to this app".into())) })
     }
 }
 
@@ -125,6 +150,35 @@ impl Upstream for UwsgiClient {
     fn needs_length(&self) -> bool {
         true
     }
+
+    fn can_upgrade(&self) -> bool {
+        true
+    }
+
+    fn upgrade<'a>(
+        &'a self,
+        addr: &'a ServerAddr,
+        parts: hyper::http::request::Parts,
+        proto: &'a str,
+        ctx: &'a RequestContext,
+    ) -> UpgradeFuture<'a> {
+        let o = self.opts();
+        let limits = upgrade::Limits {
+            connect: o.connect_timeout,
+            read: o.read_timeout,
+            max_head: o.max_response_head,
+        };
+        Box::pin(async move {
+            let packet = upgrade::uwsgi_packet(
+                &parts,
+                ctx,
+                proto,
+                &o.document_root,
+                o.underscores_in_headers,
+            )?;
+            upgrade::exchange(addr, &packet, limits).await
+        })
+    }
 }
 
 impl Upstream for HttpUpstream {
@@ -139,6 +193,27 @@ impl Upstream for HttpUpstream {
 
     fn needs_length(&self) -> bool {
         false
+    }
+
+    fn can_upgrade(&self) -> bool {
+        true
+    }
+
+    fn upgrade<'a>(
+        &'a self,
+        addr: &'a ServerAddr,
+        mut parts: hyper::http::request::Parts,
+        proto: &'a str,
+        ctx: &'a RequestContext,
+    ) -> UpgradeFuture<'a> {
+        self.prepare_head(&mut parts, ctx);
+        let limits = upgrade::Limits {
+            connect: self.opts().connect_timeout,
+            read: self.opts().read_timeout,
+            max_head: 64 * 1024,
+        };
+        let head = upgrade::http_head(&parts, proto);
+        Box::pin(async move { upgrade::exchange(addr, &head, limits).await })
     }
 }
 

@@ -55,6 +55,11 @@ fn every_host_authority_corpus_file_replays_without_panic() {
 }
 
 #[test]
+fn every_upgrade_request_corpus_file_replays_without_panic() {
+    replay("upgrade_request", 4, fuzz_check::upgrade_request);
+}
+
+#[test]
 fn every_request_id_corpus_file_replays_without_panic() {
     replay("request_id", 4, fuzz_check::request_id);
 }

@@ -57,3 +57,5 @@ mod tls_resume;
 mod upgrade;
 mod upstream_grpc;
 mod upstream_uwsgi_interop;
+mod websocket;
+mod websocket_rules;

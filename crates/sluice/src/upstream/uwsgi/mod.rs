@@ -5,7 +5,7 @@
 
 pub mod packet;
 pub mod response;
-mod stream;
+pub(crate) mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;

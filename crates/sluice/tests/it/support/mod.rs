@@ -11,6 +11,7 @@ mod dnsmasq;
 pub mod edge;
 mod peers;
 mod seed;
+pub mod ws;
 
 pub use capture::*;
 pub use dnsmasq::*;
