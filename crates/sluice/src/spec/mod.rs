@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use backend::{
-    Backend, Balance, Health, HealthKind, Protocol, SendProxy, Server, Timeouts, DEFAULT_MAX_QUEUE,
-    HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
+    Agent, Backend, Balance, Health, HealthKind, Protocol, SendProxy, Server, Timeouts,
+    DEFAULT_MAX_QUEUE, HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
 };
 pub use frontend::{
     AccessLogFormat, CertPair, ClientAuth, ClientLimits, ClientTimeouts, ClientVerify, Edge,
@@ -55,6 +55,19 @@ pub struct Spec {
     pub backends: Vec<Backend>,
     /// The admin endpoint; off when None.
     pub admin: Option<Admin>,
+    /// The agent endpoint balancers ask about this process (`[agent]`); off when None.
+    pub agent: Option<AgentEndpoint>,
+}
+
+/// `[agent]`: answers HAProxy's agent-check protocol for this process's edges: `drain` while
+/// shutting down, `down` when no app server is up, else `up ready NN%` from the load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEndpoint {
+    /// Port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// Requests in flight (held or queued on the edges' app servers) that mean 100 % busy;
+    /// None: the sum of the app servers' `max_connections`.
+    pub capacity: Option<usize>,
 }
 
 /// `[global]`.

@@ -90,3 +90,8 @@ fn every_client_hello_corpus_file_replays_and_the_seed_gives_a_hello() {
         .count();
     assert_eq!(hellos, 1, "the seed ClientHello gives a hello");
 }
+
+#[test]
+fn every_agent_reply_corpus_file_replays_without_panic() {
+    replay("agent_reply", 8, fuzz_check::agent_reply);
+}
