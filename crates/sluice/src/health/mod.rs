@@ -1,10 +1,12 @@
 //! Active health checks: one task per server checks it every `interval` (start times spread
 //! over the interval), feeding results into the pool's rise/fall state machine, which logs
 //! each state change once; with `health.agent`, a second task per server asks its agent
-//! (`agent`). Both step a server's slow-start ramp. The check kinds live in `check`.
+//! (`agent`). Both step a server's slow-start ramp. The check kinds live in `check`; the
+//! agent endpoint an edge serves to its balancers in `endpoint`.
 
 pub(crate) mod agent;
 mod check;
+pub(crate) mod endpoint;
 #[cfg(test)]
 mod tests;
 

@@ -47,6 +47,10 @@ pub const TICKET_ROTATION_RANGE: (Duration, Duration) =
 /// Most admin connections served at once (`admin`, counted by `config::limits`).
 pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
+/// Most agent-endpoint connections served at once (`health::endpoint`, counted by
+/// `config::limits`); each is one line and a close.
+pub const AGENT_MAX_CONNECTIONS: usize = 16;
+
 /// Everything one configuration asks the runtime for.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Spec {
