@@ -91,3 +91,7 @@ pub(super) fn check(cfg: &Config, out: &mut Vec<Issue>) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "agent_tests.rs"]
+mod tests;

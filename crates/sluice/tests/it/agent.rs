@@ -187,12 +187,23 @@ async fn held_app(addr: SocketAddr, release: watch::Receiver<bool>) -> Arc<Atomi
 /// `sluice run` as an edge in front of the HTTP app at `app`, `[agent]` on `agent_port`
 /// with capacity 4; with `health`, the app backend is checked every 100 ms (rise = fall = 1).
 fn start_edge(dir: &Path, agent_port: u16, app: SocketAddr, health: bool) -> SluiceProcess {
+    SluiceProcess::start(&edge_config(dir, agent_port, app, health, ""), 1)
+}
+
+/// The configuration file `start_edge` runs, `global` keys added.
+fn edge_config(
+    dir: &Path,
+    agent_port: u16,
+    app: SocketAddr,
+    health: bool,
+    global: &str,
+) -> std::path::PathBuf {
     let health = if health {
         "[backend.health]\ninterval = \"100ms\"\nrise = 1\nfall = 1\n"
     } else {
         ""
     };
-    let cfg = write_file(
+    write_file(
         dir,
         "edge.toml",
         &format!(
@@ -201,6 +212,7 @@ fn start_edge(dir: &Path, agent_port: u16, app: SocketAddr, health: bool) -> Slu
 max_connections = 100
 grace = "30s"
 threads = 1
+{global}
 
 [agent]
 bind = "127.0.0.1:{agent_port}"
@@ -218,8 +230,7 @@ protocol = "http"
 servers = [{{ addr = "{app}" }}]
 {health}"#
         ),
-    );
-    SluiceProcess::start(&cfg, 1)
+    )
 }
 
 /// The agent's line (without its end), or None when nobody answers yet.
@@ -383,4 +394,68 @@ async fn haproxy_agent_check_follows_a_sluice_edge() {
         assert_eq!(status_of(&resp), "200", "{resp}");
     }
     assert!(edge.wait_exit().is_some_and(|st| st.success()));
+}
+
+#[tokio::test]
+async fn after_an_upgrade_the_successor_answers_and_the_old_process_never_says_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let (agent_port, app) = (free_port(lo), SocketAddr::new(lo, free_port(lo)));
+    let (release, rx) = watch::channel(false);
+    let arrived = held_app(app, rx).await;
+    let pid_file = dir.path().join("sluice.pid");
+    let cfg = edge_config(
+        dir.path(),
+        agent_port,
+        app,
+        false,
+        &format!("pid_file = \"{}\"", pid_file.display()),
+    );
+    let mut old = SluiceProcess::start(&cfg, 1);
+    let agent = SocketAddr::new(lo, agent_port);
+    until_agent_says(agent, "up ready 100%").await;
+    // A request held in the old process keeps it draining after the handover.
+    let mut held = hold_request(old.addr("edge")).await;
+    wait_until("the request at the app", || {
+        arrived.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    until_agent_says(agent, "up ready 75%").await;
+
+    let path = cfg.clone();
+    let out = tokio::task::spawn_blocking(move || sluice_cli(&["upgrade"], &path))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let new_pid = sluice::reload::read_pid(&pid_file).expect("the successor's pid");
+    let _stop_new = StopOnDrop(new_pid);
+    assert_ne!(new_pid, old.pid());
+    // The successor answers for the edge (its own load: nothing in flight); the old
+    // process, draining its request, answers nothing more.
+    for _ in 0..20 {
+        let said = ask(agent).await;
+        assert_eq!(said.as_deref(), Some("up ready 100%"));
+    }
+    assert!(
+        old.child.0.try_wait().unwrap().is_none(),
+        "the old process still drains its request"
+    );
+    release.send(true).unwrap();
+    let resp = within("held response", read_all(&mut held)).await;
+    assert_eq!(status_of(&resp), "200", "{resp}");
+    assert!(old.wait_exit().is_some_and(|st| st.success()));
+}
+
+/// Sends SIGTERM to a process this test did not start as its child (an upgrade's successor).
+struct StopOnDrop(i32);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", self.0)).unwrap_or_default();
+        if comm.trim() == "sluice" {
+            if let Some(p) = rustix::process::Pid::from_raw(self.0) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+            }
+        }
+    }
 }
