@@ -202,10 +202,11 @@ impl Pool {
         let Some(s) = found else { return false };
         let st = &s.steer;
         let mut changed = Vec::new();
+        let mut reweighted = None;
         if let Some(p) = reply.weight_pct {
             let old = st.agent_pct.swap(p, Ordering::AcqRel);
             if old != p {
-                changed.push(format!("weight {old}% -> {p}%"));
+                reweighted = Some(format!("weight {old}% -> {p}%"));
             }
         }
         if let Some(a) = reply.admin {
@@ -230,14 +231,23 @@ impl Pool {
             }
             _ => {}
         }
-        if changed.is_empty() {
+        if changed.is_empty() && reweighted.is_none() {
             return false;
         }
-        tracing::info!(
-            backend = %self.name, server = %s.name,
-            "server {}/{} agent: {}", self.name, s.name, changed.join(", ")
-        );
-        s.mark_changed();
+        if changed.is_empty() {
+            // A busy edge's weight moves often: not worth a line each time.
+            tracing::debug!(
+                backend = %self.name, server = %s.name,
+                "server {}/{} agent: {}", self.name, s.name, reweighted.unwrap_or_default()
+            );
+        } else {
+            changed.extend(reweighted);
+            tracing::info!(
+                backend = %self.name, server = %s.name,
+                "server {}/{} agent: {}", self.name, s.name, changed.join(", ")
+            );
+            s.mark_changed();
+        }
         self.refresh_sharing(s);
         true
     }

@@ -244,11 +244,6 @@ impl Server {
         self.live.clone()
     }
 
-    /// The address the `[agent]` endpoint listens on, when configured.
-    pub fn agent_addr(&self) -> Option<SocketAddr> {
-        self.agent.as_ref().map(|a| a.addr())
-    }
-
     /// Cancel it once a successor process serves (`sluice upgrade`): the agent endpoint
     /// then stops answering here (the successor answers on the same socket), instead of
     /// saying `drain` while this process drains.
