@@ -156,6 +156,27 @@ pub(crate) fn weight_pct(in_flight: usize, capacity: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::{ClientAddr, PeerAddr};
+    use crate::balance::ServerId;
+
+    #[test]
+    fn report_says_drain_down_or_the_load() {
+        let toml = "name = \"app\"\nservers = [{ addr = \"127.0.0.1:9\", max_connections = 4 }]\n\
+                    [health]\nrise = 1\nfall = 1";
+        let b: crate::config::Backend = toml::from_str(toml).unwrap();
+        let pool = Pool::new(&b.spec().unwrap());
+        let pools = vec![pool.clone()];
+        assert_eq!(report(&pools, None, false), "up ready 100%\n");
+        let client = ClientAddr::direct(PeerAddr("127.0.0.2:1".parse().unwrap()));
+        let _lease = pool.select(&client, &[]).unwrap();
+        // One of the server's 4 slots, or of a configured capacity of 2.
+        assert_eq!(report(&pools, None, false), "up ready 75%\n");
+        assert_eq!(report(&pools, Some(2), false), "up ready 50%\n");
+        assert_eq!(report(&pools, None, true), "drain\n");
+        pool.record_check(ServerId(0), Err("refused".into()));
+        assert_eq!(report(&pools, None, false), "down #no app server up\n");
+        assert_eq!(report(&pools, None, true), "drain\n", "drain wins");
+    }
 
     #[test]
     fn weight_follows_the_documented_formula() {
