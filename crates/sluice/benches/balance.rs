@@ -25,6 +25,7 @@ fn pool(balance: Balance, n: usize) -> std::sync::Arc<Pool> {
     Pool::new(&Backend {
         name: "bench".into(),
         balance,
+        hash_key: Default::default(),
         send_proxy: Default::default(),
         proxy_v2_unique_id: false,
         proxy_v2_crc32c: true,
@@ -56,6 +57,7 @@ fn select(c: &mut Criterion) {
         (Balance::Leastconn, "leastconn"),
         (Balance::Source, "source"),
         (Balance::Random, "random"),
+        (Balance::Hash, "hash"),
     ] {
         for n in [2usize, 50] {
             let p = pool(balance, n);

@@ -1,4 +1,4 @@
-//! The four selection algorithms over an immutable snapshot. Each returns a server index
+//! The five selection algorithms over an immutable snapshot. Each returns a server index
 //! whose connection slot it has already taken (`try_acquire`), or None. No locks: only the
 //! snapshot, the pool's rotation counter and per-server atomics are touched.
 
@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use rand::Rng;
 
-use super::snapshot::{client_hash, Snapshot};
+use super::snapshot::{client_hash, hash64, Snapshot};
 use super::{Pool, ServerId};
 use crate::addr::ClientAddr;
 use crate::spec::Balance;
@@ -14,10 +14,17 @@ use crate::spec::Balance;
 /// Attempts when a chosen server fills up between the load read and the slot grab.
 const RACE_RETRIES: usize = 4;
 
+/// What a hashing algorithm hashes: `key` when given (the SNI), else the client's IP.
+#[derive(Clone, Copy)]
+pub(super) struct Key<'a> {
+    pub client: &'a ClientAddr,
+    pub key: Option<&'a [u8]>,
+}
+
 pub(super) fn pick(
     pool: &Pool,
     snap: &Snapshot,
-    client: &ClientAddr,
+    key: Key<'_>,
     tried: &[ServerId],
 ) -> Option<usize> {
     if snap.eligible.is_empty() {
@@ -26,9 +33,36 @@ pub(super) fn pick(
     match pool.balance {
         Balance::Roundrobin => roundrobin(pool, snap, tried),
         Balance::Leastconn => leastconn(pool, snap, tried),
-        Balance::Source => source(snap, client, tried),
+        Balance::Source => source(snap, key.client, tried),
         Balance::Random => random(pool, snap, tried),
+        Balance::Hash => hash(snap, key, tried),
     }
+}
+
+/// Maglev: the key's slot names the server; a tried or full server passes the key on to
+/// the owners of the following slots, in order (the same fallback on every balancer).
+fn hash(snap: &Snapshot, key: Key<'_>, tried: &[ServerId]) -> Option<usize> {
+    let table = &snap.maglev;
+    let h = match key.key {
+        Some(k) => hash64(&[k]),
+        None => client_hash(key.client.addr().ip()),
+    };
+    let start = super::maglev::slot(h);
+    let mut seen: Vec<usize> = Vec::new();
+    for k in 0..table.len() {
+        let id = table[(start + k) % table.len()] as usize;
+        if seen.contains(&id) {
+            continue;
+        }
+        if grab(snap, tried, id) {
+            return Some(id);
+        }
+        seen.push(id);
+        if seen.len() == snap.eligible.len() {
+            return None;
+        }
+    }
+    None
 }
 
 fn untried(tried: &[ServerId], id: usize) -> bool {

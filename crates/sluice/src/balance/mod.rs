@@ -6,6 +6,7 @@
 
 mod admin;
 mod algo;
+mod maglev;
 mod reconfigure;
 mod server;
 mod snapshot;
@@ -205,9 +206,20 @@ impl Pool {
     /// honouring health (down servers never chosen), backup (only when no primary is up),
     /// weight, and per-server max_connections (full servers skipped). None = no server available.
     pub fn select(&self, client: &ClientAddr, tried: &[ServerId]) -> Option<Lease> {
+        self.select_keyed(client, None, tried)
+    }
+
+    /// [`Pool::select`] with the key `balance = "hash"` hashes instead of the client's IP
+    /// (`hash_key = "sni"`: the SNI, lower case); None: the client's IP.
+    pub fn select_keyed(
+        &self,
+        client: &ClientAddr,
+        key: Option<&[u8]>,
+        tried: &[ServerId],
+    ) -> Option<Lease> {
         let pool = self.me.upgrade()?;
         let snap = self.snap.load();
-        let id = algo::pick(self, &snap, client, tried)?;
+        let id = algo::pick(self, &snap, algo::Key { client, key }, tried)?;
         let entry = snap.servers[id].clone();
         Some(Lease { pool, entry, id })
     }
@@ -220,7 +232,18 @@ impl Pool {
         tried: &[ServerId],
         deadline: tokio::time::Instant,
     ) -> Result<Lease, NoServer> {
-        if let Some(lease) = self.select(client, tried) {
+        self.acquire_keyed(client, None, tried, deadline).await
+    }
+
+    /// [`Pool::acquire`] with a hash key (see [`Pool::select_keyed`]).
+    pub async fn acquire_keyed(
+        &self,
+        client: &ClientAddr,
+        key: Option<&[u8]>,
+        tried: &[ServerId],
+        deadline: tokio::time::Instant,
+    ) -> Result<Lease, NoServer> {
+        if let Some(lease) = self.select_keyed(client, key, tried) {
             return Ok(lease);
         }
         if !self.has_candidate(tried) {
@@ -233,7 +256,7 @@ impl Pool {
             tokio::pin!(notified);
             // Registered before re-checking, so a lease dropped in between is not missed.
             notified.as_mut().enable();
-            if let Some(lease) = self.select(client, tried) {
+            if let Some(lease) = self.select_keyed(client, key, tried) {
                 return Ok(lease);
             }
             if !self.has_candidate(tried) {

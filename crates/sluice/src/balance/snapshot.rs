@@ -1,8 +1,8 @@
 //! The immutable selection snapshot: the pool's server list, which of them are in play (up
 //! primaries, else up backups) and the precomputed per-algorithm data (SWRR schedule, hash
-//! ring, cumulative weights) over effective weights (agent %, slow start). Rebuilt on every
-//! health, agent or warm-up step change and on an in-place server update (DNS), swapped in
-//! via ArcSwap; never mutated in place.
+//! ring, cumulative weights, Maglev table) over effective weights (agent %, slow start).
+//! Rebuilt on every health, agent or warm-up step change and on an in-place server update
+//! (DNS), swapped in via ArcSwap; never mutated in place.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,6 +31,8 @@ pub(crate) struct Snapshot {
     pub ring: Vec<(u64, u32)>,
     /// random: cumulative weights over `eligible`.
     pub cum_weights: Vec<u64>,
+    /// hash: the Maglev lookup table (server index per slot).
+    pub maglev: Vec<u32>,
     /// Effective weight of every server, by position (`ServerEntry::effective_weight`: the
     /// configured weight scaled by the agent's % and the slow-start step).
     pub weights: Vec<u64>,
@@ -91,6 +93,10 @@ impl Snapshot {
                     })
                     .collect();
             }
+            Balance::Hash => {
+                let names: Vec<&str> = eligible.iter().map(|&i| servers[i].name.as_str()).collect();
+                snap.maglev = super::maglev::table(&eligible, &names, &eligible_weights);
+            }
             Balance::Leastconn => {}
         }
         snap.eligible = eligible;
@@ -107,7 +113,7 @@ fn gcd(a: u64, b: u64) -> u64 {
 }
 
 /// Divides by the common gcd, then scales so the sum stays within `cap` (each weight >= 1).
-fn reduce(weights: &[u64], cap: u64) -> Vec<u64> {
+pub(super) fn reduce(weights: &[u64], cap: u64) -> Vec<u64> {
     let g = weights.iter().copied().fold(0, gcd).max(1);
     let mut w: Vec<u64> = weights.iter().map(|w| w / g).collect();
     let sum: u64 = w.iter().sum();

@@ -478,3 +478,45 @@ fn state_changes_are_logged_once() {
         "{text}"
     );
 }
+
+#[test]
+fn hash_by_source_agrees_across_pools_and_passes_full_servers_on() {
+    let cfg = r#"name = "h"
+        balance = "hash"
+        servers = [{ name = "a", addr = "x" }, { name = "b", addr = "x" },
+                   { name = "c", addr = "x" }, { name = "d", addr = "x" }]"#;
+    let (one, two) = (pool(cfg), pool(cfg));
+    let ip = |i: u32| {
+        ClientAddr::direct(PeerAddr(SocketAddr::from((
+            Ipv4Addr::from(0x0a00_0000 + i),
+            40000,
+        ))))
+    };
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for i in 0..1000 {
+        let a = one.select(&ip(i), &[]).unwrap();
+        let b = two.select(&ip(i), &[]).unwrap();
+        assert_eq!(a.name(), b.name(), "client {i}");
+        *counts.entry(a.name().to_owned()).or_default() += 1;
+        // The same client again (another port) goes to the same server.
+        assert_eq!(one.select(&ip(i), &[]).unwrap().name(), a.name());
+    }
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    // A tried server hands the key to another one, the same on both pools.
+    let first = one.select(&ip(7), &[]).unwrap();
+    let tried = [first.id()];
+    let next_one = one.select(&ip(7), &tried).unwrap();
+    let next_two = two.select(&ip(7), &tried).unwrap();
+    assert_ne!(next_one.name(), first.name());
+    assert_eq!(next_one.name(), next_two.name());
+    // An SNI key is hashed instead of the address.
+    let by_sni = |name: &str| {
+        let l = one
+            .select_keyed(&ip(1), Some(name.as_bytes()), &[])
+            .unwrap();
+        l.name().to_owned()
+    };
+    let names: std::collections::HashSet<String> =
+        (0..64).map(|i| by_sni(&format!("h{i}.example"))).collect();
+    assert!(names.len() > 1, "every SNI on one server: {names:?}");
+}

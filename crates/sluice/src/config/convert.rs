@@ -131,6 +131,7 @@ fn frontend(f: &m::Frontend) -> Result<spec::Frontend, Unparsed> {
             forwarded: forwarded(f)?,
             ..edge(f)
         },
+        routes: super::routes::convert(f)?,
     })
 }
 
@@ -277,6 +278,7 @@ fn backend(b: &m::Backend) -> Result<spec::Backend, Unparsed> {
     Ok(spec::Backend {
         name: b.name.clone(),
         balance: b.balance,
+        hash_key: b.hash_key.unwrap_or_default(),
         send_proxy: b.send_proxy,
         proxy_v2_unique_id: b.proxy_v2_unique_id,
         proxy_v2_crc32c: b.proxy_v2_crc32c,

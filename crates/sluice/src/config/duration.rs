@@ -16,6 +16,14 @@ impl Dur {
     }
 }
 
+/// The same grammar on the command line (`sluice ctl drain --timeout 5m`).
+impl std::str::FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Dur, String> {
+        parse_duration(s).map(Dur)
+    }
+}
+
 /// Parses "500ms", "2s", "5m", "1h", "1d" and concatenations such as "1m30s".
 pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {s:?}: expected e.g. \"500ms\", \"2s\", \"5m\", \"1h\"");

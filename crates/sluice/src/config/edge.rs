@@ -44,7 +44,10 @@ pub(super) fn backend_modes(cfg: &Config) -> Vec<Option<Mode>> {
     cfg.backends
         .iter()
         .map(|b| {
-            let users = cfg.frontends.iter().filter(|f| f.backend == b.name);
+            let users = cfg
+                .frontends
+                .iter()
+                .filter(|f| f.backend == b.name || f.routes.iter().any(|r| r.backend == b.name));
             users
                 .map(|f| f.mode)
                 .reduce(|a, m| if a == Mode::Http { a } else { m })

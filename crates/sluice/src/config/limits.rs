@@ -104,6 +104,9 @@ fn reach(cfg: &Config) -> BTreeMap<&str, Reach> {
             Mode::Tcp => r.tcp = true,
             Mode::Http => r.http += 1,
         }
+        for route in &f.routes {
+            out.entry(route.backend.as_str()).or_default().tcp = true;
+        }
     }
     for (name, r) in out.iter_mut() {
         let Some(k) = cfg.backends.iter().position(|b| b.name == *name) else {

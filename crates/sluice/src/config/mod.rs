@@ -12,6 +12,7 @@ pub mod limits;
 pub mod load;
 pub mod model;
 mod parsed;
+mod routes;
 mod spans;
 mod tlv_headers;
 mod validate;

@@ -167,6 +167,29 @@ pub struct Frontend {
     /// Edge only: client-side limits.
     #[serde(default)]
     pub limits: FrontendLimits,
+    /// Tcp only: backends chosen by the client's TLS ClientHello, first match wins;
+    /// `backend` is the default (`config/routes.rs` checks them).
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Tcp only, with `routes`: longest wait for the ClientHello (nginx `preread_timeout`).
+    #[serde(default)]
+    pub preread_timeout: Option<Dur>,
+    /// Tcp only, with `routes`: what a client sending no ClientHello gets.
+    #[serde(default)]
+    pub no_hello: Option<crate::spec::NoHello>,
+}
+
+/// One entry of a tcp frontend's `routes`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Host names (`a.example`) or wildcards (`*.b.example`), any of which matches the SNI.
+    #[serde(default)]
+    pub sni: Vec<String>,
+    /// ALPN protocol names (`h2`, `http/1.1`, `acme-tls/1`), any of which is offered.
+    #[serde(default)]
+    pub alpn: Vec<String>,
+    pub backend: String,
 }
 
 fn default_max_body() -> usize {
@@ -338,6 +361,9 @@ pub struct Backend {
     pub name: String,
     #[serde(default)]
     pub balance: Balance,
+    /// `balance = "hash"`: what is hashed (`source`, `sni`).
+    #[serde(default)]
+    pub hash_key: Option<crate::spec::HashKey>,
     #[serde(default)]
     pub send_proxy: SendProxy,
     /// Extra v2 TLVs: a UNIQUE_ID per connection when true.

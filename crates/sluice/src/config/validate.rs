@@ -244,6 +244,7 @@ fn check_frontends(cfg: &Config, opts: &LoadOptions, out: &mut Issues) {
         if let Some(t) = &f.tls {
             super::client_tls::check(t, &p.key("tls"), &mut out.0);
         }
+        super::routes::check(cfg, i, &p, &mut out.0);
         if f.tls.is_some() && f.mode == Mode::Tcp {
             out.key(
                 p.key("tls"),
@@ -458,6 +459,32 @@ fn check_backend(cfg: &Config, k: usize, out: &mut Issues) {
         }
     }
     check_timeouts_and_health(cfg, k, out);
+    check_hash_key(cfg, k, out);
+}
+
+/// `hash_key` only with `balance = "hash"`; `sni` only for tcp frontends (an edge's
+/// requests carry no ClientHello it reads before TLS).
+fn check_hash_key(cfg: &Config, k: usize, out: &mut Issues) {
+    let b = &cfg.backends[k];
+    let p = KeyPath::root().key("backend").index(k).key("hash_key");
+    match b.hash_key {
+        Some(_) if b.balance != super::model::Balance::Hash => {
+            out.key(p, "has no effect without balance = \"hash\"")
+        }
+        Some(crate::spec::HashKey::Sni)
+            if cfg
+                .frontends
+                .iter()
+                .any(|f| f.mode == Mode::Http && f.backend == b.name) =>
+        {
+            out.value(
+                p,
+                "\"sni\" needs tcp frontends (the balancer reads the ClientHello); an \
+                 http-mode frontend's backend hashes the client address (\"source\")",
+            )
+        }
+        _ => {}
+    }
 }
 
 fn check_source_fits(source: Option<IpAddr>, addr: &ServerAddr, at: KeyPath, out: &mut Issues) {

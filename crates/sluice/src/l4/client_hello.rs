@@ -19,6 +19,8 @@ pub(crate) struct Hello {
     pub sni: Option<String>,
     /// The offered protocols, comma-separated (`$ssl_preread_alpn_protocols`).
     pub alpn: Option<String>,
+    /// The offered protocols as sent (for routes).
+    pub protocols: Vec<Vec<u8>>,
 }
 
 /// The outcome of looking at the bytes received so far.
@@ -47,15 +49,18 @@ pub(crate) fn inspect(bytes: &[u8]) -> Inspect {
         Ok(None) => Inspect::More,
         Ok(Some(accepted)) => {
             let ch = accepted.client_hello();
-            let alpn = ch.alpn().map(|protocols| {
-                let names: Vec<String> = protocols
-                    .map(|p| String::from_utf8_lossy(p).into_owned())
-                    .collect();
-                names.join(",")
-            });
+            let protocols: Vec<Vec<u8>> = ch
+                .alpn()
+                .map(|ps| ps.map(<[u8]>::to_vec).collect())
+                .unwrap_or_default();
+            let names: Vec<String> = protocols
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
             Inspect::Hello(Hello {
                 sni: ch.server_name().map(str::to_string),
-                alpn: alpn.filter(|a| !a.is_empty()),
+                alpn: Some(names.join(",")).filter(|a| !a.is_empty()),
+                protocols,
             })
         }
         Err((e, _alert)) => Inspect::NotTls(e.to_string()),
@@ -76,7 +81,7 @@ impl std::fmt::Display for NoHello {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NoHello::NotTls(why) => write!(f, "not a TLS ClientHello: {why}"),
-            NoHello::Timeout => f.write_str("no complete ClientHello within timeouts.preread"),
+            NoHello::Timeout => f.write_str("no complete ClientHello within the preread timeout"),
             NoHello::TooLarge => write!(f, "no complete ClientHello in {MAX_HELLO} bytes"),
             NoHello::Closed => f.write_str("client closed before a complete ClientHello"),
             NoHello::Io(e) => write!(f, "reading the ClientHello: {e}"),
@@ -149,6 +154,7 @@ mod tests {
         let want = Inspect::Hello(Hello {
             sni: Some("app.example".into()),
             alpn: Some("h2,http/1.1".into()),
+            protocols: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         });
         assert_eq!(inspect(&hello), want);
         for cut in [1, 5, 6, hello.len() / 2, hello.len() - 1] {

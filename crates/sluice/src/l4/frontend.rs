@@ -13,7 +13,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::client_hello::{Hello, NoHello};
 use super::log::{ConnLog, ConnRecord, Counters, End};
+use super::route::L4Routes;
 use crate::addr::{ClientAddr, LocalAddr, PeerAddr};
 use crate::balance::{Lease, NoServer, Pool, ServerId};
 use crate::l4::bufpool;
@@ -36,8 +38,10 @@ pub(crate) struct L4Backend {
     /// Longest wait in the backend queue for a free server slot (`timeouts.queue`).
     pub queue_timeout: Duration,
     pub idle: Duration,
-    /// Longest wait for the client's TLS ClientHello (`send.reads_hello()` only).
+    /// Longest wait for the client's TLS ClientHello (`reads_hello()` only).
     pub preread: Duration,
+    /// `balance = "hash"` with `hash_key = "sni"`: the SNI is the key.
+    pub hash_sni: bool,
 }
 
 impl L4Backend {
@@ -52,7 +56,13 @@ impl L4Backend {
             queue_timeout: cfg.timeouts.queue,
             idle: cfg.timeouts.idle,
             preread: cfg.timeouts.preread,
+            hash_sni: cfg.balance == spec::Balance::Hash && cfg.hash_key == spec::HashKey::Sni,
         }
+    }
+
+    /// Whether connections need the client's ClientHello read before a server is picked.
+    pub(crate) fn reads_hello(&self) -> bool {
+        self.send.reads_hello() || self.hash_sni
     }
 }
 
@@ -69,6 +79,8 @@ pub(crate) struct TcpFrontend {
     pub splice: bool,
     /// This frontend's counters, resolved once when it is built.
     pub metrics: FrontendHandles,
+    /// Backends chosen by the ClientHello; None: always `backend`.
+    pub routes: Option<L4Routes>,
 }
 
 impl crate::server::Frontend for TcpFrontend {
@@ -110,7 +122,7 @@ pub(crate) async fn handle(fe: Arc<TcpFrontend>, client: TcpStream, peer: Socket
     };
     rec.end = serve(&fe, client, &mut rec, start).await;
     if rec.counters.is_none() && fe.log.format.uses_counters() {
-        rec.counters = Some(counters(&fe, None));
+        rec.counters = Some(counters(&fe, &fe.backend, None));
     }
     conn_metrics
         .handles()
@@ -119,9 +131,10 @@ pub(crate) async fn handle(fe: Arc<TcpFrontend>, client: TcpStream, peer: Socket
     fe.log.emit(&rec);
 }
 
-/// HAProxy's connection counters now, for the log line (`server`: the one still leased).
-fn counters(fe: &TcpFrontend, server: Option<ServerId>) -> Counters {
-    let pool = &fe.backend.pool;
+/// HAProxy's connection counters now, for the log line (`be`: the backend chosen, `server`:
+/// the one still leased).
+fn counters(fe: &TcpFrontend, be: &L4Backend, server: Option<ServerId>) -> Counters {
+    let pool = &be.pool;
     let servers = pool.servers();
     let queued = pool.queued() as u64;
     Counters {
@@ -133,6 +146,36 @@ fn counters(fe: &TcpFrontend, server: Option<ServerId>) -> Counters {
             .map_or(0, |s| s.active as u64),
         backend_queue: queued,
     }
+}
+
+/// Reads the ClientHello within the routes' timeout and picks the backend (the first route
+/// that matches, else the frontend's); the bytes read stay in `leftover`, to be forwarded.
+/// A client that sends no ClientHello gets the default backend or is closed (`no_hello`);
+/// one too slow to finish it is closed. The choice is the log line's backend.
+async fn route<'a>(
+    fe: &'a TcpFrontend,
+    routes: &'a L4Routes,
+    client: &mut TcpStream,
+    leftover: &mut Vec<u8>,
+    rec: &mut ConnRecord,
+) -> Result<(&'a Arc<L4Backend>, Option<Hello>), End> {
+    let read = super::client_hello::read_hello(client, leftover, routes.preread_timeout);
+    let chosen = match unless_forced(&fe.force, read).await {
+        None => return Err(End::Shutdown),
+        Some(Ok(hello)) => (routes.pick(&hello).unwrap_or(&fe.backend), Some(hello)),
+        Some(Err(NoHello::Timeout)) => return Err(End::PrereadTimeout),
+        Some(Err(NoHello::Closed)) => return Err(End::ClientClosed),
+        Some(Err(NoHello::Io(e))) => return Err(End::ClientError(e)),
+        Some(Err(why)) if routes.no_hello == spec::NoHello::Reject => {
+            return Err(End::NoHello(why.to_string()))
+        }
+        Some(Err(why)) => {
+            tracing::debug!(frontend = %fe.name, client = %rec.client, "default backend: {why}");
+            (&fe.backend, None)
+        }
+    };
+    rec.backend = chosen.0.name.clone();
+    Ok(chosen)
 }
 
 /// Runs `fut` unless the shutdown grace period ends first.
@@ -178,8 +221,14 @@ async fn serve(
             }
         }
     }
-    let be = &fe.backend;
-    let hello = if be.send.reads_hello() {
+    let (be, hello) = match &fe.routes {
+        Some(routes) => match route(fe, routes, &mut client, &mut leftover, rec).await {
+            Ok(chosen) => chosen,
+            Err(end) => return end,
+        },
+        None => (&fe.backend, None),
+    };
+    let hello = if hello.is_none() && fe.routes.is_none() && be.reads_hello() {
         let read = super::client_hello::read_hello(&mut client, &mut leftover, be.preread);
         match unless_forced(&fe.force, read).await {
             None => return End::Shutdown,
@@ -190,7 +239,7 @@ async fn serve(
             }
         }
     } else {
-        None
+        hello
     };
     rec.sni = hello.as_ref().and_then(|h| h.sni.clone());
     rec.alpn = hello.as_ref().and_then(|h| h.alpn.clone());
@@ -222,7 +271,7 @@ async fn serve(
         Ok(n) => n,
         Err(e) => return End::ServerError(format!("building PROXY header: {e}")),
     };
-    let early = match write_first(fe, &client, &mut server, &out[..n], &leftover).await {
+    let early = match write_first(fe, be, &client, &mut server, &out[..n], &leftover).await {
         Ok(early) => early,
         Err(end) => return end,
     };
@@ -236,7 +285,7 @@ async fn serve(
         Stream::Unix(s) => forward::forward(client, s, &opts, token).await,
     };
     if fe.log.format.uses_counters() {
-        rec.counters = Some(counters(fe, Some(lease.id())));
+        rec.counters = Some(counters(fe, be, Some(lease.id())));
     }
     drop(lease);
     rec.to_server = out.to_server + leftover.len() as u64 + early as u64;
@@ -263,6 +312,7 @@ fn map_end(end: forward::End) -> End {
 /// bytes were read from the client here (not counting `leftover`).
 async fn write_first(
     fe: &TcpFrontend,
+    be: &L4Backend,
     client: &TcpStream,
     server: &mut Stream,
     hdr: &[u8],
@@ -295,7 +345,7 @@ async fn write_first(
         len += leftover.len() + early;
         &buf[..len]
     };
-    let write = tokio::time::timeout(fe.backend.idle, server.write_all(joined));
+    let write = tokio::time::timeout(be.idle, server.write_all(joined));
     let res = match unless_forced(&fe.force, write).await {
         Some(Ok(Ok(()))) => Ok(early),
         Some(Ok(Err(e))) => Err(End::ServerError(e.to_string())),
@@ -315,7 +365,18 @@ async fn connect_any(be: &L4Backend, rec: &mut ConnRecord) -> Result<(Lease, Str
     for _attempt in 0..=be.retries {
         let queued_at = Instant::now();
         let queued_by = queued_at + be.queue_timeout;
-        let acquired = be.pool.acquire(&rec.client, &tried, queued_by).await;
+        // Host names compare without case: the key is the lower-case SNI.
+        let key = (rec.sni.as_deref())
+            .filter(|_| be.hash_sni)
+            .map(str::to_ascii_lowercase);
+        let acquired = (be.pool)
+            .acquire_keyed(
+                &rec.client,
+                key.as_deref().map(str::as_bytes),
+                &tried,
+                queued_by,
+            )
+            .await;
         rec.queue_time = Some(rec.queue_time.unwrap_or_default() + queued_at.elapsed());
         let lease = match acquired {
             Ok(lease) => lease,

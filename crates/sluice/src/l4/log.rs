@@ -31,6 +31,10 @@ pub(crate) enum End {
     },
     /// Forced closed at the end of the shutdown grace period.
     Shutdown,
+    /// Routes by ClientHello: none complete within `preread_timeout`.
+    PrereadTimeout,
+    /// Routes by ClientHello with `no_hello = "reject"`: why there was none.
+    NoHello(String),
 }
 
 impl End {
@@ -46,12 +50,16 @@ impl End {
             End::ConnectFailed(_) => "connect_failed",
             End::ProxyRejected { .. } => "proxy_rejected",
             End::Shutdown => "shutdown",
+            End::PrereadTimeout => "preread_timeout",
+            End::NoHello(_) => "no_hello",
         }
     }
 
     fn detail(&self) -> Option<String> {
         match self {
-            End::ClientError(s) | End::ServerError(s) | End::ConnectFailed(s) => Some(s.clone()),
+            End::ClientError(s) | End::ServerError(s) | End::ConnectFailed(s) | End::NoHello(s) => {
+                Some(s.clone())
+            }
             End::ProxyRejected { code, reason } => Some(format!("{code}: {reason}")),
             _ => None,
         }
@@ -132,6 +140,8 @@ impl End {
             End::ConnectFailed(_) => "SC",
             End::ProxyRejected { .. } => "PR",
             End::Shutdown => "KD",
+            End::PrereadTimeout => "cR",
+            End::NoHello(_) => "PR",
         }
     }
 }

@@ -8,4 +8,5 @@ pub mod forward;
 pub(crate) mod frontend;
 pub(crate) mod log;
 mod pumpable;
+pub(crate) mod route;
 mod splice;

@@ -82,9 +82,9 @@ fn refresh_http_frontends(
     ctx: &Ctx<'_>,
     summary: &mut ReloadSummary,
 ) {
-    let Some(be) = running.backends.get(name) else {
+    if !running.backends.contains_key(name) {
         return;
-    };
+    }
     for f in &running.cfg.frontends {
         if f.backend != name || f.mode != Mode::Http {
             continue;
@@ -93,7 +93,7 @@ fn refresh_http_frontends(
             continue;
         };
         let tls = fe.tls.as_ref().map(|t| t.edge.clone());
-        match frontends::build(&fe.cfg, be, tls, ctx) {
+        match frontends::build(&fe.cfg, &running.backends, tls, ctx) {
             Ok(serve) => {
                 fe.serve = serve;
                 for l in running.listeners.iter().filter(|l| &l.frontend == fname) {

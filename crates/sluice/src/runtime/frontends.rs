@@ -8,11 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::prepare::{frontend_err, Changes};
-use super::running::{BackendRt, Ctx, FrontendRt, Running, TlsRt};
+use super::running::{BackendRt, Ctx, FrontendRt, PoolPtr, Running, TlsRt};
 use super::BuildError;
 use crate::edge::HttpFrontend;
 use crate::l4::frontend::TcpFrontend;
 use crate::l4::log::ConnLog;
+use crate::l4::route::L4Routes;
 use crate::log::{LogFiles, LogSink, Syslog, SyslogDest};
 use crate::proxy_protocol::Policy;
 use crate::server::Frontend;
@@ -35,14 +36,16 @@ pub(super) fn prepare_frontends(
             .ok_or_else(|| frontend_err(f, format!("unknown backend {:?}", f.backend)))?;
         let old = prev.frontends.get(&f.name);
         let tls = prepare_tls(f, old, ctx, ch)?;
-        let same_backend = old.is_some_and(|o| Arc::ptr_eq(&o.pool, &be.pool));
+        let same_backend = old.is_some_and(|o| {
+            Arc::ptr_eq(&o.pool, &be.pool) && route_pools(f, backends) == o.route_pools
+        });
         let serve = match old {
             Some(o) if o.cfg == *f && same_backend => o.serve.clone(),
             _ => {
                 if old.is_some() {
                     ch.summary.frontends_rebuilt.push(f.name.clone());
                 }
-                build(f, be, tls.as_ref().map(|t| t.edge.clone()), ctx)?
+                build(f, backends, tls.as_ref().map(|t| t.edge.clone()), ctx)?
             }
         };
         let pool = be.pool.clone();
@@ -52,6 +55,7 @@ pub(super) fn prepare_frontends(
                 cfg: f.clone(),
                 serve,
                 pool,
+                route_pools: route_pools(f, backends),
                 tls,
             },
         );
@@ -143,13 +147,47 @@ fn open_log(logs: &LogFiles, f: &spec::Frontend) -> Result<Option<LogSink>, Buil
     }
 }
 
-/// Builds what serves frontend `f`'s connections over backend `be`.
+/// The pools of `f`'s route backends, in route order (a frontend is rebuilt when one changes).
+fn route_pools(f: &spec::Frontend, backends: &HashMap<String, BackendRt>) -> Vec<PoolPtr> {
+    let list = f.routes.iter().flat_map(|r| &r.list);
+    list.filter_map(|r| backends.get(&r.backend))
+        .map(|b| PoolPtr(b.pool.clone()))
+        .collect()
+}
+
+/// A frontend's routes with their backends' L4 paths.
+fn l4_routes(
+    f: &spec::Frontend,
+    backends: &HashMap<String, BackendRt>,
+) -> Result<Option<L4Routes>, BuildError> {
+    let Some(routes) = &f.routes else {
+        return Ok(None);
+    };
+    let list = routes
+        .list
+        .iter()
+        .map(|r| match backends.get(&r.backend) {
+            Some(b) => Ok((r.clone(), b.l4.clone())),
+            None => Err(frontend_err(f, format!("unknown backend {:?}", r.backend))),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Some(L4Routes {
+        list,
+        preread_timeout: routes.preread_timeout,
+        no_hello: routes.no_hello,
+    }))
+}
+
+/// Builds what serves frontend `f`'s connections over its backend (and its routes').
 pub(super) fn build(
     f: &spec::Frontend,
-    be: &BackendRt,
+    backends: &HashMap<String, BackendRt>,
     tls: Option<Arc<TlsEdge>>,
     ctx: &Ctx<'_>,
 ) -> Result<Arc<dyn Frontend>, BuildError> {
+    let be = backends
+        .get(&f.backend)
+        .ok_or_else(|| frontend_err(f, format!("unknown backend {:?}", f.backend)))?;
     let sink = open_log(ctx.logs, f)?;
     let force = ctx.shutdown.force_close.clone();
     Ok(match f.mode {
@@ -167,6 +205,7 @@ pub(super) fn build(
                 force,
                 splice: true,
                 metrics: crate::metrics::global().frontend(&f.name),
+                routes: l4_routes(f, backends)?,
             })
         }
         Mode::Http => HttpFrontend::new(f, &be.expanded, be.pool.clone(), sink, force, tls)

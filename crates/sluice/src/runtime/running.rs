@@ -44,7 +44,19 @@ pub(crate) struct FrontendRt {
     pub serve: Arc<dyn Frontend>,
     /// The pool its connections use (a rebuilt backend means a rebuilt frontend).
     pub pool: Arc<Pool>,
+    /// Its routes' pools, in route order (tcp frontends with `routes`).
+    pub route_pools: Vec<PoolPtr>,
     pub tls: Option<TlsRt>,
+}
+
+/// A pool compared by identity: the same `Arc`, not equal contents.
+#[derive(Clone)]
+pub(crate) struct PoolPtr(pub Arc<Pool>);
+
+impl PartialEq for PoolPtr {
+    fn eq(&self, other: &PoolPtr) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// One listening socket as the reload bookkeeping sees it (the socket is in its task).

@@ -29,6 +29,19 @@ pub enum Balance {
     Leastconn,
     Source,
     Random,
+    /// Maglev consistent hashing of `hash_key`.
+    Hash,
+}
+
+/// What `balance = "hash"` hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HashKey {
+    /// The client's IP address (not its port).
+    #[default]
+    Source,
+    /// The SNI of the client's TLS ClientHello (tcp frontends; the client IP without one).
+    Sni,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -64,6 +77,8 @@ pub enum HealthKind {
 pub struct Backend {
     pub name: String,
     pub balance: Balance,
+    /// `balance = "hash"`: the key hashed.
+    pub hash_key: HashKey,
     pub send_proxy: SendProxy,
     /// v2 headers carry a UNIQUE_ID TLV.
     pub proxy_v2_unique_id: bool,

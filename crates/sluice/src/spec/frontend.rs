@@ -56,6 +56,8 @@ pub struct Frontend {
     pub tls: Option<Tls>,
     /// Edge only: the client-side settings.
     pub edge: Edge,
+    /// Tcp only: backends chosen by the ClientHello; None: always `backend`.
+    pub routes: Option<super::Routes>,
 }
 
 /// Receiving PROXY headers.

@@ -8,13 +8,14 @@ mod backend;
 mod frontend;
 mod logformat;
 mod proxy_tlv;
+mod route;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use backend::{
-    Agent, Backend, Balance, Health, HealthKind, Protocol, SendProxy, Server, Timeouts,
+    Agent, Backend, Balance, HashKey, Health, HealthKind, Protocol, SendProxy, Server, Timeouts,
     DEFAULT_MAX_QUEUE, HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
 };
 pub use frontend::{
@@ -27,6 +28,7 @@ pub use logformat::{
     CONN, TCPLOG,
 };
 pub use proxy_tlv::TlvName;
+pub use route::{NoHello, Route, Routes, SniPattern, DEFAULT_PREREAD_TIMEOUT};
 
 /// Edge: temp files (buffered bodies) open at once in the whole process unless
 /// `global.max_temp_files` says otherwise.

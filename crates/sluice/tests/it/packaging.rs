@@ -55,6 +55,7 @@ fn generate_writes_pages_and_completions_that_work() {
         "man/sluice-check.1",
         "man/sluice-reload.1",
         "man/sluice-upgrade.1",
+        "man/sluice-ctl.1",
         "completions/sluice.bash",
         "completions/_sluice",
         "completions/sluice.fish",

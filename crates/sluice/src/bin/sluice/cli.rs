@@ -84,6 +84,9 @@ pub enum Command {
     /// Ctrl-C stops it.
     #[cfg(feature = "demo")]
     Demo(crate::demo::DemoOpts),
+    /// Drain, ready or maint a server on several balancers at once (their `[admin]`
+    /// endpoints), waiting for a drain to end; or print their merged view of the servers.
+    Ctl(crate::ctl::CtlOpts),
     /// Write the man pages and shell completions into a directory (for packaging).
     #[command(hide = true)]
     Generate(crate::generate::GenerateOpts),

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod ctl;
 #[cfg(feature = "demo")]
 mod demo;
 mod generate;
@@ -77,6 +78,16 @@ fn main() -> anyhow::Result<ExitCode> {
                     eprintln!("sluice demo: {e}");
                     Ok(ExitCode::FAILURE)
                 }
+            }
+        }
+        Command::Ctl(opts) => {
+            let (text, ok) = ctl::run(opts);
+            if ok {
+                println!("{text}");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("{text}");
+                Ok(ExitCode::FAILURE)
             }
         }
         Command::Generate(opts) => match generate::generate(&opts.out_dir) {
