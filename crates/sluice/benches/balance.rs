@@ -19,6 +19,7 @@ fn pool(balance: Balance, n: usize) -> std::sync::Arc<Pool> {
             weight: 1 + i as u32 % 3,
             backup: false,
             max_connections: 0,
+            slow_start: Duration::ZERO,
         })
         .collect();
     Pool::new(&Backend {

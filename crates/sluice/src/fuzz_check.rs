@@ -8,6 +8,7 @@ use crate::edge::forwarded::decide;
 use crate::edge::forwarded_parse::{parse_forwarded, parse_xff, Node, MAX_HOPS};
 use crate::edge::request_id;
 use crate::edge::strict::valid_authority;
+use crate::health::agent::{line_in, parse_line, MAX_PCT};
 use crate::l4::client_hello::{inspect, Inspect, MAX_HELLO};
 use crate::proxy_protocol::conn_id::{is_id_text, ConnId, MAX_LEN};
 use crate::upstream::fastcgi::{parse_cgi_head, record};
@@ -284,4 +285,17 @@ pub fn upgrade_request(data: &[u8]) {
             .to_ascii_lowercase();
         assert!(conn.contains("upgrade"));
     }
+}
+
+/// An agent's reply (HAProxy agent-check): the line up to the first CR/LF (or all of it)
+/// parses or is refused, never a panic; a parsed reply has a weight within `MAX_PCT`, and
+/// written out again it parses to the same reply.
+pub fn agent_reply(data: &[u8]) {
+    let line = line_in(data).unwrap_or(data);
+    let Ok(reply) = parse_line(line) else {
+        return;
+    };
+    assert!(reply.weight_pct.is_none_or(|p| p <= MAX_PCT));
+    let again = parse_line(reply.to_string().as_bytes()).expect("a written reply parses");
+    assert_eq!(again, reply);
 }

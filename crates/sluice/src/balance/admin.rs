@@ -124,11 +124,12 @@ impl Pool {
         Ok(ServerId(i))
     }
 
-    /// True when server `id` is in maintenance: its health checks are suspended.
+    /// True when server `id` is in maintenance (admin API or its agent): its health checks
+    /// are suspended.
     pub(crate) fn in_maint(&self, id: ServerId) -> bool {
         self.members()
             .get(id.0)
-            .is_some_and(|s| s.admin_mode() == AdminMode::Maint)
+            .is_some_and(|s| s.admin_mode() == AdminMode::Maint || s.agent_maint())
     }
 
     /// Connections waiting in this backend's queue for a free slot right now.

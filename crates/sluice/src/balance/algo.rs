@@ -89,7 +89,7 @@ fn lighter(snap: &Snapshot, a: usize, b: usize) -> bool {
     let (sa, sb) = (&snap.servers[a], &snap.servers[b]);
     let la = sa.active.load(Ordering::Relaxed) as u128;
     let lb = sb.active.load(Ordering::Relaxed) as u128;
-    la * u128::from(sb.weight()) < lb * u128::from(sa.weight())
+    la * u128::from(snap.weight_of(b)) < lb * u128::from(snap.weight_of(a))
 }
 
 /// Fewest active connections per weight unit; ties go to the first in a rotating order.
@@ -108,7 +108,7 @@ fn leastconn(pool: &Pool, snap: &Snapshot, tried: &[ServerId]) -> Option<usize> 
             if (s.max_connections != 0 && active >= s.max_connections) || !untried(tried, id) {
                 continue;
             }
-            let (a, w) = (active as u64, u64::from(s.weight()));
+            let (a, w) = (active as u64, snap.weight_of(id));
             // a/w < ba/bw without division; a < 2^32 and w < 2^32 in any real deployment,
             // and saturation only blurs ties beyond that.
             if best.is_none_or(|(_, ba, bw)| a.saturating_mul(bw) < ba.saturating_mul(w)) {

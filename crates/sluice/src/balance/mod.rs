@@ -1,7 +1,8 @@
 //! Server selection for one backend (after pingora-load-balancing): roundrobin (smooth
 //! weighted), leastconn, source (consistent hash ring) and random (two choices), honouring
-//! health, backup, weight, per-server max_connections and a bounded FIFO wait queue. Lock-free
-//! selection (ArcSwap snapshot of the server set + atomics); health checks live in `health`.
+//! health, backup, weight (with the agent's % and slow start), per-server max_connections and a
+//! bounded FIFO wait queue. Lock-free selection (ArcSwap snapshot of the server set +
+//! atomics); health and agent checks live in `health`.
 
 mod admin;
 mod algo;
@@ -9,6 +10,7 @@ mod maglev;
 mod reconfigure;
 mod server;
 mod snapshot;
+mod steer;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +30,7 @@ pub use reconfigure::PoolDiff;
 pub use server::CheckReport;
 use server::{ServerEntry, Transition};
 use snapshot::Snapshot;
+pub use steer::{AgentAdmin, AgentOp, AgentReply};
 
 /// Default of the most connections waiting for a free slot per backend (`backend.max_queue`);
 /// beyond it `acquire` fails at once.
@@ -145,13 +148,15 @@ impl Pool {
             .servers
             .iter()
             .map(|s| {
-                Arc::new(ServerEntry::new(
+                let e = ServerEntry::new(
                     s.name.clone(),
                     s.addr.clone(),
                     s.weight,
                     s.backup,
                     s.max_connections,
-                ))
+                );
+                e.set_slow_start(s.slow_start);
+                Arc::new(e)
             })
             .collect();
         Pool::from_entries(cfg, entries)
@@ -274,7 +279,7 @@ impl Pool {
                 id: ServerId(i),
                 name: s.name.clone(),
                 addr: s.addr.clone(),
-                state: if s.is_up() {
+                state: if s.is_up() && !s.agent_down() {
                     ServerState::Up
                 } else {
                     ServerState::Down
@@ -394,10 +399,13 @@ impl Pool {
                 backend = %self.name, server = %s.name,
                 "server {}/{} DOWN: {}, {} consecutive failures", self.name, s.name, reason, failures
             ),
-            Transition::Up { successes } => tracing::info!(
-                backend = %self.name, server = %s.name,
-                "server {}/{} UP: {} consecutive successes", self.name, s.name, successes
-            ),
+            Transition::Up { successes } => {
+                tracing::info!(
+                    backend = %self.name, server = %s.name,
+                    "server {}/{} UP: {} consecutive successes", self.name, s.name, successes
+                );
+                s.start_warmup();
+            }
         }
         self.refresh_sharing(s);
     }

@@ -105,6 +105,7 @@ impl Pool {
                     if reset {
                         e.weight.store(s.weight, Ordering::Relaxed);
                     }
+                    e.set_slow_start(s.slow_start);
                     let was = if reset { e.reset_admin() } else { None };
                     if let Some(mode) = was {
                         tracing::info!(
@@ -131,6 +132,7 @@ impl Pool {
                         s.backup,
                         s.max_connections,
                     );
+                    entry.set_slow_start(s.slow_start);
                     if down {
                         entry.up.store(false, Ordering::Release);
                     }

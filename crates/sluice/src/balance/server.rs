@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use super::steer::Steer;
 use super::{Pool, ServerAddr};
 
 /// Sentinel for "no check has completed yet" in `last_latency_us`.
@@ -86,6 +87,8 @@ pub(crate) struct ServerEntry {
     pub checks_failed: AtomicU64,
     last_latency_us: AtomicU64,
     streak: Mutex<Streak>,
+    /// The agent's words and the slow-start warm-up (`steer`).
+    pub(crate) steer: Steer,
     /// Pools holding this entry (more than one for a while after a reload).
     pools: Mutex<Vec<Weak<Pool>>>,
 }
@@ -115,6 +118,7 @@ impl ServerEntry {
             checks_failed: AtomicU64::new(0),
             last_latency_us: AtomicU64::new(NO_LATENCY),
             streak: Mutex::new(Streak::default()),
+            steer: Steer::default(),
             pools: Mutex::new(Vec::new()),
         }
     }

@@ -1,7 +1,8 @@
 //! The immutable selection snapshot: the pool's server list, which of them are in play (up
 //! primaries, else up backups) and the precomputed per-algorithm data (SWRR schedule, hash
-//! ring, cumulative weights, Maglev table). Rebuilt on every health state change and on an in-place server
-//! update (DNS), swapped in via ArcSwap; never mutated in place.
+//! ring, cumulative weights, Maglev table) over effective weights (agent %, slow start).
+//! Rebuilt on every health, agent or warm-up step change and on an in-place server update
+//! (DNS), swapped in via ArcSwap; never mutated in place.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -32,16 +33,34 @@ pub(crate) struct Snapshot {
     pub cum_weights: Vec<u64>,
     /// hash: the Maglev lookup table (server index per slot).
     pub maglev: Vec<u32>,
+    /// Effective weight of every server, by position (`ServerEntry::effective_weight`: the
+    /// configured weight scaled by the agent's % and the slow-start step).
+    pub weights: Vec<u64>,
+}
+
+impl Snapshot {
+    /// The effective weight of server `id` (leastconn and random compare load per weight).
+    pub(crate) fn weight_of(&self, id: usize) -> u64 {
+        self.weights.get(id).copied().unwrap_or(0)
+    }
 }
 
 impl Snapshot {
     pub(crate) fn build(members: Arc<Vec<Arc<ServerEntry>>>, balance: Balance) -> Snapshot {
         let servers = &members[..];
+        let now = tokio::time::Instant::now();
+        // Effective weights (configured x agent % x slow-start step), by server position.
+        let weights: Vec<u64> = servers.iter().map(|s| s.effective_weight(now).0).collect();
         let usable = |backup: bool| -> Vec<usize> {
             (0..servers.len())
                 .filter(|&i| {
                     let s = &servers[i];
-                    s.backup == backup && s.weight() > 0 && s.is_up() && s.takes_new()
+                    s.backup == backup
+                        && weights[i] > 0
+                        && s.is_up()
+                        && !s.agent_down()
+                        && s.takes_new()
+                        && s.agent_ready()
                 })
                 .collect()
         };
@@ -51,24 +70,22 @@ impl Snapshot {
             eligible = usable(true);
             backup_mode = !eligible.is_empty();
         }
-        let weights: Vec<u64> = eligible
-            .iter()
-            .map(|&i| u64::from(servers[i].weight()))
-            .collect();
+        let eligible_weights: Vec<u64> = eligible.iter().map(|&i| weights[i]).collect();
         let mut snap = Snapshot {
             servers: members.clone(),
             backup_mode,
+            weights,
             ..Snapshot::default()
         };
         match balance {
-            Balance::Roundrobin => snap.schedule = swrr_schedule(&eligible, &weights),
+            Balance::Roundrobin => snap.schedule = swrr_schedule(&eligible, &eligible_weights),
             Balance::Source => {
                 let names: Vec<&str> = eligible.iter().map(|&i| servers[i].name.as_str()).collect();
-                snap.ring = hash_ring(&eligible, &names, &weights);
+                snap.ring = hash_ring(&eligible, &names, &eligible_weights);
             }
             Balance::Random => {
                 let mut acc = 0;
-                snap.cum_weights = weights
+                snap.cum_weights = eligible_weights
                     .iter()
                     .map(|w| {
                         acc += w;
@@ -78,7 +95,7 @@ impl Snapshot {
             }
             Balance::Hash => {
                 let names: Vec<&str> = eligible.iter().map(|&i| servers[i].name.as_str()).collect();
-                snap.maglev = super::maglev::table(&eligible, &names, &weights);
+                snap.maglev = super::maglev::table(&eligible, &names, &eligible_weights);
             }
             Balance::Leastconn => {}
         }

@@ -50,6 +50,13 @@ impl Config {
             }),
             None => None,
         };
+        let agent = match &self.agent {
+            Some(a) => Some(spec::AgentEndpoint {
+                bind: parse_bind(&a.bind).map_err(|e| unparsed("agent.bind".into(), e))?,
+                capacity: a.capacity,
+            }),
+            None => None,
+        };
         let g = &self.global;
         let resolvers = g
             .resolvers
@@ -75,6 +82,7 @@ impl Config {
             frontends,
             backends,
             admin,
+            agent,
         })
     }
 }
@@ -250,10 +258,33 @@ fn backend(b: &m::Backend) -> Result<spec::Backend, Unparsed> {
                     weight: s.weight,
                     backup: s.backup,
                     max_connections: s.cap(),
+                    slow_start: s.slow_start.map_or(std::time::Duration::ZERO, |d| d.get()),
                 })
             })
             .collect::<Result<_, Unparsed>>()?;
     let t = &b.timeouts;
+    let agent = match b
+        .health
+        .as_ref()
+        .and_then(|h| h.agent.as_ref().map(|a| (h, a)))
+    {
+        Some((h, a)) => Some(spec::Agent {
+            addr: match &a.addr {
+                Some(ip) => Some(ip.parse().map_err(|_| {
+                    (
+                        "health.agent.addr".to_string(),
+                        format!("{ip:?} is not an IP address"),
+                    )
+                })?),
+                None => None,
+            },
+            port: a.port,
+            interval: a.interval.get(),
+            timeout: a.timeout.map_or(h.timeout.get(), |d| d.get()),
+            send: a.send.clone(),
+        }),
+        None => None,
+    };
     Ok(spec::Backend {
         name: b.name.clone(),
         balance: b.balance,
@@ -282,6 +313,7 @@ fn backend(b: &m::Backend) -> Result<spec::Backend, Unparsed> {
             fall: h.fall,
             path: h.path.clone(),
             expect_status: h.expect_status,
+            agent: agent.clone(),
         }),
         protocol: b.protocol,
         tls: b.tls.clone(),

@@ -28,9 +28,10 @@ pub struct FdBudget {
     /// the duplicate of each that the process keeps to hand to `sluice upgrade`'s successor.
     pub listeners: u64,
     pub logs: u64,
-    /// One per health-checked server (checks run one at a time per server).
+    /// One per health-checked server (checks run one at a time per server), two with an
+    /// agent check.
     pub checks: u64,
-    /// The `[admin]` listener and its connection cap.
+    /// The `[admin]` and `[agent]` listeners and their connection caps.
     pub admin: u64,
     /// With `global.pid_file`: the locked pid file, the control socket beside it and the one
     /// control connection served at a time (`CONTROL_FDS`).
@@ -207,10 +208,18 @@ pub fn fd_budget(cfg: &Config) -> FdBudget {
         .backends
         .iter()
         .filter(|b| b.health.is_some())
-        .map(|b| b.servers.len() as u64)
+        // An agent check runs beside the active one.
+        .map(|b| {
+            let agent = b.health.as_ref().is_some_and(|h| h.agent.is_some());
+            b.servers.len() as u64 * if agent { 2 } else { 1 }
+        })
         .sum();
     let admin = if cfg.admin.is_some() {
         1 + crate::spec::ADMIN_MAX_CONNECTIONS as u64
+    } else {
+        0
+    } + if cfg.agent.is_some() {
+        1 + crate::spec::AGENT_MAX_CONNECTIONS as u64
     } else {
         0
     };

@@ -3,6 +3,7 @@
 //! edge's role-dependent rules (`edge`), the file-descriptor budget (`limits`), servers from SRV records (`srv`) and the
 //! conversion into the runtime's `spec` (`convert`). Imports only `spec` and `addr`.
 
+mod agent;
 mod client_tls;
 mod convert;
 mod duration;

@@ -26,6 +26,22 @@ pub struct Config {
     /// The admin endpoint (metrics, JSON API, stats page); off when absent.
     #[serde(default)]
     pub admin: Option<Admin>,
+    /// The agent endpoint balancers' agent checks ask (HAProxy agent-check); off when absent.
+    #[serde(default)]
+    pub agent: Option<AgentEndpoint>,
+}
+
+/// `[agent]`: a TCP endpoint answering HAProxy's agent-check protocol for this process's
+/// edges (one line per connection: `drain`, `down` or `up ready NN%`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentEndpoint {
+    /// "127.0.0.1:9999".
+    pub bind: String,
+    /// Requests in flight that mean 100 % busy; unset: the sum of the edges' app servers'
+    /// `max_connections`.
+    #[serde(default)]
+    pub capacity: Option<usize>,
 }
 
 /// `[admin]`: HTTP endpoint with /metrics, /api/backends and the stats page (issue #7).
@@ -475,6 +491,31 @@ pub struct Health {
     /// http(s) only.
     pub path: String,
     pub expect_status: u16,
+    /// HAProxy's agent-check: `{ port = 9999, interval = "2s" }`.
+    pub agent: Option<Agent>,
+}
+
+/// `health.agent`: HAProxy's `agent-check` with `agent-port`, `agent-addr`, `agent-inter`,
+/// `agent-send`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agent {
+    /// An IP address; unset: the server's own address.
+    #[serde(default)]
+    pub addr: Option<String>,
+    pub port: u16,
+    #[serde(default = "default_agent_interval")]
+    pub interval: Dur,
+    /// Connect and read the reply within this; unset: the health table's `timeout`.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// Sent once connected (TOML escapes: "backend-a\n").
+    #[serde(default)]
+    pub send: String,
+}
+
+fn default_agent_interval() -> Dur {
+    Dur(Duration::from_secs(2))
 }
 
 impl Default for Health {
@@ -487,6 +528,7 @@ impl Default for Health {
             fall: 3,
             path: "/".into(),
             expect_status: 200,
+            agent: None,
         }
     }
 }
@@ -513,6 +555,10 @@ pub struct Server {
     /// [`HTTP_MAX_CONNECTIONS`] (`config::load` fills it in; see `config::edge`).
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// After coming back up (not at start), the weight ramps linearly to full over this
+    /// (HAProxy `slowstart`).
+    #[serde(default)]
+    pub slow_start: Option<Dur>,
 }
 
 impl Server {

@@ -57,6 +57,7 @@ pub(super) fn check(cfg: &Config, opts: &LoadOptions, doc: Option<&Located<'_>>)
     super::fastcgi::check(cfg, &mut out.0);
     check_global(cfg, opts, &mut out);
     check_admin(cfg, &mut out);
+    super::agent::check(cfg, &mut out.0);
     check_frontends(cfg, opts, &mut out);
     for (k, _) in cfg.backends.iter().enumerate() {
         check_backend(cfg, k, &mut out);

@@ -237,6 +237,7 @@ fn send_sockets(
                 )
             }
             SocketRole::Admin { bind } => format!("admin {bind} {}\n", s.addr),
+            SocketRole::Agent { bind } => format!("agent {bind} {}\n", s.addr),
         };
         fdpass::send(conn, line.as_bytes(), &[s.fd.as_fd()])?;
     }
@@ -333,6 +334,7 @@ impl Successor {
                     bind,
                 },
                 "admin" => SocketRole::Admin { bind },
+                "agent" => SocketRole::Agent { bind },
                 _ => return Err(bad(line)),
             };
             me.sockets.push(HandedSocket { role, addr: at, fd });

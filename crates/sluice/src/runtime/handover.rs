@@ -1,5 +1,5 @@
 //! Listening sockets across `sluice upgrade`: the running process exports a duplicate of
-//! every listening socket (frontends and admin) with the address it was configured as; the
+//! every listening socket (frontends, admin, agent) with the address it was configured as; the
 //! new process adopts those whose configured bind it also has, instead of binding afresh.
 //! Passing them between processes is `reload`'s; binding is `prepare`'s.
 
@@ -21,6 +21,8 @@ pub enum SocketRole {
     Frontend { frontend: String, bind: SocketAddr },
     /// The `[admin]` endpoint, configured at `bind`.
     Admin { bind: SocketAddr },
+    /// The `[agent]` endpoint, configured at `bind`.
+    Agent { bind: SocketAddr },
 }
 
 /// One listening socket handed from a running process to its successor.
@@ -64,7 +66,7 @@ impl Inherited {
             SocketRole::Frontend { frontend, bind: b } => {
                 (*b == bind || s.addr == bind) && (!same_name || frontend == name)
             }
-            SocketRole::Admin { .. } => false,
+            SocketRole::Admin { .. } | SocketRole::Agent { .. } => false,
         };
         let group = all
             .iter()
@@ -83,15 +85,22 @@ impl Inherited {
 
     /// Takes the admin socket handed over for `bind`, if any.
     pub(crate) fn take_admin(&self, bind: SocketAddr) -> Option<std::net::TcpListener> {
+        self.take_single(SocketRole::Admin { bind }, "admin")
+    }
+
+    /// Takes the agent endpoint's socket handed over for `bind`, if any.
+    pub(crate) fn take_agent(&self, bind: SocketAddr) -> Option<std::net::TcpListener> {
+        self.take_single(SocketRole::Agent { bind }, "agent")
+    }
+
+    fn take_single(&self, role: SocketRole, what: &str) -> Option<std::net::TcpListener> {
         let mut all = self.lock();
-        let i = all
-            .iter()
-            .position(|s| s.role == SocketRole::Admin { bind })?;
+        let i = all.iter().position(|s| s.role == role)?;
         let s = all.remove(i);
         match net::adopt(s.fd) {
             Ok(l) => Some(l),
             Err(e) => {
-                tracing::warn!("upgrade: admin socket {} not adopted: {e}", s.addr);
+                tracing::warn!("upgrade: {what} socket {} not adopted: {e}", s.addr);
                 None
             }
         }

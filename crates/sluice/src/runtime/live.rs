@@ -1,6 +1,7 @@
 //! What the current configuration serves, kept up to date across reloads: the pools and the
 //! bound addresses, for status pages, the admin API and tests. Read-only outside `runtime`.
-//! It is the admin endpoint's `View` (the spec it shows frontends and limits from).
+//! It is the admin endpoint's `View` (the spec it shows frontends and limits from) and the
+//! agent endpoint's `Edges` (the pools of the http frontends' backends).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,5 +63,21 @@ impl crate::admin::View for Live {
 
     fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         Live::local_addrs(self)
+    }
+}
+
+impl crate::health::endpoint::Edges for Live {
+    fn app_pools(&self) -> Vec<Arc<Pool>> {
+        let spec = self.spec.load();
+        self.pools
+            .load()
+            .iter()
+            .filter(|(name, _)| {
+                spec.frontends
+                    .iter()
+                    .any(|f| f.mode == crate::spec::Mode::Http && &f.backend == name)
+            })
+            .map(|(_, p)| p.clone())
+            .collect()
     }
 }

@@ -53,6 +53,11 @@ pub enum BuildError {
     Backend { backend: String, message: String },
     #[error("{0}")]
     Admin(#[from] crate::admin::AdminStartError),
+    #[error("agent: cannot bind {addr}: {source}")]
+    Agent {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start {threads} worker threads: {source}")]
     Workers {
         threads: usize,
@@ -110,6 +115,14 @@ pub struct Server {
     /// The admin socket's configured and bound address and a duplicate of it (for `sluice
     /// upgrade`); released when shutdown starts.
     admin_dup: Option<(SocketAddr, SocketAddr, std::os::fd::OwnedFd)>,
+    /// The `[agent]` endpoint, when configured; answers until background work stops or a
+    /// successor process took its socket over.
+    agent: Option<crate::health::endpoint::AgentEndpoint>,
+    /// Its configured and bound address and a duplicate of its socket (`sluice upgrade`).
+    agent_dup: Option<(SocketAddr, SocketAddr, std::os::fd::OwnedFd)>,
+    /// Cancelled when a successor process serves (`sluice upgrade`): the agent endpoint
+    /// leaves the answering to it instead of saying `drain` while this one drains.
+    handed_over: tokio_util::sync::CancellationToken,
     live: Arc<Live>,
     control: Control,
     requests: mpsc::Receiver<Request>,
@@ -173,6 +186,25 @@ impl Server {
             }
             None => None,
         };
+        let agent = match &cfg.agent {
+            Some(a) => {
+                let inherited = parts.inherited.take_agent(a.bind);
+                let edges: Arc<dyn crate::health::endpoint::Edges> = live.clone();
+                Some(
+                    crate::health::endpoint::AgentEndpoint::bind(a, edges, inherited).map_err(
+                        |source| BuildError::Agent {
+                            addr: a.bind,
+                            source,
+                        },
+                    )?,
+                )
+            }
+            None => None,
+        };
+        let agent_dup = match (&agent, &cfg.agent) {
+            (Some(l), Some(a)) => l.dup().ok().map(|fd| (a.bind, l.addr(), fd)),
+            _ => None,
+        };
         parts.inherited.close_rest();
         let admin_dup = match (&admin, &cfg.admin) {
             (Some(l), Some(a)) => l.dup().ok().map(|fd| (a.bind, l.addr(), fd)),
@@ -187,6 +219,9 @@ impl Server {
             grace: cfg.global.grace,
             admin,
             admin_dup,
+            agent,
+            agent_dup,
+            handed_over: tokio_util::sync::CancellationToken::new(),
             live,
             control,
             requests,
@@ -207,6 +242,13 @@ impl Server {
     /// The current pools and addresses, kept up to date across reloads.
     pub fn live(&self) -> Arc<Live> {
         self.live.clone()
+    }
+
+    /// Cancel it once a successor process serves (`sluice upgrade`): the agent endpoint
+    /// then stops answering here (the successor answers on the same socket), instead of
+    /// saying `drain` while this process drains.
+    pub fn handover_token(&self) -> tokio_util::sync::CancellationToken {
+        self.handed_over.clone()
     }
 
     /// The channel that applies new configurations while `run` runs (`reload` wraps it in

@@ -29,6 +29,17 @@ impl Server {
         if let Some(admin) = self.admin.take() {
             tokio::spawn(admin.serve(sd.stop_background.clone()));
         }
+        // The agent endpoint says `drain` from the moment accepting stops, through the grace
+        // period; after a handover the successor answers on the same socket instead.
+        if let Some(agent) = self.agent.take() {
+            let stop = sd.stop_background.child_token();
+            let (handed, stop_on) = (self.handed_over.clone(), stop.clone());
+            tokio::spawn(async move {
+                handed.cancelled().await;
+                stop_on.cancel();
+            });
+            tokio::spawn(agent.serve(sd.stop_accepting.clone(), stop));
+        }
         let listeners = std::mem::take(&mut self.listeners);
         self.acceptor.start(listeners);
         let (dns_tx, mut dns_rx) = mpsc::channel(1);
@@ -67,6 +78,7 @@ impl Server {
         // refused, not queued), unless a successor process holds it.
         self.running.listeners.clear();
         self.admin_dup = None;
+        self.agent_dup = None;
         self.acceptor.drain(self.grace).await;
         sd.stop_background.cancel();
         if let Some(r) = reopen {
@@ -84,6 +96,9 @@ impl Server {
         let old = &self.running.cfg;
         if cfg.admin != old.admin {
             tracing::warn!("reload: [admin] changes need a restart; the endpoint stays as it was");
+        }
+        if cfg.agent != old.agent {
+            tracing::warn!("reload: [agent] changes need a restart; the endpoint stays as it was");
         }
         if cfg.global.pid_file != old.global.pid_file {
             tracing::warn!("reload: global.pid_file changes need a restart");
@@ -113,6 +128,13 @@ impl Server {
         if let Some((bind, addr, fd)) = &self.admin_dup {
             out.push(HandedSocket {
                 role: SocketRole::Admin { bind: *bind },
+                addr: *addr,
+                fd: fd.try_clone()?,
+            });
+        }
+        if let Some((bind, addr, fd)) = &self.agent_dup {
+            out.push(HandedSocket {
+                role: SocketRole::Agent { bind: *bind },
                 addr: *addr,
                 fd: fd.try_clone()?,
             });

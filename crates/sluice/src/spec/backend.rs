@@ -178,6 +178,24 @@ pub struct Health {
     /// http(s) only.
     pub path: String,
     pub expect_status: u16,
+    /// HAProxy's agent-check, on top of the active checks.
+    pub agent: Option<Agent>,
+}
+
+/// `health.agent`: ask an agent (HAProxy's agent-check protocol) for the server's state and
+/// weight every `interval`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    /// Where the agent listens (HAProxy `agent-addr`); None: the server's own address.
+    pub addr: Option<IpAddr>,
+    /// HAProxy `agent-port`.
+    pub port: u16,
+    /// HAProxy `agent-inter`.
+    pub interval: Duration,
+    /// Connect and read the reply within this.
+    pub timeout: Duration,
+    /// Sent once connected (HAProxy `agent-send`); empty: nothing.
+    pub send: String,
 }
 
 /// One server of a backend.
@@ -191,4 +209,7 @@ pub struct Server {
     pub backup: bool,
     /// Requests (edge) or connections (L4) at once; 0 = unlimited.
     pub max_connections: usize,
+    /// After coming back up, the weight ramps from 1/20 to full over this (HAProxy
+    /// `slowstart`); zero: at once.
+    pub slow_start: Duration,
 }

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use backend::{
-    Backend, Balance, FastCgi, HashKey, Health, HealthKind, Protocol, SendProxy, Server, Timeouts,
-    UpstreamTls, DEFAULT_MAX_QUEUE, FASTCGI_MAX_CONNECTIONS, HTTP_MAX_CONNECTIONS,
+    Agent, Backend, Balance, FastCgi, HashKey, Health, HealthKind, Protocol, SendProxy, Server,
+    Timeouts, UpstreamTls, DEFAULT_MAX_QUEUE, FASTCGI_MAX_CONNECTIONS, HTTP_MAX_CONNECTIONS,
     UWSGI_MAX_CONNECTIONS,
 };
 pub use frontend::{
@@ -50,6 +50,10 @@ pub const TICKET_ROTATION_RANGE: (Duration, Duration) =
 /// Most admin connections served at once (`admin`, counted by `config::limits`).
 pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
+/// Most agent-endpoint connections served at once (`health::endpoint`, counted by
+/// `config::limits`); each is one line and a close.
+pub const AGENT_MAX_CONNECTIONS: usize = 16;
+
 /// Everything one configuration asks the runtime for.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Spec {
@@ -58,6 +62,19 @@ pub struct Spec {
     pub backends: Vec<Backend>,
     /// The admin endpoint; off when None.
     pub admin: Option<Admin>,
+    /// The agent endpoint balancers ask about this process (`[agent]`); off when None.
+    pub agent: Option<AgentEndpoint>,
+}
+
+/// `[agent]`: answers HAProxy's agent-check protocol for this process's edges: `drain` while
+/// shutting down, `down` when no app server is up, else `up ready NN%` from the load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEndpoint {
+    /// Port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// Requests in flight (held or queued on the edges' app servers) that mean 100 % busy;
+    /// None: the sum of the app servers' `max_connections`.
+    pub capacity: Option<usize>,
 }
 
 /// `[global]`.

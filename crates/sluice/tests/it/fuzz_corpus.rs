@@ -97,3 +97,8 @@ fn every_client_hello_corpus_file_replays_and_the_seed_gives_a_hello() {
 fn every_grpc_timeout_corpus_file_replays_without_panic() {
     replay("grpc_timeout", 6, fuzz_check::grpc_timeout);
 }
+
+#[test]
+fn every_agent_reply_corpus_file_replays_without_panic() {
+    replay("agent_reply", 8, fuzz_check::agent_reply);
+}

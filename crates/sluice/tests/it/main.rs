@@ -9,6 +9,7 @@ mod accept_threads;
 mod admin;
 mod admin_browser;
 mod admin_export;
+mod agent;
 mod check_tls;
 mod config_check;
 mod ctl;

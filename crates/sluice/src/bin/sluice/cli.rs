@@ -223,7 +223,8 @@ async fn serve(
         s.ready()
             .map_err(|e| CliError::Reload(format!("upgrade: handover failed: {e}")))?;
     }
-    let handed_over = tokio_util::sync::CancellationToken::new();
+    // Also the server's: its agent endpoint leaves the answering to the successor.
+    let handed_over = server.handover_token();
     let _control = match &pid_file {
         Some(pf) => Some(control_server(path, pf, exe, &server, &handed_over)?),
         None => None,
