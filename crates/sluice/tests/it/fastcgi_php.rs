@@ -61,9 +61,26 @@ fn big_body() -> Vec<u8> {
     v
 }
 
+/// php-fpm's master process. Dropping it sends SIGTERM, on which php-fpm stops its workers
+/// and exits (waited for, at most 5 s); `ChildGuard`'s SIGKILL alone would orphan them.
+struct PhpFpm(ChildGuard);
+
+impl Drop for PhpFpm {
+    fn drop(&mut self) {
+        let child = &mut self.0 .0;
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 /// php-fpm (foreground, no php.ini) with one pool listening on `listen`, its scripts under
 /// `<dir>/www`; ready once `probe` connects. None after a SKIP line without php-fpm.
-async fn start_php_fpm(dir: &Path, listen: &str, probe: Probe, pool: &str) -> Option<ChildGuard> {
+async fn start_php_fpm(dir: &Path, listen: &str, probe: Probe, pool: &str) -> Option<PhpFpm> {
     let fpm = tool(
         "php-fpm",
         &[
@@ -103,7 +120,7 @@ async fn start_php_fpm(dir: &Path, listen: &str, probe: Probe, pool: &str) -> Op
     }
     let mut child = spawn_peer(&fpm, &args, &dir.join("php-fpm.out"));
     wait_ready("php-fpm", &mut child, &dir.join("php-fpm.log"), probe).await;
-    Some(child)
+    Some(PhpFpm(child))
 }
 
 /// A unix-socket relay to `target` that counts the connections sluice opens.
