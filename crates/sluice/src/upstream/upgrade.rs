@@ -15,7 +15,7 @@ use super::body::IdleTimeout;
 use super::connect::connect_send;
 use super::headers::strip_hop_by_hop;
 use super::uwsgi::stream::UwsgiBody;
-use super::uwsgi::{framing, parse_response_head, Framing, HeadParse};
+use super::uwsgi::{framing, take_final_head, Framing};
 use super::{Body, RequestContext, ServerAddr, UpstreamError};
 
 /// The app's side of a switched connection (a TCP or unix socket).
@@ -44,9 +44,6 @@ pub(crate) struct Limits {
     /// Largest answer head.
     pub max_head: usize,
 }
-
-/// Most interim (1xx) answers skipped before the final one.
-const MAX_INTERIM: usize = 8;
 
 /// The uwsgi packet of `parts` plus `HTTP_UPGRADE = proto` and `HTTP_CONNECTION = Upgrade`
 /// (the packet builder drops hop-by-hop fields; uWSGI and WSGI apps read these two).
@@ -115,18 +112,10 @@ pub(crate) async fn exchange(
     let mut buf = BytesMut::with_capacity(4096);
     let mut interim = 0;
     let head = loop {
-        match parse_response_head(&buf, limits.max_head) {
-            HeadParse::Complete(h) => {
-                let _ = buf.split_to(h.len);
-                let s = h.status.as_u16();
-                if (100..200).contains(&s) && s != 101 && interim < MAX_INTERIM {
-                    interim += 1;
-                    continue;
-                }
-                break h;
-            }
-            HeadParse::Invalid(msg) => return Err(UpstreamError::BadResponse(msg)),
-            HeadParse::Incomplete => {}
+        if let Some(h) = take_final_head(&mut buf, limits.max_head, &mut interim)
+            .map_err(UpstreamError::BadResponse)?
+        {
+            break h;
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);

@@ -18,6 +18,7 @@ use hyper::{Method, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+pub(crate) use self::response::take_final_head;
 pub use self::response::{framing, parse_response_head, Framing, HeadParse, ResponseHead};
 pub use self::stream::CHUNK;
 
@@ -25,9 +26,6 @@ use super::body::{with_progress, AbortOnDrop, IdleTimeout};
 use super::connect::connect_send;
 use super::headers::strip_hop_by_hop;
 use super::{Body, BoxError, RequestContext, ServerAddr, UpstreamError};
-
-/// Most interim (1xx) responses skipped before the final one.
-const MAX_INTERIM: usize = 8;
 
 /// Limits and timeouts of the uwsgi client.
 #[derive(Debug, Clone)]
@@ -143,18 +141,11 @@ impl UwsgiClient {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let mut interim = 0;
         let head = loop {
-            match parse_response_head(&buf, self.opts.max_response_head) {
-                HeadParse::Complete(h) => {
-                    let _ = buf.split_to(h.len);
-                    let s = h.status.as_u16();
-                    if (100..200).contains(&s) && s != 101 && interim < MAX_INTERIM {
-                        interim += 1;
-                        continue;
-                    }
-                    break h;
-                }
-                HeadParse::Invalid(msg) => return Err(UpstreamError::BadResponse(msg)),
-                HeadParse::Incomplete => {}
+            let max = self.opts.max_response_head;
+            if let Some(h) =
+                take_final_head(&mut buf, max, &mut interim).map_err(UpstreamError::BadResponse)?
+            {
+                break h;
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(8 * 1024);

@@ -26,6 +26,34 @@ pub enum HeadParse {
     Invalid(String),
 }
 
+/// Most interim (1xx other than 101) heads skipped before the final one.
+pub(crate) const MAX_INTERIM: usize = 8;
+
+/// Takes the final response head off the front of `buf` once all of it is there, dropping
+/// interim heads (1xx other than 101) on the way; `interim` counts them across calls, and
+/// past [`MAX_INTERIM`] the next one is returned as final. `Ok(None)`: more bytes needed.
+pub(crate) fn take_final_head(
+    buf: &mut bytes::BytesMut,
+    max_len: usize,
+    interim: &mut usize,
+) -> Result<Option<ResponseHead>, String> {
+    loop {
+        match parse_response_head(buf, max_len) {
+            HeadParse::Complete(h) => {
+                let _ = buf.split_to(h.len);
+                let s = h.status.as_u16();
+                if (100..200).contains(&s) && s != 101 && *interim < MAX_INTERIM {
+                    *interim += 1;
+                    continue;
+                }
+                return Ok(Some(h));
+            }
+            HeadParse::Invalid(msg) => return Err(msg),
+            HeadParse::Incomplete => return Ok(None),
+        }
+    }
+}
+
 /// Parses `buf` as an HTTP/1.0 or 1.1 response head of at most `max_len` bytes.
 pub fn parse_response_head(buf: &[u8], max_len: usize) -> HeadParse {
     // uwsgi echoes SERVER_PROTOCOL in its status line: for an HTTP/2 request that is
