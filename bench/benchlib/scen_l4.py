@@ -61,8 +61,9 @@ def wrk(env, scen, port, duration):
 
 
 def one_run(env, scen, proc, port):
-    cpu, sys_cpu, out = sysstat.measured([proc], wrk(env, scen, port, env.duration),
-                                         timeout=env.duration + 60)
+    cpu, mach, out = sysstat.measured([proc], wrk(env, scen, port, env.duration),
+                                      timeout=env.duration + 60, others=[env.backend])
+    sys_cpu, stack = mach["sys"], mach["stack"]
     r = procs.parse_wrk(out)
     secs = r["duration_us"] / 1e6
     errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
@@ -70,18 +71,24 @@ def one_run(env, scen, proc, port):
         raise RuntimeError(f"no request completed through {proc.name}")
     if errors > r["requests"] // 100:
         raise RuntimeError(f"{errors} errors in {r['requests']} requests through {proc.name}")
-    fig = {"cpu_s": cpu, "sys_cpu_s": sys_cpu, "requests": r["requests"], "errors": errors}
+    fig = {"cpu_s": cpu, "sys_cpu_s": sys_cpu, "stack_cpu_s": stack,
+           "busy_raw_s": mach["busy_raw"], "requests": r["requests"], "errors": errors}
+    per = (lambda x: None if x is None else x * 1e6 / r["requests"])
     if scen == 1:
         fig["cpu_us_per_conn"] = cpu * 1e6 / r["requests"]
-        fig["sys_us_per_conn"] = sys_cpu * 1e6 / r["requests"]
+        fig["sys_us_per_conn"] = per(sys_cpu)
+        fig["stack_us_per_conn"] = per(stack)
         fig["conn_per_s"] = r["requests"] / secs
     elif scen == 2:
         fig["cpu_us_per_req"] = cpu * 1e6 / r["requests"]
-        fig["sys_us_per_req"] = sys_cpu * 1e6 / r["requests"]
+        fig["sys_us_per_req"] = per(sys_cpu)
+        fig["stack_us_per_req"] = per(stack)
         fig["req_per_s"] = r["requests"] / secs
     else:
-        fig["cpu_s_per_gb"] = cpu / (r["bytes"] / 1e9)
-        fig["sys_s_per_gb"] = sys_cpu / (r["bytes"] / 1e9)
+        gb = r["bytes"] / 1e9
+        fig["cpu_s_per_gb"] = cpu / gb
+        fig["sys_s_per_gb"] = None if sys_cpu is None else sys_cpu / gb
+        fig["stack_s_per_gb"] = stack / gb
         fig["mb_per_s"] = r["bytes"] / 1e6 / secs
     return fig
 
@@ -148,10 +155,10 @@ def run(env, scen, rounds, idle_conns=8000):
                 proc, port = servers[impl]
                 fig = one_run(env, scen, proc, port)
                 _add(results[impl], fig)
-                shown = {k: round(v, 2) for k, v in fig.items()
-                         if k not in ("cpu_s", "sys_cpu_s")}
+                shown = {k: round(v, 2) for k, v in fig.items() if v is not None and k not in
+                         ("cpu_s", "sys_cpu_s", "stack_cpu_s", "busy_raw_s")}
                 print(f"  round {rnd + 1} {impl:15} cpu {fig['cpu_s']:.2f}s "
-                      f"system {fig['sys_cpu_s']:.2f}s {shown}", flush=True)
+                      f"stack {fig['stack_cpu_s']:.2f}s {shown}", flush=True)
     finally:
         for proc, _ in servers.values():
             proc.stop()

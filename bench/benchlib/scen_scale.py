@@ -69,8 +69,9 @@ def load_cmd(env, kind, port, secs):
 
 
 def one_run(env, kind, proc, port):
-    cpu, sys_cpu, out = sysstat.measured([proc], load_cmd(env, kind, port, env.duration),
-                                         timeout=env.duration + 60, cpu=UNPINNED)
+    cpu, mach, out = sysstat.measured([proc], load_cmd(env, kind, port, env.duration),
+                                      timeout=env.duration + 60, cpu=UNPINNED,
+                                      others=[env.scale_backend])
     if kind == "l4":
         r = procs.parse_wrk(out)
         done, secs = r["requests"], r["duration_us"] / 1e6
@@ -81,12 +82,15 @@ def one_run(env, kind, proc, port):
         done, secs, errors = r["succeeded"], r["secs"], r["failed"]
     if done == 0 or errors > done // 100:
         raise RuntimeError(f"{kind} run through {proc.name}: {done} done, {errors} errors")
-    return {f"{kind}_cpu_us": cpu * 1e6 / done, f"{kind}_sys_us": sys_cpu * 1e6 / done,
-            f"{kind}_req_per_s": done / secs}
+    sys_cpu = mach["sys"]
+    return {f"{kind}_cpu_us": cpu * 1e6 / done,
+            f"{kind}_sys_us": None if sys_cpu is None else sys_cpu * 1e6 / done,
+            f"{kind}_stack_us": mach["stack"] * 1e6 / done, f"{kind}_req_per_s": done / secs}
 
 
 def run(env, scen, rounds):
     backend, proxy_port, plain_port = start_backend(env)
+    env.scale_backend = backend
     servers = {}
     try:
         for kind, impls in KINDS.items():
@@ -103,7 +107,7 @@ def run(env, scen, rounds):
                 acc = results.setdefault(f"{impl}-{n}t", {})
                 for k, v in fig.items():
                     acc.setdefault(k, []).append(v)
-                shown = {k: round(v, 1) for k, v in fig.items()}
+                shown = {k: round(v, 1) for k, v in fig.items() if v is not None}
                 print(f"  round {rnd + 1} {kind} {impl:7} {n}t {shown}", flush=True)
         return results
     finally:
@@ -116,9 +120,11 @@ def run(env, scen, rounds):
 FIGURES = [
     ("l4_cpu_us", "L4 keep-alive: CPU per request", "us", 1.1),
     ("l4_sys_us", "L4 keep-alive: system CPU per request", "us", None),
+    ("l4_stack_us", "L4 keep-alive: stack CPU per request", "us", None),
     ("l4_req_per_s", "L4 keep-alive: requests/s", "/s", None),
     ("h2_cpu_us", "TLS h2 keep-alive: CPU per request", "us", 1.1),
     ("h2_sys_us", "TLS h2 keep-alive: system CPU per request", "us", None),
+    ("h2_stack_us", "TLS h2 keep-alive: stack CPU per request", "us", None),
     ("h2_req_per_s", "TLS h2 keep-alive: requests/s", "/s", None),
 ]
 

@@ -86,19 +86,25 @@ static void reap(void) {
     }
 }
 
-/* Moves what it can in one direction; -1 on a socket error (reset, broken pipe). */
+/* Moves what it can in one direction; -1 on a socket error (reset, broken pipe). A short
+ * read ends the round (the socket is most likely drained: no extra EAGAIN call for small
+ * messages); a bulk transfer goes on while whole chunks come in and go out (at most 16). */
 static int pump(struct dir *d, int connected) {
-    if (!d->eof && d->len < CHUNK) {
-        ssize_t n = splice(d->src, NULL, d->p[1], NULL, CHUNK - d->len,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n > 0) d->len += (size_t)n;
-        else if (n == 0) d->eof = 1;
-        else if (errno != EAGAIN) return -1;
-    }
-    if (connected && d->len > 0) {
-        ssize_t n = splice(d->p[0], NULL, d->dst, NULL, d->len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n > 0) d->len -= (size_t)n;
-        else if (n < 0 && errno != EAGAIN) return -1;
+    for (int round = 0; round < 16; round++) {
+        ssize_t in = 0, out = 0;
+        size_t room = CHUNK - d->len;
+        if (!d->eof && room > 0) {
+            in = splice(d->src, NULL, d->p[1], NULL, room, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (in > 0) d->len += (size_t)in;
+            else if (in == 0) d->eof = 1;
+            else if (errno != EAGAIN) return -1;
+        }
+        if (connected && d->len > 0) {
+            out = splice(d->p[0], NULL, d->dst, NULL, d->len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (out > 0) d->len -= (size_t)out;
+            else if (out < 0 && errno != EAGAIN) return -1;
+        }
+        if (in < (ssize_t)room || out <= 0 || d->len > 0) break;
     }
     if (connected && d->eof && d->len == 0 && !d->shut) {
         shutdown(d->dst, SHUT_WR);
