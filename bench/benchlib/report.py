@@ -106,7 +106,7 @@ def print_table(table):
         print(line(c))
 
 
-def markdown(table, machine, args, baseline):
+def markdown(table, machine, args, baseline, failed=None):
     """The whole table as markdown, ready to paste into docs/BENCHMARKS.md."""
     m = machine
     out = [f"Machine: {m.get('cpus')} CPUs \"{m.get('cpu')}\", Linux {m.get('kernel')}, "
@@ -118,11 +118,17 @@ def markdown(table, machine, args, baseline):
            "ratio = subject / peer; per round: subject / peer (the two ran in the same round). "
            "System CPU = /proc/stat busy time of all CPUs minus the idle baseline "
            f"({fmt(baseline.get('idle_busy_cpu_per_s'))} CPU s per s); it includes the load "
-           "generator and the backend. floor = bench/floor/floor.c (epoll + splice, PROXY v1).",
-           "",
-           "| # | figure | subject | value | peer | peer value | ratio | target | floor | "
-           "subject/floor | per round (subject / peer) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "generator and the backend; stack CPU = server + backend + load generator CPU plus "
+           "irq/softirq. floor = bench/floor/floor.c (epoll + splice, PROXY v1).",
+           ""]
+    if baseline.get("idle_busy_cpu_per_s") is not None and not baseline.get("quiet"):
+        out += ["**The machine was not quiet** (idle baseline above 0.2 CPU s per s): the "
+                "system CPU figures are not usable from this run.", ""]
+    for scen, why in sorted((failed or {}).items()):
+        out += [f"Scenario {scen} FAILED: {why[-300:]}", ""]
+    out += ["| # | figure | subject | value | peer | peer value | ratio | target | floor | "
+            "subject/floor | per round (subject / peer) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         unit = f" ({r['unit']})" if r["unit"] else ""
         sv, pv = r["rounds"][r["subject"]], r["rounds"][r["peer"]]
