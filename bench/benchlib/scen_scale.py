@@ -136,7 +136,7 @@ def rows(results, make_row):
     for key, label, unit, target in FIGURES:
         peer = KINDS[key[:2]][1]
         lower = not key.endswith("per_s")
-        for subject, other, tgt in ((f"sluice-2t", "sluice-1t", target),
+        for subject, other, tgt in (("sluice-2t", "sluice-1t", target),
                                     (f"{peer}-2t", f"{peer}-1t", None),
                                     ("sluice-1t", f"{peer}-1t", None),
                                     ("sluice-2t", f"{peer}-2t", None)):
