@@ -4,6 +4,7 @@
 //! says is `record.rs`'s. No request handling.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
@@ -122,6 +123,9 @@ impl Drop for RequestLog {
 pub(super) struct LogBody {
     inner: Body,
     pending: Option<Pending>,
+    /// Set when the body ends: the connection closes after it (`Coalesce` then sends the
+    /// last bytes with the close_notify).
+    closes: Option<Arc<AtomicBool>>,
 }
 
 struct Pending {
@@ -145,7 +149,14 @@ impl LogBody {
                 _lease: lease,
                 _guard: guard,
             }),
+            closes: None,
         }
+    }
+
+    /// The connection closes after this response: `hint` is set when the body ends.
+    pub(super) fn closing(mut self, hint: Option<Arc<AtomicBool>>) -> LogBody {
+        self.closes = hint;
+        self
     }
 
     /// A body that logs nothing (an upgraded request's line is written by its tunnel).
@@ -153,11 +164,15 @@ impl LogBody {
         LogBody {
             inner,
             pending: None,
+            closes: None,
         }
     }
 
     fn finish(&mut self) {
         self.pending = None;
+        if let Some(hint) = self.closes.take() {
+            hint.store(true, Ordering::Relaxed);
+        }
     }
 }
 

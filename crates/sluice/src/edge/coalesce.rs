@@ -1,10 +1,11 @@
 //! Holds the TLS 1.3 session ticket rustls writes after the client's Finished (a write and a
-//! peer wake-up of its own) so that it leaves with the server's first h2 bytes in one `writev`.
-//! Reads TLS record headers only, buffers nothing else; its shutdown leaves the socket to the
-//! `close` that follows (no `shutdown(2)`).
+//! peer wake-up of its own) so that it leaves with the server's first h2 bytes in one `writev`,
+//! and an HTTP/1 connection's last response so that close_notify joins it. Reads TLS record
+//! headers only; its shutdown leaves the socket to the `close` that follows (no `shutdown(2)`).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -12,6 +13,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// TLS record content type of encrypted records (TLS 1.3 handshake and all application data).
 const APPLICATION_DATA: u8 = 23;
+/// Most bytes of a closing connection's last response held for its close_notify (a small
+/// response: larger ones go out as they are written).
+const MAX_LAST_WRITE: usize = 16 * 1024;
+/// Flushes that may leave a closing connection's held bytes: hyper's write loop and its
+/// shutdown each flush once before the close_notify is written.
+const DEFERRED_FLUSHES: u8 = 2;
 
 /// Follows TLS record boundaries through a byte stream, noting whether an application_data
 /// record header went by.
@@ -67,6 +74,12 @@ pub(crate) struct Coalesce<S: AsyncWrite + Unpin> {
     inner: S,
     phase: Phase,
     held: Vec<u8>,
+    /// Set (by the edge's service) once the response being written is the connection's
+    /// last: after release, writes are held until the close_notify joins them.
+    closing: Option<Arc<AtomicBool>>,
+    /// Flushes that found held bytes of a closing connection and left them (waking the
+    /// task each time); after [`DEFERRED_FLUSHES`] the next flush sends them.
+    deferred: u8,
 }
 
 impl<S: AsyncWrite + Unpin> Coalesce<S> {
@@ -79,7 +92,27 @@ impl<S: AsyncWrite + Unpin> Coalesce<S> {
                 complete: true,
             },
             held: Vec::new(),
+            closing: None,
+            deferred: 0,
         }
+    }
+
+    /// As [`Coalesce::new`], and once `closing` is set (the last response's body has ended
+    /// and hyper closes after it), what is written next, at most [`MAX_LAST_WRITE`] bytes,
+    /// waits for the close_notify: one `writev` and one TCP segment for both. hyper flushes
+    /// twice (its write loop, then its shutdown) before the close_notify comes, in the same
+    /// task poll; each flush that leaves bytes wakes the task, so that if no shutdown
+    /// follows they still go out within [`DEFERRED_FLUSHES`] more polls.
+    pub(crate) fn with_close_hint(inner: S, closing: Arc<AtomicBool>) -> Self {
+        let mut c = Coalesce::new(inner);
+        c.closing = Some(closing);
+        c
+    }
+
+    fn closing(&self) -> bool {
+        self.closing
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
     /// The handshake is done: what was held leaves with the next write or the shutdown, or
@@ -125,6 +158,7 @@ impl<S: AsyncWrite + Unpin> Coalesce<S> {
             }
             let taken = n - self.held.len();
             self.held = Vec::new();
+            self.deferred = 0;
             if taken > 0 {
                 return Poll::Ready(Ok(taken));
             }
@@ -142,6 +176,7 @@ impl<S: AsyncWrite + Unpin> Coalesce<S> {
             }
         }
         self.held = Vec::new();
+        self.deferred = 0;
         Poll::Ready(Ok(()))
     }
 }
@@ -206,7 +241,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
                 }
                 Poll::Ready(Ok(n))
             }
-            Phase::Released { .. } => this.poll_write_with_held(cx, bufs),
+            Phase::Released { .. } => {
+                let total: usize = bufs.iter().map(|b| b.len()).sum();
+                if this.closing() && this.held.len() + total <= MAX_LAST_WRITE {
+                    for b in bufs {
+                        this.held.extend_from_slice(b);
+                    }
+                    return Poll::Ready(Ok(total));
+                }
+                this.poll_write_with_held(cx, bufs)
+            }
         }
     }
 
@@ -220,6 +264,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
         // (hyper flushes on every pass, before it has anything to say) or the shutdown.
         match this.phase {
             Phase::Holding => Poll::Ready(Ok(())),
+            Phase::Released { .. }
+                if !this.held.is_empty() && this.deferred < DEFERRED_FLUSHES && this.closing() =>
+            {
+                this.deferred += 1;
+                cx.waker().wake_by_ref();
+                Poll::Ready(Ok(()))
+            }
             Phase::Released { eager: true } => {
                 std::task::ready!(this.poll_write_held(cx))?;
                 Pin::new(&mut this.inner).poll_flush(cx)
@@ -250,7 +301,8 @@ impl<S: AsyncWrite + Unpin> Drop for Coalesce<S> {
     fn drop(&mut self) {
         // Only an alert can be held without a release (the handshake failed after the
         // client's Finished): one last non-blocking try to send it, as tokio-rustls does.
-        if self.held.is_empty() || !matches!(self.phase, Phase::Holding) {
+        // Or a closing connection's last response whose shutdown never came.
+        if self.held.is_empty() || !(matches!(self.phase, Phase::Holding) || self.closing()) {
             return;
         }
         let waker = Waker::from(Arc::new(NoWake));
@@ -443,6 +495,43 @@ mod tests {
         let s = one(&server, &client, false).await;
         assert_eq!(s.held, 0);
         assert_eq!(s.kind, HandshakeKind::Resumed);
+    }
+
+    #[tokio::test]
+    async fn a_closing_connections_last_response_leaves_with_its_close_notify() {
+        let (a, mut b) = tokio::io::duplex(64 * 1024);
+        let closing = Arc::new(AtomicBool::new(false));
+        let mut c = Coalesce::with_close_hint(Recorder { io: a, writes: 0 }, closing.clone());
+        let writes = |c: &Coalesce<Recorder>| (c.get_ref().writes, c.held());
+        c.release(true);
+        c.write_all(b"keep").await.unwrap();
+        c.flush().await.unwrap();
+        assert_eq!(writes(&c), (1, 0), "not closing: written at once");
+        closing.store(true, Ordering::Relaxed);
+        // Whatever happens, held bytes leave by the third flush.
+        c.write_all(b"more").await.unwrap();
+        c.flush().await.unwrap();
+        c.flush().await.unwrap();
+        assert_eq!(writes(&c), (1, 4));
+        c.flush().await.unwrap();
+        assert_eq!(writes(&c), (2, 0));
+        // Larger than a small last response: written as it comes.
+        c.write_all(&[b'x'; MAX_LAST_WRITE + 1]).await.unwrap();
+        assert_eq!(writes(&c), (3, 0));
+        // hyper's order: response, flush, flush (its shutdown), close_notify, shutdown.
+        c.write_all(b"response").await.unwrap();
+        c.flush().await.unwrap();
+        c.flush().await.unwrap();
+        c.write_all(b"notify").await.unwrap();
+        assert_eq!(writes(&c), (3, 14));
+        c.shutdown().await.unwrap();
+        assert_eq!(writes(&c), (4, 0), "one write for both");
+        drop(c);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        assert!(got.starts_with(b"keepmorex"));
+        assert!(got.ends_with(b"xresponsenotify"));
+        assert_eq!(got.len(), 8 + MAX_LAST_WRITE + 1 + 14);
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub(crate) struct ConnInfo {
     pub client_cert: Option<Arc<ClientCert>>,
     /// The TLVs of the accepted PROXY v2 header (`$proxy_protocol_tlv_*`).
     pub proxy_tlvs: crate::upstream::ProxyTlvs,
+    /// TLS: set once the body of the connection's last HTTP/1 response has ended, so that
+    /// its end leaves with the close_notify (`Coalesce`); None on plain HTTP.
+    pub close_hint: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The next connection serial number (from 1).

@@ -296,6 +296,7 @@ pub(crate) async fn handle(
             tls: None,
             client_cert: None,
             proxy_tlvs,
+            close_hint: None,
         };
         serve(&fe, io, info, Versions::Any, stop).await;
         return;
@@ -304,7 +305,9 @@ pub(crate) async fn handle(
     // Boxed, and the stream bound only inside the match: the handshake's state (the TLS
     // stream, ~1.4 KiB) is freed when it ends instead of staying in this task's state
     // machine for the connection's whole life.
-    let handshake = Box::pin(tls_handshake(&fe, &edge, Coalesce::new(io), &stop, client));
+    let close_hint = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let io = Coalesce::with_close_hint(io, close_hint.clone());
+    let handshake = Box::pin(tls_handshake(&fe, &edge, io, &stop, client));
     let serving = match handshake.await {
         None => return,
         Some(mut tls_stream) => {
@@ -332,6 +335,7 @@ pub(crate) async fn handle(
                 tls: Some(info),
                 client_cert,
                 proxy_tlvs,
+                close_hint: Some(close_hint),
             };
             serve(&fe, tls_stream, info, versions, stop)
         }

@@ -93,6 +93,7 @@ pub(crate) async fn handle(
     rec.client_cert = conn.client_cert.clone();
     let mut line = RequestLog::new(rec, fe.log.clone(), start);
     let version = req.version();
+    let client_closes = version < hyper::Version::HTTP_2 && !keeps_alive(version, req.headers());
     // From when the request (and a buffered body) is ready for the app, as nginx's
     // $upstream_response_time: a slow upload is not the app's time.
     let mut upstream_start = start;
@@ -141,7 +142,26 @@ pub(crate) async fn handle(
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    resp.map(|b| LogBody::new(b, line, lease, guard))
+    // hyper closes after this response: its end can leave with the close_notify.
+    let last = client_closes || (guard.is_last() && version < hyper::Version::HTTP_2);
+    let hint = conn.close_hint.clone().filter(|_| last);
+    resp.map(|b| LogBody::new(b, line, lease, guard).closing(hint))
+}
+
+/// hyper keeps an HTTP/1 connection open after this request: HTTP/1.1 unless `Connection`
+/// lists `close`, HTTP/1.0 only when it lists `keep-alive`.
+fn keeps_alive(version: hyper::Version, headers: &hyper::HeaderMap) -> bool {
+    let has = |token: &str| {
+        headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if version == hyper::Version::HTTP_10 {
+        has("keep-alive")
+    } else {
+        !has("close")
+    }
 }
 
 /// Response buffering (`buffer::response`): the lease comes back only when the response

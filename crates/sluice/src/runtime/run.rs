@@ -31,15 +31,18 @@ impl Server {
         }
         // The agent endpoint says `drain` from the moment accepting stops, through the grace
         // period; after a handover the successor answers on the same socket instead.
-        if let Some(agent) = self.agent.take() {
+        let agent = self.agent.take().map(|agent| {
             let stop = sd.stop_background.child_token();
             let (handed, stop_on) = (self.handed_over.clone(), stop.clone());
             tokio::spawn(async move {
                 handed.cancelled().await;
                 stop_on.cancel();
             });
-            tokio::spawn(agent.serve(sd.stop_accepting.clone(), stop));
-        }
+            (
+                stop.clone(),
+                tokio::spawn(agent.serve(sd.stop_accepting.clone(), stop)),
+            )
+        });
         let listeners = std::mem::take(&mut self.listeners);
         self.acceptor.start(listeners);
         let (dns_tx, mut dns_rx) = mpsc::channel(1);
@@ -79,6 +82,13 @@ impl Server {
         self.running.listeners.clear();
         self.admin_dup = None;
         self.agent_dup = None;
+        // Handed over: this process stops answering the agent before it stops accepting,
+        // so it never says `drain` for an upgrade; checks from now on wait in the shared
+        // socket's queue for the successor (which accepts on the same sockets).
+        if let Some((stop, task)) = agent.filter(|_| self.handed_over.is_cancelled()) {
+            stop.cancel();
+            let _ = task.await;
+        }
         self.acceptor.drain(self.grace).await;
         sd.stop_background.cancel();
         if let Some(r) = reopen {

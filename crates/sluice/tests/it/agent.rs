@@ -422,11 +422,41 @@ async fn after_an_upgrade_the_successor_answers_and_the_old_process_never_says_d
     .await;
     until_agent_says(agent, "up ready 75%").await;
 
+    // Checks all through the handover: each is answered (none refused or closed without a
+    // line), by the old process with its load or by the successor with its own, never
+    // `drain` (the old one stops answering before it stops accepting).
+    let (done, seen) = (watch::channel(false), Arc::new(Mutex::new(Vec::new())));
+    let askers: Vec<_> = (0..3)
+        .map(|_| {
+            let (mut done, seen) = (done.1.clone(), seen.clone());
+            tokio::spawn(async move {
+                for _ in 0..5_000 {
+                    if *done.borrow_and_update() {
+                        break;
+                    }
+                    let said = ask(agent).await;
+                    seen.lock().unwrap().push(said);
+                }
+            })
+        })
+        .collect();
     let path = cfg.clone();
     let out = tokio::task::spawn_blocking(move || sluice_cli(&["upgrade"], &path))
         .await
         .unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
+    done.0.send(true).unwrap();
+    for a in askers {
+        within("agent askers", a).await.unwrap();
+    }
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(!seen.is_empty());
+    for said in &seen {
+        let ok = said
+            .as_deref()
+            .is_some_and(|s| s == "up ready 75%" || s == "up ready 100%");
+        assert!(ok, "an agent check during the upgrade got {said:?}");
+    }
     let new_pid = sluice::reload::read_pid(&pid_file).expect("the successor's pid");
     let _stop_new = StopOnDrop(new_pid);
     assert_ne!(new_pid, old.pid());
