@@ -12,6 +12,7 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use hyper::header::{self, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio::sync::Notify;
 
@@ -153,15 +154,22 @@ impl H2Upstream {
         ctx: &RequestContext,
     ) -> Result<Request<RequestBody>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                let h = parts.headers.get(header::HOST)?.to_str().ok()?;
-                Some(h.to_string())
-            })
-            .unwrap_or_else(|| ctx.server_name.clone());
+        let bad = |e: &dyn std::fmt::Display| {
+            UpstreamError::BadRequest(format!("cannot address the app: {e}"))
+        };
+        // The client's URI parts are kept as they are (no reparsing): an HTTP/2 client's
+        // `:authority` is there already, an HTTP/1.x client's Host is parsed here.
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        let authority = match uri.authority.take() {
+            Some(a) => a,
+            None => {
+                let host = parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok());
+                Authority::try_from(host.unwrap_or(&ctx.server_name)).map_err(|e| bad(&e))?
+            }
+        };
         let trailers = parts
             .headers
             .get_all(header::TE)
@@ -181,21 +189,16 @@ impl H2Upstream {
             // The one TE value HTTP/2 allows, and the one gRPC servers require.
             parts.headers.insert(header::TE, TE_TRAILERS.clone());
         }
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        parts.uri = Uri::builder()
-            .scheme(if self.opts.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            })
-            .authority(authority.as_str())
-            .path_and_query(pq)
-            .build()
-            .map_err(|e| UpstreamError::BadRequest(format!("cannot address the app: {e}")))?;
+        uri.scheme = Some(if self.opts.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
+        uri.authority = Some(authority);
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        parts.uri = Uri::from_parts(uri).map_err(|e| bad(&e))?;
         parts.version = Version::HTTP_2;
         Ok(Request::from_parts(parts, body))
     }
