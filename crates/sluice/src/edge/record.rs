@@ -57,8 +57,8 @@ pub(crate) struct AccessRecord {
     pub proxy_tlvs: crate::upstream::ProxyTlvs,
     pub frontend: Arc<str>,
     /// The app server that answered (or the last one tried): its name and address.
-    pub upstream: Option<String>,
-    pub upstream_addr: Option<String>,
+    pub upstream: Option<Arc<str>>,
+    pub upstream_addr: Option<Arc<str>>,
     /// From the request (once its body is read, when buffered) until the response head
     /// arrived from the app.
     pub upstream_time: Option<Duration>,

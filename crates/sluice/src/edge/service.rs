@@ -363,8 +363,8 @@ async fn forward(
             Err(NoServer::Unavailable) if last.is_some() => break,
             Err(_) => return Err(Failure::NoServer),
         };
-        rec.upstream = Some(lease.name().to_string());
-        rec.upstream_addr = Some(lease.addr().to_string());
+        let (name, addr) = lease.log_names();
+        (rec.upstream, rec.upstream_addr) = (Some(name), Some(addr));
         let head = if attempt == fe.retries {
             parts.take()
         } else {

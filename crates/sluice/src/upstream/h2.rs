@@ -5,8 +5,10 @@
 //! back in the response body. gRPC adds `te: trailers`, the `grpc-timeout` deadline and
 //! trailers-only error answers (`grpc.rs`). Server choice and retries are the edge's.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -114,8 +116,15 @@ impl H2Upstream {
         let mut fresh = false;
         let (slot, mut sender) = loop {
             let slot = self.pool.stream(addr, self.opts.connect_timeout).await?;
-            let ready = slot.sender().ready();
-            match with_progress(ready, &progress, self.opts.read_timeout).await? {
+            // The pool found room, so the stream may open at once: only a wait (the peer
+            // lowered its limit) needs the timer.
+            let mut ready = std::pin::pin!(slot.sender().ready());
+            let now = std::future::poll_fn(|cx| Poll::Ready(ready.as_mut().poll(cx))).await;
+            let ready = match now {
+                Poll::Ready(r) => r,
+                Poll::Pending => with_progress(ready, &progress, self.opts.read_timeout).await?,
+            };
+            match ready {
                 Ok(sender) => break (slot, sender),
                 Err(_) if !fresh => {
                     slot.mark_closed();

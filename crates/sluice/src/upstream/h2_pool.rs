@@ -144,7 +144,10 @@ impl H2Pool {
     ) -> Result<Stream, UpstreamError> {
         let server = {
             let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-            servers.entry(addr.clone()).or_default().clone()
+            match servers.get(addr) {
+                Some(s) => s.clone(),
+                None => servers.entry(addr.clone()).or_default().clone(),
+            }
         };
         if let Some(s) = server.pick() {
             return Ok(s);
