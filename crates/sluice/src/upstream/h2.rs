@@ -94,7 +94,14 @@ impl H2Upstream {
         let Some(deadline) = grpc::deadline(req.headers()) else {
             return self.exchange(addr, req, ctx).await;
         };
-        match tokio::time::timeout_at(deadline, self.exchange(addr, req, ctx)).await {
+        let r = tokio::time::timeout_at(deadline, self.exchange(addr, req, ctx)).await;
+        // Whatever comes at or after the deadline (the app's own DEADLINE_EXCEEDED, sent
+        // when its copy of the timeout ran out, may beat the edge's timer by a tick) is the
+        // edge's DEADLINE_EXCEEDED: the edge enforces the deadline, not the app.
+        if r.is_err() || tokio::time::Instant::now() >= deadline {
+            return Ok(grpc::status_response(grpc::DEADLINE_EXCEEDED));
+        }
+        match r {
             Ok(Ok(resp)) => Ok(resp.map(|b| grpc::Deadline::new(b, deadline).boxed())),
             Ok(Err(e)) => Err(e),
             Err(_) => Ok(grpc::status_response(grpc::DEADLINE_EXCEEDED)),
