@@ -89,7 +89,13 @@ fn request_line(method: &Method, uri: &Uri, version: Version) -> String {
     } else {
         return format!("{method} {uri} {}", protocol_name(version));
     };
-    format!("{method} {target} {}", protocol_name(version))
+    // Once per request: pieces joined, not `format!`.
+    let (m, proto) = (method.as_str(), protocol_name(version));
+    let mut line = String::with_capacity(m.len() + target.len() + proto.len() + 2);
+    for part in [m, " ", target, " ", proto] {
+        line.push_str(part);
+    }
+    line
 }
 
 impl AccessRecord {

@@ -36,13 +36,16 @@ pub(crate) fn take(
     trusted: bool,
 ) -> Arc<str> {
     let mut sent = headers.get_all(&X_REQUEST_ID).iter();
-    let kept = match (sent.next(), sent.next()) {
+    let (first, second) = (sent.next(), sent.next());
+    let kept = match (first, second) {
         (Some(v), None) if trusted && is_id_text(v.as_bytes()) => {
             Some(String::from_utf8_lossy(v.as_bytes()).into())
         }
         _ => None,
     };
-    headers.remove(&X_REQUEST_ID);
+    if first.is_some() {
+        headers.remove(&X_REQUEST_ID);
+    }
     kept.unwrap_or_else(|| derived(conn_id, number))
 }
 

@@ -49,31 +49,38 @@ pub(super) fn is_hop_by_hop(name: &HeaderName, listed: &[HeaderName]) -> bool {
     HOP_BY_HOP.contains(&name.as_str()) || listed.contains(name)
 }
 
-/// Removes Connection, every header it lists, and the fixed hop-by-hop fields. A message
-/// with none of the fixed names (most of them: Connection is one) is left as it is after one
-/// look at its names, instead of seven removals by hash.
+/// Removes Connection, every header it lists, and the fixed hop-by-hop fields. One look at
+/// the names first, then only the fixed names present are removed (a gRPC request has just
+/// `te`), instead of seven removals by hash on every message.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let fixed = |n: &HeaderName| {
-        matches!(
-            n.as_str(),
-            "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "upgrade"
-        )
-    };
-    if !headers.keys().any(fixed) {
-        return;
+    let mut found = [false; 7];
+    for n in headers.keys() {
+        if let Some(i) = fixed_index(n.as_str()) {
+            found[i] = true;
+        }
     }
-    for name in connection_listed(headers) {
-        headers.remove(&name);
+    if found[0] {
+        for name in connection_listed(headers) {
+            headers.remove(&name);
+        }
     }
-    for name in HOP_BY_HOP_NAMES.iter() {
+    for (name, _) in HOP_BY_HOP_NAMES.iter().zip(found).filter(|(_, f)| *f) {
         headers.remove(name);
     }
+}
+
+/// The position of `name` in [`HOP_BY_HOP`].
+fn fixed_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "te" => 3,
+        "trailer" => 4,
+        "transfer-encoding" => 5,
+        "upgrade" => 6,
+        _ => return None,
+    })
 }
 
 /// Names of hop-by-hop headers in `headers` (for callers that copy rather than mutate).
@@ -163,6 +170,10 @@ mod tests {
     fn hop_by_hop_names_match_the_list() {
         let names: Vec<&str> = HOP_BY_HOP_NAMES.iter().map(|n| n.as_str()).collect();
         assert_eq!(names, HOP_BY_HOP);
+        for (i, n) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(fixed_index(n), Some(i));
+        }
+        assert_eq!(fixed_index("x-te"), None);
     }
     #[test]
     fn strips_fixed_and_connection_listed() {
