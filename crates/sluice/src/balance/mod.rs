@@ -512,6 +512,11 @@ impl Lease {
         &self.entry.addr
     }
 
+    /// The server's name and address as text, for access records (made once per server).
+    pub(crate) fn log_names(&self) -> (Arc<str>, Arc<str>) {
+        self.entry.log_names().clone()
+    }
+
     /// The backend this lease belongs to.
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool

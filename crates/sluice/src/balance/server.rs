@@ -3,7 +3,7 @@
 //! sits behind a small mutex. Selection logic and the health checks themselves live elsewhere.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::steer::Steer;
@@ -91,6 +91,9 @@ pub(crate) struct ServerEntry {
     pub(crate) steer: Steer,
     /// Pools holding this entry (more than one for a while after a reload).
     pools: Mutex<Vec<Weak<Pool>>>,
+    /// Its name and address as text for access records, made on first use (shared by every
+    /// request's record instead of formatted for each).
+    log_names: OnceLock<(Arc<str>, Arc<str>)>,
 }
 
 impl ServerEntry {
@@ -120,7 +123,14 @@ impl ServerEntry {
             streak: Mutex::new(Streak::default()),
             steer: Steer::default(),
             pools: Mutex::new(Vec::new()),
+            log_names: OnceLock::new(),
         }
+    }
+
+    /// The name and the address as text (`$upstream_name`, `$upstream_addr`).
+    pub(crate) fn log_names(&self) -> &(Arc<str>, Arc<str>) {
+        self.log_names
+            .get_or_init(|| (self.name.as_str().into(), self.addr.to_string().into()))
     }
 
     /// Adds a pool holding this entry; forgets pools that are gone.

@@ -58,28 +58,34 @@ pub(crate) fn decide(
     };
     let client = chosen.map_or(hop, ClientAddr::from_trusted_forwarded);
 
-    let hop_ip = hop.addr().ip().to_string();
+    let hop_ip = ip_text(hop.addr().ip());
+    // Printable ASCII: the one value of X-Forwarded-For and X-Real-IP of a direct client.
+    let hop_value = HeaderValue::from_str(&hop_ip).ok();
+    let value = |v: &[u8]| HeaderValue::from_bytes(v).ok();
     let mut fields = Vec::with_capacity(p.emit.len());
     for field in &p.emit {
-        let value: Option<Vec<u8>> = match field {
-            ForwardField::XForwardedFor => Some(appended(xff_in.as_deref(), hop_ip.as_bytes())),
-            ForwardField::XRealIp => Some(client.addr().ip().to_string().into_bytes()),
-            ForwardField::XForwardedProto => Some(
-                incoming(2)
-                    .filter(|v| v == b"http" || v == b"https")
-                    .unwrap_or_else(|| scheme.as_str().as_bytes().to_vec()),
-            ),
+        let v = match field {
+            ForwardField::XForwardedFor => match xff_in.as_deref() {
+                None => hop_value.clone(),
+                prev => value(&appended(prev, hop_ip.as_bytes())),
+            },
+            ForwardField::XRealIp if client.addr().ip() == hop.addr().ip() => hop_value.clone(),
+            ForwardField::XRealIp => value(ip_text(client.addr().ip()).as_bytes()),
+            ForwardField::XForwardedProto => match incoming(2) {
+                Some(v) if v == b"http" || v == b"https" => value(&v),
+                _ => Some(HeaderValue::from_static(scheme.as_str())),
+            },
             ForwardField::XForwardedHost => incoming(3)
                 .filter(|v| single(v))
-                .or_else(|| host.map(<[u8]>::to_vec)),
+                .or_else(|| host.map(<[u8]>::to_vec))
+                .and_then(|v| value(&v)),
             ForwardField::Forwarded => {
                 let own = element(p.forwarded_for, hop.addr().ip(), scheme, host);
-                Some(appended(fwd_in.as_deref(), own.as_bytes()))
+                value(&appended(fwd_in.as_deref(), own.as_bytes()))
             }
         };
-        let name = &FORWARDING_NAMES[index(*field)];
-        if let Some(v) = value.and_then(|v| HeaderValue::from_bytes(&v).ok()) {
-            fields.push((name.clone(), v));
+        if let Some(v) = v {
+            fields.push((FORWARDING_NAMES[index(*field)].clone(), v));
         }
     }
     Decision {
@@ -125,6 +131,28 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
         }
     }
     out.filter(|v| v.iter().any(|&b| b != b' ' && b != b'\t' && b != b','))
+}
+
+/// An address as text: IPv4 written digit by digit (what `Display` prints, without its
+/// formatting machinery, once or twice per request), IPv6 by `Display`.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(a) = ip else {
+        return ip.to_string();
+    };
+    let mut out = String::with_capacity(15);
+    for (i, o) in a.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if o >= 100 {
+            out.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            out.push(char::from(b'0' + o / 10 % 10));
+        }
+        out.push(char::from(b'0' + o % 10));
+    }
+    out
 }
 
 /// `prev, own` (nginx `$proxy_add_x_forwarded_for`), or `own` alone.

@@ -224,3 +224,18 @@ fn element_quotes_ipv6_and_escapes_host() {
         Ok(vec![Node::Ip("::1".parse().unwrap(), 0)])
     );
 }
+
+#[test]
+fn addresses_are_written_as_display_writes_them() {
+    for ip in [
+        "0.0.0.0",
+        "127.0.0.2",
+        "10.20.100.255",
+        "199.9.99.100",
+        "::1",
+        "2001:db8::7",
+    ] {
+        let ip: IpAddr = ip.parse().unwrap();
+        assert_eq!(ip_text(ip), ip.to_string());
+    }
+}

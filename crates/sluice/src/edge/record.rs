@@ -57,8 +57,8 @@ pub(crate) struct AccessRecord {
     pub proxy_tlvs: crate::upstream::ProxyTlvs,
     pub frontend: Arc<str>,
     /// The app server that answered (or the last one tried): its name and address.
-    pub upstream: Option<String>,
-    pub upstream_addr: Option<String>,
+    pub upstream: Option<Arc<str>>,
+    pub upstream_addr: Option<Arc<str>>,
     /// From the request (once its body is read, when buffered) until the response head
     /// arrived from the app.
     pub upstream_time: Option<Duration>,
@@ -89,7 +89,13 @@ fn request_line(method: &Method, uri: &Uri, version: Version) -> String {
     } else {
         return format!("{method} {uri} {}", protocol_name(version));
     };
-    format!("{method} {target} {}", protocol_name(version))
+    // Once per request: pieces joined, not `format!`.
+    let (m, proto) = (method.as_str(), protocol_name(version));
+    let mut line = String::with_capacity(m.len() + target.len() + proto.len() + 2);
+    for part in [m, " ", target, " ", proto] {
+        line.push_str(part);
+    }
+    line
 }
 
 impl AccessRecord {

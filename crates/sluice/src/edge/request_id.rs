@@ -36,19 +36,38 @@ pub(crate) fn take(
     trusted: bool,
 ) -> Arc<str> {
     let mut sent = headers.get_all(&X_REQUEST_ID).iter();
-    let kept = match (sent.next(), sent.next()) {
+    let (first, second) = (sent.next(), sent.next());
+    let kept = match (first, second) {
         (Some(v), None) if trusted && is_id_text(v.as_bytes()) => {
             Some(String::from_utf8_lossy(v.as_bytes()).into())
         }
         _ => None,
     };
-    headers.remove(&X_REQUEST_ID);
+    if first.is_some() {
+        headers.remove(&X_REQUEST_ID);
+    }
     kept.unwrap_or_else(|| derived(conn_id, number))
 }
 
-/// `<conn_id>-<number>`.
+/// `<conn_id>-<number>` (written without `format!`: once per request).
 pub(super) fn derived(conn_id: &ConnId, number: u64) -> Arc<str> {
-    format!("{conn_id}-{number}").into()
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = number;
+    // u64::MAX has 20 digits.
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut id = String::with_capacity(conn_id.as_str().len() + 1 + digits.len() - at);
+    id.push_str(conn_id.as_str());
+    id.push('-');
+    id.extend(digits[at..].iter().map(|&d| char::from(d)));
+    id.into()
 }
 
 #[cfg(test)]
@@ -58,6 +77,13 @@ mod tests {
 
     fn id() -> ConnId {
         ConnId::from_unique_id(b"abc").unwrap()
+    }
+
+    #[test]
+    fn derived_ids_count_in_decimal() {
+        for n in [0, 1, 9, 10, 4711, u64::MAX] {
+            assert_eq!(&*derived(&id(), n), format!("abc-{n}"));
+        }
     }
 
     #[test]

@@ -372,18 +372,26 @@ async fn forward(
         *upstream_start = Instant::now();
     }
     let (parts, body) = req.into_parts();
+    // Cloned for each attempt but the last, which takes it.
+    let mut parts = Some(parts);
     let mut tried: Vec<ServerId> = Vec::new();
     let mut last: Option<UpstreamError> = None;
-    for _attempt in 0..=fe.retries {
+    for attempt in 0..=fe.retries {
         let deadline = Instant::now() + fe.settings.upstream.queue;
         let lease = match fe.pool.acquire(&ctx.client, &tried, deadline).await {
             Ok(l) => l,
             Err(NoServer::Unavailable) if last.is_some() => break,
             Err(_) => return Err(Failure::NoServer),
         };
-        rec.upstream = Some(lease.name().to_string());
-        rec.upstream_addr = Some(lease.addr().to_string());
-        let attempt = Request::from_parts(parts.clone(), body.attempt());
+        let (name, addr) = lease.log_names();
+        (rec.upstream, rec.upstream_addr) = (Some(name), Some(addr));
+        let head = if attempt == fe.retries {
+            parts.take()
+        } else {
+            parts.clone()
+        };
+        let Some(head) = head else { break };
+        let attempt = Request::from_parts(head, body.attempt());
         match fe.upstream.send(lease.addr(), attempt, ctx).await {
             Ok(resp) => {
                 lease.connected();

@@ -211,8 +211,8 @@ async fn open(
             Err(NoServer::Unavailable) if last.is_some() => break,
             Err(_) => return Err(StatusCode::SERVICE_UNAVAILABLE),
         };
-        rec.upstream = Some(lease.name().to_string());
-        rec.upstream_addr = Some(lease.addr().to_string());
+        let (name, addr) = lease.log_names();
+        (rec.upstream, rec.upstream_addr) = (Some(name), Some(addr));
         let attempt = fe
             .upstream
             .upgrade(lease.addr(), parts.clone(), &want.proto, ctx)

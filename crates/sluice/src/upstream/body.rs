@@ -21,7 +21,9 @@ use super::UpstreamError;
 pub(crate) struct IdleTimeout<B> {
     inner: B,
     idle: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Made at the first wait: a body whose frames are there when asked for (a small
+    /// response) never needs a timer.
+    sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
     _guard: Option<AbortOnDrop>,
 }
@@ -32,7 +34,7 @@ impl<B> IdleTimeout<B> {
         IdleTimeout {
             inner,
             idle,
-            sleep: Box::pin(tokio::time::sleep(idle)),
+            sleep: None,
             armed: false,
             _guard: guard,
         }
@@ -58,10 +60,17 @@ where
             }
             Poll::Pending => {
                 if !this.armed {
-                    this.sleep.as_mut().reset(Instant::now() + this.idle);
+                    let deadline = Instant::now() + this.idle;
+                    match this.sleep.as_mut() {
+                        Some(s) => s.as_mut().reset(deadline),
+                        None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
                     this.armed = true;
                 }
-                match this.sleep.as_mut().poll(cx) {
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(this.idle)));
+                match sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(UpstreamError::Timeout))),
                     Poll::Pending => Poll::Pending,
                 }

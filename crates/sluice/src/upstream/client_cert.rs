@@ -62,8 +62,11 @@ impl ClientCert {
 /// Removes client-sent `X-SSL-Client-*` headers, then adds the connection's (the PEM
 /// URL-encoded, as nginx's `$ssl_client_escaped_cert`).
 pub(crate) fn set_headers(headers: &mut HeaderMap, cert: Option<&ClientCert>) {
-    for name in HEADERS {
-        headers.remove(name);
+    // Removing by `&str` parses each name: only when the client sent one of them.
+    if headers.keys().any(|n| HEADERS.contains(&n.as_str())) {
+        for name in HEADERS {
+            headers.remove(name);
+        }
     }
     let Some(cert) = cert else { return };
     let mut add = |name: &'static str, value: &str| {

@@ -5,17 +5,22 @@
 //! back in the response body. gRPC adds `te: trailers`, the `grpc-timeout` deadline and
 //! trailers-only error answers (`grpc.rs`). Server choice and retries are the edge's.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio::sync::Notify;
 
-use super::body::{with_progress, IdleTimeout, Progress};
+use super::body::{with_progress, AbortOnDrop, IdleTimeout};
 use super::grpc;
+use super::h2_body::{Pump, RecvBody};
 use super::h2_pool::{H2Pool, H2Tls, Stream};
 use super::headers::{add_request_id, drop_underscored, strip_hop_by_hop};
 use super::{Body, RequestBody, RequestContext, ServerAddr, UpstreamError};
@@ -89,7 +94,14 @@ impl H2Upstream {
         let Some(deadline) = grpc::deadline(req.headers()) else {
             return self.exchange(addr, req, ctx).await;
         };
-        match tokio::time::timeout_at(deadline, self.exchange(addr, req, ctx)).await {
+        let r = tokio::time::timeout_at(deadline, self.exchange(addr, req, ctx)).await;
+        // Whatever comes at or after the deadline (the app's own DEADLINE_EXCEEDED, sent
+        // when its copy of the timeout ran out, may beat the edge's timer by a tick) is the
+        // edge's DEADLINE_EXCEEDED: the edge enforces the deadline, not the app.
+        if r.is_err() || tokio::time::Instant::now() >= deadline {
+            return Ok(grpc::status_response(grpc::DEADLINE_EXCEEDED));
+        }
+        match r {
             Ok(Ok(resp)) => Ok(resp.map(|b| grpc::Deadline::new(b, deadline).boxed())),
             Ok(Err(e)) => Err(e),
             Err(_) => Ok(grpc::status_response(grpc::DEADLINE_EXCEEDED)),
@@ -97,7 +109,9 @@ impl H2Upstream {
     }
 
     /// One request/response exchange on a pooled stream; a connection found closed before
-    /// the request left is dropped and the request sent once more on a fresh one.
+    /// the request left is dropped and the request sent once more on a fresh one. The request
+    /// goes to `h2` straight from this task: its body is pumped here as far as it goes at
+    /// once (all of a unary gRPC call's), and only a body still streaming gets a task.
     async fn exchange(
         &self,
         addr: &ServerAddr,
@@ -106,28 +120,47 @@ impl H2Upstream {
     ) -> Result<Response<Body>, UpstreamError> {
         let progress = Arc::new(Notify::new());
         let (parts, body) = self.rewrite(req, ctx)?.into_parts();
-        let body = Progress {
-            inner: body,
-            progress: progress.clone(),
-        };
-        let mut req = Request::from_parts(parts, body.boxed_unsync());
         let mut fresh = false;
-        loop {
+        let (slot, mut sender) = loop {
             let slot = self.pool.stream(addr, self.opts.connect_timeout).await?;
-            let mut sender = slot.sender();
-            let sent = sender.try_send_request(req);
-            match with_progress(sent, &progress, self.opts.read_timeout).await? {
-                Ok(resp) => return Ok(self.response(resp, slot)),
-                Err(mut e) => match e.take_message() {
-                    Some(back) if !fresh => {
-                        slot.mark_closed();
-                        req = back;
-                        fresh = true;
-                    }
-                    _ => return Err(map_error(e.into_error())),
-                },
+            // The pool found room, so the stream may open at once: only a wait (the peer
+            // lowered its limit) needs the timer.
+            let mut ready = std::pin::pin!(slot.sender().ready());
+            let now = std::future::poll_fn(|cx| Poll::Ready(ready.as_mut().poll(cx))).await;
+            let ready = match now {
+                Poll::Ready(r) => r,
+                Poll::Pending => with_progress(ready, &progress, self.opts.read_timeout).await?,
+            };
+            match ready {
+                Ok(sender) => break (slot, sender),
+                Err(_) if !fresh => {
+                    slot.mark_closed();
+                    fresh = true;
+                }
+                Err(e) => return Err(map_error(e)),
+            }
+        };
+        let eos = body.is_end_stream();
+        let mut req = Request::from_parts(parts, ());
+        if let Some(len) = body.size_hint().exact() {
+            // As hyper's client: a known length is declared when there is a body, or the
+            // method defines one.
+            if len != 0 || !matches!(*req.method(), Method::GET | Method::HEAD | Method::CONNECT) {
+                req.headers_mut()
+                    .entry(header::CONTENT_LENGTH)
+                    .or_insert_with(|| HeaderValue::from(len));
             }
         }
+        let (response, tx) = sender.send_request(req, eos).map_err(map_error)?;
+        let pump = if eos {
+            None
+        } else {
+            Pump::new(body, tx, progress.clone()).start().await
+        };
+        let resp = with_progress(response, &progress, self.opts.read_timeout)
+            .await?
+            .map_err(map_error)?;
+        Ok(self.response(resp, slot, pump))
     }
 
     /// The request as the app gets it: the edge's header rules and an absolute URI.
@@ -137,15 +170,22 @@ impl H2Upstream {
         ctx: &RequestContext,
     ) -> Result<Request<RequestBody>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                let h = parts.headers.get(header::HOST)?.to_str().ok()?;
-                Some(h.to_string())
-            })
-            .unwrap_or_else(|| ctx.server_name.clone());
+        let bad = |e: &dyn std::fmt::Display| {
+            UpstreamError::BadRequest(format!("cannot address the app: {e}"))
+        };
+        // The client's URI parts are kept as they are (no reparsing): an HTTP/2 client's
+        // `:authority` is there already, an HTTP/1.x client's Host is parsed here.
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        let authority = match uri.authority.take() {
+            Some(a) => a,
+            None => {
+                let host = parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok());
+                Authority::try_from(host.unwrap_or(&ctx.server_name)).map_err(|e| bad(&e))?
+            }
+        };
         let trailers = parts
             .headers
             .get_all(header::TE)
@@ -165,45 +205,45 @@ impl H2Upstream {
             // The one TE value HTTP/2 allows, and the one gRPC servers require.
             parts.headers.insert(header::TE, TE_TRAILERS.clone());
         }
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        parts.uri = Uri::builder()
-            .scheme(if self.opts.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            })
-            .authority(authority.as_str())
-            .path_and_query(pq)
-            .build()
-            .map_err(|e| UpstreamError::BadRequest(format!("cannot address the app: {e}")))?;
+        uri.scheme = Some(if self.opts.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
+        uri.authority = Some(authority);
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        parts.uri = Uri::from_parts(uri).map_err(|e| bad(&e))?;
         parts.version = Version::HTTP_2;
         Ok(Request::from_parts(parts, body))
     }
 
-    /// The app's response: its body (frames and trailers) holds the stream slot until it
-    /// ends, with the read timeout between frames.
-    fn response(&self, resp: Response<hyper::body::Incoming>, slot: Stream) -> Response<Body> {
-        let (mut parts, body) = resp.into_parts();
+    /// The app's response: its body (frames and trailers) holds the stream slot (and the
+    /// request pump) until it ends, with the read timeout between frames.
+    fn response(
+        &self,
+        resp: Response<h2::RecvStream>,
+        slot: Stream,
+        pump: Option<AbortOnDrop>,
+    ) -> Response<Body> {
+        let (mut parts, rx) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let body = body
-            .map_err(move |e| {
-                let _held = &slot;
-                UpstreamError::Io(io::Error::other(e))
-            })
-            .boxed();
+        let len = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let body = RecvBody::new(rx, len, slot, pump).boxed();
         let body = IdleTimeout::new(body, self.opts.read_timeout, None).boxed();
         Response::from_parts(parts, body)
     }
 }
 
-/// hyper's error for a request that got no response head: the client's own body failing is
-/// a bad request (400), anything else the app's side (502).
-fn map_error(e: hyper::Error) -> UpstreamError {
-    if e.is_user() {
+/// `h2`'s error for a request that got no response head: our own reset (the client's body
+/// failed: the pump cancels the stream) is a bad request (400), anything else the app's
+/// side (502).
+fn map_error(e: h2::Error) -> UpstreamError {
+    if e.is_reset() && !e.is_remote() && e.reason() == Some(h2::Reason::CANCEL) {
         return UpstreamError::BadRequest(format!("request body: {e}"));
     }
     let mut msg = e.to_string();

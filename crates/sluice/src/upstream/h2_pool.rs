@@ -1,9 +1,9 @@
 //! The HTTP/2 connection pool of `protocol = "h2c"`/`"grpc"` backends: per server, one
-//! multiplexed prior-knowledge connection (hyper's `client::conn::http2` over
-//! `connect.rs`'s sockets), another only when every open one has as many streams in flight
-//! as its peer allows (its SETTINGS_MAX_CONCURRENT_STREAMS); a connection that closed
-//! (GOAWAY, reset, failed PING) leaves the pool. No request rewriting, no retries across
-//! servers (`h2.rs`, the edge).
+//! multiplexed prior-knowledge connection (the `h2` crate's client over `connect.rs`'s
+//! sockets, driven by one task that also sends the keep-alive PINGs), another only when every
+//! open one has as many streams in flight as its peer allows (its
+//! SETTINGS_MAX_CONCURRENT_STREAMS); a connection that closed (GOAWAY, reset, unanswered
+//! PING) leaves the pool. No request rewriting, no retries across servers (`h2.rs`, the edge).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,22 +13,33 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use bytes::Bytes;
+use h2::client::{self, SendRequest};
+use h2::{Ping, PingPong};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
 
 use super::connect::connect;
-use super::{RequestBody, ServerAddr, UpstreamError};
+use super::{ServerAddr, UpstreamError};
 
 /// PING interval on pooled connections (idle ones too: a dead server is noticed before a
 /// request is sent to it) and how long its answer may take.
 const PING_EVERY: Duration = Duration::from_secs(30);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Windows and limits of the client side, hyper's HTTP/2 client defaults (what the pool
+/// used before it drove `h2` itself): 2 MiB per stream, 5 MiB per connection, 16 KiB
+/// frames and header lists, 1 MiB of send buffer per stream.
+const STREAM_WINDOW: u32 = 2 << 20;
+const CONN_WINDOW: u32 = 5 << 20;
+const MAX_FRAME: u32 = 16 << 10;
+const MAX_HEADER_LIST: u32 = 16 << 10;
+const MAX_SEND_BUF: usize = 1 << 20;
+
 /// One pooled connection.
 struct Conn {
-    sender: SendRequest<RequestBody>,
+    sender: SendRequest<Bytes>,
     /// Streams open on it through this pool.
     in_flight: AtomicUsize,
     /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS as hyper last saw it.
@@ -39,7 +50,7 @@ struct Conn {
 
 impl Conn {
     fn usable(&self) -> bool {
-        !self.closed.load(Ordering::Acquire) && !self.sender.is_closed()
+        !self.closed.load(Ordering::Acquire)
     }
 
     /// Takes a stream slot if the peer allows one more.
@@ -59,7 +70,7 @@ impl Conn {
 pub(crate) struct Stream(Arc<Conn>);
 
 impl Stream {
-    pub(crate) fn sender(&self) -> SendRequest<RequestBody> {
+    pub(crate) fn sender(&self) -> SendRequest<Bytes> {
         self.0.sender.clone()
     }
 
@@ -133,7 +144,10 @@ impl H2Pool {
     ) -> Result<Stream, UpstreamError> {
         let server = {
             let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-            servers.entry(addr.clone()).or_default().clone()
+            match servers.get(addr) {
+                Some(s) => s.clone(),
+                None => servers.entry(addr.clone()).or_default().clone(),
+            }
         };
         if let Some(s) = server.pick() {
             return Ok(s);
@@ -208,19 +222,25 @@ async fn start<T>(io: T) -> Result<Conn, UpstreamError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut b = http2::Builder::new(TokioExecutor::new());
-    b.timer(TokioTimer::new())
-        .keep_alive_interval(PING_EVERY)
-        .keep_alive_timeout(PING_TIMEOUT)
-        .keep_alive_while_idle(true);
-    let (sender, conn) = b
-        .handshake::<_, RequestBody>(TokioIo::new(io))
+    let mut b = client::Builder::new();
+    b.initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .max_send_buffer_size(MAX_SEND_BUF)
+        .enable_push(false);
+    let (sender, mut conn) = b
+        .handshake::<_, Bytes>(io)
         .await
         .map_err(|e| UpstreamError::Connect(std::io::Error::other(e)))?;
-    let max_streams = Arc::new(AtomicUsize::new(conn.current_max_send_streams()));
+    let max_streams = Arc::new(AtomicUsize::new(conn.max_concurrent_send_streams()));
     let closed = Arc::new(AtomicBool::new(false));
+    let ping = conn.ping_pong();
     tokio::spawn(Driver {
-        conn: Box::pin(conn),
+        conn,
+        ping,
+        waiting: false,
+        sleep: Box::pin(tokio::time::sleep(PING_EVERY)),
         max_streams: max_streams.clone(),
         closed: closed.clone(),
     });
@@ -232,30 +252,78 @@ where
     })
 }
 
-/// Runs a connection, publishing the peer's stream limit after each poll and marking the
-/// connection closed when it ends.
-struct Driver<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
-    conn: Pin<Box<http2::Connection<TokioIo<T>, RequestBody, TokioExecutor>>>,
+/// Runs a connection, publishing the peer's stream limit after each poll, sending a PING
+/// every `PING_EVERY` (dropping the connection when its answer takes over `PING_TIMEOUT`),
+/// and marking the connection closed when it ends.
+struct Driver<T: AsyncRead + AsyncWrite + Unpin> {
+    conn: client::Connection<T, Bytes>,
+    ping: Option<PingPong>,
+    /// A PING is out; `sleep` is its deadline (else the time of the next one).
+    waiting: bool,
+    sleep: Pin<Box<Sleep>>,
     max_streams: Arc<AtomicUsize>,
     closed: Arc<AtomicBool>,
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
+    /// Ready when the peer failed to answer a PING in time (or PINGs cannot be sent).
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(ping) = self.ping.as_mut() else {
+            return Poll::Pending;
+        };
+        // At most one PING sent and one answer taken per poll.
+        for _ in 0..2 {
+            if self.waiting {
+                match ping.poll_pong(cx) {
+                    Poll::Ready(Ok(_)) => {
+                        self.waiting = false;
+                        self.sleep.as_mut().reset(Instant::now() + PING_EVERY);
+                        continue;
+                    }
+                    // The connection failed: its own poll reports how.
+                    Poll::Ready(Err(_)) => return Poll::Pending,
+                    Poll::Pending => {}
+                }
+                if self.sleep.as_mut().poll(cx).is_ready() {
+                    tracing::debug!("upstream HTTP/2 connection: no PING answer in time");
+                    return Poll::Ready(());
+                }
+                return Poll::Pending;
+            }
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if ping.send_ping(Ping::opaque()).is_err() {
+                return Poll::Pending;
+            }
+            self.waiting = true;
+            self.sleep.as_mut().reset(Instant::now() + PING_TIMEOUT);
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let r = self.conn.as_mut().poll(cx);
-        let max = self.conn.as_ref().get_ref().current_max_send_streams();
-        self.max_streams.store(max, Ordering::Release);
-        match r {
-            Poll::Ready(res) => {
-                self.closed.store(true, Ordering::Release);
-                if let Err(e) = res {
-                    tracing::debug!("upstream HTTP/2 connection ended: {e}");
-                }
-                Poll::Ready(())
+        let this = &mut *self;
+        let r = Pin::new(&mut this.conn).poll(cx);
+        let max = this.conn.max_concurrent_send_streams();
+        this.max_streams.store(max, Ordering::Release);
+        let dead = match r {
+            Poll::Ready(Err(e)) => {
+                tracing::debug!("upstream HTTP/2 connection ended: {e}");
+                true
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => true,
+            Poll::Pending => this.poll_keepalive(cx).is_ready(),
+        };
+        if dead {
+            // Dropping the connection (when this task ends) fails its open streams.
+            this.closed.store(true, Ordering::Release);
+            return Poll::Ready(());
         }
+        Poll::Pending
     }
 }

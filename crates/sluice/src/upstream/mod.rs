@@ -12,6 +12,7 @@ pub mod fastcgi;
 mod forwarding;
 pub(crate) mod grpc;
 mod h2;
+mod h2_body;
 mod h2_pool;
 mod headers;
 mod http;
