@@ -25,6 +25,15 @@ const SETTLE_ROUNDS: usize = 4;
 /// Longest pause between two looks at a send queue being drained by the kernel.
 const DRAIN_POLL_MAX: Duration = Duration::from_millis(20);
 
+/// How long a drain may make no progress: the idle timeout, or 5 minutes without one.
+fn patience(idle: Duration) -> Duration {
+    if idle.is_zero() {
+        Duration::from_secs(300)
+    } else {
+        idle
+    }
+}
+
 /// One socket of the pair.
 struct Side {
     cookie: u64,
@@ -80,8 +89,8 @@ pub(crate) async fn forward(
     }
     let mut eof = [false, false];
     let settled = async {
-        eof[0] = settle(k, &client, &mut c, &server, &mut s).await?;
-        eof[1] = settle(k, &server, &mut s, &client, &mut c).await?;
+        eof[0] = settle(k, &client, &mut c, &server, &mut s, patience(idle)).await?;
+        eof[1] = settle(k, &server, &mut s, &client, &mut c, patience(idle)).await?;
         Ok::<_, End>(())
     };
     let end = match settled.await {
@@ -107,12 +116,13 @@ async fn settle(
     src_side: &mut Side,
     dst: &TcpStream,
     dst_side: &mut Side,
+    patience: Duration,
 ) -> Result<bool, End> {
     let fail = |e: io::Error| End::ClientError(e.kind());
     for round in 0..SETTLE_ROUNDS {
         if round > 0 {
             k.verdict(src_side.cookie, src, false).map_err(fail)?;
-            drained(k, src_side, dst_side).await?;
+            drained(k, src_side, dst_side, false, patience).await?;
         }
         let (n, eof) = copy_queued(src, dst).await?;
         dst_side.copied_in += n;
@@ -158,16 +168,31 @@ async fn copy_queued(src: &TcpStream, dst: &TcpStream) -> Result<(u64, bool), En
     res
 }
 
-/// Waits until the kernel has written into `dst` every byte it took from `src` and `src`
-/// has nothing left unprocessed.
-async fn drained(k: &Kernel, src: &Side, dst: &Side) -> Result<(), End> {
+/// Waits until the kernel has written into `dst` every byte it took from `src` and, with
+/// `src_ended`, `src` has nothing left unprocessed but its FIN (the program counts the bytes
+/// it redirects; `written` is the peer's acknowledged plus queued bytes). Gives up with
+/// `IdleTimeout` when neither figure moved for `patience`.
+async fn drained(
+    k: &Kernel,
+    src: &Side,
+    dst: &Side,
+    src_ended: bool,
+    patience: Duration,
+) -> Result<(), End> {
     let mut pause = Duration::from_micros(50);
+    let (mut seen, mut since) = (None, Instant::now());
     loop {
         let want = dst.written0 + dst.copied_in + k.redirected(src.cookie);
         let d = dst.counters().map_err(|e| End::ServerError(e.kind()))?;
         let sq = src.counters().map_err(|e| End::ClientError(e.kind()))?;
-        if d.written() >= want && sq.rqueue <= 1 {
+        if d.written() >= want && (!src_ended || sq.rqueue <= 1) {
             return Ok(());
+        }
+        let now = (d.written(), sq.rqueue, want);
+        if seen != Some(now) {
+            (seen, since) = (Some(now), Instant::now());
+        } else if since.elapsed() >= patience {
+            return Err(End::IdleTimeout);
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(DRAIN_POLL_MAX);
@@ -214,7 +239,7 @@ async fn watch(
         for from in 0..2 {
             let to = 1 - from;
             if eof[from] && !shut[to] {
-                if let Err(end) = drained(k, sides[from], sides[to]).await {
+                if let Err(end) = drained(k, sides[from], sides[to], true, patience(idle)).await {
                     return end;
                 }
                 let _ = socks[to].shutdown(Shutdown::Write);
