@@ -132,6 +132,7 @@ fn frontend(f: &m::Frontend) -> Result<spec::Frontend, Unparsed> {
             ..edge(f)
         },
         routes: super::routes::convert(f)?,
+        forward: f.forward,
     })
 }
 

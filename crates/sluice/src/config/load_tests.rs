@@ -577,3 +577,29 @@ fn proxy_protocol_needs_trusted_peers_and_a_timeout() {
         "unknown variant `allow`",
     );
 }
+
+#[test]
+fn forward_sockmap_is_a_tcp_frontend_key() {
+    let tcp = base_with(
+        "backend = \"web\"\n",
+        "backend = \"web\"\nforward = \"sockmap\"\n",
+    );
+    let cfg = content(&tcp).expect("tcp frontend with sockmap");
+    assert_eq!(cfg.frontends[0].forward, crate::spec::Forward::Sockmap);
+    assert_eq!(
+        content(BASE).expect("base").frontends[0].forward,
+        crate::spec::Forward::Auto,
+        "default unchanged"
+    );
+    let http = base_with(
+        "backend = \"web\"\n",
+        "backend = \"web\"\nmode = \"http\"\nforward = \"sockmap\"\n",
+    );
+    expect_err(
+        &http,
+        "\"sockmap\"",
+        0,
+        "frontend[0].forward",
+        "is for tcp-mode frontends",
+    );
+}

@@ -9,9 +9,9 @@ use serde::Deserialize;
 use super::duration::Dur;
 use crate::spec;
 pub use crate::spec::{
-    AccessLogFormat, Balance, ClientVerify, HealthKind, Mode, Protocol, SendProxy, Untrusted,
-    DEFAULT_MAX_QUEUE, DEFAULT_MAX_TEMP_FILES, FASTCGI_MAX_CONNECTIONS, HTTP_MAX_CONNECTIONS,
-    UWSGI_MAX_CONNECTIONS,
+    AccessLogFormat, Balance, ClientVerify, Forward, HealthKind, Mode, Protocol, SendProxy,
+    Untrusted, DEFAULT_MAX_QUEUE, DEFAULT_MAX_TEMP_FILES, FASTCGI_MAX_CONNECTIONS,
+    HTTP_MAX_CONNECTIONS, UWSGI_MAX_CONNECTIONS,
 };
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -105,6 +105,9 @@ pub struct Frontend {
     #[serde(default)]
     pub mode: Mode,
     pub backend: String,
+    /// Tcp only: `"auto"` (copy, splice bulk) or `"sockmap"` (the kernel forwards).
+    #[serde(default)]
+    pub forward: Forward,
     #[serde(default)]
     pub access_log: Option<String>,
     #[serde(default)]

@@ -247,6 +247,12 @@ fn check_frontends(cfg: &Config, opts: &LoadOptions, out: &mut Issues) {
             super::client_tls::check(t, &p.key("tls"), &mut out.0);
         }
         super::routes::check(cfg, i, &p, &mut out.0);
+        if f.forward == crate::spec::Forward::Sockmap && f.mode != Mode::Tcp {
+            out.value(
+                p.key("forward"),
+                "forward = \"sockmap\" is for tcp-mode frontends (the edge reads the bytes)",
+            );
+        }
         if f.tls.is_some() && f.mode == Mode::Tcp {
             out.key(
                 p.key("tls"),

@@ -77,6 +77,8 @@ pub(crate) struct TcpFrontend {
     pub force: CancellationToken,
     /// Try splice(2) zero-copy forwarding.
     pub splice: bool,
+    /// Let the kernel forward (BPF sockmap), falling back to the pump where it cannot.
+    pub sockmap: bool,
     /// This frontend's counters, resolved once when it is built.
     pub metrics: FrontendHandles,
     /// Backends chosen by the ClientHello; None: always `backend`.
@@ -281,6 +283,19 @@ async fn serve(
     };
     let token = Some(fe.force.clone());
     let out = match server {
+        Stream::Tcp(s) if fe.sockmap => {
+            match super::sockmap::forward(client, s, be.idle, token.clone()).await {
+                Ok(out) => {
+                    crate::metrics::global().sockmap_connection(&fe.name, "sockmap");
+                    out
+                }
+                Err((client, s, why)) => {
+                    tracing::debug!(frontend = %fe.name, "sockmap not used, pumping: {why}");
+                    crate::metrics::global().sockmap_connection(&fe.name, "fallback");
+                    forward::forward(client, s, &opts, token).await
+                }
+            }
+        }
         Stream::Tcp(s) => forward::forward(client, s, &opts, token).await,
         Stream::Unix(s) => forward::forward(client, s, &opts, token).await,
     };

@@ -9,4 +9,5 @@ pub(crate) mod frontend;
 pub(crate) mod log;
 mod pumpable;
 pub(crate) mod route;
+pub mod sockmap;
 mod splice;

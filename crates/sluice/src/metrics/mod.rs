@@ -73,6 +73,12 @@ struct FeProto {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FePath {
+    frontend: String,
+    path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Be {
     backend: String,
 }
@@ -183,6 +189,7 @@ pub struct Metrics {
     log_dropped: Family<Fe, Counter>,
     upgraded: Family<FeProto, Counter>,
     upgraded_current: Family<FeProto, Gauge>,
+    sockmap: Family<FePath, Counter>,
     upstream_duration: HistFamily<Be>,
     health_duration: HistFamily<Srv>,
     pools: scrape::PoolFamilies,
@@ -218,6 +225,7 @@ impl Metrics {
             log_dropped: Family::default(),
             upgraded: Family::default(),
             upgraded_current: Family::default(),
+            sockmap: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             health_duration: Family::new_with_constructor(latency_histogram),
             pools: scrape::PoolFamilies::default(),
@@ -271,6 +279,11 @@ impl Metrics {
         );
         r.register(LOG_DROPPED, LOG_DROPPED_HELP, m.log_dropped.clone());
         r.register(UPGRADED, UPGRADED_HELP, m.upgraded.clone());
+        r.register(
+            SOCKMAP_CONNECTIONS,
+            SOCKMAP_CONNECTIONS_HELP,
+            m.sockmap.clone(),
+        );
         r.register(
             UPGRADED_CURRENT,
             UPGRADED_CURRENT_HELP,
@@ -428,6 +441,17 @@ impl Metrics {
         let open = self.upgraded_current.get_or_create(&key).clone();
         open.inc();
         UpgradedGuard(open)
+    }
+
+    /// A connection of a `forward = "sockmap"` frontend took `path` ("sockmap" or
+    /// "fallback").
+    pub(crate) fn sockmap_connection(&self, frontend: &str, path: &'static str) {
+        self.sockmap
+            .get_or_create(&FePath {
+                frontend: frontend.to_string(),
+                path: path.to_string(),
+            })
+            .inc();
     }
 
     /// An app server of `backend` answered (or failed) after `took`.

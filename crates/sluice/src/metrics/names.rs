@@ -61,6 +61,9 @@ pub(super) const UPGRADED_HELP: &str =
     "Requests switched to another protocol (WebSocket) and relayed as a tunnel, by protocol";
 pub(super) const UPGRADED_CURRENT: &str = "sluice_upgraded_current_connections";
 pub(super) const UPGRADED_CURRENT_HELP: &str = "Upgraded connections open right now, by protocol";
+pub(super) const SOCKMAP_CONNECTIONS: &str = "sluice_l4_sockmap_connections";
+pub(super) const SOCKMAP_CONNECTIONS_HELP: &str =
+    "Connections of forward = \"sockmap\" frontends, by path: sockmap (the kernel forwarded) or fallback (splice/copy)";
 pub(super) const UPSTREAM_DURATION: &str = "sluice_upstream_response_duration_seconds";
 pub(super) const UPSTREAM_DURATION_HELP: &str =
     "Time from the request to the app server's response head (or the failure)";

@@ -192,6 +192,10 @@ pub(super) fn build(
     let force = ctx.shutdown.force_close.clone();
     Ok(match f.mode {
         Mode::Tcp => {
+            if f.forward == spec::Forward::Sockmap {
+                // Loaded (or found unusable, logged once) now rather than on a first client.
+                let _ = crate::l4::sockmap::kernel();
+            }
             let policy = f.proxy_protocol.as_ref().map(Policy::new);
             Arc::new(TcpFrontend {
                 name: f.name.as_str().into(),
@@ -204,6 +208,7 @@ pub(super) fn build(
                 },
                 force,
                 splice: true,
+                sockmap: f.forward == spec::Forward::Sockmap,
                 metrics: crate::metrics::global().frontend(&f.name),
                 routes: l4_routes(f, backends)?,
             })

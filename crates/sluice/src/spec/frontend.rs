@@ -18,6 +18,18 @@ pub enum Mode {
     Http,
 }
 
+/// How a tcp frontend moves bytes once a connection is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Forward {
+    /// Copy small exchanges, splice(2) bulk ones (`l4::forward`).
+    #[default]
+    Auto,
+    /// The kernel redirects bytes between the two sockets (BPF sockmap, `l4::sockmap`);
+    /// `auto` where the kernel or privileges do not allow it.
+    Sockmap,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessLogFormat {
@@ -58,6 +70,8 @@ pub struct Frontend {
     pub edge: Edge,
     /// Tcp only: backends chosen by the ClientHello; None: always `backend`.
     pub routes: Option<super::Routes>,
+    /// Tcp only: how bytes are moved (`forward`).
+    pub forward: Forward,
 }
 
 /// Receiving PROXY headers.

@@ -21,8 +21,8 @@ pub use backend::{
 };
 pub use frontend::{
     AccessLogFormat, CertPair, ClientAuth, ClientLimits, ClientTimeouts, ClientVerify, Edge,
-    ForwardField, Forwarded, ForwardedFor, Frontend, Mode, ProxyProtocol, RealIpHeader, Tls,
-    Untrusted, DEFAULT_EMIT,
+    Forward, ForwardField, Forwarded, ForwardedFor, Frontend, Mode, ProxyProtocol, RealIpHeader,
+    Tls, Untrusted, DEFAULT_EMIT,
 };
 pub use logformat::{
     Escape, LineFormat, LogTarget, Piece, SyslogServer, SyslogTarget, Template, Var, COMBINED,

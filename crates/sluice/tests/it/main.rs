@@ -41,6 +41,7 @@ mod l4_health;
 mod l4_lifecycle;
 mod l4_limits;
 mod l4_proxy;
+mod l4_sockmap;
 mod logs;
 mod metrics_format;
 mod module_tree;

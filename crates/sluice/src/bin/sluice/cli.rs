@@ -129,13 +129,25 @@ pub fn check(path: &Path) -> Result<(Config, String), CliError> {
             config::limits::advice(&cfg, ceiling)
         ))
     })?;
-    let summary = format!(
+    let mut summary = format!(
         "{}: OK ({} frontends, {} backends, max_connections {}, open files limit {limit})",
         path.display(),
         cfg.frontends.len(),
         cfg.backends.len(),
         cfg.global.max_connections
     );
+    if cfg
+        .frontends
+        .iter()
+        .any(|f| f.forward == sluice::spec::Forward::Sockmap)
+    {
+        match sluice::l4::sockmap::usable() {
+            Ok(()) => summary.push_str("; forward = \"sockmap\": usable here"),
+            Err(why) => summary.push_str(&format!(
+                "; forward = \"sockmap\": NOT usable here ({why}), those frontends will copy/splice"
+            )),
+        }
+    }
     Ok((cfg, summary))
 }
 
