@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 thread_local! {
-    static CURRENT: Cell<usize> = const { Cell::new(0) };
+    static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
 /// The most worker threads any server in this process has started (at least 1).
@@ -21,13 +21,18 @@ pub(crate) fn starting(n: usize) {
 
 /// Marks the calling thread as worker `i` (for the rest of its life).
 pub(crate) fn set_current(i: usize) {
-    CURRENT.with(|c| c.set(i));
+    CURRENT.with(|c| c.set(Some(i)));
 }
 
 /// The index of the worker thread running this code; 0 on any other thread (the control
 /// runtime, `Accept::Inline` servers, tests).
 pub(crate) fn current() -> usize {
-    CURRENT.with(Cell::get)
+    CURRENT.with(Cell::get).unwrap_or(0)
+}
+
+/// Whether this thread is a worker thread (`server::workers`).
+pub(crate) fn on_worker() -> bool {
+    CURRENT.with(Cell::get).is_some()
 }
 
 /// One `T` per worker thread, each made on first use on its worker and then used only

@@ -81,7 +81,7 @@ type Pool = Client<Connector, ReqBody>;
 /// (`max_connections`, server-wide), so each of the N workers keeps at most cap/N idle:
 /// the other workers' idle sockets then always leave a slot free, and a worker that finds
 /// the cap full waits only for a request in flight (as with one pool). A server whose cap
-/// is below N uses one pool for all workers.
+/// is below N, and any request off the worker threads, use one pool for all.
 #[derive(Clone)]
 pub struct HttpUpstream {
     shared: Pool,
@@ -122,6 +122,10 @@ impl HttpUpstream {
 
     /// The pool for a request to `addr` on this thread.
     fn pool_for(&self, addr: &ServerAddr) -> &Pool {
+        if !crate::net::worker::on_worker() {
+            // The inline runtime (tests, the demo): one pool, as before workers.
+            return &self.shared;
+        }
         match self.opts.socket_caps.cap(addr) {
             Some(c) if c < self.per_worker.len() => &self.shared,
             _ => self
