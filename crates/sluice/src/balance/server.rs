@@ -87,6 +87,9 @@ pub(crate) struct ServerEntry {
     pub checks_failed: AtomicU64,
     last_latency_us: AtomicU64,
     streak: Mutex<Streak>,
+    /// Whether `streak.fail` is non-zero, so a success (every request at the edge) clears it
+    /// without taking the mutex all workers share when there is nothing to clear.
+    failing: AtomicBool,
     /// The agent's words and the slow-start warm-up (`steer`).
     pub(crate) steer: Steer,
     /// Pools holding this entry (more than one for a while after a reload).
@@ -121,6 +124,7 @@ impl ServerEntry {
             checks_failed: AtomicU64::new(0),
             last_latency_us: AtomicU64::new(NO_LATENCY),
             streak: Mutex::new(Streak::default()),
+            failing: AtomicBool::new(false),
             steer: Steer::default(),
             pools: Mutex::new(Vec::new()),
             log_names: OnceLock::new(),
@@ -243,6 +247,7 @@ impl ServerEntry {
         match outcome {
             Ok(()) => {
                 s.fail = 0;
+                self.failing.store(false, Ordering::Relaxed);
                 s.ok = s.ok.saturating_add(1);
                 s.last_error = None;
                 if !up && s.ok >= rise.max(1) {
@@ -254,6 +259,7 @@ impl ServerEntry {
             Err(why) => {
                 s.ok = 0;
                 s.fail = s.fail.saturating_add(1);
+                self.failing.store(true, Ordering::Relaxed);
                 s.last_error = Some(why.to_owned());
                 if up && s.fail >= fall.max(1) {
                     self.up.store(false, Ordering::Release);
@@ -270,10 +276,16 @@ impl ServerEntry {
     }
 
     /// A live connection succeeded: while up, this clears a failure streak in progress.
+    /// No streak running (the usual case): one shared read, no lock. A failure recorded
+    /// at the same time then simply counts as after this success.
     pub(crate) fn clear_failures(&self) {
+        if !self.failing.load(Ordering::Relaxed) {
+            return;
+        }
         let mut s = self.streak.lock().unwrap_or_else(|e| e.into_inner());
         if self.up.load(Ordering::Acquire) {
             s.fail = 0;
+            self.failing.store(false, Ordering::Relaxed);
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Sockets, and nothing above them: binding listeners (`bind`), the one accept loop with its
-//! limit and back-off (`accept`), connecting to a server over TCP or a unix socket as one
-//! `Stream` (`connect`), a send timeout for any stream (`deadline`). Imports only the server
-//! address type; protocols, frontends and pools are their own modules' business.
+//! limit and back-off (`accept`), connecting to a server as one `Stream` (`connect`), a send
+//! timeout (`deadline`), the worker thread index (`worker`). Imports only the server address
+//! type; protocols, frontends and pools are their own modules' business.
 
 mod accept;
 mod bind;
 mod connect;
 mod deadline;
+pub(crate) mod worker;
 
 #[cfg(test)]
 mod tests;

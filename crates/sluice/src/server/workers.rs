@@ -35,6 +35,7 @@ impl Workers {
         let stop = CancellationToken::new();
         let mut handles = Vec::with_capacity(n.max(1));
         let mut done = Vec::with_capacity(n.max(1));
+        crate::net::worker::starting(n);
         for i in 0..n.max(1) {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -46,6 +47,7 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
                 .spawn(move || {
+                    crate::net::worker::set_current(i);
                     rt.block_on(stop.cancelled());
                     // Whatever is left (only after the grace period) is dropped here.
                     drop(rt);

@@ -3,7 +3,8 @@
 //! lose their hop-by-hop headers (and names with `_` unless allowed), and their forwarding
 //! fields are the edge's (`RequestContext::forwarding`); HTTP/2 requests go out as HTTP/1.1; Host
 //! is the target's authority when there is one. Sockets per server stay within its cap
-//! (`sockets.rs`), whether in use, idle or connecting.
+//! (`sockets.rs`), whether in use, idle or connecting, with one pool per worker thread (a
+//! connection is driven by the worker that opened it) unless the cap is below the workers.
 
 use std::future::Future;
 use std::io;
@@ -27,6 +28,7 @@ use super::connect::connect;
 use super::headers::{add_request_id, drop_underscored, join_cookies, strip_hop_by_hop};
 use super::sockets::{Capped, SocketCaps};
 use super::{Body, BoxError, RequestContext, ServerAddr, UpstreamError};
+use crate::net::worker::PerWorker;
 
 /// Pool and timeout settings of the HTTP client.
 #[derive(Debug, Clone)]
@@ -37,7 +39,9 @@ pub struct HttpOpts {
     pub read_timeout: Duration,
     /// Idle pooled connections are closed after this.
     pub idle_timeout: Duration,
-    /// Most idle connections kept per server. It must cover the edge's usual concurrency
+    /// Most idle connections kept per server; with several worker threads, each worker's
+    /// pool keeps at most 1/N of the smallest cap (the socket cap stays server-wide). It
+    /// must cover the edge's usual concurrency
     /// (h2 clients multiplex many requests): a connection beyond it is closed when its
     /// response ends, and the next request to that server pays a new connect.
     pub max_idle_per_server: usize,
@@ -67,10 +71,23 @@ impl Default for HttpOpts {
 
 type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// Keep-alive HTTP/1.1 client for app servers; clones share the pool.
+type Pool = Client<Connector, ReqBody>;
+
+/// Keep-alive HTTP/1.1 client for app servers; clones share the pools.
+///
+/// A pooled connection is driven by a task on the runtime that opened it, so a request on
+/// another worker thread would hand each read and write across threads: a request uses the
+/// pool of the worker running it. Idle sockets hold slots of their server's cap
+/// (`max_connections`, server-wide), so each of the N workers keeps at most cap/N idle:
+/// the other workers' idle sockets then always leave a slot free, and a worker that finds
+/// the cap full waits only for a request in flight (as with one pool). A server whose cap
+/// is below N, and any request off the worker threads, use one pool for all.
 #[derive(Clone)]
 pub struct HttpUpstream {
-    client: Client<Connector, ReqBody>,
+    shared: Pool,
+    per_worker: Arc<PerWorker<Pool>>,
+    /// Idle connections per server that each worker's pool keeps.
+    worker_idle: usize,
     opts: HttpOpts,
 }
 
@@ -84,16 +101,37 @@ impl std::fmt::Debug for HttpUpstream {
 
 impl HttpUpstream {
     pub fn new(opts: HttpOpts) -> Self {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(opts.idle_timeout)
-            .pool_max_idle_per_host(opts.max_idle_per_server)
-            .set_host(false)
-            .build(Connector {
-                timeout: opts.connect_timeout,
-                caps: opts.socket_caps.clone(),
+        let per_worker: PerWorker<Pool> = PerWorker::default();
+        let n = per_worker.len();
+        let worker_idle = opts
+            .socket_caps
+            .caps()
+            .filter(|c| *c >= n)
+            .map(|c| c / n)
+            .min()
+            .map_or(opts.max_idle_per_server, |m| {
+                m.min(opts.max_idle_per_server)
             });
-        HttpUpstream { client, opts }
+        HttpUpstream {
+            shared: pool(&opts, opts.max_idle_per_server),
+            per_worker: Arc::new(per_worker),
+            worker_idle,
+            opts,
+        }
+    }
+
+    /// The pool for a request to `addr` on this thread.
+    fn pool_for(&self, addr: &ServerAddr) -> &Pool {
+        if !crate::net::worker::on_worker() {
+            // The inline runtime (tests, the demo): one pool, as before workers.
+            return &self.shared;
+        }
+        match self.opts.socket_caps.cap(addr) {
+            Some(c) if c < self.per_worker.len() => &self.shared,
+            _ => self
+                .per_worker
+                .get_or_init(|| pool(&self.opts, self.worker_idle)),
+        }
     }
 
     pub(super) fn opts(&self) -> &HttpOpts {
@@ -127,7 +165,8 @@ impl HttpUpstream {
             progress: progress.clone(),
         };
         let req = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
-        let resp = with_progress(self.client.request(req), &progress, self.opts.read_timeout)
+        let client = self.pool_for(addr);
+        let resp = with_progress(client.request(req), &progress, self.opts.read_timeout)
             .await?
             .map_err(map_client_error)?;
         let (mut parts, body) = resp.into_parts();
@@ -167,6 +206,19 @@ impl HttpUpstream {
             parts.headers.insert(header::HOST, h);
         }
     }
+}
+
+/// A keep-alive pool (hyper-util's legacy client) keeping up to `max_idle` per server.
+fn pool(opts: &HttpOpts, max_idle: usize) -> Pool {
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(opts.idle_timeout)
+        .pool_max_idle_per_host(max_idle)
+        .set_host(false)
+        .build(Connector {
+            timeout: opts.connect_timeout,
+            caps: opts.socket_caps.clone(),
+        })
 }
 
 /// The pool key for a server: `http://ip:port` or `http://host:port`, and for a unix

@@ -53,6 +53,11 @@ impl SocketCaps {
         self.caps.values().map(|(c, _)| *c).max().unwrap_or(0)
     }
 
+    /// The caps of the capped addresses.
+    pub(crate) fn caps(&self) -> impl Iterator<Item = usize> + '_ {
+        self.caps.values().map(|(c, _)| *c)
+    }
+
     /// Waits for a socket slot of `addr`; `None` when `addr` is not capped.
     pub(crate) async fn acquire(
         &self,

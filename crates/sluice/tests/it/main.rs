@@ -59,5 +59,6 @@ mod tls_resume;
 mod upgrade;
 mod upstream_grpc;
 mod upstream_uwsgi_interop;
+mod upstream_workers;
 mod websocket;
 mod websocket_rules;

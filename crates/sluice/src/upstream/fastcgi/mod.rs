@@ -178,7 +178,12 @@ impl FastCgiClient {
             let retry_allowed = reused.is_some();
             let conn = match reused.take() {
                 Some(c) => c,
-                None => connect(addr, o.connect_timeout).await?,
+                None => {
+                    if let Some(p) = &self.pool {
+                        p.close_elsewhere(addr);
+                    }
+                    connect(addr, o.connect_timeout).await?
+                }
             };
             let (mut rd, mut wr) = tokio::io::split(conn);
             if let Err(e) = write_all(&mut wr, &out, o.send_timeout).await {

@@ -1,21 +1,29 @@
 //! Idle FastCGI connections kept after a request sent with FCGI_KEEP_CONN (nginx's upstream
 //! `keepalive N` with `fastcgi_keep_conn on`): at most `max_idle` per server, newest reused
 //! first, dropped after `idle_timeout` or when the app has closed them (checked without
-//! blocking before reuse). It does not connect or retry; the client does.
+//! blocking before reuse), one pool per worker thread (a socket stays on the worker that
+//! opened it). It does not connect or retry; the client does.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::net::worker::PerWorker;
 use crate::net::Stream;
 use crate::upstream::ServerAddr;
 
-/// The idle connections of one frontend's FastCGI client.
+type Idle = Mutex<HashMap<ServerAddr, Vec<(Stream, Instant)>>>;
+
+/// The idle connections of one frontend's FastCGI client, kept by the worker thread that
+/// opened them (its reactor drives them), up to `max_idle` per server and worker as nginx's
+/// `keepalive`. An app such as php-fpm ties a process to each open connection, so a worker
+/// that connects closes an idle one another worker keeps (`close_elsewhere`): the app never
+/// has more connections open than with one pool for all.
 #[derive(Debug)]
 pub(crate) struct IdlePool {
     max_idle: usize,
     idle_timeout: Duration,
-    conns: Mutex<HashMap<ServerAddr, Vec<(Stream, Instant)>>>,
+    conns: PerWorker<Idle>,
 }
 
 impl IdlePool {
@@ -23,13 +31,17 @@ impl IdlePool {
         IdlePool {
             max_idle,
             idle_timeout,
-            conns: Mutex::new(HashMap::new()),
+            conns: PerWorker::default(),
         }
+    }
+
+    fn own(&self) -> &Idle {
+        self.conns.get_or_init(Idle::default)
     }
 
     /// A live idle connection to `addr`, if one is kept; stale and closed ones are dropped.
     pub(crate) fn take(&self, addr: &ServerAddr) -> Option<Stream> {
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conns = self.own().lock().unwrap_or_else(|e| e.into_inner());
         let list = conns.get_mut(addr)?;
         // Bounded: each pass removes one entry.
         while let Some((s, since)) = list.pop() {
@@ -40,13 +52,30 @@ impl IdlePool {
         None
     }
 
+    /// Closes the oldest idle connection to `addr` that another worker keeps, so that the
+    /// caller's new one does not exceed what the app had open before (call before
+    /// connecting, after a miss of `take`).
+    pub(crate) fn close_elsewhere(&self, addr: &ServerAddr) {
+        let own: *const Idle = self.own();
+        for other in self.conns.made() {
+            if std::ptr::eq(other, own) {
+                continue;
+            }
+            let mut conns = other.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(list) = conns.get_mut(addr).filter(|l| !l.is_empty()) {
+                drop(list.remove(0));
+                return;
+            }
+        }
+    }
+
     /// Keeps `s` for the next request to `addr`, unless the server has `max_idle` already
     /// (then the oldest goes).
     pub(crate) fn put(&self, addr: &ServerAddr, s: Stream) {
         if self.max_idle == 0 {
             return;
         }
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conns = self.own().lock().unwrap_or_else(|e| e.into_inner());
         let list = conns.entry(addr.clone()).or_default();
         list.retain(|(_, since)| since.elapsed() < self.idle_timeout);
         if list.len() >= self.max_idle {
@@ -57,7 +86,7 @@ impl IdlePool {
 
     #[cfg(test)]
     pub(crate) fn idle(&self, addr: &ServerAddr) -> usize {
-        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let conns = self.own().lock().unwrap_or_else(|e| e.into_inner());
         conns.get(addr).map_or(0, Vec::len)
     }
 }
@@ -107,6 +136,25 @@ mod tests {
         std::io::Write::write_all(&mut peer, b"x").unwrap();
         assert!(pool.take(&addr).is_none());
         // Expired ones are dropped.
+        // A worker that connects closes the idle one another worker keeps.
+        crate::net::worker::starting(2);
+        let pool2 = IdlePool::new(2, Duration::from_secs(60));
+        let (s, mut peer2) = pair();
+        pool2.put(&addr, s);
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                crate::net::worker::set_current(1);
+                assert!(pool2.take(&addr).is_none(), "worker 1 has none of its own");
+                pool2.close_elsewhere(&addr);
+            });
+        });
+        assert_eq!(pool2.idle(&addr), 0, "worker 0's idle one was closed");
+        let mut b = [0u8; 1];
+        assert_eq!(
+            std::io::Read::read(&mut peer2, &mut b).unwrap(),
+            0,
+            "closed"
+        );
         let pool = IdlePool::new(2, Duration::ZERO);
         let (s, _peer) = pair();
         pool.put(&addr, s);
