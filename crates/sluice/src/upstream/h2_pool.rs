@@ -1,5 +1,5 @@
-//! The HTTP/2 connection pool of `protocol = "h2c"`/`"grpc"` backends: per server, one
-//! multiplexed prior-knowledge connection (the `h2` crate's client over `connect.rs`'s
+//! The HTTP/2 connection pool of `protocol = "h2c"`/`"grpc"` backends: per worker thread and
+//! server, one multiplexed prior-knowledge connection (the `h2` crate's client over `connect.rs`'s
 //! sockets, driven by one task that also sends the keep-alive PINGs), another only when every
 //! open one has as many streams in flight as its peer allows (its
 //! SETTINGS_MAX_CONCURRENT_STREAMS); a connection that closed (GOAWAY, reset, unanswered
@@ -22,6 +22,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::connect::connect;
 use super::{ServerAddr, UpstreamError};
+use crate::net::worker::PerWorker;
 
 /// PING interval on pooled connections (idle ones too: a dead server is noticed before a
 /// request is sent to it) and how long its answer may take.
@@ -114,10 +115,15 @@ pub struct H2Tls {
     pub name: Option<String>,
 }
 
-/// The pool: server address → its connections. Clones share it.
+/// Server address → its connections.
+type Servers = Mutex<HashMap<ServerAddr, Arc<Server>>>;
+
+/// The pool: per worker thread, server address → its connections (a connection is driven by
+/// the worker that opened it, so only that worker's requests use it: no cross-thread
+/// wake-ups, as for the HTTP/1.1 pool). Clones share it.
 #[derive(Clone, Default)]
 pub(crate) struct H2Pool {
-    servers: Arc<Mutex<HashMap<ServerAddr, Arc<Server>>>>,
+    servers: Arc<PerWorker<Servers>>,
     tls: Option<H2Tls>,
 }
 
@@ -143,7 +149,11 @@ impl H2Pool {
         connect_timeout: Duration,
     ) -> Result<Stream, UpstreamError> {
         let server = {
-            let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut servers = self
+                .servers
+                .get_or_init(Servers::default)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             match servers.get(addr) {
                 Some(s) => s.clone(),
                 None => servers.entry(addr.clone()).or_default().clone(),
