@@ -109,6 +109,7 @@ pub(crate) fn buffer<L: Send + 'static>(
         writer: None,
         writer_blocked: false,
         reader_gone: false,
+        pops: 0,
     };
     match end {
         Some(Ok(None)) => {
@@ -174,6 +175,8 @@ struct State {
     /// The pump waits for room.
     writer_blocked: bool,
     reader_gone: bool,
+    /// Chunks the client's side has taken: the pump spills only when this stood still.
+    pops: u64,
 }
 
 fn lock(s: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -192,8 +195,9 @@ impl State {
         self.file_write - self.file_read
     }
 
-    /// Stores `data` in order, or gives it back when there is no room (the pump waits).
-    fn push(&mut self, data: Bytes) -> Result<(), Bytes> {
+    /// Stores `data` in memory, or gives it back when memory is full or the file holds
+    /// unread bytes (they go first).
+    fn push_mem(&mut self, data: Bytes) -> Result<(), Bytes> {
         let len = data.len();
         if self.unread_file() == 0
             && (self.mem_bytes == 0 || self.mem_bytes + len <= self.mem_limit)
@@ -202,6 +206,16 @@ impl State {
             self.mem.push_back(data);
             return Ok(());
         }
+        Err(data)
+    }
+
+    /// Stores `data` in order, or gives it back when there is no room (the pump waits).
+    fn push(&mut self, data: Bytes) -> Result<(), Bytes> {
+        let data = match self.push_mem(data) {
+            Ok(()) => return Ok(()),
+            Err(d) => d,
+        };
+        let len = data.len();
         if self.file_write + len as u64 > self.max_file || !self.open_file() {
             return Err(data);
         }
@@ -280,6 +294,8 @@ impl State {
 /// Reads the app's body into `shared` until it ends or the client goes away, then lets go
 /// of the app (body, hence socket, and `lease`) before telling the client's side.
 async fn pump<L>(mut body: Body, shared: Arc<Mutex<State>>, lease: L) {
+    // `pops` when the pump last found memory full; see `to_memory`.
+    let mut seen = None;
     // Bounded: each pass takes one frame of the app's body (which has its read timeout).
     let end = loop {
         let next = std::future::poll_fn(|cx| {
@@ -307,7 +323,10 @@ async fn pump<L>(mut body: Body, shared: Arc<Mutex<State>>, lease: L) {
                 Err(_) => continue,
             },
         };
-        let mut pending = Some(data);
+        let Some(data) = to_memory(&shared, data, &mut seen).await else {
+            break None;
+        };
+        let mut pending = data;
         let stored = std::future::poll_fn(|cx| {
             let mut s = lock(&shared);
             if s.reader_gone {
@@ -343,6 +362,58 @@ async fn pump<L>(mut body: Body, shared: Arc<Mutex<State>>, lease: L) {
     }
 }
 
+/// Puts `data` in memory, waiting while the client takes bytes (nginx's rule: write to the
+/// temp file only when the client is not taking any). The client's side is polled only when
+/// it can write to the client, so when memory is full and it took bytes since the pump last
+/// looked, the pump waits for its next pop, at most `SPILL_GRACE`; if it took nothing in
+/// that while (its socket or window stays full: a slow client) the bytes go to the file as
+/// before, without waiting again until it takes some, so a slow client still holds no app
+/// worker. Returns None when the client went away, Some(Some(data)) when `data` is still to
+/// store (file, or wait).
+async fn to_memory(
+    shared: &Mutex<State>,
+    data: Bytes,
+    seen: &mut Option<u64>,
+) -> Option<Option<Bytes>> {
+    let mut data = data;
+    // Bounded: each wait follows a pop by the client's side since the last one, and the
+    // client takes a finite body; otherwise the loop ends.
+    loop {
+        {
+            let mut s = lock(shared);
+            if s.reader_gone {
+                return None;
+            }
+            match s.push_mem(data) {
+                Ok(()) => {
+                    s.wake_reader();
+                    return Some(None);
+                }
+                Err(d) => data = d,
+            }
+            if *seen == Some(s.pops) {
+                return Some(Some(data));
+            }
+            *seen = Some(s.pops);
+        }
+        // The client's side took bytes since the last look: give it a short while to take
+        // more (a pop wakes the pump) before calling it stalled.
+        let took = std::future::poll_fn(|cx| {
+            let mut s = lock(shared);
+            if s.reader_gone || Some(s.pops) != *seen {
+                return Poll::Ready(());
+            }
+            s.writer_blocked = true;
+            set_waker(&mut s.writer, cx);
+            Poll::Pending
+        });
+        let _ = tokio::time::timeout(SPILL_GRACE, took).await;
+    }
+}
+
+/// How long a full buffer waits for a client that was taking bytes before spilling.
+const SPILL_GRACE: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The client's side of a buffered response.
 struct Buffered {
     shared: Arc<Mutex<State>>,
@@ -376,6 +447,7 @@ impl HttpBody for Buffered {
         let mut s = lock(&this.shared);
         match s.pop() {
             Some(Ok(b)) => {
+                s.pops += 1;
                 if s.writer_blocked {
                     s.wake_writer();
                 }

@@ -281,6 +281,72 @@ async fn an_app_error_reaches_the_client_after_the_bytes_before_it() {
     ));
 }
 
+/// nginx's rule: a client that keeps taking bytes gets a body of many times the memory size
+/// with no temp file; once it stops taking, the rest spills and the app is let go.
+#[tokio::test]
+async fn only_a_client_that_stops_taking_bytes_makes_it_spill() {
+    let dir = tempfile::tempdir().unwrap();
+    let slots = TempFiles::new(4);
+    let spills = Arc::new(AtomicUsize::new(0));
+    let (mut a, resp, lease) = app(2);
+    a.send(part(0, 1000)).await;
+    let counted = spills.clone();
+    let (resp, _) = buffer(
+        resp,
+        lease,
+        &limits(dir.path(), 4096, 1 << 20),
+        &slots,
+        move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        },
+    );
+    let mut body = resp.into_body();
+    let (stop_tx, mut stop_rx) = mpsc::channel::<()>(1);
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        // Bounded: the body ends after the app's 400 parts.
+        loop {
+            let f = tokio::select! {
+                biased;
+                _ = stop_rx.recv() => break,
+                f = body.frame() => f,
+            };
+            let Some(f) = f else { break };
+            got.extend_from_slice(&f.unwrap().into_data().unwrap());
+        }
+        (body, got)
+    });
+    let mut want = part(0, 1000);
+    for i in 1..200 {
+        let p = part(i, 1000 + i);
+        want.extend_from_slice(&p);
+        a.send(p).await;
+    }
+    // 200 kB (50 × memory) went through a client taking bytes: no temp file.
+    assert_eq!(spills.load(Ordering::SeqCst), 0);
+    assert_eq!(slots.in_use(), 0);
+    stop_tx.send(()).await.unwrap();
+    let (mut body, mut got) = reader.await.unwrap();
+    for i in 200..400 {
+        let p = part(i, 1000 + i);
+        want.extend_from_slice(&p);
+        a.send(p).await;
+    }
+    a.end();
+    let released = a.released.clone();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !released.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("app released while the client has stopped reading");
+    assert_eq!(spills.load(Ordering::SeqCst), 1);
+    assert_eq!(slots.in_use(), 1);
+    got.extend_from_slice(&read_all(&mut body).await);
+    assert_eq!(got, want);
+}
+
 /// Any interleaving of pushes and pops yields the bytes in order, within the bounds.
 #[test]
 fn push_and_pop_keep_order_across_memory_and_file() {
@@ -304,6 +370,7 @@ fn push_and_pop_keep_order_across_memory_and_file() {
         writer: None,
         writer_blocked: false,
         reader_gone: false,
+        pops: 0,
     };
     let (mut sent, mut got) = (Vec::new(), Vec::new());
     let mut rng = 12345u64;
