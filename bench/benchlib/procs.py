@@ -168,11 +168,12 @@ def install_cleanup():
     signal.signal(signal.SIGINT, on_signal)
 
 
-def run_load(cmd, timeout, env=None):
-    """Runs a load generator pinned to the load CPU; returns its stdout (fails loudly)."""
+def run_load(cmd, timeout, env=None, cpu=LOAD_CPU):
+    """Runs a load generator pinned to `cpu` (the load CPU unless told, e.g. "0,1" for
+    scenario 16's unpinned runs); returns its stdout (fails loudly)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    r = subprocess.run(["taskset", "-c", LOAD_CPU] + cmd, capture_output=True, text=True,
+    r = subprocess.run(["taskset", "-c", cpu] + cmd, capture_output=True, text=True,
                        timeout=timeout, env=full_env)
     if r.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({r.returncode}): {r.stderr[-600:]}"
@@ -195,6 +196,14 @@ def parse_wrk(out):
     return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
 
 
+def _patch(path, patch):
+    if patch is not None:
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(patch(text))
+
+
 class Env:
     """Paths, tools, the sluice binary and the shared backend of one benchmark run."""
 
@@ -206,6 +215,7 @@ class Env:
         self.tools = tools
         self.duration = duration
         self.backend = None
+        self.floor = None  # the floor relay binary (bench/floor), built by compare
         self.proxy_port = None
         self.plain_port = None
         self._certs = None
@@ -234,27 +244,31 @@ class Env:
             os.makedirs(os.path.join(d, sub), exist_ok=True)
         return d
 
-    def start_nginx(self, name, template, cpu=SERVER_CPU, **values):
+    def start_nginx(self, name, template, cpu=SERVER_CPU, patch=None, **values):
         d = self.nginx_dir(name)
         conf = self.render(template, os.path.join(d, "nginx.conf"), dir=d, **values)
+        _patch(conf, patch)
         return Proc(name, [self.tools["nginx"], "-p", d, "-e", os.path.join(d, "error.log"),
                            "-c", conf], os.path.join(d, "stdout.log"), cpu=cpu)
 
-    def start_sluice(self, name, template, **values):
+    def start_sluice(self, name, template, cpu=SERVER_CPU, patch=None, **values):
+        """`patch(text) -> text` edits the rendered config (scenario 16: the thread count)."""
         conf = self.render(template, self.path(name, "sluice.toml"),
                            dir=os.path.join(self.work, name), **values)
+        _patch(conf, patch)
         check = subprocess.run([self.sluice, "check", "--config", conf], capture_output=True,
                                text=True, timeout=30)
         if check.returncode != 0:
             raise Skip(f"sluice check refuses {template}: {check.stdout}{check.stderr}".strip())
         env = {"RUST_LOG": "warn"}  # one worker thread: `threads = 1` in every template
         return Proc(name, [self.sluice, "run", "--config", conf],
-                    self.path(name, "stderr.log"), env=env)
+                    self.path(name, "stderr.log"), env=env, cpu=cpu)
 
-    def start_haproxy(self, name, template, **values):
+    def start_haproxy(self, name, template, cpu=SERVER_CPU, patch=None, **values):
         conf = self.render(template, self.path(name, "haproxy.cfg"), **values)
+        _patch(conf, patch)
         return Proc(name, [self.tools["haproxy"], "-db", "-f", conf],
-                    self.path(name, "stderr.log"))
+                    self.path(name, "stderr.log"), cpu=cpu)
 
     def start_backend(self):
         """The shared nginx backend on 127.0.0.20 (CPU 0): /index.html and /big (64 MiB)."""

