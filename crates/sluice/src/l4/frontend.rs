@@ -191,18 +191,77 @@ async fn unless_forced<T>(
     }
 }
 
-async fn serve(
-    fe: &TcpFrontend,
+/// What the setup phase hands to the pump: both connections, the server lease held while
+/// they forward, and the bytes already sent to the server (early and leftover client bytes).
+struct Ready<'a> {
+    be: &'a Arc<L4Backend>,
+    client: TcpStream,
+    server: Stream,
+    lease: Lease,
+    sent: u64,
+}
+
+async fn serve(fe: &TcpFrontend, client: TcpStream, rec: &mut ConnRecord, start: Instant) -> End {
+    // The setup phase (PROXY header, ClientHello, connect, header write) is boxed: its state
+    // is larger than the pump's, and a box is freed once it completes, so an idle connection
+    // keeps only the pump's state, without the header, hello and leftover buffers.
+    let Ready {
+        be,
+        client,
+        server,
+        lease,
+        sent,
+    } = match Box::pin(setup(fe, client, rec, start)).await {
+        Ok(ready) => ready,
+        Err(end) => return end,
+    };
+    let opts = ForwardOpts {
+        idle: be.idle,
+        splice: fe.splice,
+    };
+    let token = Some(fe.force.clone());
+    let out = match server {
+        // Boxed: the sockmap path's state is larger than the pump's and most connections
+        // never take it.
+        Stream::Tcp(s) if fe.sockmap => {
+            match Box::pin(super::sockmap::forward(client, s, be.idle, token.clone())).await {
+                Ok(out) => {
+                    crate::metrics::global().sockmap_connection(&fe.name, "sockmap");
+                    out
+                }
+                Err((client, s, why)) => {
+                    tracing::debug!(frontend = %fe.name, "sockmap not used, pumping: {why}");
+                    crate::metrics::global().sockmap_connection(&fe.name, "fallback");
+                    forward::forward(client, s, &opts, token).await
+                }
+            }
+        }
+        Stream::Tcp(s) => forward::forward(client, s, &opts, token).await,
+        Stream::Unix(s) => forward::forward(client, s, &opts, token).await,
+    };
+    if fe.log.format.uses_counters() {
+        rec.counters = Some(counters(fe, be, Some(lease.id())));
+    }
+    drop(lease);
+    rec.to_server = out.to_server + sent;
+    rec.to_client = out.to_client;
+    map_end(out.end)
+}
+
+/// Everything before the pump: the incoming PROXY header, the ClientHello, picking and
+/// connecting a server, and writing the outgoing PROXY header with the early client bytes.
+async fn setup<'a>(
+    fe: &'a TcpFrontend,
     mut client: TcpStream,
     rec: &mut ConnRecord,
     start: Instant,
-) -> End {
+) -> Result<Ready<'a>, End> {
     let mut leftover = Vec::new();
     let mut passed = Vec::new();
     if let Some(policy) = &fe.policy {
         let expect = proxy::expect_header(&mut client, rec.peer, rec.local, policy);
         let Some(accepted) = unless_forced(&fe.force, expect).await else {
-            return End::Shutdown;
+            return Err(End::Shutdown);
         };
         match accepted {
             Ok(acc) => {
@@ -216,24 +275,24 @@ async fn serve(
             }
             Err(rej) => {
                 crate::metrics::global().proxy_rejected(&fe.name, rej.code);
-                return End::ProxyRejected {
+                return Err(End::ProxyRejected {
                     code: rej.code,
                     reason: rej.reason,
-                };
+                });
             }
         }
     }
     let (be, hello) = match &fe.routes {
         Some(routes) => match route(fe, routes, &mut client, &mut leftover, rec).await {
             Ok(chosen) => chosen,
-            Err(end) => return end,
+            Err(end) => return Err(end),
         },
         None => (&fe.backend, None),
     };
     let hello = if hello.is_none() && fe.routes.is_none() && be.reads_hello() {
         let read = super::client_hello::read_hello(&mut client, &mut leftover, be.preread);
         match unless_forced(&fe.force, read).await {
-            None => return End::Shutdown,
+            None => return Err(End::Shutdown),
             Some(Ok(hello)) => Some(hello),
             Some(Err(why)) => {
                 tracing::debug!(frontend = %fe.name, client = %rec.client, "forwarded without ClientHello TLVs: {why}");
@@ -247,8 +306,8 @@ async fn serve(
     rec.alpn = hello.as_ref().and_then(|h| h.alpn.clone());
     let (lease, mut server) = match unless_forced(&fe.force, connect_any(be, rec)).await {
         Some(Ok(pair)) => pair,
-        Some(Err(end)) => return end,
-        None => return End::Shutdown,
+        Some(Err(end)) => return Err(end),
+        None => return Err(End::Shutdown),
     };
     rec.connect_time = Some(start.elapsed());
 
@@ -271,41 +330,16 @@ async fn serve(
     };
     let n = match proxy::build_header(&be.send, rec.client, rec.local, &extra, out) {
         Ok(n) => n,
-        Err(e) => return End::ServerError(format!("building PROXY header: {e}")),
+        Err(e) => return Err(End::ServerError(format!("building PROXY header: {e}"))),
     };
-    let early = match write_first(fe, be, &client, &mut server, &out[..n], &leftover).await {
-        Ok(early) => early,
-        Err(end) => return end,
-    };
-    let opts = ForwardOpts {
-        idle: be.idle,
-        splice: fe.splice,
-    };
-    let token = Some(fe.force.clone());
-    let out = match server {
-        Stream::Tcp(s) if fe.sockmap => {
-            match super::sockmap::forward(client, s, be.idle, token.clone()).await {
-                Ok(out) => {
-                    crate::metrics::global().sockmap_connection(&fe.name, "sockmap");
-                    out
-                }
-                Err((client, s, why)) => {
-                    tracing::debug!(frontend = %fe.name, "sockmap not used, pumping: {why}");
-                    crate::metrics::global().sockmap_connection(&fe.name, "fallback");
-                    forward::forward(client, s, &opts, token).await
-                }
-            }
-        }
-        Stream::Tcp(s) => forward::forward(client, s, &opts, token).await,
-        Stream::Unix(s) => forward::forward(client, s, &opts, token).await,
-    };
-    if fe.log.format.uses_counters() {
-        rec.counters = Some(counters(fe, be, Some(lease.id())));
-    }
-    drop(lease);
-    rec.to_server = out.to_server + leftover.len() as u64 + early as u64;
-    rec.to_client = out.to_client;
-    map_end(out.end)
+    let early = write_first(fe, be, &client, &mut server, &out[..n], &leftover).await?;
+    Ok(Ready {
+        be,
+        client,
+        server,
+        lease,
+        sent: leftover.len() as u64 + early as u64,
+    })
 }
 
 fn map_end(end: forward::End) -> End {
