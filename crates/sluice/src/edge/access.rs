@@ -29,6 +29,8 @@ pub(crate) struct AccessLog {
     pub format: Arc<LineFormat>,
     /// Also to the process log (target `sluice::access`, at info).
     pub stderr: bool,
+    /// The frontend's per-request metric series (responses, upstream time).
+    pub series: Arc<crate::metrics::RequestSeries>,
 }
 
 impl AccessLog {
@@ -37,7 +39,7 @@ impl AccessLog {
     /// formatted when someone reads it: with `RUST_LOG=warn` and no `access_log` a request
     /// costs no formatting.
     pub(crate) fn emit(&self, rec: &AccessRecord) {
-        crate::metrics::global().http_response(&rec.frontend, rec.status);
+        self.series.response(rec.status);
         let traced =
             self.stderr && tracing::enabled!(target: "sluice::access", tracing::Level::INFO);
         if !traced && self.sink.is_none() {

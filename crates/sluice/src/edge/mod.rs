@@ -207,9 +207,11 @@ impl HttpFrontend {
         }
         let h1 = h1_builder(&settings);
         let h2 = auto.clone().http2_only();
+        let (name, backend): (Arc<str>, Arc<str>) =
+            (f.name.as_str().into(), b.name.as_str().into());
         Ok(Arc::new(HttpFrontend {
-            name: f.name.as_str().into(),
-            backend: b.name.as_str().into(),
+            name: name.clone(),
+            backend: backend.clone(),
             policy,
             tls,
             upstream,
@@ -220,6 +222,7 @@ impl HttpFrontend {
                 sink: log_sink,
                 format: Arc::new(f.log_format.clone()),
                 stderr: f.access_log_stderr,
+                series: Arc::new(crate::metrics::RequestSeries::new(name, backend)),
             },
             force,
             auto,

@@ -134,7 +134,7 @@ pub(crate) async fn handle(
     let rec = line.rec();
     rec.upstream_time = rec.upstream.as_ref().map(|_| upstream_start.elapsed());
     if let Some(took) = rec.upstream_time {
-        crate::metrics::global().upstream_response(&fe.backend, took);
+        fe.log.series.upstream(took);
     }
     rec.status = resp.status().as_u16();
     if guard.is_last() && version < hyper::Version::HTTP_2 {

@@ -129,7 +129,7 @@ pub(super) async fn handle(
     };
     let took = start.elapsed();
     line.rec().upstream_time = Some(took);
-    crate::metrics::global().upstream_response(&fe.backend, took);
+    fe.log.series.upstream(took);
     let (headers, io, leftover) = match answer {
         Upgraded::Answered(resp) => {
             line.rec().status = resp.status().as_u16();

@@ -12,6 +12,7 @@ mod frontend_stats;
 mod names;
 mod process_stats;
 mod scrape;
+mod series;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -30,6 +31,7 @@ use frontend_stats::FrontendStats;
 use names::*;
 pub(crate) use process_stats::read as process_stats;
 pub(crate) use scrape::display_state;
+pub(crate) use series::RequestSeries;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Build {
@@ -400,16 +402,6 @@ impl Metrics {
             .inc();
     }
 
-    /// An HTTP response with `status` went (or was about to go) to a client.
-    pub(crate) fn http_response(&self, frontend: &str, status: u16) {
-        self.http_responses
-            .get_or_create(&FeClass {
-                frontend: frontend.to_string(),
-                class: status_class(status).to_string(),
-            })
-            .inc();
-    }
-
     /// The counter of access lines of `frontend` its syslog target dropped.
     pub(crate) fn log_dropped(&self, frontend: &str) -> Counter {
         self.log_dropped
@@ -452,15 +444,6 @@ impl Metrics {
                 path: path.to_string(),
             })
             .inc();
-    }
-
-    /// An app server of `backend` answered (or failed) after `took`.
-    pub(crate) fn upstream_response(&self, backend: &str, took: Duration) {
-        self.upstream_duration
-            .get_or_create(&Be {
-                backend: backend.to_string(),
-            })
-            .observe(took.as_secs_f64());
     }
 
     /// One active health check of `backend`/`server` took `took` (whatever its result).
@@ -537,7 +520,7 @@ impl Metrics {
     }
 }
 
-/// The status classes `http_response` counts, in the order of `FrontendFigures::http`.
+/// The status classes `RequestSeries::response` counts, in the order of `FrontendFigures::http`.
 pub(crate) const HTTP_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 /// One frontend's figures for the stats page (HAProxy's frontend row).
@@ -587,7 +570,7 @@ mod tests {
         g.handles().add_bytes(10, 20);
         m.proxy_rejected("unit_fe", "untrusted");
         m.tls_handshake("unit_fe", "TLSv1.3", true);
-        m.http_response("unit_fe", 503);
+        RequestSeries::new("unit_fe".into(), "unit_be".into()).response(503);
         let text = m.encode(&[]);
         assert!(text.contains("sluice_frontend_connections_total{frontend=\"unit_fe\"} 1"));
         assert!(text.contains("sluice_frontend_current_connections{frontend=\"unit_fe\"} 1"));

