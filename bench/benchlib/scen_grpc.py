@@ -4,6 +4,10 @@ app of tests/it/upstream_grpc.rs, Debian python3-grpcio, on CPU 0). The load is 
 (4 TLS h2 connections, 10 streams each) POSTing one framed 16-byte message to
 /test.Echo/Unary; CPU per call of the edge under test. Calls count when h2load saw 2xx and
 a sample call through each edge returned grpc-status 0 (a failed gRPC call is HTTP 200 too).
+Closed loop, the app (not the edge) is the bottleneck, so the two edges run at different call
+rates and batch differently; the same CPU per call is therefore also measured with both edges
+at one fixed rate (h2load --rps, 75 % of the slower edge's closed-loop median): equal work
+per second, the figure an operator sizing an edge for a given load needs.
 """
 
 import os
@@ -91,6 +95,18 @@ def calls(env, proc, port, body):
             "failed": r["failed"], "cpu_s": cpu}
 
 
+def fixed_rate(env, proc, port, body, per_conn):
+    """CPU per call with the calls paced at `per_conn` per second on each connection."""
+    from .scen_upload import parse
+    cmd = h2load(env, port, ["-c", str(CONNS), "-m", str(STREAMS), "--rps", str(per_conn),
+                             "-D", str(int(env.duration)), "-d", body])
+    cpu, out = procs.measured([proc], cmd, timeout=env.duration + 120)
+    r = parse(out)
+    if r["2xx"] == 0 or r["not_2xx"]:
+        raise RuntimeError(f"paced gRPC calls through {proc.name}: {r}")
+    return {"cpu_us_per_call_fixed": cpu * 1e6 / r["2xx"], "calls_per_s_fixed": r["2xx"] / r["secs"]}
+
+
 def run(env, scen, rounds):
     impls = ["sluice", "nginx"]
     results = {i: {} for i in impls}
@@ -107,6 +123,18 @@ def run(env, scen, rounds):
             for impl in impls:  # A/B/A/B
                 proc, port = servers[impl]
                 fig = calls(env, proc, port, body)
+                for k, v in fig.items():
+                    results[impl].setdefault(k, []).append(v)
+                shown = {k: round(v, 2) for k, v in fig.items()}
+                print(f"  round {rnd + 1} {impl:6} {shown}", flush=True)
+        slower = min(sorted(results[i]["calls_per_s"])[len(results[i]["calls_per_s"]) // 2]
+                     for i in impls)
+        per_conn = max(1, int(slower * 0.75 / CONNS))
+        print(f"  fixed rate: {per_conn * CONNS} calls/s ({per_conn} per connection)", flush=True)
+        for rnd in range(rounds):
+            for impl in impls:  # A/B/A/B
+                proc, port = servers[impl]
+                fig = fixed_rate(env, proc, port, body, per_conn)
                 for k, v in fig.items():
                     results[impl].setdefault(k, []).append(v)
                 shown = {k: round(v, 2) for k, v in fig.items()}
