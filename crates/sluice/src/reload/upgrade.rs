@@ -196,13 +196,30 @@ impl Upgrader {
                         .write_all(b"ok\n")
                         .map_err(|e| format!("handover: {e}"))?;
                     // Answered once its control socket is up, so that the next `sluice
-                    // reload` reaches it; it serves already, so a silence only delays.
-                    if let Err(e) = read_reply(&conn, Duration::from_secs(10)) {
-                        tracing::warn!(
-                            "upgrade: pid {pid} did not confirm its control socket: {e}"
-                        );
+                    // reload` reaches it; it serves already, so a silence only delays. But
+                    // a closed connection means it ended: this process keeps accepting
+                    // and takes its pid file back.
+                    match read_reply(&conn, Duration::from_secs(10)) {
+                        Ok(_) => Ok(()),
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                            let me = std::process::id();
+                            if let Some(file) = &pid_file_fd {
+                                if let Err(e) = super::pidfile::write_pid(file, me) {
+                                    tracing::warn!("upgrade: cannot write pid {me} back: {e}");
+                                }
+                            }
+                            notify::main_pid(me);
+                            Err(format!(
+                                "the new process (pid {pid}) ended after it was ready, before it said it serves"
+                            ))
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                "upgrade: pid {pid} did not confirm its control socket: {e}"
+                            );
+                            Ok(())
+                        }
                     }
-                    Ok(())
                 }
                 ("err", why) => Err(why.to_string()),
                 _ => Err(format!("unexpected answer {said:?}")),

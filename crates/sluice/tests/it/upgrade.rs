@@ -4,6 +4,7 @@
 //! new-connection clients through a TCP balancer and an HTTP edge) not one request fails.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -245,6 +246,27 @@ async fn a_failed_start_keeps_the_old_process_and_a_good_one_takes_over() {
     one_shot(drop_bind).await.unwrap();
     drop(taken);
 
+    // A new process that takes the sockets and says it is ready, then ends before it says
+    // it serves: the old process keeps accepting and names itself in the pid file again.
+    let quitter = write_file(dir.path(), "quitter.py", QUITTER);
+    std::fs::set_permissions(&quitter, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = sluice_cli(&["upgrade", "--binary", quitter.to_str().unwrap()], &path);
+    let said = output_text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("ended after it was ready") && said.contains("keeps serving"),
+        "{said}"
+    );
+    assert!(
+        recv().starts_with("MAINPID="),
+        "the quitter was named first"
+    );
+    let back = recv();
+    assert!(back.starts_with(&format!("MAINPID={first}\n")), "{back}");
+    assert_eq!(pid_in(&pid), Some(first));
+    one_shot(keep).await.unwrap();
+    one_shot(drop_bind).await.unwrap();
+
     // `keep` adopted, `gone` closed, `added` bound fresh; the old process exits 0.
     let v2 = config(
         &pid,
@@ -481,3 +503,26 @@ async fn the_default_binary_is_the_path_started_from_even_once_replaced() {
     wait_until("the second process gone", || gone(second)).await;
     one_shot(at.parse().unwrap()).await.unwrap();
 }
+
+/// A successor that takes the sockets, says `ready`, reads `ok` and exits without saying
+/// `serving` (as one that crashed right after its listeners were up).
+const QUITTER: &str = r#"#!/usr/bin/python3
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[sys.argv.index("--upgrade-from") + 1])
+s.sendall(b"takeover\n")
+got = b""
+while not got.endswith(b"end\n"):
+    data, fds, _, _ = socket.recv_fds(s, 65536, 16)
+    if not data:
+        sys.exit(1)
+    got += data
+s.sendall(b"ready\n")
+reply = b""
+while not reply.endswith(b"\n"):
+    c = s.recv(1)
+    if not c:
+        sys.exit(1)
+    reply += c
+sys.exit(0 if reply == b"ok\n" else 1)
+"#;
