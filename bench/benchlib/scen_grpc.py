@@ -12,6 +12,7 @@ per second, the figure an operator sizing an edge for a given load needs.
 
 import os
 import re
+import statistics
 import subprocess
 
 from . import procs
@@ -83,28 +84,22 @@ def sample_call(env, port):
         raise RuntimeError(f"sample gRPC call through port {port}: {r.stdout}{r.stderr}")
 
 
-def calls(env, proc, port, body):
+def calls(env, proc, port, body, per_conn=None):
+    """Closed loop, or with `per_conn` calls per second on each connection (h2load --rps):
+    the figures then carry a `_fixed` suffix."""
     from .scen_upload import parse
-    cmd = h2load(env, port, ["-c", str(CONNS), "-m", str(STREAMS), "-D",
+    pace = ["--rps", str(per_conn)] if per_conn else []
+    cmd = h2load(env, port, ["-c", str(CONNS), "-m", str(STREAMS), *pace, "-D",
                              str(int(env.duration)), "-d", body])
     cpu, out = procs.measured([proc], cmd, timeout=env.duration + 120)
     r = parse(out)
     if r["2xx"] == 0 or r["not_2xx"]:
-        raise RuntimeError(f"gRPC calls through {proc.name}: {r}")
+        raise RuntimeError(f"gRPC calls through {proc.name} (pace {per_conn}): {r}")
+    if per_conn:
+        return {"cpu_us_per_call_fixed": cpu * 1e6 / r["2xx"],
+                "calls_per_s_fixed": r["2xx"] / r["secs"]}
     return {"cpu_us_per_call": cpu * 1e6 / r["2xx"], "calls_per_s": r["2xx"] / r["secs"],
             "failed": r["failed"], "cpu_s": cpu}
-
-
-def fixed_rate(env, proc, port, body, per_conn):
-    """CPU per call with the calls paced at `per_conn` per second on each connection."""
-    from .scen_upload import parse
-    cmd = h2load(env, port, ["-c", str(CONNS), "-m", str(STREAMS), "--rps", str(per_conn),
-                             "-D", str(int(env.duration)), "-d", body])
-    cpu, out = procs.measured([proc], cmd, timeout=env.duration + 120)
-    r = parse(out)
-    if r["2xx"] == 0 or r["not_2xx"]:
-        raise RuntimeError(f"paced gRPC calls through {proc.name}: {r}")
-    return {"cpu_us_per_call_fixed": cpu * 1e6 / r["2xx"], "calls_per_s_fixed": r["2xx"] / r["secs"]}
 
 
 def run(env, scen, rounds):
@@ -127,14 +122,13 @@ def run(env, scen, rounds):
                     results[impl].setdefault(k, []).append(v)
                 shown = {k: round(v, 2) for k, v in fig.items()}
                 print(f"  round {rnd + 1} {impl:6} {shown}", flush=True)
-        slower = min(sorted(results[i]["calls_per_s"])[len(results[i]["calls_per_s"]) // 2]
-                     for i in impls)
+        slower = min(statistics.median(results[i]["calls_per_s"]) for i in impls)
         per_conn = max(1, int(slower * 0.75 / CONNS))
         print(f"  fixed rate: {per_conn * CONNS} calls/s ({per_conn} per connection)", flush=True)
         for rnd in range(rounds):
             for impl in impls:  # A/B/A/B
                 proc, port = servers[impl]
-                fig = fixed_rate(env, proc, port, body, per_conn)
+                fig = calls(env, proc, port, body, per_conn)
                 for k, v in fig.items():
                     results[impl].setdefault(k, []).append(v)
                 shown = {k: round(v, 2) for k, v in fig.items()}
