@@ -21,6 +21,7 @@ mod tunnel;
 pub(crate) mod upgrade;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -244,89 +245,55 @@ impl crate::server::Frontend for HttpFrontend {
 
 /// Serves one accepted connection to its end. `stop` (shutdown began) asks the connection
 /// to finish its requests and close; `fe.force` closes it at once.
-pub(crate) async fn handle(
+#[allow(clippy::manual_async_fn)] // on purpose: see the comment on its block
+pub(crate) fn handle(
     fe: Arc<HttpFrontend>,
     mut stream: TcpStream,
     peer: SocketAddr,
     stop: CancellationToken,
-) {
-    let peer = PeerAddr(peer);
-    let conn_metrics = crate::metrics::global().conn_opened(&fe.name);
-    // TCP_NODELAY comes from the listener (`net::bind_std`), no setsockopt here.
-    let mut local = LocalAddr(stream.local_addr().unwrap_or(peer.0));
-    let mut client = ClientAddr::direct(peer);
-    let mut proxy_protocol = None;
-    let mut unique_id = None;
-    let mut proxy_tlvs = crate::upstream::ProxyTlvs::default();
-    let mut leftover = Vec::new();
-    if let Some(policy) = &fe.policy {
-        let accepted = tokio::select! {
-            r = proxy::expect_header(&mut stream, peer, local, policy) => r,
-            _ = fe.force.cancelled() => return,
-        };
-        match accepted {
-            Ok(acc) => {
-                client = acc.client;
-                local = acc.local;
-                leftover = acc.leftover;
-                unique_id = acc.unique_id;
-                proxy_tlvs = crate::upstream::ProxyTlvs::from_raw(&acc.tlvs);
-                proxy_protocol = Some(client).filter(|c| acc.header_received && c.addr() != peer.0);
-            }
-            Err(rej) => {
-                crate::metrics::global().proxy_rejected(&fe.name, rej.code);
-                fe.log
-                    .proxy_rejected(peer, &fe.name, rej.code, &rej.to_string());
-                return;
+) -> impl Future<Output = ()> + Send {
+    // An `async` block, not an `async fn`: the latter keeps its arguments twice (as
+    // passed and as moved into its body) in the task for the connection's whole life.
+    async move {
+        let peer = PeerAddr(peer);
+        let conn_metrics = crate::metrics::global().conn_opened(&fe.name);
+        // TCP_NODELAY comes from the listener (`net::bind_std`), no setsockopt here.
+        let mut local = LocalAddr(stream.local_addr().unwrap_or(peer.0));
+        let mut client = ClientAddr::direct(peer);
+        let mut proxy_protocol = None;
+        let mut unique_id = None;
+        let mut proxy_tlvs = crate::upstream::ProxyTlvs::default();
+        let mut leftover = Vec::new();
+        if let Some(policy) = &fe.policy {
+            let accepted = tokio::select! {
+                r = proxy::expect_header(&mut stream, peer, local, policy) => r,
+                _ = fe.force.cancelled() => return,
+            };
+            match accepted {
+                Ok(acc) => {
+                    client = acc.client;
+                    local = acc.local;
+                    leftover = acc.leftover;
+                    unique_id = acc.unique_id;
+                    proxy_tlvs = crate::upstream::ProxyTlvs::from_raw(&acc.tlvs);
+                    proxy_protocol =
+                        Some(client).filter(|c| acc.header_received && c.addr() != peer.0);
+                }
+                Err(rej) => {
+                    crate::metrics::global().proxy_rejected(&fe.name, rej.code);
+                    fe.log
+                        .proxy_rejected(peer, &fe.name, rej.code, &rej.to_string());
+                    return;
+                }
             }
         }
-    }
-    let conn_id = unique_id.unwrap_or_else(ConnId::fresh);
-    // Counts wire bytes (TLS records included) into the frontend's byte counters.
-    let io = crate::metrics::Counted::new(
-        Rewind::new(leftover, stream),
-        conn_metrics.handles().clone(),
-    );
-    let Some(edge) = fe.tls.clone() else {
-        let info = ConnInfo {
-            client,
-            peer,
-            proxy_protocol,
-            id: conn::next_id(),
-            conn_id,
-            local,
-            scheme: Scheme::Http,
-            tls: None,
-            client_cert: None,
-            proxy_tlvs,
-            close_hint: None,
-        };
-        serve(&fe, io, info, Versions::Any, stop).await;
-        return;
-    };
-    // With h2 the TLS 1.3 ticket leaves with our SETTINGS (one write, one wake-up less).
-    // Boxed, and the stream bound only inside the match: the handshake's state (the TLS
-    // stream, ~1.4 KiB) is freed when it ends instead of staying in this task's state
-    // machine for the connection's whole life.
-    let close_hint = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let io = Coalesce::with_close_hint(io, close_hint.clone());
-    let handshake = Box::pin(tls_handshake(&fe, &edge, io, &stop, client));
-    let serving = match handshake.await {
-        None => return,
-        Some(mut tls_stream) => {
-            let info = tls::session_info(tls_stream.get_ref().1);
-            let client_cert =
-                client_cert::identify(edge.config().client.as_ref(), tls_stream.get_ref().1);
-            tls_stream
-                .get_mut()
-                .0
-                .release(info.alpn.as_deref() != Some("h2"));
-            crate::metrics::global().tls_handshake(&fe.name, info.version, info.resumed);
-            let versions = match info.alpn.as_deref() {
-                Some("http/1.1") => Versions::H1,
-                Some("h2") => Versions::H2,
-                _ => Versions::Any,
-            };
+        let conn_id = unique_id.unwrap_or_else(ConnId::fresh);
+        // Counts wire bytes (TLS records included) into the frontend's byte counters.
+        let io = crate::metrics::Counted::new(
+            Rewind::new(leftover, stream),
+            conn_metrics.handles().clone(),
+        );
+        let Some(edge) = fe.tls.clone() else {
             let info = ConnInfo {
                 client,
                 peer,
@@ -334,16 +301,56 @@ pub(crate) async fn handle(
                 id: conn::next_id(),
                 conn_id,
                 local,
-                scheme: Scheme::Https,
-                tls: Some(info),
-                client_cert,
+                scheme: Scheme::Http,
+                tls: None,
+                client_cert: None,
                 proxy_tlvs,
-                close_hint: Some(close_hint),
+                close_hint: None,
             };
-            serve(&fe, tls_stream, info, versions, stop)
-        }
-    };
-    serving.await;
+            serve(&fe, io, info, Versions::Any, stop).await;
+            return;
+        };
+        // With h2 the TLS 1.3 ticket leaves with our SETTINGS (one write, one wake-up less).
+        // Boxed, and the stream bound only inside the match: the handshake's state (the TLS
+        // stream, ~1.4 KiB) is freed when it ends instead of staying in this task's state
+        // machine for the connection's whole life.
+        let close_hint = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let io = Coalesce::with_close_hint(io, close_hint.clone());
+        let handshake = Box::pin(tls_handshake(&fe, &edge, io, &stop, client));
+        let serving = match handshake.await {
+            None => return,
+            Some(mut tls_stream) => {
+                let info = tls::session_info(tls_stream.get_ref().1);
+                let client_cert =
+                    client_cert::identify(edge.config().client.as_ref(), tls_stream.get_ref().1);
+                tls_stream
+                    .get_mut()
+                    .0
+                    .release(info.alpn.as_deref() != Some("h2"));
+                crate::metrics::global().tls_handshake(&fe.name, info.version, info.resumed);
+                let versions = match info.alpn.as_deref() {
+                    Some("http/1.1") => Versions::H1,
+                    Some("h2") => Versions::H2,
+                    _ => Versions::Any,
+                };
+                let info = ConnInfo {
+                    client,
+                    peer,
+                    proxy_protocol,
+                    id: conn::next_id(),
+                    conn_id,
+                    local,
+                    scheme: Scheme::Https,
+                    tls: Some(info),
+                    client_cert,
+                    proxy_tlvs,
+                    close_hint: Some(close_hint),
+                };
+                serve(&fe, tls_stream, info, versions, stop)
+            }
+        };
+        serving.await;
+    }
 }
 
 /// The TLS handshake within the handshake timeout; None when it failed, timed out or a

@@ -3,6 +3,7 @@
 //! early client bytes, pump bytes with `l4::forward`, then log one line. No accept loop here:
 //! `server` hands connections over through the `server::Frontend` impl.
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -96,41 +97,50 @@ impl crate::server::Frontend for TcpFrontend {
     }
 }
 
-/// Serves one accepted connection to the end and logs it.
-pub(crate) async fn handle(fe: Arc<TcpFrontend>, client: TcpStream, peer: SocketAddr) {
-    let start = Instant::now();
-    let conn_metrics = fe.metrics.conn_opened();
-    let peer = PeerAddr(peer);
-    let local = LocalAddr(client.local_addr().unwrap_or(peer.0));
-    let mut rec = ConnRecord {
-        conn_id: ConnId::fresh(),
-        client: ClientAddr::direct(peer),
-        peer,
-        local,
-        accepted: std::time::SystemTime::now(),
-        frontend: fe.name.clone(),
-        backend: fe.backend.name.clone(),
-        server: None,
-        queue_time: None,
-        connect_time: None,
-        duration: Duration::ZERO,
-        to_server: 0,
-        to_client: 0,
-        retries: 0,
-        sni: None,
-        alpn: None,
-        end: End::ClientClosed,
-        counters: None,
-    };
-    rec.end = serve(&fe, client, &mut rec, start).await;
-    if rec.counters.is_none() && fe.log.format.uses_counters() {
-        rec.counters = Some(counters(&fe, &fe.backend, None));
+/// Serves one accepted connection to the end and logs it. A plain fn around an `async`
+/// block: an `async fn` would keep its arguments twice (as passed and as moved into its
+/// body) in the task for the connection's whole life.
+#[allow(clippy::manual_async_fn)] // on purpose: see the doc comment
+pub(crate) fn handle(
+    fe: Arc<TcpFrontend>,
+    client: TcpStream,
+    peer: SocketAddr,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let start = Instant::now();
+        let conn_metrics = fe.metrics.conn_opened();
+        let peer = PeerAddr(peer);
+        let local = LocalAddr(client.local_addr().unwrap_or(peer.0));
+        let mut rec = ConnRecord {
+            conn_id: ConnId::fresh(),
+            client: ClientAddr::direct(peer),
+            peer,
+            local,
+            accepted: std::time::SystemTime::now(),
+            frontend: fe.name.clone(),
+            backend: fe.backend.name.clone(),
+            server: None,
+            queue_time: None,
+            connect_time: None,
+            duration: Duration::ZERO,
+            to_server: 0,
+            to_client: 0,
+            retries: 0,
+            sni: None,
+            alpn: None,
+            end: End::ClientClosed,
+            counters: None,
+        };
+        rec.end = serve(&fe, client, &mut rec, start).await;
+        if rec.counters.is_none() && fe.log.format.uses_counters() {
+            rec.counters = Some(counters(&fe, &fe.backend, None));
+        }
+        conn_metrics
+            .handles()
+            .add_bytes(rec.to_server, rec.to_client);
+        rec.duration = start.elapsed();
+        fe.log.emit(&rec);
     }
-    conn_metrics
-        .handles()
-        .add_bytes(rec.to_server, rec.to_client);
-    rec.duration = start.elapsed();
-    fe.log.emit(&rec);
 }
 
 /// HAProxy's connection counters now, for the log line (`be`: the backend chosen, `server`:
