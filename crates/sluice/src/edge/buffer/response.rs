@@ -296,6 +296,12 @@ impl State {
 async fn pump<L>(mut body: Body, shared: Arc<Mutex<State>>, lease: L) {
     // `pops` when the pump last found memory full; see `to_memory`.
     let mut seen = None;
+    // One timer for every grace wait of this pump, moved forward each time: a fresh
+    // `timeout` per wait registered a new timer each time, and a timer earlier than every
+    // other one makes tokio wake its own driver (an eventfd write and an extra epoll_wait
+    // per 64 KiB chunk of a bulk download).
+    let grace = tokio::time::sleep(SPILL_GRACE);
+    tokio::pin!(grace);
     // Bounded: each pass takes one frame of the app's body (which has its read timeout).
     let end = loop {
         let next = std::future::poll_fn(|cx| {
@@ -323,7 +329,7 @@ async fn pump<L>(mut body: Body, shared: Arc<Mutex<State>>, lease: L) {
                 Err(_) => continue,
             },
         };
-        let Some(data) = to_memory(&shared, data, &mut seen).await else {
+        let Some(data) = to_memory(&shared, data, &mut seen, grace.as_mut()).await else {
             break None;
         };
         let mut pending = data;
@@ -374,6 +380,7 @@ async fn to_memory(
     shared: &Mutex<State>,
     data: Bytes,
     seen: &mut Option<u64>,
+    mut grace: Pin<&mut tokio::time::Sleep>,
 ) -> Option<Option<Bytes>> {
     let mut data = data;
     // Bounded: each wait follows a pop by the client's side since the last one, and the
@@ -407,7 +414,13 @@ async fn to_memory(
             set_waker(&mut s.writer, cx);
             Poll::Pending
         });
-        let _ = tokio::time::timeout(SPILL_GRACE, took).await;
+        grace
+            .as_mut()
+            .reset(tokio::time::Instant::now() + SPILL_GRACE);
+        tokio::select! {
+            () = took => {}
+            () = grace.as_mut() => {}
+        }
     }
 }
 
