@@ -104,7 +104,10 @@ pub(crate) async fn handle(
         }
         Ok(Some(want)) => {
             let ctx = context(&conn, &req, decision, id);
-            return super::upgrade::handle(&fe, ctx, want, req, line, guard, &state).await;
+            // Boxed: the tunnel's setup is rare, and inline it would make every request's
+            // future (moved into its box per request) that much larger.
+            let up = Box::pin(super::upgrade::handle(&fe, ctx, want, req, line, guard, &state));
+            return up.await;
         }
         Ok(None) => {
             let ctx = context(&conn, &req, decision, id);
@@ -338,9 +341,11 @@ async fn prepare(fe: &HttpFrontend, req: Request<Incoming>) -> Result<Request<Pr
             temp_dir: &b.temp_dir,
             timeout: fe.settings.client.body,
         };
-        let spooled = reqbuf::read_body(body, &limits, TempFiles::global(), || {
+        // Boxed, as the upgrade: only buffered bodies read here, and `handle`'s future (its
+        // every request's memcpy into the box) stays small.
+        let spooled = Box::pin(reqbuf::read_body(body, &limits, TempFiles::global(), || {
             crate::metrics::global().body_spilled(&fe.name, "request")
-        })
+        }))
         .await
         .map_err(Failure::Body)?;
         // The app gets the length read, never chunked coding.
