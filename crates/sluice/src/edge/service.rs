@@ -200,7 +200,8 @@ fn forwarded_decision(
         .map(|a| a.as_str().as_bytes())
         .or_else(|| req.headers().get(header::HOST).map(HeaderValue::as_bytes))
         .filter(|h| !h.is_empty() && h.iter().all(u8::is_ascii_graphic));
-    super::forwarded::decide(
+    super::forwarded::decide_cached(
+        &conn.forwarding,
         &fe.settings.forwarded,
         conn.client,
         conn.scheme,
