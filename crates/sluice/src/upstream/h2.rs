@@ -157,9 +157,15 @@ impl H2Upstream {
         } else {
             Pump::new(body, tx, progress.clone()).start().await
         };
-        let resp = with_progress(response, &progress, self.opts.read_timeout)
-            .await?
-            .map_err(map_error)?;
+        let resp = match pump {
+            // The body went out whole (or there was none): nothing restarts the timer now,
+            // and the pump's notifications (a stored permit) would only restart it once.
+            None => tokio::time::timeout(self.opts.read_timeout, response)
+                .await
+                .map_err(|_| UpstreamError::Timeout)?,
+            Some(_) => with_progress(response, &progress, self.opts.read_timeout).await?,
+        }
+        .map_err(map_error)?;
         Ok(self.response(resp, slot, pump))
     }
 
@@ -186,11 +192,13 @@ impl H2Upstream {
                 Authority::try_from(host.unwrap_or(&ctx.server_name)).map_err(|e| bad(&e))?
             }
         };
-        let trailers = parts
-            .headers
-            .get_all(header::TE)
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        // (gRPC sends `te: trailers` whatever the client's TE said.)
+        let trailers = self.opts.grpc
+            || parts
+                .headers
+                .get_all(header::TE)
+                .iter()
+                .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
         // Room for what is added below at once: growing the map one insert at a time
@@ -204,7 +212,7 @@ impl H2Upstream {
         super::client_cert::set_headers(&mut parts.headers, ctx.client_cert.as_deref());
         ctx.proxy_tlvs
             .set_headers(&mut parts.headers, &self.opts.tlv_headers);
-        if self.opts.grpc || trailers {
+        if trailers {
             // The one TE value HTTP/2 allows, and the one gRPC servers require.
             parts.headers.insert(header::TE, TE_TRAILERS.clone());
         }

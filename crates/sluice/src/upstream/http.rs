@@ -160,6 +160,8 @@ impl HttpUpstream {
         };
         parts.version = Version::HTTP_11;
 
+        // A body with nothing to send (GET) never reports progress: a plain timeout then.
+        let silent = body.is_end_stream();
         let progress = Arc::new(Notify::new());
         let body = Progress {
             inner: Box::pin(body),
@@ -167,9 +169,15 @@ impl HttpUpstream {
         };
         let req = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
         let client = self.pool_for(addr);
-        let resp = with_progress(client.request(req), &progress, self.opts.read_timeout)
-            .await?
-            .map_err(map_client_error)?;
+        let sent = client.request(req);
+        let resp = if silent {
+            tokio::time::timeout(self.opts.read_timeout, sent)
+                .await
+                .map_err(|_| UpstreamError::Timeout)?
+        } else {
+            with_progress(sent, &progress, self.opts.read_timeout).await?
+        }
+        .map_err(map_client_error)?;
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let body = body.map_err(|e| UpstreamError::Io(io::Error::other(e)));
