@@ -112,9 +112,9 @@ pub(crate) fn decide_cached(
     let d = decide(p, hop, scheme, host, headers);
     if cache.get().is_none() {
         let fixed = !is_trusted(p, hop.addr().ip())
-            && p.emit.iter().all(|f| {
-                !matches!(f, ForwardField::XForwardedHost | ForwardField::Forwarded)
-            });
+            && p.emit
+                .iter()
+                .all(|f| !matches!(f, ForwardField::XForwardedHost | ForwardField::Forwarded));
         let _ = cache.set(fixed.then(|| d.clone()));
     }
     d

@@ -106,7 +106,9 @@ pub(crate) async fn handle(
             let ctx = context(&conn, &req, decision, id);
             // Boxed: the tunnel's setup is rare, and inline it would make every request's
             // future (moved into its box per request) that much larger.
-            let up = Box::pin(super::upgrade::handle(&fe, ctx, want, req, line, guard, &state));
+            let up = Box::pin(super::upgrade::handle(
+                &fe, ctx, want, req, line, guard, &state,
+            ));
             return up.await;
         }
         Ok(None) => {
@@ -344,9 +346,12 @@ async fn prepare(fe: &HttpFrontend, req: Request<Incoming>) -> Result<Request<Pr
         };
         // Boxed, as the upgrade: only buffered bodies read here, and `handle`'s future (its
         // every request's memcpy into the box) stays small.
-        let spooled = Box::pin(reqbuf::read_body(body, &limits, TempFiles::global(), || {
-            crate::metrics::global().body_spilled(&fe.name, "request")
-        }))
+        let spooled = Box::pin(reqbuf::read_body(
+            body,
+            &limits,
+            TempFiles::global(),
+            || crate::metrics::global().body_spilled(&fe.name, "request"),
+        ))
         .await
         .map_err(Failure::Body)?;
         // The app gets the length read, never chunked coding.

@@ -283,7 +283,8 @@ fn inet_uri(sa: SocketAddr, pq: &PathAndQuery) -> Result<Uri, UpstreamError> {
     parts.scheme = Some(Scheme::HTTP);
     parts.authority = Some(authority);
     parts.path_and_query = Some(pq.clone());
-    Uri::from_parts(parts).map_err(|e| UpstreamError::BadRequest(format!("cannot address {sa}: {e}")))
+    Uri::from_parts(parts)
+        .map_err(|e| UpstreamError::BadRequest(format!("cannot address {sa}: {e}")))
 }
 
 /// Inverse of `pool_uri` for the connector.
