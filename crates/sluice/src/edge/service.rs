@@ -65,33 +65,7 @@ pub(crate) async fn handle(
     let checked = super::strict::check(&req).and_then(|()| super::upgrade::classify(&fe, &req));
     let decision = forwarded_decision(&fe, &conn, &req);
     let client = decision.client;
-    let mut rec = AccessRecord::for_request(
-        client,
-        fe.name.clone(),
-        req.method(),
-        req.uri(),
-        req.version(),
-        req.headers(),
-        fe.log.format.headers(),
-    );
-    rec.peer = conn.peer;
-    rec.proxy_protocol = conn.proxy_protocol;
-    rec.local = Some(conn.local);
-    rec.proxy_tlvs = conn.proxy_tlvs.clone();
-    (rec.connection, rec.connection_requests) = (conn.id, guard.number());
-    let trusted = request_id::trusted_hop(
-        fe.policy.as_ref(),
-        &fe.settings.forwarded,
-        conn.client.addr().ip(),
-    );
-    let id = request_id::take(req.headers_mut(), &conn.conn_id, guard.number(), trusted);
-    (rec.connection_id, rec.request_id) = (Some(conn.conn_id.clone()), Some(id.clone()));
-    if let Some(tls) = &conn.tls {
-        rec.tls_version = Some(tls.version).filter(|v| !v.is_empty());
-        rec.tls_resumed = tls.resumed;
-    }
-    rec.client_cert = conn.client_cert.clone();
-    let mut line = RequestLog::new(rec, fe.log.clone(), start);
+    let (mut line, id) = access_line(&fe, &conn, guard.number(), &mut req, client, start);
     let version = req.version();
     let client_closes = version < hyper::Version::HTTP_2 && !keeps_alive(version, req.headers());
     // From when the request (and a buffered body) is ready for the app, as nginx's
@@ -151,6 +125,47 @@ pub(crate) async fn handle(
     let last = client_closes || (guard.is_last() && version < hyper::Version::HTTP_2);
     let hint = conn.close_hint.clone().filter(|_| last);
     resp.map(|b| LogBody::new(b, line, lease, guard).closing(hint))
+}
+
+/// The request's access line, filled in as far as the head and the connection tell, and
+/// its id (`request_id::take` takes the client's `X-Request-Id` off the request). A plain
+/// fn: the ~460-byte record is built on its stack and boxed by `RequestLog`, instead of
+/// staying in `handle`'s state machine (moved into a box per request) as a local.
+fn access_line(
+    fe: &HttpFrontend,
+    conn: &ConnInfo,
+    number: u64,
+    req: &mut Request<Incoming>,
+    client: crate::addr::ClientAddr,
+    start: Instant,
+) -> (RequestLog, Arc<str>) {
+    let mut rec = AccessRecord::for_request(
+        client,
+        fe.name.clone(),
+        req.method(),
+        req.uri(),
+        req.version(),
+        req.headers(),
+        fe.log.format.headers(),
+    );
+    rec.peer = conn.peer;
+    rec.proxy_protocol = conn.proxy_protocol;
+    rec.local = Some(conn.local);
+    rec.proxy_tlvs = conn.proxy_tlvs.clone();
+    (rec.connection, rec.connection_requests) = (conn.id, number);
+    let trusted = request_id::trusted_hop(
+        fe.policy.as_ref(),
+        &fe.settings.forwarded,
+        conn.client.addr().ip(),
+    );
+    let id = request_id::take(req.headers_mut(), &conn.conn_id, number, trusted);
+    (rec.connection_id, rec.request_id) = (Some(conn.conn_id.clone()), Some(id.clone()));
+    if let Some(tls) = &conn.tls {
+        rec.tls_version = Some(tls.version).filter(|v| !v.is_empty());
+        rec.tls_resumed = tls.resumed;
+    }
+    rec.client_cert = conn.client_cert.clone();
+    (RequestLog::new(rec, fe.log.clone(), start), id)
 }
 
 /// hyper keeps an HTTP/1 connection open after this request: HTTP/1.1 unless `Connection`

@@ -257,7 +257,8 @@ impl H2Upstream {
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok());
-        let body = RecvBody::new(rx, len, slot, pump).boxed();
+        // One box around both (each frame's poll goes through one vtable).
+        let body = RecvBody::new(rx, len, slot, pump);
         let body = IdleTimeout::new(body, self.opts.read_timeout, None).boxed();
         Response::from_parts(parts, body)
     }
