@@ -42,6 +42,9 @@ pub(crate) struct ConnInfo {
     /// TLS: set once the body of the connection's last HTTP/1 response has ended, so that
     /// its end leaves with the close_notify (`Coalesce`); None on plain HTTP.
     pub close_hint: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The forwarding decision when it is the same for every request of the connection
+    /// (`forwarded::decide_cached`); set by the first request.
+    pub forwarding: std::sync::OnceLock<Option<super::forwarded::Decision>>,
 }
 
 /// The next connection serial number (from 1).

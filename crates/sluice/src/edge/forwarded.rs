@@ -94,6 +94,32 @@ pub(crate) fn decide(
     }
 }
 
+/// [`decide`], kept in `cache` (the connection's) when it depends on nothing that changes
+/// between the connection's requests: the hop is not trusted (its forwarding fields are
+/// ignored) and no field to write carries the request's host (X-Forwarded-Host,
+/// Forwarded). The policy, the hop and the scheme are the connection's.
+pub(crate) fn decide_cached(
+    cache: &OnceLock<Option<Decision>>,
+    p: &Forwarded,
+    hop: ClientAddr,
+    scheme: Scheme,
+    host: Option<&[u8]>,
+    headers: &HeaderMap,
+) -> Decision {
+    if let Some(Some(d)) = cache.get() {
+        return d.clone();
+    }
+    let d = decide(p, hop, scheme, host, headers);
+    if cache.get().is_none() {
+        let fixed = !is_trusted(p, hop.addr().ip())
+            && p.emit
+                .iter()
+                .all(|f| !matches!(f, ForwardField::XForwardedHost | ForwardField::Forwarded));
+        let _ = cache.set(fixed.then(|| d.clone()));
+    }
+    d
+}
+
 /// nginx's `ngx_http_get_forwarded_addr`: from the right, the first address; with
 /// `recursive`, the first one not trusted (the leftmost when all are). A malformed or
 /// address-less entry met on the way declines: the hop stays the client.

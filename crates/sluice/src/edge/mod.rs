@@ -306,6 +306,7 @@ pub(crate) fn handle(
                 client_cert: None,
                 proxy_tlvs,
                 close_hint: None,
+                forwarding: Default::default(),
             };
             serve(&fe, io, info, Versions::Any, stop).await;
             return;
@@ -345,6 +346,7 @@ pub(crate) fn handle(
                     client_cert,
                     proxy_tlvs,
                     close_hint: Some(close_hint),
+                    forwarding: Default::default(),
                 };
                 serve(&fe, tls_stream, info, versions, stop)
             }

@@ -63,10 +63,23 @@ pub(super) fn derived(conn_id: &ConnId, number: u64) -> Arc<str> {
             break;
         }
     }
-    let mut id = String::with_capacity(conn_id.as_str().len() + 1 + digits.len() - at);
-    id.push_str(conn_id.as_str());
+    let (conn, n) = (conn_id.as_str(), &digits[at..]);
+    // Built on the stack and copied once into the Arc (a String first was one allocation
+    // more); a fresh connection id is 32 characters, a PROXY UNIQUE_ID at most 128.
+    let mut buf = [0u8; 160];
+    let len = conn.len() + 1 + n.len();
+    if len <= buf.len() {
+        buf[..conn.len()].copy_from_slice(conn.as_bytes());
+        buf[conn.len()] = b'-';
+        buf[conn.len() + 1..len].copy_from_slice(n);
+        if let Ok(id) = std::str::from_utf8(&buf[..len]) {
+            return id.into();
+        }
+    }
+    let mut id = String::with_capacity(len);
+    id.push_str(conn);
     id.push('-');
-    id.extend(digits[at..].iter().map(|&d| char::from(d)));
+    id.extend(n.iter().map(|&d| char::from(d)));
     id.into()
 }
 

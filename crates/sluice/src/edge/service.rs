@@ -65,33 +65,7 @@ pub(crate) async fn handle(
     let checked = super::strict::check(&req).and_then(|()| super::upgrade::classify(&fe, &req));
     let decision = forwarded_decision(&fe, &conn, &req);
     let client = decision.client;
-    let mut rec = AccessRecord::for_request(
-        client,
-        fe.name.clone(),
-        req.method(),
-        req.uri(),
-        req.version(),
-        req.headers(),
-        fe.log.format.headers(),
-    );
-    rec.peer = conn.peer;
-    rec.proxy_protocol = conn.proxy_protocol;
-    rec.local = Some(conn.local);
-    rec.proxy_tlvs = conn.proxy_tlvs.clone();
-    (rec.connection, rec.connection_requests) = (conn.id, guard.number());
-    let trusted = request_id::trusted_hop(
-        fe.policy.as_ref(),
-        &fe.settings.forwarded,
-        conn.client.addr().ip(),
-    );
-    let id = request_id::take(req.headers_mut(), &conn.conn_id, guard.number(), trusted);
-    (rec.connection_id, rec.request_id) = (Some(conn.conn_id.clone()), Some(id.clone()));
-    if let Some(tls) = &conn.tls {
-        rec.tls_version = Some(tls.version).filter(|v| !v.is_empty());
-        rec.tls_resumed = tls.resumed;
-    }
-    rec.client_cert = conn.client_cert.clone();
-    let mut line = RequestLog::new(rec, fe.log.clone(), start);
+    let (mut line, id) = access_line(&fe, &conn, guard.number(), &mut req, client, start);
     let version = req.version();
     let client_closes = version < hyper::Version::HTTP_2 && !keeps_alive(version, req.headers());
     // From when the request (and a buffered body) is ready for the app, as nginx's
@@ -104,7 +78,12 @@ pub(crate) async fn handle(
         }
         Ok(Some(want)) => {
             let ctx = context(&conn, &req, decision, id);
-            return super::upgrade::handle(&fe, ctx, want, req, line, guard, &state).await;
+            // Boxed: the tunnel's setup is rare, and inline it would make every request's
+            // future (moved into its box per request) that much larger.
+            let up = Box::pin(super::upgrade::handle(
+                &fe, ctx, want, req, line, guard, &state,
+            ));
+            return up.await;
         }
         Ok(None) => {
             let ctx = context(&conn, &req, decision, id);
@@ -146,6 +125,47 @@ pub(crate) async fn handle(
     let last = client_closes || (guard.is_last() && version < hyper::Version::HTTP_2);
     let hint = conn.close_hint.clone().filter(|_| last);
     resp.map(|b| LogBody::new(b, line, lease, guard).closing(hint))
+}
+
+/// The request's access line, filled in as far as the head and the connection tell, and
+/// its id (`request_id::take` takes the client's `X-Request-Id` off the request). A plain
+/// fn: the ~460-byte record is built on its stack and boxed by `RequestLog`, instead of
+/// staying in `handle`'s state machine (moved into a box per request) as a local.
+fn access_line(
+    fe: &HttpFrontend,
+    conn: &ConnInfo,
+    number: u64,
+    req: &mut Request<Incoming>,
+    client: crate::addr::ClientAddr,
+    start: Instant,
+) -> (RequestLog, Arc<str>) {
+    let mut rec = AccessRecord::for_request(
+        client,
+        fe.name.clone(),
+        req.method(),
+        req.uri(),
+        req.version(),
+        req.headers(),
+        fe.log.format.headers(),
+    );
+    rec.peer = conn.peer;
+    rec.proxy_protocol = conn.proxy_protocol;
+    rec.local = Some(conn.local);
+    rec.proxy_tlvs = conn.proxy_tlvs.clone();
+    (rec.connection, rec.connection_requests) = (conn.id, number);
+    let trusted = request_id::trusted_hop(
+        fe.policy.as_ref(),
+        &fe.settings.forwarded,
+        conn.client.addr().ip(),
+    );
+    let id = request_id::take(req.headers_mut(), &conn.conn_id, number, trusted);
+    (rec.connection_id, rec.request_id) = (Some(conn.conn_id.clone()), Some(id.clone()));
+    if let Some(tls) = &conn.tls {
+        rec.tls_version = Some(tls.version).filter(|v| !v.is_empty());
+        rec.tls_resumed = tls.resumed;
+    }
+    rec.client_cert = conn.client_cert.clone();
+    (RequestLog::new(rec, fe.log.clone(), start), id)
 }
 
 /// hyper keeps an HTTP/1 connection open after this request: HTTP/1.1 unless `Connection`
@@ -197,7 +217,8 @@ fn forwarded_decision(
         .map(|a| a.as_str().as_bytes())
         .or_else(|| req.headers().get(header::HOST).map(HeaderValue::as_bytes))
         .filter(|h| !h.is_empty() && h.iter().all(u8::is_ascii_graphic));
-    super::forwarded::decide(
+    super::forwarded::decide_cached(
+        &conn.forwarding,
         &fe.settings.forwarded,
         conn.client,
         conn.scheme,
@@ -338,9 +359,14 @@ async fn prepare(fe: &HttpFrontend, req: Request<Incoming>) -> Result<Request<Pr
             temp_dir: &b.temp_dir,
             timeout: fe.settings.client.body,
         };
-        let spooled = reqbuf::read_body(body, &limits, TempFiles::global(), || {
-            crate::metrics::global().body_spilled(&fe.name, "request")
-        })
+        // Boxed, as the upgrade: only buffered bodies read here, and `handle`'s future (its
+        // every request's memcpy into the box) stays small.
+        let spooled = Box::pin(reqbuf::read_body(
+            body,
+            &limits,
+            TempFiles::global(),
+            || crate::metrics::global().body_spilled(&fe.name, "request"),
+        ))
         .await
         .map_err(Failure::Body)?;
         // The app gets the length read, never chunked coding.

@@ -40,7 +40,8 @@ pub(crate) fn check<B>(req: &Request<B>) -> Result<(), Refusal> {
         valid_authority(h.as_bytes()).map_err(bad)?;
     }
     if let Some(a) = req.uri().authority() {
-        valid_authority(a.as_str().as_bytes()).map_err(bad)?;
+        // Parsed by the `http` crate already: the rules without parsing it again.
+        valid_reg_authority(a.as_str().as_bytes()).map_err(bad)?;
     }
     // An extended CONNECT (RFC 8441, `:protocol`) is `upgrade`'s to judge.
     let extended = req.extensions().get::<hyper::ext::Protocol>().is_some();
@@ -70,6 +71,14 @@ pub(crate) fn refuse(refusal: Refusal, version: Version) -> Response<Body> {
 /// Userinfo (`user@`), paths, spaces, `%` and non-ASCII bytes are refused; so is an empty
 /// value (nginx: "client sent invalid host header"). Never panics (fuzzed: `host_authority`).
 pub(crate) fn valid_authority(b: &[u8]) -> Result<(), &'static str> {
+    valid_reg_authority(b)?;
+    hyper::http::uri::Authority::try_from(b).map_err(|_| "not an authority")?;
+    Ok(())
+}
+
+/// [`valid_authority`]'s own rules, without the `http` crate's parse: for a target's
+/// authority, which that crate parsed when the request was read (it copies and allocates).
+fn valid_reg_authority(b: &[u8]) -> Result<(), &'static str> {
     if b.is_empty() {
         return Err("empty Host");
     }
@@ -117,7 +126,6 @@ pub(crate) fn valid_authority(b: &[u8]) -> Result<(), &'static str> {
             return Err("bad character in the host");
         }
     }
-    hyper::http::uri::Authority::try_from(b).map_err(|_| "not an authority")?;
     Ok(())
 }
 

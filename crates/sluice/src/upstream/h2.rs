@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -17,6 +17,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio::sync::Notify;
+use tokio_util::either::Either;
 
 use super::body::{with_progress, AbortOnDrop, IdleTimeout};
 use super::grpc;
@@ -77,90 +78,108 @@ impl H2Upstream {
     }
 
     /// Forwards `req` to the server at `addr`; the response body (and its trailers) stream.
-    pub async fn send(
-        &self,
-        addr: &ServerAddr,
+    ///
+    /// Not an `async fn`, nor is `exchange`: the request is checked and rewritten before the
+    /// returned future exists, which then holds its parts once. As `async fn`s each kept the
+    /// request twice more (a parameter stays in the state machine next to what it was moved
+    /// into) in a ~1.9 KiB future that every call allocates and moves into its box.
+    pub fn send<'a>(
+        &'a self,
+        addr: &'a ServerAddr,
         req: Request<RequestBody>,
-        ctx: &RequestContext,
-    ) -> Result<Response<Body>, UpstreamError> {
-        if !self.opts.grpc {
-            return self.exchange(addr, req, ctx).await;
+        ctx: &'a RequestContext,
+    ) -> impl Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'a {
+        let mut deadline = None;
+        if self.opts.grpc {
+            if req.version() != Version::HTTP_2 {
+                return Either::Left(std::future::ready(Err(UpstreamError::BadRequest(
+                    "gRPC needs HTTP/2 between the client and the edge".into(),
+                ))));
+            }
+            deadline = grpc::deadline(req.headers());
         }
-        if req.version() != Version::HTTP_2 {
-            return Err(UpstreamError::BadRequest(
-                "gRPC needs HTTP/2 between the client and the edge".into(),
-            ));
-        }
-        let Some(deadline) = grpc::deadline(req.headers()) else {
-            return self.exchange(addr, req, ctx).await;
-        };
-        let r = tokio::time::timeout_at(deadline, self.exchange(addr, req, ctx)).await;
-        // Whatever comes at or after the deadline (the app's own DEADLINE_EXCEEDED, sent
-        // when its copy of the timeout ran out, may beat the edge's timer by a tick) is the
-        // edge's DEADLINE_EXCEEDED: the edge enforces the deadline, not the app.
-        if r.is_err() || tokio::time::Instant::now() >= deadline {
-            return Ok(grpc::status_response(grpc::DEADLINE_EXCEEDED));
-        }
-        match r {
-            Ok(Ok(resp)) => Ok(resp.map(|b| grpc::Deadline::new(b, deadline).boxed())),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Ok(grpc::status_response(grpc::DEADLINE_EXCEEDED)),
-        }
+        let exchange = self.exchange(addr, req, ctx);
+        Either::Right(match deadline {
+            None => Either::Left(exchange),
+            Some(deadline) => Either::Right(Deadlined {
+                timeout: Box::pin(tokio::time::timeout_at(deadline, exchange)),
+                deadline,
+            }),
+        })
     }
 
     /// One request/response exchange on a pooled stream; a connection found closed before
     /// the request left is dropped and the request sent once more on a fresh one. The request
     /// goes to `h2` straight from this task: its body is pumped here as far as it goes at
     /// once (all of a unary gRPC call's), and only a body still streaming gets a task.
-    async fn exchange(
-        &self,
-        addr: &ServerAddr,
+    fn exchange<'a>(
+        &'a self,
+        addr: &'a ServerAddr,
         req: Request<RequestBody>,
         ctx: &RequestContext,
-    ) -> Result<Response<Body>, UpstreamError> {
-        let progress = Arc::new(Notify::new());
-        let (parts, body) = self.rewrite(req, ctx)?.into_parts();
-        let mut fresh = false;
-        let (slot, mut sender) = loop {
-            let slot = self.pool.stream(addr, self.opts.connect_timeout).await?;
-            // The pool found room, so the stream may open at once: only a wait (the peer
-            // lowered its limit) needs the timer.
-            let mut ready = std::pin::pin!(slot.sender().ready());
-            let now = std::future::poll_fn(|cx| Poll::Ready(ready.as_mut().poll(cx))).await;
-            let ready = match now {
-                Poll::Ready(r) => r,
-                Poll::Pending => with_progress(ready, &progress, self.opts.read_timeout).await?,
-            };
-            match ready {
-                Ok(sender) => break (slot, sender),
-                Err(_) if !fresh => {
-                    slot.mark_closed();
-                    fresh = true;
+    ) -> impl Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'a {
+        let (parts, body) = match self.rewrite(req, ctx) {
+            Ok(req) => req.into_parts(),
+            Err(e) => return Either::Left(std::future::ready(Err(e))),
+        };
+        Either::Right(async move {
+            let progress = Arc::new(Notify::new());
+            let mut fresh = false;
+            let (slot, mut sender) = loop {
+                let slot = self.pool.stream(addr, self.opts.connect_timeout).await?;
+                // The pool found room, so the stream may open at once: only a wait (the peer
+                // lowered its limit) needs the timer.
+                let mut ready = std::pin::pin!(slot.sender().ready());
+                let now = std::future::poll_fn(|cx| Poll::Ready(ready.as_mut().poll(cx))).await;
+                let ready = match now {
+                    Poll::Ready(r) => r,
+                    Poll::Pending => {
+                        with_progress(ready, &progress, self.opts.read_timeout).await?
+                    }
+                };
+                match ready {
+                    Ok(sender) => break (slot, sender),
+                    Err(_) if !fresh => {
+                        slot.mark_closed();
+                        fresh = true;
+                    }
+                    Err(e) => return Err(map_error(e)),
                 }
-                Err(e) => return Err(map_error(e)),
+            };
+            let eos = body.is_end_stream();
+            // In a block: the request (borrowed here) is not kept across the awaits below.
+            let (response, tx) = {
+                let mut req = Request::from_parts(parts, ());
+                if let Some(len) = body.size_hint().exact() {
+                    // As hyper's client: a known length is declared when there is a body, or
+                    // the method defines one.
+                    let bodiless =
+                        matches!(*req.method(), Method::GET | Method::HEAD | Method::CONNECT);
+                    if len != 0 || !bodiless {
+                        req.headers_mut()
+                            .entry(header::CONTENT_LENGTH)
+                            .or_insert_with(|| HeaderValue::from(len));
+                    }
+                }
+                sender.send_request(req, eos).map_err(map_error)?
+            };
+            let pump = if eos {
+                None
+            } else {
+                Pump::new(body, tx, progress.clone()).start().await
+            };
+            let resp = match pump {
+                // The body went out whole (or there was none): nothing restarts the timer
+                // now, and the pump's notifications (a stored permit) would only restart it
+                // once.
+                None => tokio::time::timeout(self.opts.read_timeout, response)
+                    .await
+                    .map_err(|_| UpstreamError::Timeout)?,
+                Some(_) => with_progress(response, &progress, self.opts.read_timeout).await?,
             }
-        };
-        let eos = body.is_end_stream();
-        let mut req = Request::from_parts(parts, ());
-        if let Some(len) = body.size_hint().exact() {
-            // As hyper's client: a known length is declared when there is a body, or the
-            // method defines one.
-            if len != 0 || !matches!(*req.method(), Method::GET | Method::HEAD | Method::CONNECT) {
-                req.headers_mut()
-                    .entry(header::CONTENT_LENGTH)
-                    .or_insert_with(|| HeaderValue::from(len));
-            }
-        }
-        let (response, tx) = sender.send_request(req, eos).map_err(map_error)?;
-        let pump = if eos {
-            None
-        } else {
-            Pump::new(body, tx, progress.clone()).start().await
-        };
-        let resp = with_progress(response, &progress, self.opts.read_timeout)
-            .await?
             .map_err(map_error)?;
-        Ok(self.response(resp, slot, pump))
+            Ok(self.response(resp, slot, pump))
+        })
     }
 
     /// The request as the app gets it: the edge's header rules and an absolute URI.
@@ -186,11 +205,13 @@ impl H2Upstream {
                 Authority::try_from(host.unwrap_or(&ctx.server_name)).map_err(|e| bad(&e))?
             }
         };
-        let trailers = parts
-            .headers
-            .get_all(header::TE)
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        // (gRPC sends `te: trailers` whatever the client's TE said.)
+        let trailers = self.opts.grpc
+            || parts
+                .headers
+                .get_all(header::TE)
+                .iter()
+                .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
         // Room for what is added below at once: growing the map one insert at a time
@@ -204,7 +225,7 @@ impl H2Upstream {
         super::client_cert::set_headers(&mut parts.headers, ctx.client_cert.as_deref());
         ctx.proxy_tlvs
             .set_headers(&mut parts.headers, &self.opts.tlv_headers);
-        if self.opts.grpc || trailers {
+        if trailers {
             // The one TE value HTTP/2 allows, and the one gRPC servers require.
             parts.headers.insert(header::TE, TE_TRAILERS.clone());
         }
@@ -236,9 +257,42 @@ impl H2Upstream {
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok());
-        let body = RecvBody::new(rx, len, slot, pump).boxed();
+        // One box around both (each frame's poll goes through one vtable).
+        let body = RecvBody::new(rx, len, slot, pump);
         let body = IdleTimeout::new(body, self.opts.read_timeout, None).boxed();
         Response::from_parts(parts, body)
+    }
+}
+
+/// An exchange under a gRPC call's deadline (`grpc-timeout`). The timeout is boxed: the
+/// exchange's future is not `Unpin`, and only calls with a deadline pay for the box.
+struct Deadlined<F> {
+    timeout: std::pin::Pin<Box<tokio::time::Timeout<F>>>,
+    deadline: tokio::time::Instant,
+}
+
+impl<F> Future for Deadlined<F>
+where
+    F: Future<Output = Result<Response<Body>, UpstreamError>>,
+{
+    type Output = Result<Response<Body>, UpstreamError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Poll::Ready(r) = self.timeout.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        let deadline = self.deadline;
+        // Whatever comes at or after the deadline (the app's own DEADLINE_EXCEEDED, sent
+        // when its copy of the timeout ran out, may beat the edge's timer by a tick) is the
+        // edge's DEADLINE_EXCEEDED: the edge enforces the deadline, not the app.
+        if r.is_err() || tokio::time::Instant::now() >= deadline {
+            return Poll::Ready(Ok(grpc::status_response(grpc::DEADLINE_EXCEEDED)));
+        }
+        Poll::Ready(match r {
+            Ok(Ok(resp)) => Ok(resp.map(|b| grpc::Deadline::new(b, deadline).boxed())),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(grpc::status_response(grpc::DEADLINE_EXCEEDED)),
+        })
     }
 }
 

@@ -171,7 +171,10 @@ impl H2Pool {
             return Ok(s);
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let conn = Arc::new(open(addr, left, self.tls.as_ref()).await?);
+        // Boxed: connecting (TLS, the HTTP/2 handshake) is once per connection, and inline
+        // its future would be part of every request's upstream future, moved into a box
+        // per request.
+        let conn = Arc::new(Box::pin(open(addr, left, self.tls.as_ref())).await?);
         let slot = conn.try_take().ok_or_else(|| {
             UpstreamError::Io(std::io::Error::other("new connection allows no streams"))
         })?;

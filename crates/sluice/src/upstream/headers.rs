@@ -59,7 +59,9 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             found[i] = true;
         }
     }
-    if found[0] {
+    // Usually Connection lists only names the message does not have ("keep-alive" without
+    // a Keep-Alive field, "close"): one lookup each then, nothing parsed into names.
+    if found[0] && lists_present(headers) {
         for name in connection_listed(headers) {
             headers.remove(&name);
         }
@@ -67,6 +69,17 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for (name, _) in HOP_BY_HOP_NAMES.iter().zip(found).filter(|(_, f)| *f) {
         headers.remove(name);
     }
+}
+
+/// True when a name listed in a Connection header is a field of `headers` (an invalid name
+/// is none: lookups by `&str` take it as absent).
+fn lists_present(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .any(|tok| headers.contains_key(tok.trim()))
 }
 
 /// The position of `name` in [`HOP_BY_HOP`].
