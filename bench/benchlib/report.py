@@ -115,7 +115,9 @@ def markdown(table, machine, args, baseline, failed=None):
            "",
            f"`bench/compare --rounds {args['rounds']} --duration {args['duration']:g} "
            f"--only {','.join(map(str, args['only']))}`; medians of {args['rounds']} rounds, "
-           "ratio = subject / peer; per round: subject / peer (the two ran in the same round). "
+           "ratio = subject / peer (the medians'); round ratio = the median of each round's "
+           "subject / peer, which cancels the machine's drift between rounds; per round: "
+           "subject / peer (the two ran in the same round). "
            "System CPU = /proc/stat busy time of all CPUs minus the idle baseline "
            f"({fmt(baseline.get('idle_busy_cpu_per_s'))} CPU s per s); it includes the load "
            "generator and the backend; stack CPU = server + backend + load generator CPU plus "
@@ -126,15 +128,17 @@ def markdown(table, machine, args, baseline, failed=None):
                 "system CPU figures are not usable from this run.", ""]
     for scen, why in sorted((failed or {}).items()):
         out += [f"Scenario {scen} FAILED: {why[-300:]}", ""]
-    out += ["| # | figure | subject | value | peer | peer value | ratio | target | floor | "
-            "subject/floor | per round (subject / peer) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out += ["| # | figure | subject | value | peer | peer value | ratio | round ratio | target "
+            "| floor | subject/floor | per round (subject / peer) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         unit = f" ({r['unit']})" if r["unit"] else ""
         sv, pv = r["rounds"][r["subject"]], r["rounds"][r["peer"]]
         rounds = ", ".join(f"{fmt(a)} / {fmt(b)}" for a, b in zip(sv, pv))
+        round_ratio = median([x for x in r.get("ratio_rounds", []) if x is not None])
         out.append(f"| {r['scen']} | {r['figure']}{unit} | {r['subject']} | {fmt(r['value'])} "
                    f"| {r['peer']} | {fmt(r['peer_value'])} | {fmt(r['ratio'])} "
+                   f"| {fmt(round_ratio)} "
                    f"| {r['verdict']} | {fmt(r['floor'])} | {fmt(r['per_floor'])} "
                    f"| {rounds} |")
     return "\n".join(out) + "\n"
