@@ -120,6 +120,9 @@ fn server_json(s: &Server) -> Value {
         "state": crate::metrics::display_state(v),
         "admin": v.admin.as_str(),
         "weight": v.weight,
+        "effective_weight": v.effective_weight,
+        "agent_weight_pct": v.agent_pct,
+        "slow_start_pct": v.ramp_pct,
         "backup": v.backup,
         "max_connections": v.max_connections,
         "active": v.active,
@@ -267,7 +270,7 @@ pub(crate) fn csv(r: &Report) -> String {
             .servers
             .iter()
             .filter(|s| s.status == "UP" || s.status == "no check")
-            .map(|s| s.snap.weight)
+            .map(|s| csv_weight(&s.snap))
             .sum();
         row.set("weight", weight);
         row.set("act", act);
@@ -275,6 +278,17 @@ pub(crate) fn csv(r: &Report) -> String {
         row.write(&mut out);
     }
     out
+}
+
+/// The effective weight as the CSV's integer column (rounded, at least 1 while the
+/// configured, agent and ramp weights are all above zero, as the server still gets traffic).
+fn csv_weight(v: &crate::balance::ServerSnapshot) -> u32 {
+    let w = v.effective_weight.round() as u32;
+    if w == 0 && v.effective_weight > 0.0 {
+        1
+    } else {
+        w
+    }
 }
 
 fn server_row(b: &Backend, s: &Server, iid: usize, sid: usize) -> Row {
@@ -288,7 +302,12 @@ fn server_row(b: &Backend, s: &Server, iid: usize, sid: usize) -> Row {
     row.set("lbtot", v.total);
     row.set("econ", v.connect_failures);
     row.set("status", s.status);
-    row.set("weight", v.weight);
+    // HAProxy's `weight` column is the effective weight (agent and slow start applied) and
+    // `throttle` the slow-start percentage while it ramps.
+    row.set("weight", csv_weight(v));
+    if v.ramp_pct < 100 {
+        row.set("throttle", v.ramp_pct);
+    }
     row.set("act", u8::from(!v.backup));
     row.set("bck", u8::from(v.backup));
     row.set("lastchg", s.since.as_secs());

@@ -81,6 +81,13 @@ pub struct ServerSnapshot {
     pub admin: AdminMode,
     /// Current weight (the admin API may have changed the configured one).
     pub weight: u32,
+    /// The agent's last weight, in percent (100 without an agent or before it sent one).
+    pub agent_pct: u32,
+    /// Where `slow_start` has the weight, in percent of the full one (100 when not ramping).
+    pub ramp_pct: u32,
+    /// The weight selection uses now, in configured units: `weight` x agent % x ramp %
+    /// (HAProxy's effective weight).
+    pub effective_weight: f64,
     pub backup: bool,
     pub max_connections: usize,
     /// Connections currently holding a lease.
@@ -271,6 +278,7 @@ impl Pool {
 
     /// A point-in-time copy of every server's state and counters, in configuration order.
     pub fn servers(&self) -> Vec<ServerSnapshot> {
+        let now = tokio::time::Instant::now();
         self.members()
             .iter()
             .enumerate()
@@ -286,6 +294,10 @@ impl Pool {
                 },
                 admin: s.admin_mode(),
                 weight: s.weight(),
+                agent_pct: s.agent_pct(),
+                ramp_pct: s.ramp_pct(now),
+                effective_weight: s.effective_weight(now).0 as f64
+                    / (100 * steer::RAMP_STEPS) as f64,
                 backup: s.backup,
                 max_connections: s.max_connections,
                 active: s.active.load(Ordering::Relaxed),

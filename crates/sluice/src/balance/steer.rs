@@ -174,6 +174,12 @@ impl ServerEntry {
         self.steer.agent_admin.load(Ordering::Acquire) == 2
     }
 
+    /// Where the slow-start ramp has the weight at `now`, in percent (100: not ramping).
+    pub(crate) fn ramp_pct(&self, now: Instant) -> u32 {
+        let (step, _) = self.steer.ramp(now);
+        u32::try_from(step * 100 / RAMP_STEPS).unwrap_or(100)
+    }
+
     /// The agent's last weight percentage (100 when it never sent one).
     pub(crate) fn agent_pct(&self) -> u32 {
         self.steer.agent_pct.load(Ordering::Relaxed)

@@ -26,7 +26,11 @@ pub(super) const SERVER_STATE: &str = "sluice_server_state";
 pub(super) const SERVER_STATE_HELP: &str =
     "1 for the server's current state (up, down, drain, maint), 0 for the others";
 pub(super) const SERVER_WEIGHT: &str = "sluice_server_weight";
-pub(super) const SERVER_WEIGHT_HELP: &str = "Current weight of the server";
+pub(super) const SERVER_WEIGHT_HELP: &str =
+    "Weight of the server as configured or set through the admin API";
+pub(super) const SERVER_EFFECTIVE_WEIGHT: &str = "sluice_server_effective_weight";
+pub(super) const SERVER_EFFECTIVE_WEIGHT_HELP: &str =
+    "Weight selection uses now: the weight times the agent's percentage and the slow-start ramp";
 pub(super) const SERVER_ACTIVE: &str = "sluice_server_active_connections";
 pub(super) const SERVER_ACTIVE_HELP: &str =
     "Connections (tcp) or requests (http) on the server now";

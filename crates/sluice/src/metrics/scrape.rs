@@ -1,8 +1,8 @@
-//! Per-backend and per-server series filled from the pools at scrape time: state, weight,
-//! active connections, totals, connect failures, check results, queue length. Families are
+//! Per-backend and per-server series filled from the pools at scrape time: state, weight
+//! (configured and effective), active connections, totals, connect failures, check results, queue length. Families are
 //! cleared first, so servers gone after a reload disappear. Live recording is in `metrics`.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
@@ -18,6 +18,7 @@ use crate::balance::{AdminMode, Pool, ServerSnapshot, ServerState};
 pub(super) struct PoolFamilies {
     state: Family<SrvState, Gauge>,
     weight: Family<Srv, Gauge>,
+    effective_weight: Family<Srv, Gauge<f64, AtomicU64>>,
     active: Family<Srv, Gauge>,
     connections: Family<Srv, Counter>,
     connect_failures: Family<Srv, Counter>,
@@ -50,6 +51,11 @@ impl PoolFamilies {
     pub(super) fn register(&self, r: &mut Registry) {
         r.register(SERVER_STATE, SERVER_STATE_HELP, self.state.clone());
         r.register(SERVER_WEIGHT, SERVER_WEIGHT_HELP, self.weight.clone());
+        r.register(
+            SERVER_EFFECTIVE_WEIGHT,
+            SERVER_EFFECTIVE_WEIGHT_HELP,
+            self.effective_weight.clone(),
+        );
         r.register(SERVER_ACTIVE, SERVER_ACTIVE_HELP, self.active.clone());
         r.register(
             SERVER_CONNECTIONS,
@@ -68,6 +74,7 @@ impl PoolFamilies {
     pub(super) fn refresh(&self, pools: &[Arc<Pool>]) {
         self.state.clear();
         self.weight.clear();
+        self.effective_weight.clear();
         self.active.clear();
         self.connections.clear();
         self.connect_failures.clear();
@@ -95,6 +102,9 @@ impl PoolFamilies {
                     self.state.get_or_create(&label).set(i64::from(st == now));
                 }
                 self.weight.get_or_create(&srv).set(i64::from(s.weight));
+                self.effective_weight
+                    .get_or_create(&srv)
+                    .set(s.effective_weight);
                 self.active.get_or_create(&srv).set(gauge(s.active as u64));
                 set_counter(&self.connections.get_or_create(&srv), s.total);
                 set_counter(

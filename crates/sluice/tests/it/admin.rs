@@ -150,6 +150,13 @@ async fn metrics_after_tcp_traffic() {
         metric(&text, "sluice_server_weight{backend=\"be\",server=\"s2\"}"),
         Some(1.0)
     );
+    assert_eq!(
+        metric(
+            &text,
+            "sluice_server_effective_weight{backend=\"be\",server=\"s2\"}"
+        ),
+        Some(1.0)
+    );
 
     // The health-checked dead server goes down; checks and their durations are counted.
     let text = scrape_until(
@@ -312,10 +319,12 @@ async fn drain_keeps_open_connections_and_ready_restores() {
         names.push(read_line(&mut c).await.unwrap());
     }
     assert!(names.iter().any(|n| n == "s1"), "{names:?}");
-    assert_eq!(
-        backends(admin).await["backends"][0]["servers"][0]["weight"],
-        3
-    );
+    let s1 = &backends(admin).await["backends"][0]["servers"][0];
+    assert_eq!(s1["weight"], 3);
+    // No agent, no slow start: selection uses the weight set.
+    assert_eq!(s1["effective_weight"], 3.0);
+    assert_eq!(s1["agent_weight_pct"], 100);
+    assert_eq!(s1["slow_start_pct"], 100);
     drop(on_s1);
     drop(held);
 

@@ -136,6 +136,11 @@ agent = {{ port = {}, interval = "50ms" }}
     // HAProxy changes only what the agent says.)
     agent_a.say("ready 50%").await;
     assert_eq!(spread(fe, 30).await, (10, 20));
+    // What the status pages and /metrics show: the weight as configured, the agent's
+    // percentage, and the weight selection uses.
+    let a = &pool.servers()[0];
+    assert_eq!((a.weight, a.agent_pct, a.ramp_pct), (1, 50, 100));
+    assert_eq!(a.effective_weight, 0.5);
 
     // down: A out, reported down.
     agent_a.say("down #maintenance window").await;

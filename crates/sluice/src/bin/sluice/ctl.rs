@@ -305,8 +305,8 @@ async fn state(admins: &[String], as_json: bool) -> (String, bool) {
 fn table(views: &[(&str, Value)]) -> String {
     let mut rows: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
     let mut out = vec![format!(
-        "{:<32} {:<22} {:<10} {:>6} {:>8} {:>10}",
-        "BACKEND/SERVER", "BALANCER", "STATE", "WEIGHT", "ACTIVE", "TOTAL"
+        "{:<32} {:<22} {:<10} {:>6} {:>9} {:>8} {:>10}",
+        "BACKEND/SERVER", "BALANCER", "STATE", "WEIGHT", "EFFECTIVE", "ACTIVE", "TOTAL"
     )];
     for (admin, v) in views {
         if let Some(e) = v["error"].as_str() {
@@ -319,11 +319,17 @@ fn table(views: &[(&str, Value)]) -> String {
                     b["name"].as_str().unwrap_or("?").to_string(),
                     s["name"].as_str().unwrap_or("?").to_string(),
                 );
+                // The weight selection uses now (agent %, slow start); "-" from a balancer
+                // too old to report it.
+                let effective = s["effective_weight"]
+                    .as_f64()
+                    .map_or_else(|| "-".to_string(), |w| format!("{w:.3}"));
                 let line = format!(
-                    "{:<22} {:<10} {:>6} {:>8} {:>10}",
+                    "{:<22} {:<10} {:>6} {:>9} {:>8} {:>10}",
                     admin,
                     s["state"].as_str().unwrap_or("?"),
                     s["weight"],
+                    effective.trim_end_matches('0').trim_end_matches('.'),
                     s["active"],
                     s["total"]
                 );
