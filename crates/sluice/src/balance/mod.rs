@@ -282,34 +282,36 @@ impl Pool {
         self.members()
             .iter()
             .enumerate()
-            .map(|(i, s)| (i, s, s.history()))
-            .map(|(i, s, (since, downs, last_check))| ServerSnapshot {
-                id: ServerId(i),
-                name: s.name.clone(),
-                addr: s.addr.clone(),
-                state: if s.is_up() && !s.agent_down() {
-                    ServerState::Up
-                } else {
-                    ServerState::Down
-                },
-                admin: s.admin_mode(),
-                weight: s.weight(),
-                agent_pct: s.agent_pct(),
-                ramp_pct: s.ramp_pct(now),
-                effective_weight: s.effective_weight(now).0 as f64
-                    / (100 * steer::RAMP_STEPS) as f64,
-                backup: s.backup,
-                max_connections: s.max_connections,
-                active: s.active.load(Ordering::Relaxed),
-                total: s.total.load(Ordering::Relaxed),
-                connect_failures: s.connect_failures.load(Ordering::Relaxed),
-                checks_ok: s.checks_ok.load(Ordering::Relaxed),
-                checks_failed: s.checks_failed.load(Ordering::Relaxed),
-                last_check_latency: s.last_latency(),
-                last_error: s.last_error(),
-                since,
-                downs,
-                last_check,
+            .map(|(i, s)| {
+                let (since, downs, last_check) = s.history();
+                let (agent_pct, ramp_pct, effective_weight) = s.weight_view(now);
+                ServerSnapshot {
+                    id: ServerId(i),
+                    name: s.name.clone(),
+                    addr: s.addr.clone(),
+                    state: if s.is_up() && !s.agent_down() {
+                        ServerState::Up
+                    } else {
+                        ServerState::Down
+                    },
+                    admin: s.admin_mode(),
+                    weight: s.weight(),
+                    agent_pct,
+                    ramp_pct,
+                    effective_weight,
+                    backup: s.backup,
+                    max_connections: s.max_connections,
+                    active: s.active.load(Ordering::Relaxed),
+                    total: s.total.load(Ordering::Relaxed),
+                    connect_failures: s.connect_failures.load(Ordering::Relaxed),
+                    checks_ok: s.checks_ok.load(Ordering::Relaxed),
+                    checks_failed: s.checks_failed.load(Ordering::Relaxed),
+                    last_check_latency: s.last_latency(),
+                    last_error: s.last_error(),
+                    since,
+                    downs,
+                    last_check,
+                }
             })
             .collect()
     }

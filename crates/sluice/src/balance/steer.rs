@@ -174,12 +174,6 @@ impl ServerEntry {
         self.steer.agent_admin.load(Ordering::Acquire) == 2
     }
 
-    /// Where the slow-start ramp has the weight at `now`, in percent (100: not ramping).
-    pub(crate) fn ramp_pct(&self, now: Instant) -> u32 {
-        let (step, _) = self.steer.ramp(now);
-        u32::try_from(step * 100 / RAMP_STEPS).unwrap_or(100)
-    }
-
     /// The agent's last weight percentage (100 when it never sent one).
     pub(crate) fn agent_pct(&self) -> u32 {
         self.steer.agent_pct.load(Ordering::Relaxed)
@@ -191,8 +185,26 @@ impl ServerEntry {
     /// warm-ups balances exactly as by configured weights. Also returns when it next changes.
     pub(crate) fn effective_weight(&self, now: Instant) -> (u64, Option<Instant>) {
         let (step, next) = self.steer.ramp(now);
-        let w = u64::from(self.weight()) * u64::from(self.agent_pct()) * step;
-        (w, next)
+        (self.scaled_weight(step), next)
+    }
+
+    /// What status pages show at `now`, from one look at the ramp: the agent's percentage,
+    /// the ramp in percent (100: not ramping) and [`Self::effective_weight`] in configured
+    /// weight units.
+    pub(crate) fn weight_view(&self, now: Instant) -> (u32, u32, f64) {
+        let (step, _) = self.steer.ramp(now);
+        let ramp_pct = u32::try_from(step * 100 / RAMP_STEPS).unwrap_or(100);
+        let units = (100 * RAMP_STEPS) as f64;
+        (
+            self.agent_pct(),
+            ramp_pct,
+            self.scaled_weight(step) as f64 / units,
+        )
+    }
+
+    /// Configured weight x agent % x ramp `step`, in 1/(100 x RAMP_STEPS) units.
+    fn scaled_weight(&self, step: u64) -> u64 {
+        u64::from(self.weight()) * u64::from(self.agent_pct()) * step
     }
 }
 
