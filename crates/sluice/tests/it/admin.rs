@@ -208,10 +208,18 @@ async fn metrics_for_the_tls_edge() {
             .await
             .unwrap();
     }
-    let text = scrape_until(
+    scrape_until(
         admin,
         "sluice_http_responses_total{frontend=\"web\",class=\"2xx\"}",
         |v| v == 2.0,
+    )
+    .await;
+    // A response is counted when its end was handed on, which may be just after the client
+    // read it: wait for the 400 too, as for the 200s, then check the whole scrape.
+    let text = scrape_until(
+        admin,
+        "sluice_http_responses_total{frontend=\"web\",class=\"4xx\"}",
+        |v| v >= 1.0,
     )
     .await;
     assert_eq!(
