@@ -65,7 +65,22 @@ pub(super) struct ConnState {
     spent: Notify,
     /// The connection's upgraded tunnels (`edge/upgrade.rs`): it ends after them.
     pub(super) tunnels: tokio_util::task::TaskTracker,
+    /// HTTP/1 served by `h1::H1`: an upgraded stream goes to its tunnel through here, not
+    /// through hyper's upgrade API; None while no 101 is on its way.
+    handoff: Option<HandoffSlot>,
 }
+
+/// The hand-over waiting for its 101 (`ConnState::handoff`).
+struct HandoffSlot(Mutex<Option<Handoff>>);
+
+impl std::fmt::Debug for HandoffSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandoffSlot")
+    }
+}
+
+/// Where `h1::H1` sends the client's stream once hyper has written the 101.
+pub(super) type Handoff = tokio::sync::oneshot::Sender<Box<dyn super::tunnel::ClientIo>>;
 
 impl Default for ConnState {
     /// No limit on requests per connection.
@@ -83,7 +98,37 @@ impl ConnState {
             limit: keepalive_requests.max(1),
             spent: Notify::new(),
             tunnels: tokio_util::task::TaskTracker::new(),
+            handoff: None,
         }
+    }
+
+    /// The connection is served by `h1::H1`, which hands upgraded streams over itself.
+    pub(super) fn with_handoff(mut self) -> Self {
+        self.handoff = Some(HandoffSlot(Mutex::new(None)));
+        self
+    }
+
+    /// For a 101 about to be sent: where the client's stream will arrive, when this
+    /// connection hands it over itself (None: use hyper's upgrade API).
+    pub(super) fn expect_handoff(
+        &self,
+    ) -> Option<tokio::sync::oneshot::Receiver<Box<dyn super::tunnel::ClientIo>>> {
+        let slot = self.handoff.as_ref()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        Some(rx)
+    }
+
+    /// Takes the waiting hand-over, if a 101 was sent.
+    pub(super) fn take_handoff(&self) -> Option<Handoff> {
+        let slot = self.handoff.as_ref()?;
+        slot.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// (requests in flight, requests started so far).
+    pub(super) fn load(&self) -> (usize, u64) {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        (g.0, g.2)
     }
 
     /// Marks a request as started; dropping the guard marks it done.

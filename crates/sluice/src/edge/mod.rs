@@ -11,6 +11,7 @@ mod coalesce;
 mod conn;
 pub(crate) mod forwarded;
 pub(crate) mod forwarded_parse;
+mod h1;
 mod record;
 pub(crate) mod request_id;
 mod rewind;
@@ -415,7 +416,11 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let info = Arc::new(info);
-    let state = Arc::new(conn::ConnState::new(fe.settings.limits.keepalive_requests));
+    let mut state = conn::ConnState::new(fe.settings.limits.keepalive_requests);
+    if matches!(versions, Versions::H1) {
+        state = state.with_handoff();
+    }
+    let state = Arc::new(state);
     let svc = {
         let (fe, info, state) = (fe.clone(), info.clone(), state.clone());
         service_fn(move |req| {
@@ -424,30 +429,49 @@ where
             // whole connection (HTTP/1's in-flight slot), idle or streaming a response, and
             // `handle` with body buffering, the pool wait and the upstream exchange inline is
             // ~3.5 KiB of which nothing is needed once the response head is out.
-            async move { Ok::<_, Infallible>(Box::pin(service::handle(fe, info, state, req)).await) }
+            Respond(Box::pin(service::handle(fe, info, state, req)))
         })
     };
-    let io = TokioIo::new(crate::net::SendDeadline::new(io, fe.settings.client.send));
-    // Upgrades (WebSocket): HTTP/1 needs hyper's upgrade-aware connection; HTTP/2's extended
-    // CONNECT needs none. hyper-util's `serve_connection_with_upgrades` always sniffs the
-    // preface, so ALPN's choice is served by the version's own builder.
+    let io = crate::net::SendDeadline::new(io, fe.settings.client.send);
+    // Upgrades (WebSocket): HTTP/1 by ALPN hands the stream over itself (`h1`); HTTP/2's
+    // extended CONNECT needs nothing; hyper-util's `serve_connection_with_upgrades` sniffs
+    // the preface when ALPN chose nothing.
     match versions {
         Versions::Any => {
-            let conn = Box::pin(fe.auto.serve_connection_with_upgrades(io, svc));
+            let conn = Box::pin(
+                fe.auto
+                    .serve_connection_with_upgrades(TokioIo::new(io), svc),
+            );
             Either::Left(drive(fe, info, state, stop, conn, |c| {
                 c.graceful_shutdown()
             }))
         }
         Versions::H1 => {
-            let conn = Box::pin(fe.h1.serve_connection(io, svc).with_upgrades());
+            // The stream boxed: a parked connection moves it whole, twice per request.
+            let conn = Box::pin(h1::H1::new(fe, state.clone(), Box::new(io), svc));
             let d = drive(fe, info, state, stop, conn, |c| c.graceful_shutdown());
             Either::Right(Either::Left(d))
         }
         Versions::H2 => {
-            let conn = Box::pin(fe.h2.serve_connection(io, svc));
+            let conn = Box::pin(fe.h2.serve_connection(TokioIo::new(io), svc));
             let d = drive(fe, info, state, stop, conn, |c| c.graceful_shutdown());
             Either::Right(Either::Right(d))
         }
+    }
+}
+
+/// A request's response future as hyper's service returns it: boxed (see `serve`), so
+/// `Unpin` as `h1::H1` needs, and infallible.
+struct Respond<F>(std::pin::Pin<Box<F>>);
+
+impl<F: Future> Future for Respond<F> {
+    type Output = Result<F::Output, Infallible>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(Ok)
     }
 }
 

@@ -14,6 +14,12 @@ use tokio_util::sync::CancellationToken;
 /// Largest read, hence largest write, per pass.
 const BUF: usize = 16 * 1024;
 
+/// The client's side of a tunnel, from hyper's upgrade API (HTTP/2 extended CONNECT,
+/// HTTP/1 by preface) or handed over by `h1::H1`.
+pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientIo for T {}
+
 /// How a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {

@@ -160,15 +160,16 @@ pub(super) async fn handle(
     line.rec().status = resp.status().as_u16();
     let opened = crate::metrics::global().upgraded(&fe.name, &want.proto.to_ascii_lowercase());
     let (fe2, idle) = (fe.clone(), fe.settings.client.tunnel);
+    let handoff = state.expect_handoff();
     state.tunnels.spawn(async move {
         // Holds the lease, the request guard and the line until the tunnel ends.
         let (_opened, _lease, _guard, mut line) = (opened, lease, guard, line);
         let client = tokio::select! {
-            c = client_side => c,
+            c = client_stream(handoff, client_side) => c,
             _ = fe2.force.cancelled() => return,
         };
         let out = match client {
-            Ok(c) => tunnel::relay(TokioIo::new(c), io, leftover, idle, &fe2.force).await,
+            Ok(c) => tunnel::relay(c, io, leftover, idle, &fe2.force).await,
             Err(e) => {
                 tracing::debug!(frontend = %fe2.name, "client upgrade failed: {e}");
                 return;
@@ -192,6 +193,23 @@ pub(super) async fn handle(
         );
     });
     resp.map(|b| LogBody::bare(b.map_err(|e| match e {}).boxed()))
+}
+
+/// The client's stream once the 101 is out: from `h1::H1`'s hand-over when the connection
+/// makes one, else from hyper's upgrade API.
+async fn client_stream(
+    handoff: Option<tokio::sync::oneshot::Receiver<Box<dyn tunnel::ClientIo>>>,
+    hyper_side: hyper::upgrade::OnUpgrade,
+) -> Result<Box<dyn tunnel::ClientIo>, String> {
+    match handoff {
+        Some(rx) => rx
+            .await
+            .map_err(|_| "the connection ended before the 101 was sent".to_string()),
+        None => match hyper_side.await {
+            Ok(u) => Ok(Box::new(TokioIo::new(u))),
+            Err(e) => Err(e.to_string()),
+        },
+    }
 }
 
 /// Picks servers and asks, at most `1 + retries` attempts; only connect failures move on.

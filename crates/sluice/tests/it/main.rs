@@ -19,6 +19,7 @@ mod dns_discovery;
 mod dns_srv;
 mod edge_curl;
 mod edge_http;
+mod edge_idle;
 mod edge_interop;
 mod edge_limits;
 mod edge_mtls;
