@@ -56,8 +56,9 @@ pub(crate) fn next_id() -> u64 {
 /// Requests in flight on a connection, since when it has been idle, and how many it served.
 #[derive(Debug)]
 pub(super) struct ConnState {
-    /// (in flight, idle since, started so far).
-    inner: Mutex<(usize, Instant, u64)>,
+    /// (in flight, idle since, started so far, the last request to end left the
+    /// connection ready for another: see [`RequestGuard::reusable`]).
+    inner: Mutex<(usize, Instant, u64, bool)>,
     changed: Notify,
     /// Requests a connection serves before it is closed (`keepalive_requests`).
     limit: u64,
@@ -65,9 +66,9 @@ pub(super) struct ConnState {
     spent: Notify,
     /// The connection's upgraded tunnels (`edge/upgrade.rs`): it ends after them.
     pub(super) tunnels: tokio_util::task::TaskTracker,
-    /// HTTP/1 served by `h1::H1`: an upgraded stream goes to its tunnel through here, not
-    /// through hyper's upgrade API; None while no 101 is on its way.
-    handoff: Option<HandoffSlot>,
+    /// HTTP/1 (`h1::H1`): an upgraded stream goes to its tunnel through here, not through
+    /// hyper's upgrade API; empty while no 101 is on its way.
+    handoff: HandoffSlot,
 }
 
 /// The hand-over waiting for its 101 (`ConnState::handoff`).
@@ -93,42 +94,39 @@ impl ConnState {
     /// State of a new connection that serves at most `keepalive_requests` requests.
     pub(super) fn new(keepalive_requests: u64) -> Self {
         ConnState {
-            inner: Mutex::new((0, Instant::now(), 0)),
+            inner: Mutex::new((0, Instant::now(), 0, false)),
             changed: Notify::new(),
             limit: keepalive_requests.max(1),
             spent: Notify::new(),
             tunnels: tokio_util::task::TaskTracker::new(),
-            handoff: None,
+            handoff: HandoffSlot(Mutex::new(None)),
         }
     }
 
-    /// The connection is served by `h1::H1`, which hands upgraded streams over itself.
-    pub(super) fn with_handoff(mut self) -> Self {
-        self.handoff = Some(HandoffSlot(Mutex::new(None)));
-        self
-    }
-
-    /// For a 101 about to be sent: where the client's stream will arrive, when this
-    /// connection hands it over itself (None: use hyper's upgrade API).
+    /// For an HTTP/1 101 about to be sent: where `h1::H1` will send the client's stream
+    /// once hyper has written it.
     pub(super) fn expect_handoff(
         &self,
-    ) -> Option<tokio::sync::oneshot::Receiver<Box<dyn super::tunnel::ClientIo>>> {
-        let slot = self.handoff.as_ref()?;
+    ) -> tokio::sync::oneshot::Receiver<Box<dyn super::tunnel::ClientIo>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
-        Some(rx)
+        *self.handoff.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
     }
 
     /// Takes the waiting hand-over, if a 101 was sent.
     pub(super) fn take_handoff(&self) -> Option<Handoff> {
-        let slot = self.handoff.as_ref()?;
-        slot.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.handoff
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
-    /// (requests in flight, requests started so far).
-    pub(super) fn load(&self) -> (usize, u64) {
+    /// (requests in flight, requests started so far, the last one to end left the
+    /// connection ready for another).
+    pub(super) fn load(&self) -> (usize, u64, bool) {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        (g.0, g.2)
+        (g.0, g.2, g.3)
     }
 
     /// Marks a request as started; dropping the guard marks it done.
@@ -152,6 +150,7 @@ impl ConnState {
             state: self.clone(),
             last,
             number,
+            reusable: false,
         }
     }
 
@@ -187,7 +186,7 @@ impl ConnState {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (active, since, _) = *self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let (active, since, _, _) = *self.inner.lock().unwrap_or_else(|p| p.into_inner());
             if active > 0 {
                 notified.await;
                 continue;
@@ -207,6 +206,8 @@ pub(super) struct RequestGuard {
     last: bool,
     /// This request's number on its connection, from 1 (`$connection_requests`).
     number: u64,
+    /// Set by [`RequestGuard::reusable`].
+    reusable: bool,
 }
 
 impl RequestGuard {
@@ -220,6 +221,14 @@ impl RequestGuard {
     pub(super) fn number(&self) -> u64 {
         self.number
     }
+
+    /// When this request ends, HTTP/1 is known to be ready for the next one: the client
+    /// keeps the connection alive, this is not the last request, and no request body can
+    /// be left unread. Only then may `h1::H1` let go of hyper's connection; hyper may
+    /// still be reading or draining a body, or about to close, otherwise.
+    pub(super) fn reusable(&mut self, yes: bool) {
+        self.reusable = yes;
+    }
 }
 
 impl Drop for RequestGuard {
@@ -228,6 +237,7 @@ impl Drop for RequestGuard {
         let now_idle = {
             let mut g = self.state.inner.lock().unwrap_or_else(|p| p.into_inner());
             g.0 = g.0.saturating_sub(1);
+            g.3 = self.reusable;
             if g.0 == 0 {
                 g.1 = Instant::now();
             }

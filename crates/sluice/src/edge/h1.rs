@@ -67,9 +67,20 @@ where
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     pub(super) fn new(fe: &Arc<HttpFrontend>, state: Arc<ConnState>, io: IO, svc: S) -> Self {
+        H1::with_first(fe, state, io, svc, Bytes::new())
+    }
+
+    /// As [`H1::new`], for a connection whose `first` bytes were already read from `io`.
+    pub(super) fn with_first(
+        fe: &Arc<HttpFrontend>,
+        state: Arc<ConnState>,
+        io: IO,
+        svc: S,
+        first: Bytes,
+    ) -> Self {
         let waits = Arc::new(Waits::default());
         let io = TokioIo::new(Resumable {
-            prefix: Bytes::new(),
+            prefix: first,
             inner: io,
             waits: waits.clone(),
         });
@@ -93,14 +104,15 @@ where
     }
 
     /// hyper waits for the client's next request: nothing in flight, nothing unsent, a
-    /// read pending, at least one request served (before the first, hyper's header
-    /// timeout runs, as nginx's `client_header_timeout`).
+    /// read pending, and the last request left the connection reusable (`RequestGuard::
+    /// reusable`; never before the first request, while hyper's header timeout runs, as
+    /// nginx's `client_header_timeout`).
     fn idle(closing: bool, waits: &Waits, state: &ConnState, no_park_at: u64) -> bool {
         if closing || waits.load() != READ_BLOCKED {
             return false;
         }
-        let (in_flight, started) = state.load();
-        in_flight == 0 && started > 0 && started != no_park_at
+        let (in_flight, started, reusable) = state.load();
+        in_flight == 0 && reusable && started != no_park_at
     }
 
     /// A new hyper connection that first reads `first` (bytes the last one left unread, or

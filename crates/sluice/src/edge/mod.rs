@@ -1,6 +1,6 @@
 //! The HTTP/TLS edge (`mode = "http"` frontends, issue #4): per connection, the PROXY policy
-//! (leftover bytes replayed), a TLS handshake under a timeout, then HTTP/1.1 or HTTP/2 with
-//! hyper's auto builder and the limits against slow or abusive clients. Requests go to
+//! (leftover bytes replayed), a TLS handshake under a timeout, then HTTP/1.1 (`h1`) or HTTP/2
+//! by ALPN or preface (`version`) with the limits against slow or abusive clients. Requests go to
 //! `service`; access lines to `access`. Binding and accepting are `server`'s job.
 
 mod access;
@@ -20,6 +20,7 @@ mod settings;
 pub(crate) mod strict;
 mod tunnel;
 pub(crate) mod upgrade;
+mod version;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,7 +30,6 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::either::Either;
@@ -80,13 +80,12 @@ pub(crate) struct HttpFrontend {
     pub log: AccessLog,
     /// Cancelled when the shutdown grace period ends: close whatever is still open.
     pub force: CancellationToken,
-    /// Both protocols (plain HTTP, ALPN h2 or none).
-    auto: auto::Builder<TokioExecutor>,
-    /// HTTP/1 only (ALPN http/1.1): hyper's own builder, since hyper-util's auto builder
+    /// HTTP/1 (`h1::H1`; ALPN http/1.1, or no ALPN and no HTTP/2 preface). hyper's own builder
     /// ignores `http1_only` when serving with upgrades.
     h1: hyper::server::conn::http1::Builder,
-    /// HTTP/2 only (ALPN h2): anything but the HTTP/2 preface ends the connection.
-    h2: auto::Builder<TokioExecutor>,
+    /// HTTP/2 (ALPN h2, or the preface): under ALPN h2 anything but the preface ends the
+    /// connection.
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
 
 impl std::fmt::Debug for HttpFrontend {
@@ -106,16 +105,9 @@ pub(crate) enum EdgeError {
     Tls(#[from] tls::TlsError),
 }
 
-fn builder(s: &EdgeSettings) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(s.client.header)
-        .keep_alive(true)
-        .max_buf_size(s.limits.header_bytes)
-        .max_headers(s.limits.headers);
-    b.http2()
-        .timer(TokioTimer::new())
+fn h2_builder(s: &EdgeSettings) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_concurrent_streams(s.limits.h2_streams)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
         .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
@@ -125,7 +117,7 @@ fn builder(s: &EdgeSettings) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// The HTTP/1 settings of [`builder`] on hyper's own HTTP/1 builder (ALPN http/1.1).
+/// hyper's HTTP/1 server with the frontend's limits.
 fn h1_builder(s: &EdgeSettings) -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(TokioTimer::new())
@@ -203,12 +195,11 @@ impl HttpFrontend {
                 },
             })),
         };
-        let mut auto = builder(&settings);
+        let mut h2 = h2_builder(&settings);
         if upstream.can_upgrade() && !settings.upgrade_protocols.is_empty() {
-            auto.http2().enable_connect_protocol(); // RFC 8441, for WebSocket over HTTP/2
+            h2.enable_connect_protocol(); // RFC 8441, for WebSocket over HTTP/2
         }
         let h1 = h1_builder(&settings);
-        let h2 = auto.clone().http2_only();
         let (name, backend): (Arc<str>, Arc<str>) =
             (f.name.as_str().into(), b.name.as_str().into());
         Ok(Arc::new(HttpFrontend {
@@ -227,7 +218,6 @@ impl HttpFrontend {
                 series: Arc::new(crate::metrics::RequestSeries::new(name, backend)),
             },
             force,
-            auto,
             h1,
             h2,
         }))
@@ -396,15 +386,16 @@ enum Versions {
     H2,
 }
 
-/// Runs hyper on `io` until the connection ends, is idle too long, has served
-/// `keepalive_requests`, or shutdown closes it. Writes to a client that stops reading fail
-/// after the send timeout (`net::SendDeadline`).
+/// Serves HTTP on `io` (`h1::H1`, hyper's HTTP/2, or `version::ByPreface` to pick) until
+/// the connection ends, is idle too long, has served `keepalive_requests`, or shutdown
+/// closes it. Writes to a client that stops reading fail after the send timeout
+/// (`net::SendDeadline`).
 ///
-/// Not an `async fn`: hyper's connection (which owns `io`) is built here and boxed, and the
+/// Not an `async fn`: the connection (which owns `io`) is built here and boxed, and the
 /// returned future (`drive` over the box) holds only the box. As an `async fn` the
-/// connection's task kept `io`
-/// twice more next to the connection (the parameter and the wrapped local stay in the
-/// state machine for its whole life), ~2.8 KiB per TLS connection.
+/// connection's task kept `io` twice more next to the connection (the parameter and the
+/// wrapped local stay in the state machine for its whole life), ~2.8 KiB per TLS
+/// connection.
 fn serve<'a, IO>(
     fe: &'a Arc<HttpFrontend>,
     io: IO,
@@ -416,11 +407,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let info = Arc::new(info);
-    let mut state = conn::ConnState::new(fe.settings.limits.keepalive_requests);
-    if matches!(versions, Versions::H1) {
-        state = state.with_handoff();
-    }
-    let state = Arc::new(state);
+    let state = Arc::new(conn::ConnState::new(fe.settings.limits.keepalive_requests));
     let svc = {
         let (fe, info, state) = (fe.clone(), info.clone(), state.clone());
         service_fn(move |req| {
@@ -433,21 +420,20 @@ where
         })
     };
     let io = crate::net::SendDeadline::new(io, fe.settings.client.send);
-    // Upgrades (WebSocket): HTTP/1 by ALPN hands the stream over itself (`h1`); HTTP/2's
-    // extended CONNECT needs nothing; hyper-util's `serve_connection_with_upgrades` sniffs
-    // the preface when ALPN chose nothing.
+    // The stream boxed for HTTP/1: a parked connection moves it whole, twice per request.
     match versions {
         Versions::Any => {
-            let conn = Box::pin(
-                fe.auto
-                    .serve_connection_with_upgrades(TokioIo::new(io), svc),
-            );
+            let conn = Box::pin(version::ByPreface::new(
+                fe,
+                state.clone(),
+                Box::new(io),
+                svc,
+            ));
             Either::Left(drive(fe, info, state, stop, conn, |c| {
                 c.graceful_shutdown()
             }))
         }
         Versions::H1 => {
-            // The stream boxed: a parked connection moves it whole, twice per request.
             let conn = Box::pin(h1::H1::new(fe, state.clone(), Box::new(io), svc));
             let d = drive(fe, info, state, stop, conn, |c| c.graceful_shutdown());
             Either::Right(Either::Left(d))

@@ -61,7 +61,8 @@ pub(crate) async fn handle(
     mut req: Request<Incoming>,
 ) -> Response<LogBody> {
     let start = Instant::now();
-    let guard = state.begin();
+    let mut guard = state.begin();
+    let had_body = !req.body().is_end_stream();
     let checked = super::strict::check(&req).and_then(|()| super::upgrade::classify(&fe, &req));
     let decision = forwarded_decision(&fe, &conn, &req);
     let client = decision.client;
@@ -123,6 +124,7 @@ pub(crate) async fn handle(
     }
     // hyper closes after this response: its end can leave with the close_notify.
     let last = client_closes || (guard.is_last() && version < hyper::Version::HTTP_2);
+    guard.reusable(!last && !had_body);
     let hint = conn.close_hint.clone().filter(|_| last);
     resp.map(|b| LogBody::new(b, line, lease, guard).closing(hint))
 }

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 /// Largest read, hence largest write, per pass.
 const BUF: usize = 16 * 1024;
 
-/// The client's side of a tunnel, from hyper's upgrade API (HTTP/2 extended CONNECT,
-/// HTTP/1 by preface) or handed over by `h1::H1`.
+/// The client's side of a tunnel: an HTTP/1 stream handed over by `h1::H1`, or an HTTP/2
+/// extended CONNECT stream from hyper's upgrade API.
 pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientIo for T {}

@@ -160,7 +160,8 @@ pub(super) async fn handle(
     line.rec().status = resp.status().as_u16();
     let opened = crate::metrics::global().upgraded(&fe.name, &want.proto.to_ascii_lowercase());
     let (fe2, idle) = (fe.clone(), fe.settings.client.tunnel);
-    let handoff = state.expect_handoff();
+    // HTTP/1: `h1::H1` hands the stream over; HTTP/2: the stream is hyper's.
+    let handoff = (!want.h2).then(|| state.expect_handoff());
     state.tunnels.spawn(async move {
         // Holds the lease, the request guard and the line until the tunnel ends.
         let (_opened, _lease, _guard, mut line) = (opened, lease, guard, line);
@@ -195,8 +196,8 @@ pub(super) async fn handle(
     resp.map(|b| LogBody::bare(b.map_err(|e| match e {}).boxed()))
 }
 
-/// The client's stream once the 101 is out: from `h1::H1`'s hand-over when the connection
-/// makes one, else from hyper's upgrade API.
+/// The client's stream once the answer is out: HTTP/1's from `h1::H1`'s hand-over, an
+/// HTTP/2 extended CONNECT's from hyper's upgrade API.
 async fn client_stream(
     handoff: Option<tokio::sync::oneshot::Receiver<Box<dyn tunnel::ClientIo>>>,
     hyper_side: hyper::upgrade::OnUpgrade,
@@ -204,7 +205,7 @@ async fn client_stream(
     match handoff {
         Some(rx) => rx
             .await
-            .map_err(|_| "the connection ended before the 101 was sent".to_string()),
+            .map_err(|_| "the connection ended before its 101 was sent".to_string()),
         None => match hyper_side.await {
             Ok(u) => Ok(Box::new(TokioIo::new(u))),
             Err(e) => Err(e.to_string()),
