@@ -62,7 +62,8 @@ pub(crate) async fn handle(
 ) -> Response<LogBody> {
     let start = Instant::now();
     let mut guard = state.begin();
-    let had_body = !req.body().is_end_stream();
+    // Whether the whole request body is known to be read (hyper is then done with it).
+    let mut body_read = req.body().is_end_stream();
     let checked = super::strict::check(&req).and_then(|()| super::upgrade::classify(&fe, &req));
     let decision = forwarded_decision(&fe, &conn, &req);
     let client = decision.client;
@@ -89,7 +90,10 @@ pub(crate) async fn handle(
         Ok(None) => {
             let ctx = context(&conn, &req, decision, id);
             match forward(&fe, &ctx, req, line.rec(), &mut upstream_start).await {
-                Ok((resp, lease)) => buffer_response(&fe, resp, lease),
+                Ok((resp, lease, whole)) => {
+                    body_read |= whole;
+                    buffer_response(&fe, resp, lease)
+                }
                 Err(f) => {
                     match &f {
                         Failure::Upstream(e) => tracing::info!(
@@ -124,7 +128,7 @@ pub(crate) async fn handle(
     }
     // hyper closes after this response: its end can leave with the close_notify.
     let last = client_closes || (guard.is_last() && version < hyper::Version::HTTP_2);
-    guard.reusable(!last && !had_body);
+    guard.reusable(!last && body_read);
     let hint = conn.close_hint.clone().filter(|_| last);
     resp.map(|b| LogBody::new(b, line, lease, guard).closing(hint))
 }
@@ -387,14 +391,15 @@ async fn prepare(fe: &HttpFrontend, req: Request<Incoming>) -> Result<Request<Pr
 }
 
 /// Picks servers and sends, at most `1 + retries` attempts; only connect failures with
-/// the body still unread move on to another server.
+/// the body still unread move on to another server. With the response: whether the
+/// request body was read whole before it (not streamed).
 async fn forward(
     fe: &HttpFrontend,
     ctx: &RequestContext,
     req: Request<Incoming>,
     rec: &mut AccessRecord,
     upstream_start: &mut Instant,
-) -> Result<(Response<Body>, Lease), Failure> {
+) -> Result<(Response<Body>, Lease, bool), Failure> {
     let req = prepare(fe, req).await?;
     if !matches!(req.body(), Prepared::Full(_)) {
         *upstream_start = Instant::now();
@@ -423,7 +428,7 @@ async fn forward(
         match fe.upstream.send(lease.addr(), attempt, ctx).await {
             Ok(resp) => {
                 lease.connected();
-                return Ok((resp, lease));
+                return Ok((resp, lease, !matches!(body, Prepared::Shared(_))));
             }
             Err(UpstreamError::Connect(e)) => {
                 let why = format!("{}: {e}", lease.name());

@@ -115,8 +115,8 @@ where
     assert_served(exchange(s, &mut rx, &both).await, "/three");
     assert_served(hold_clock("the second", rx.next(s)).await, "/four");
 
-    // A request with a body, then a pause, then one without: the body is never taken for
-    // a next request.
+    // A request with a body (read whole before the app, as request buffering does), then a
+    // pause, then one without: the body is never taken for a next request.
     tokio::time::sleep(pause).await;
     let post = b"POST /post HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\r\nhello";
     let (head, body) = exchange(s, &mut rx, post)
