@@ -66,6 +66,9 @@ pub(super) struct ConnState {
     spent: Notify,
     /// The connection's upgraded tunnels (`edge/upgrade.rs`): it ends after them.
     pub(super) tunnels: tokio_util::task::TaskTracker,
+    /// 1 + the requests started when [`ConnState::idle_stage`] last said [`Idle::Park`]
+    /// (0: never): one park per idle period.
+    parked_in: AtomicU64,
     /// HTTP/1 (`h1::H1`): an upgraded stream goes to its tunnel through here, not through
     /// hyper's upgrade API; empty while no 101 is on its way.
     handoff: HandoffSlot,
@@ -78,6 +81,15 @@ impl std::fmt::Debug for HandoffSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("HandoffSlot")
     }
+}
+
+/// What an idle period reached ([`ConnState::idle_stage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Idle {
+    /// Idle long enough to let go of per-request state (`h1::H1::park`).
+    Park,
+    /// Idle for the keep-alive timeout: close.
+    Close,
 }
 
 /// Where `h1::H1` sends the client's stream once hyper has written the 101.
@@ -99,6 +111,7 @@ impl ConnState {
             limit: keepalive_requests.max(1),
             spent: Notify::new(),
             tunnels: tokio_util::task::TaskTracker::new(),
+            parked_in: AtomicU64::new(0),
             handoff: HandoffSlot(Mutex::new(None)),
         }
     }
@@ -176,6 +189,36 @@ impl ConnState {
                 return;
             }
             notified.await;
+        }
+    }
+
+    /// Completes once the connection has had no request in flight for `park` (once per
+    /// idle period: [`Idle::Park`]) or for `close` ([`Idle::Close`]). One timer per idle
+    /// period, moved from the first deadline to the second.
+    pub(super) async fn idle_stage(&self, park: Option<Duration>, close: Duration) -> Idle {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (active, since, started, _) = *self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if active > 0 {
+                notified.await;
+                continue;
+            }
+            let parked = self.parked_in.load(Ordering::Relaxed) == started.wrapping_add(1);
+            let (stage, after) = match park {
+                Some(p) if !parked && p < close => (Idle::Park, p),
+                _ => (Idle::Close, close),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(since + after) => {
+                    if stage == Idle::Park {
+                        self.parked_in.store(started.wrapping_add(1), Ordering::Relaxed);
+                    }
+                    return stage;
+                }
+                _ = &mut notified => {}
+            }
         }
     }
 

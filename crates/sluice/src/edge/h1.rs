@@ -40,6 +40,8 @@ where
     phase: Phase<IO, S>,
     /// Graceful close asked (shutdown, idle timeout, `keepalive_requests`): no more parking.
     closing: bool,
+    /// `drive` asked for a park while this many requests had started (`park`).
+    park_at: Option<u64>,
     /// The requests started when hyper was last built with bytes to read: no park before
     /// the next request starts. hyper holds a partial head as work in progress, and a head
     /// sent slowly stays under one header timer.
@@ -90,6 +92,7 @@ where
             state,
             waits,
             closing: false,
+            park_at: None,
             no_park_at: 0,
         }
     }
@@ -103,22 +106,30 @@ where
         }
     }
 
-    /// hyper waits for the client's next request: nothing in flight, nothing unsent, a
+    /// The connection has been idle for `edge::PARK_AFTER`: let go of hyper's connection at
+    /// the next poll if it is idle then (see [`H1::idle`]).
+    pub(super) fn park(mut self: Pin<&mut Self>) {
+        self.park_at = Some(self.state.load().1);
+    }
+
+    /// Asked to park in this idle period, and hyper waits for the client's next request:
+    /// nothing in flight, nothing unsent, a
     /// read pending, and the last request left the connection reusable (`RequestGuard::
     /// reusable`; never before the first request, while hyper's header timeout runs, as
     /// nginx's `client_header_timeout`).
-    fn idle(closing: bool, waits: &Waits, state: &ConnState, no_park_at: u64) -> bool {
-        if closing || waits.load() != READ_BLOCKED {
+    fn idle(me: &Parking<'_>) -> bool {
+        if me.closing || me.park_at.is_none() || me.waits.load() != READ_BLOCKED {
             return false;
         }
-        let (in_flight, started, reusable) = state.load();
-        in_flight == 0 && reusable && started != no_park_at
+        let (in_flight, started, reusable) = me.state.load();
+        in_flight == 0 && reusable && started != me.no_park_at && me.park_at == Some(started)
     }
 
     /// A new hyper connection that first reads `first` (bytes the last one left unread, or
     /// the client's first bytes after a pause).
     fn resume(&mut self, mut io: Io<IO>, svc: S, first: Bytes) -> Phase<IO, S> {
         self.no_park_at = self.state.load().1;
+        self.park_at = None;
         io.inner_mut().prefix = first;
         Phase::Serving(Box::new(self.fe.h1.serve_connection(io, svc)))
     }
@@ -143,7 +154,14 @@ where
                     Poll::Ready(Ok(())) => false,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                     Poll::Pending => {
-                        if !Self::idle(me.closing, &me.waits, &me.state, me.no_park_at) {
+                        let parking = Parking {
+                            closing: me.closing,
+                            park_at: me.park_at,
+                            waits: &me.waits,
+                            state: &me.state,
+                            no_park_at: me.no_park_at,
+                        };
+                        if !Self::idle(&parking) {
                             return Poll::Pending;
                         }
                         // An idle hyper connection closes at once; one that is not (a
@@ -226,6 +244,15 @@ where
             }
         }
     }
+}
+
+/// What [`H1::idle`] looks at (the fields beside the phase being polled).
+struct Parking<'a> {
+    closing: bool,
+    park_at: Option<u64>,
+    waits: &'a Waits,
+    state: &'a ConnState,
+    no_park_at: u64,
 }
 
 /// What the connection's I/O last waited for (bits), as hyper left it.

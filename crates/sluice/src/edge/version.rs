@@ -59,6 +59,13 @@ where
         }
     }
 
+    /// Idle long enough: HTTP/1 lets go of hyper's connection (`H1::park`).
+    pub(super) fn park(self: Pin<&mut Self>) {
+        if let ByPreface::H1(h1) = self.get_mut() {
+            Pin::new(h1).park();
+        }
+    }
+
     /// Closes gracefully, as the version's own server does; before the version is known,
     /// at once (no request has started).
     pub(super) fn graceful_shutdown(self: Pin<&mut Self>) {
