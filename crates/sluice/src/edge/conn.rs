@@ -224,21 +224,7 @@ impl ConnState {
 
     /// Completes once the connection has had no request in flight for `idle`.
     pub(super) async fn idle_for(&self, idle: Duration) {
-        // Each pass waits for a state change or the deadline, so it loops once per request.
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let (active, since, _, _) = *self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            if active > 0 {
-                notified.await;
-                continue;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(since + idle) => return,
-                _ = &mut notified => {}
-            }
-        }
+        self.idle_stage(None, idle).await;
     }
 }
 
